@@ -1,0 +1,297 @@
+/**
+ * In-memory stand-in for MercadoPago's OAuth endpoints (SPEC §7), speaking MercadoPago's wire
+ * format, plus `/__sandbox/*` controls that let tests inject faults and latency. One handler
+ * serves both MP_AUTH_URL (`/authorization`) and MP_API_URL (`/oauth/token`). It logs nothing.
+ */
+
+/** Options for {@link createSandbox}: the one registered application and an optional clock. */
+export interface SandboxOptions {
+  clientId: string;
+  clientSecret: string;
+  /** Clock in epoch milliseconds (default `Date.now`); used for the 10-minute code life. */
+  now?: () => number;
+}
+
+/** A running sandbox: mount `handler` with `Deno.serve`; `close()` releases held requests. */
+export interface Sandbox {
+  handler: (req: Request) => Promise<Response>;
+  close(): void;
+}
+
+type FaultMode = "error_500" | "timeout" | "rate_limited" | "invalid_grant";
+type Params = Record<string, string | undefined>;
+
+interface PendingCode {
+  clientId: string;
+  redirectUri: string;
+  userId: number;
+  codeChallenge?: string;
+  issuedAt: number;
+}
+
+const CODE_TTL_MS = 10 * 60 * 1000;
+const EXPIRES_IN = 15552000;
+const FAULT_MODES = ["error_500", "timeout", "rate_limited", "invalid_grant"];
+
+/** Creates a fresh sandbox with empty state for the given application credentials. */
+export function createSandbox(opts: SandboxOptions): Sandbox {
+  const now = opts.now ?? Date.now;
+  const codes = new Map<string, PendingCode>();
+  const refreshTokens = new Map<string, { userId: number; used: boolean }>();
+  const publicKeys = new Map<number, string>(); // seller user_id → stable public key
+  const waiters = new Set<() => void>(); // pending latency/timeout waits, released by close()
+  let closed = false;
+  let fault: { mode: FaultMode; count: number } | null = null;
+  let latencyMs = 0;
+  let stats = { token_calls: 0, refresh_token_reuse: 0, authorizations: 0, refreshes: 0 };
+
+  /** The given seller, or a new one with an unused random user_id; ensures its public key. */
+  function seller(userId?: number): number {
+    let id = userId;
+    while (id === undefined) {
+      const candidate = 100_000_000 + (crypto.getRandomValues(new Uint32Array(1))[0] % 1e9);
+      if (!publicKeys.has(candidate)) id = candidate;
+    }
+    if (!publicKeys.has(id)) publicKeys.set(id, `APP_USR-${crypto.randomUUID()}`);
+    return id;
+  }
+
+  function issueTokens(userId: number) {
+    const refreshToken = `TG-${hex(12)}-${userId}`;
+    refreshTokens.set(refreshToken, { userId, used: false });
+    const appId = /^\d+$/.test(opts.clientId) ? opts.clientId : digits(16);
+    return {
+      access_token: `APP_USR-${appId}-${digits(6)}-${hex(16)}-${userId}`,
+      token_type: "Bearer",
+      expires_in: EXPIRES_IN,
+      scope: "offline_access read write",
+      user_id: userId,
+      refresh_token: refreshToken,
+      public_key: publicKeys.get(userId)!,
+      live_mode: true,
+    };
+  }
+
+  /** Resolves true after `ms` (null = never), or false early on client abort or close(). */
+  function wait(ms: number | null, signal: AbortSignal): Promise<boolean> {
+    if (closed || signal.aborted) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const done = (elapsed: boolean) => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        waiters.delete(onAbort);
+        resolve(elapsed);
+      };
+      const onAbort = () => done(false);
+      const timer = ms === null ? undefined : setTimeout(() => done(true), ms);
+      signal.addEventListener("abort", onAbort);
+      waiters.add(onAbort);
+    });
+  }
+
+  function authorize(url: URL): Response {
+    const q = Object.fromEntries(url.searchParams);
+    if (q.client_id !== opts.clientId) return mpError(400, "invalid_client", "invalid client_id");
+    if (q.response_type !== "code") {
+      return mpError(400, "unsupported_response_type", "response_type must be code");
+    }
+    if (!q.redirect_uri || !URL.canParse(q.redirect_uri)) {
+      return mpError(400, "invalid_request", "redirect_uri is required");
+    }
+    if (q.code_challenge && q.code_challenge_method !== "S256") {
+      return mpError(400, "invalid_request", "code_challenge_method must be S256");
+    }
+    if (q.user_id !== undefined && !(/^\d+$/.test(q.user_id) && isInt(Number(q.user_id), 1))) {
+      return mpError(400, "invalid_request", "invalid user_id");
+    }
+    const target = new URL(q.redirect_uri);
+    if (q.deny === "1") {
+      target.searchParams.set("error", "access_denied");
+    } else {
+      const userId = seller(q.user_id === undefined ? undefined : Number(q.user_id));
+      const code = `TG-${hex(12)}-${userId}`;
+      codes.set(code, {
+        clientId: q.client_id,
+        redirectUri: q.redirect_uri,
+        userId,
+        codeChallenge: q.code_challenge || undefined,
+        issuedAt: now(),
+      });
+      stats.authorizations++;
+      target.searchParams.set("code", code);
+    }
+    if (q.state !== undefined) target.searchParams.set("state", q.state);
+    return Response.redirect(target, 302);
+  }
+
+  async function token(req: Request): Promise<Response> {
+    stats.token_calls++;
+    const mode = fault?.mode; // faults go to the next n calls in arrival order
+    if (fault && --fault.count <= 0) fault = null;
+    if (latencyMs > 0 && !(await wait(latencyMs, req.signal))) return gone();
+    if (mode === "timeout") {
+      await wait(null, req.signal);
+      return gone();
+    }
+    if (mode === "error_500") return mpError(500, "internal_error", "internal server error");
+    if (mode === "invalid_grant") return mpError(400, "invalid_grant", "invalid_grant");
+    if (mode === "rate_limited") {
+      return mpError(429, "too_many_requests", "too many requests", { "retry-after": "1" });
+    }
+    const body = await readParams(req);
+    if (!body) return mpError(400, "invalid_request", "malformed request body");
+    if (body.client_id !== opts.clientId || body.client_secret !== opts.clientSecret) {
+      return mpError(401, "invalid_client", "invalid client_id or client_secret");
+    }
+    if (body.grant_type === "authorization_code") {
+      const entry = body.code === undefined ? undefined : codes.get(body.code);
+      if (!entry) return mpError(400, "invalid_grant", "invalid authorization code");
+      codes.delete(body.code!); // single use: any exchange attempt consumes the code
+      if (now() - entry.issuedAt > CODE_TTL_MS) {
+        return mpError(400, "invalid_grant", "authorization code expired");
+      }
+      if (entry.clientId !== body.client_id || entry.redirectUri !== body.redirect_uri) {
+        return mpError(400, "invalid_grant", "redirect_uri does not match");
+      }
+      if (entry.codeChallenge !== undefined) {
+        if (!body.code_verifier || (await s256(body.code_verifier)) !== entry.codeChallenge) {
+          return mpError(400, "invalid_grant", "invalid code_verifier");
+        }
+      }
+      return Response.json(issueTokens(entry.userId));
+    }
+    if (body.grant_type === "refresh_token") {
+      const entry = body.refresh_token === undefined
+        ? undefined
+        : refreshTokens.get(body.refresh_token);
+      if (!entry) return mpError(400, "invalid_grant", "invalid refresh_token");
+      if (entry.used) {
+        stats.refresh_token_reuse++;
+        return mpError(400, "invalid_grant", "refresh_token already used");
+      }
+      entry.used = true;
+      stats.refreshes++;
+      return Response.json(issueTokens(entry.userId));
+    }
+    if (!body.grant_type) return mpError(400, "invalid_request", "grant_type is required");
+    return mpError(400, "unsupported_grant_type", "unsupported grant_type");
+  }
+
+  async function control(path: string, req: Request): Promise<Response> {
+    const text = await req.text().catch(() => "{");
+    const body = text.trim() === "" ? {} : parseObject(text);
+    if (!body) return mpError(400, "invalid_request", "malformed request body");
+    if (path === "/__sandbox/faults") {
+      const count = body.count ?? 1;
+      if (body.mode === "none" || count === 0) fault = null;
+      else if (FAULT_MODES.includes(body.mode as string) && isInt(count, 1, 1e9)) {
+        fault = { mode: body.mode as FaultMode, count: count as number };
+      } else return mpError(400, "invalid_request", "invalid fault");
+      return Response.json({ ok: true });
+    }
+    if (path === "/__sandbox/latency") {
+      if (!isInt(body.ms, 0, 600_000)) return mpError(400, "invalid_request", "invalid ms");
+      latencyMs = body.ms as number;
+      return Response.json({ ok: true });
+    }
+    if (path === "/__sandbox/grants") {
+      const count = body.count ?? 1;
+      if (!isInt(count, 1, 10_000) || (body.user_id !== undefined && !isInt(body.user_id, 1))) {
+        return mpError(400, "invalid_request", "invalid count or user_id");
+      }
+      const grants = [];
+      for (let i = 0; i < (count as number); i++) {
+        grants.push(issueTokens(seller(body.user_id as number | undefined)));
+      }
+      return Response.json({ grants });
+    }
+    return mpError(404, "not_found", `resource ${path} not found`);
+  }
+
+  function reset(): Response {
+    fault = null;
+    latencyMs = 0;
+    stats = { token_calls: 0, refresh_token_reuse: 0, authorizations: 0, refreshes: 0 };
+    return Response.json({ ok: true });
+  }
+
+  async function handler(req: Request): Promise<Response> {
+    const url = new URL(req.url);
+    const route = `${req.method} ${url.pathname}`;
+    if (route === "GET /authorization") return authorize(url);
+    if (route === "POST /oauth/token") return await token(req);
+    if (route === "GET /__sandbox/stats") return Response.json(stats);
+    if (route === "POST /__sandbox/reset") return reset();
+    if (req.method === "POST" && url.pathname.startsWith("/__sandbox/")) {
+      return await control(url.pathname, req);
+    }
+    return mpError(404, "not_found", `resource ${url.pathname} not found`);
+  }
+
+  function close() {
+    closed = true;
+    for (const release of [...waiters]) release();
+  }
+
+  return { handler, close };
+}
+
+/** MercadoPago error body: `{"message","error","status","cause":[]}` with that HTTP status. */
+function mpError(
+  status: number,
+  error: string,
+  message: string,
+  headers?: Record<string, string>,
+): Response {
+  return Response.json({ message, error, status, cause: [] }, { status, headers });
+}
+
+/** Answer for a request abandoned by its client (or held until close()); nobody reads it. */
+function gone(): Response {
+  return mpError(504, "timeout", "request abandoned");
+}
+
+/** Token request parameters from a JSON or form body; null when malformed. */
+async function readParams(req: Request): Promise<Params | null> {
+  const text = await req.text().catch(() => null);
+  if (text === null) return null;
+  if ((req.headers.get("content-type") ?? "").includes("application/x-www-form-urlencoded")) {
+    return Object.fromEntries(new URLSearchParams(text));
+  }
+  const json = parseObject(text);
+  if (!json) return null;
+  const out: Params = {};
+  for (const [k, v] of Object.entries(json)) out[k] = typeof v === "string" ? v : undefined;
+  return out;
+}
+
+/** A JSON object parsed from text; null when malformed or not an object. */
+function parseObject(text: string): Record<string, unknown> | null {
+  try {
+    const value = JSON.parse(text);
+    return value && typeof value === "object" && !Array.isArray(value) ? value : null;
+  } catch {
+    return null;
+  }
+}
+
+function isInt(v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): boolean {
+  return Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max;
+}
+
+async function s256(verifier: string): Promise<string> {
+  const hash = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)),
+  );
+  return btoa(String.fromCharCode(...hash)).replaceAll("+", "-").replaceAll("/", "_")
+    .replace(/=+$/, "");
+}
+
+function hex(bytes: number): string {
+  return [...crypto.getRandomValues(new Uint8Array(bytes))]
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function digits(n: number): string {
+  return [...crypto.getRandomValues(new Uint8Array(n))].map((b) => String(b % 10)).join("");
+}

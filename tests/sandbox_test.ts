@@ -1,0 +1,478 @@
+import assert from "node:assert/strict";
+import { createSandbox, type Sandbox } from "../local/sandbox.ts";
+
+const BASE = "http://mp.test";
+const CLIENT_ID = "1234567890123456";
+const CLIENT_SECRET = "s3cret";
+const REDIRECT = "http://127.0.0.1:54321/functions/v1/mp-oauth-callback";
+
+const ACCESS_RE = /^APP_USR-\d+-\d{6}-[0-9a-f]+-\d+$/;
+const REFRESH_RE = /^TG-[0-9a-f]+-\d+$/;
+const PUBLIC_RE = /^APP_USR-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
+function setup(now?: () => number): Sandbox {
+  return createSandbox({ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, now });
+}
+
+function get(sb: Sandbox, path: string): Promise<Response> {
+  return sb.handler(new Request(BASE + path));
+}
+
+function post(sb: Sandbox, path: string, body: unknown, signal?: AbortSignal): Promise<Response> {
+  return sb.handler(
+    new Request(BASE + path, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: typeof body === "string" ? body : JSON.stringify(body),
+      signal,
+    }),
+  );
+}
+
+async function json(res: Response | Promise<Response>, status: number): Promise<Json> {
+  const r = await res;
+  assert.equal(r.status, status);
+  assert.equal(r.headers.get("content-type"), "application/json");
+  return await r.json();
+}
+
+async function assertMpError(res: Response | Promise<Response>, status: number, error: string) {
+  const body = await json(res, status);
+  assert.equal(body.error, error);
+  assert.equal(body.status, status);
+  assert.deepEqual(body.cause, []);
+  assert.equal(typeof body.message, "string");
+  return body;
+}
+
+function authUrl(extra: Record<string, string> = {}): string {
+  const q = new URLSearchParams({
+    client_id: CLIENT_ID,
+    response_type: "code",
+    platform_id: "mp",
+    state: "st-123",
+    redirect_uri: REDIRECT,
+    ...extra,
+  });
+  return `/authorization?${q}`;
+}
+
+/** Runs the authorization step and returns the code from the 302 Location. */
+async function authorize(sb: Sandbox, extra: Record<string, string> = {}): Promise<string> {
+  const res = await get(sb, authUrl(extra));
+  assert.equal(res.status, 302);
+  const loc = new URL(res.headers.get("location")!);
+  assert.equal(loc.origin + loc.pathname, REDIRECT);
+  assert.equal(loc.searchParams.get("state"), "st-123");
+  const code = loc.searchParams.get("code")!;
+  assert.match(code, /^TG-/);
+  return code;
+}
+
+function exchange(sb: Sandbox, code: string, extra: Record<string, string> = {}) {
+  return post(sb, "/oauth/token", {
+    client_id: CLIENT_ID,
+    client_secret: CLIENT_SECRET,
+    grant_type: "authorization_code",
+    code,
+    redirect_uri: REDIRECT,
+    ...extra,
+  });
+}
+
+function refresh(sb: Sandbox, token: string, signal?: AbortSignal) {
+  return post(sb, "/oauth/token", {
+    client_id: CLIENT_ID,
+    client_secret: CLIENT_SECRET,
+    grant_type: "refresh_token",
+    refresh_token: token,
+  }, signal);
+}
+
+async function stats(sb: Sandbox): Promise<Json> {
+  return await json(get(sb, "/__sandbox/stats"), 200);
+}
+
+async function s256(verifier: string): Promise<string> {
+  const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier));
+  return btoa(String.fromCharCode(...new Uint8Array(hash)))
+    .replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+/** True when the promise is still pending after the macrotask queue has had a turn. */
+async function isPending(p: Promise<unknown>): Promise<boolean> {
+  const marker = Symbol();
+  const timer = new Promise((r) => setTimeout(() => r(marker), 20));
+  return (await Promise.race([p, timer])) === marker;
+}
+
+Deno.test("authorization approves a new seller each time and redirects with code and state", async () => {
+  const sb = setup();
+  const a = await json(exchange(sb, await authorize(sb)), 200);
+  const b = await json(exchange(sb, await authorize(sb)), 200);
+  assert.notEqual(a.user_id, b.user_id);
+  assert.notEqual(a.public_key, b.public_key);
+  assert.equal((await stats(sb)).authorizations, 2);
+});
+
+Deno.test("authorization with user_id approves that existing seller with a stable public key", async () => {
+  const sb = setup();
+  const first = await json(exchange(sb, await authorize(sb, { user_id: "777000111" })), 200);
+  const again = await json(exchange(sb, await authorize(sb, { user_id: "777000111" })), 200);
+  assert.equal(first.user_id, 777000111);
+  assert.equal(again.user_id, 777000111);
+  assert.equal(again.public_key, first.public_key);
+  assert.notEqual(again.access_token, first.access_token);
+  assert.notEqual(again.refresh_token, first.refresh_token);
+});
+
+Deno.test("deny=1 redirects with error=access_denied and the state, no code", async () => {
+  const sb = setup();
+  const res = await get(sb, authUrl({ deny: "1" }));
+  assert.equal(res.status, 302);
+  const loc = new URL(res.headers.get("location")!);
+  assert.equal(loc.searchParams.get("error"), "access_denied");
+  assert.equal(loc.searchParams.get("state"), "st-123");
+  assert.equal(loc.searchParams.get("code"), null);
+});
+
+Deno.test("authorization rejects unknown client, missing redirect_uri, wrong response_type", async () => {
+  const sb = setup();
+  await assertMpError(get(sb, authUrl({ client_id: "999" })), 400, "invalid_client");
+  const noRedirect = new URLSearchParams({ client_id: CLIENT_ID, response_type: "code" });
+  await assertMpError(get(sb, `/authorization?${noRedirect}`), 400, "invalid_request");
+  await assertMpError(
+    get(sb, authUrl({ response_type: "token" })),
+    400,
+    "unsupported_response_type",
+  );
+  await assertMpError(get(sb, authUrl({ user_id: "abc" })), 400, "invalid_request");
+});
+
+Deno.test("code exchange returns exactly MercadoPago's token body", async () => {
+  const sb = setup();
+  const body = await json(exchange(sb, await authorize(sb)), 200);
+  assert.deepEqual(Object.keys(body).sort(), [
+    "access_token",
+    "expires_in",
+    "live_mode",
+    "public_key",
+    "refresh_token",
+    "scope",
+    "token_type",
+    "user_id",
+  ]);
+  assert.match(body.access_token, ACCESS_RE);
+  assert.match(body.refresh_token, REFRESH_RE);
+  assert.match(body.public_key, PUBLIC_RE);
+  assert.equal(body.token_type, "Bearer");
+  assert.equal(body.expires_in, 15552000);
+  assert.equal(body.scope, "offline_access read write");
+  assert.equal(typeof body.user_id, "number");
+  assert.ok(body.access_token.endsWith(`-${body.user_id}`));
+  assert.equal(body.live_mode, true);
+});
+
+Deno.test("code exchange also accepts application/x-www-form-urlencoded", async () => {
+  const sb = setup();
+  const code = await authorize(sb);
+  const res = await sb.handler(
+    new Request(`${BASE}/oauth/token`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({
+        client_id: CLIENT_ID,
+        client_secret: CLIENT_SECRET,
+        grant_type: "authorization_code",
+        code,
+        redirect_uri: REDIRECT,
+      }),
+    }),
+  );
+  assert.match((await json(res, 200)).access_token, ACCESS_RE);
+});
+
+Deno.test("codes are single-use; unknown codes are invalid_grant", async () => {
+  const sb = setup();
+  const code = await authorize(sb);
+  await json(exchange(sb, code), 200);
+  await assertMpError(exchange(sb, code), 400, "invalid_grant");
+  await assertMpError(exchange(sb, "TG-nope-1"), 400, "invalid_grant");
+});
+
+Deno.test("codes expire after 10 minutes (clock from the now option)", async () => {
+  let t = 1_700_000_000_000;
+  const sb = setup(() => t);
+  const fresh = await authorize(sb);
+  const stale = await authorize(sb);
+  t += 10 * 60 * 1000 - 1000;
+  await json(exchange(sb, fresh), 200);
+  t += 2000;
+  await assertMpError(exchange(sb, stale), 400, "invalid_grant");
+});
+
+Deno.test("redirect_uri must equal the one used at authorization", async () => {
+  const sb = setup();
+  const code = await authorize(sb);
+  await assertMpError(
+    exchange(sb, code, { redirect_uri: "http://evil.test/cb" }),
+    400,
+    "invalid_grant",
+  );
+  const code2 = await authorize(sb);
+  const { redirect_uri: _, ...noRedirect } = {
+    client_id: CLIENT_ID,
+    client_secret: CLIENT_SECRET,
+    grant_type: "authorization_code",
+    code: code2,
+    redirect_uri: REDIRECT,
+  };
+  await assertMpError(post(sb, "/oauth/token", noRedirect), 400, "invalid_grant");
+});
+
+Deno.test("PKCE: missing or wrong code_verifier is invalid_grant, the right one works", async () => {
+  const sb = setup();
+  const verifier = "v".repeat(20) + crypto.randomUUID() + crypto.randomUUID();
+  const pkce = { code_challenge: await s256(verifier), code_challenge_method: "S256" };
+  await assertMpError(exchange(sb, await authorize(sb, pkce)), 400, "invalid_grant");
+  await assertMpError(
+    exchange(sb, await authorize(sb, pkce), { code_verifier: verifier + "x" }),
+    400,
+    "invalid_grant",
+  );
+  const ok = await json(exchange(sb, await authorize(sb, pkce), { code_verifier: verifier }), 200);
+  assert.match(ok.access_token, ACCESS_RE);
+  await assertMpError(
+    get(sb, authUrl({ code_challenge: "abc", code_challenge_method: "plain" })),
+    400,
+    "invalid_request",
+  );
+});
+
+Deno.test("wrong client secret or client id is 401 invalid_client (code not consumed)", async () => {
+  const sb = setup();
+  const code = await authorize(sb);
+  await assertMpError(exchange(sb, code, { client_secret: "wrong" }), 401, "invalid_client");
+  await assertMpError(exchange(sb, code, { client_id: "1" }), 401, "invalid_client");
+  await json(exchange(sb, code), 200);
+});
+
+Deno.test("unsupported grant type, malformed body", async () => {
+  const sb = setup();
+  await assertMpError(
+    post(sb, "/oauth/token", {
+      client_id: CLIENT_ID,
+      client_secret: CLIENT_SECRET,
+      grant_type: "client_credentials",
+    }),
+    400,
+    "unsupported_grant_type",
+  );
+  await assertMpError(post(sb, "/oauth/token", "{not json"), 400, "invalid_request");
+  await assertMpError(post(sb, "/oauth/token", "[1,2]"), 400, "invalid_request");
+  await assertMpError(post(sb, "/oauth/token", ""), 400, "invalid_request");
+});
+
+Deno.test("refresh tokens rotate; reuse is invalid_grant and counted; unknown is not", async () => {
+  const sb = setup();
+  const first = await json(exchange(sb, await authorize(sb)), 200);
+  const second = await json(refresh(sb, first.refresh_token), 200);
+  assert.match(second.refresh_token, REFRESH_RE);
+  assert.notEqual(second.refresh_token, first.refresh_token);
+  assert.notEqual(second.access_token, first.access_token);
+  assert.equal(second.user_id, first.user_id);
+  assert.equal(second.public_key, first.public_key);
+
+  await assertMpError(refresh(sb, first.refresh_token), 400, "invalid_grant");
+  await assertMpError(refresh(sb, first.refresh_token), 400, "invalid_grant");
+  assert.equal((await stats(sb)).refresh_token_reuse, 2);
+
+  await assertMpError(refresh(sb, "TG-unknown-1"), 400, "invalid_grant");
+  assert.equal((await stats(sb)).refresh_token_reuse, 2);
+
+  const third = await json(refresh(sb, second.refresh_token), 200);
+  assert.notEqual(third.refresh_token, second.refresh_token);
+  const s = await stats(sb);
+  assert.equal(s.refreshes, 2);
+  assert.equal(s.token_calls, 6);
+});
+
+Deno.test("fault error_500 fails the next n token calls without consuming the code", async () => {
+  const sb = setup();
+  const code = await authorize(sb);
+  assert.deepEqual(
+    await json(post(sb, "/__sandbox/faults", { mode: "error_500", count: 2 }), 200),
+    { ok: true },
+  );
+  await assertMpError(exchange(sb, code), 500, "internal_error");
+  await assertMpError(exchange(sb, code), 500, "internal_error");
+  await json(exchange(sb, code), 200);
+  assert.equal((await stats(sb)).token_calls, 3);
+});
+
+Deno.test("fault rate_limited answers 429 with Retry-After: 1", async () => {
+  const sb = setup();
+  const first = await json(exchange(sb, await authorize(sb)), 200);
+  await json(post(sb, "/__sandbox/faults", { mode: "rate_limited", count: 1 }), 200);
+  const res = await refresh(sb, first.refresh_token);
+  assert.equal(res.headers.get("retry-after"), "1");
+  await assertMpError(res, 429, "too_many_requests");
+  await json(refresh(sb, first.refresh_token), 200);
+});
+
+Deno.test("fault invalid_grant answers 400 without consuming the refresh token", async () => {
+  const sb = setup();
+  const first = await json(exchange(sb, await authorize(sb)), 200);
+  await json(post(sb, "/__sandbox/faults", { mode: "invalid_grant", count: 1 }), 200);
+  await assertMpError(refresh(sb, first.refresh_token), 400, "invalid_grant");
+  await json(refresh(sb, first.refresh_token), 200);
+  assert.equal((await stats(sb)).refresh_token_reuse, 0);
+});
+
+Deno.test("faults clear with mode none or count 0; bad fault is 400", async () => {
+  const sb = setup();
+  const code = await authorize(sb);
+  await json(post(sb, "/__sandbox/faults", { mode: "error_500", count: 5 }), 200);
+  await json(post(sb, "/__sandbox/faults", { mode: "none" }), 200);
+  await json(post(sb, "/__sandbox/faults", { mode: "error_500", count: 5 }), 200);
+  await json(post(sb, "/__sandbox/faults", { mode: "error_500", count: 0 }), 200);
+  await json(exchange(sb, code), 200);
+  await assertMpError(post(sb, "/__sandbox/faults", { mode: "boom" }), 400, "invalid_request");
+});
+
+Deno.test("fault timeout holds the call until the client aborts; token not consumed", async () => {
+  const sb = setup();
+  const first = await json(exchange(sb, await authorize(sb)), 200);
+  await json(post(sb, "/__sandbox/faults", { mode: "timeout", count: 1 }), 200);
+  const ac = new AbortController();
+  const held = refresh(sb, first.refresh_token, ac.signal);
+  assert.equal(await isPending(held), true);
+  ac.abort();
+  assert.equal((await held).status, 504);
+  await json(refresh(sb, first.refresh_token), 200);
+  assert.equal((await stats(sb)).token_calls, 3);
+});
+
+Deno.test("fault timeout: close() releases held calls", async () => {
+  const sb = setup();
+  await json(post(sb, "/__sandbox/faults", { mode: "timeout", count: 2 }), 200);
+  const held = [refresh(sb, "TG-a-1"), refresh(sb, "TG-b-2")];
+  assert.equal(await isPending(Promise.race(held)), true);
+  sb.close();
+  for (const r of await Promise.all(held)) assert.equal(r.status, 504);
+});
+
+Deno.test("fault timeout over HTTP: fetch with an AbortSignal gives up, call counted", async () => {
+  const sb = setup();
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, sb.handler);
+  const base = `http://127.0.0.1:${server.addr.port}`;
+  try {
+    await (await fetch(`${base}/__sandbox/faults`, {
+      method: "POST",
+      body: JSON.stringify({ mode: "timeout", count: 1 }),
+    })).body?.cancel();
+    const started = Date.now();
+    await assert.rejects(
+      fetch(`${base}/oauth/token`, {
+        method: "POST",
+        body: "{}",
+        signal: AbortSignal.timeout(150),
+      }),
+      (e: Error) => e.name === "TimeoutError" || e.name === "AbortError",
+    );
+    assert.ok(Date.now() - started >= 140);
+    const s = await (await fetch(`${base}/__sandbox/stats`)).json();
+    assert.equal(s.token_calls, 1);
+  } finally {
+    sb.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("latency delays every token call; reset clears it", async () => {
+  const sb = setup();
+  const code = await authorize(sb);
+  await json(post(sb, "/__sandbox/latency", { ms: 150 }), 200);
+  let t0 = performance.now();
+  await json(exchange(sb, code), 200);
+  assert.ok(performance.now() - t0 >= 140, "token call was not delayed");
+  await json(post(sb, "/__sandbox/reset", {}), 200);
+  t0 = performance.now();
+  await assertMpError(exchange(sb, code), 400, "invalid_grant");
+  assert.ok(performance.now() - t0 < 100, "latency survived reset");
+  await assertMpError(post(sb, "/__sandbox/latency", { ms: -1 }), 400, "invalid_request");
+});
+
+Deno.test("latency wait is released by client abort without consuming the code", async () => {
+  const sb = setup();
+  const code = await authorize(sb);
+  await json(post(sb, "/__sandbox/latency", { ms: 60_000 }), 200);
+  const ac = new AbortController();
+  const held = sb.handler(
+    new Request(`${BASE}/oauth/token`, {
+      method: "POST",
+      body: JSON.stringify({
+        client_id: CLIENT_ID,
+        client_secret: CLIENT_SECRET,
+        grant_type: "authorization_code",
+        code,
+        redirect_uri: REDIRECT,
+      }),
+      signal: ac.signal,
+    }),
+  );
+  assert.equal(await isPending(held), true);
+  ac.abort();
+  assert.equal((await held).status, 504);
+  await json(post(sb, "/__sandbox/latency", { ms: 0 }), 200);
+  await json(exchange(sb, code), 200);
+});
+
+Deno.test("reset clears counters and faults but keeps tokens", async () => {
+  const sb = setup();
+  const first = await json(exchange(sb, await authorize(sb)), 200);
+  await json(post(sb, "/__sandbox/faults", { mode: "error_500", count: 3 }), 200);
+  await assertMpError(refresh(sb, first.refresh_token), 500, "internal_error");
+  assert.equal((await stats(sb)).token_calls, 2);
+  await json(post(sb, "/__sandbox/reset", ""), 200);
+  assert.deepEqual(await stats(sb), {
+    token_calls: 0,
+    refresh_token_reuse: 0,
+    authorizations: 0,
+    refreshes: 0,
+  });
+  await json(refresh(sb, first.refresh_token), 200);
+});
+
+Deno.test("grants seed many connected sellers whose refresh tokens work", async () => {
+  const sb = setup();
+  const { grants } = await json(post(sb, "/__sandbox/grants", { count: 500 }), 200);
+  assert.equal(grants.length, 500);
+  assert.equal(new Set(grants.map((g: Json) => g.user_id)).size, 500);
+  for (const g of grants) {
+    assert.match(g.access_token, ACCESS_RE);
+    assert.match(g.refresh_token, REFRESH_RE);
+    assert.match(g.public_key, PUBLIC_RE);
+  }
+  const next = await json(refresh(sb, grants[499].refresh_token), 200);
+  assert.equal(next.user_id, grants[499].user_id);
+  await assertMpError(refresh(sb, grants[499].refresh_token), 400, "invalid_grant");
+  assert.equal((await stats(sb)).refresh_token_reuse, 1);
+
+  const one = await json(post(sb, "/__sandbox/grants", ""), 200);
+  assert.equal(one.grants.length, 1);
+  const mine = await json(post(sb, "/__sandbox/grants", { count: 2, user_id: 42 }), 200);
+  assert.deepEqual(mine.grants.map((g: Json) => g.user_id), [42, 42]);
+  assert.equal(mine.grants[0].public_key, mine.grants[1].public_key);
+  await assertMpError(post(sb, "/__sandbox/grants", { count: 10_001 }), 400, "invalid_request");
+});
+
+Deno.test("anything else is 404 not_found in MercadoPago's shape", async () => {
+  const sb = setup();
+  await assertMpError(get(sb, "/users/me"), 404, "not_found");
+  await assertMpError(get(sb, "/oauth/token"), 404, "not_found");
+  await assertMpError(post(sb, "/__sandbox/nope", {}), 404, "not_found");
+});
