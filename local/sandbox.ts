@@ -40,6 +40,7 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
   const refreshTokens = new Map<string, { userId: number; used: boolean }>();
   const publicKeys = new Map<number, string>(); // seller user_id → stable public key
   const waiters = new Set<() => void>(); // pending latency/timeout waits, released by close()
+  const issued = new Set<string>(); // every token, code and verifier seen, for leak scans
   let closed = false;
   let fault: { mode: FaultMode; count: number } | null = null;
   let latencyMs = 0;
@@ -60,8 +61,10 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
     const refreshToken = `TG-${hex(12)}-${userId}`;
     refreshTokens.set(refreshToken, { userId, used: false });
     const appId = /^\d+$/.test(opts.clientId) ? opts.clientId : digits(16);
+    const accessToken = `APP_USR-${appId}-${digits(6)}-${hex(16)}-${userId}`;
+    issued.add(accessToken).add(refreshToken);
     return {
-      access_token: `APP_USR-${appId}-${digits(6)}-${hex(16)}-${userId}`,
+      access_token: accessToken,
       token_type: "Bearer",
       expires_in: EXPIRES_IN,
       scope: "offline_access read write",
@@ -110,6 +113,7 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
     } else {
       const userId = seller(q.user_id === undefined ? undefined : Number(q.user_id));
       const code = `TG-${hex(12)}-${userId}`;
+      issued.add(code);
       codes.set(code, {
         clientId: q.client_id,
         redirectUri: q.redirect_uri,
@@ -143,6 +147,7 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
     if (body.client_id !== opts.clientId || body.client_secret !== opts.clientSecret) {
       return mpError(401, "invalid_client", "invalid client_id or client_secret");
     }
+    if (body.code_verifier) issued.add(body.code_verifier);
     if (body.grant_type === "authorization_code") {
       const entry = body.code === undefined ? undefined : codes.get(body.code);
       if (!entry) return mpError(400, "invalid_grant", "invalid authorization code");
@@ -221,6 +226,7 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
     if (route === "GET /authorization") return authorize(url);
     if (route === "POST /oauth/token") return await token(req);
     if (route === "GET /__sandbox/stats") return Response.json(stats);
+    if (route === "GET /__sandbox/secrets") return Response.json({ secrets: [...issued] });
     if (route === "POST /__sandbox/reset") return reset();
     if (req.method === "POST" && url.pathname.startsWith("/__sandbox/")) {
       return await control(url.pathname, req);

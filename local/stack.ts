@@ -1,0 +1,238 @@
+/**
+ * `deno task dev`: the whole system on this machine, no Docker — two throwaway PostgreSQL
+ * clusters (Backend with pg_cron; Admin), the Supabase roles, the migrations, the Vault and
+ * pg_net stand-ins, the functions behind one gateway, the MercadoPago sandbox, and a real
+ * pg_cron schedule. `--profile test` runs the same stack on its own ports for the tests.
+ * Stops everything it started on SIGINT/SIGTERM.
+ */
+import { parseArgs } from "node:util";
+import { connect } from "../shared/db.ts";
+import { closeContext } from "../shared/context.ts";
+import { createLogger } from "../shared/log.ts";
+import { ADMIN_MIGRATIONS, BACKEND_MIGRATIONS, migrate } from "../scripts/migrate.ts";
+import { Cluster, ensureReachable, findPostgres, MissingPrerequisite } from "./postgres.ts";
+import { createGateway } from "./gateway.ts";
+import { createSandbox } from "./sandbox.ts";
+import { startNetWorker } from "./net_worker.ts";
+import { createAppPage } from "./app_page.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+const PROFILES = {
+  dev: { dir: ".local/dev", base: 54321 },
+  test: { dir: ".local/test", base: 55321 },
+} as const;
+
+const randomBase64 = (n: number) =>
+  btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(n))));
+const randomHex = (n: number) =>
+  Array.from(crypto.getRandomValues(new Uint8Array(n)), (b) => b.toString(16).padStart(2, "0"))
+    .join("");
+const b64url = (s: string | Uint8Array) =>
+  (typeof s === "string" ? btoa(s) : btoa(String.fromCharCode(...s)))
+    .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+
+/** A legacy-style service-role JWT signed with a throwaway secret, as `supabase start` prints. */
+async function serviceRoleJwt(): Promise<string> {
+  const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
+  const now = Math.floor(Date.now() / 1000);
+  const payload = b64url(
+    JSON.stringify({
+      iss: "supabase-local",
+      role: "service_role",
+      iat: now,
+      exp: now + 10 * 365 * 86400,
+    }),
+  );
+  const key = await crypto.subtle.importKey(
+    "raw",
+    crypto.getRandomValues(new Uint8Array(32)),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const sig = new Uint8Array(
+    await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`${header}.${payload}`)),
+  );
+  return `${header}.${payload}.${b64url(sig)}`;
+}
+
+function port(name: string, fallback: number): number {
+  const v = Deno.env.get(name);
+  return v ? Number(v) : fallback;
+}
+
+interface Ports {
+  gateway: number;
+  backend: number;
+  admin: number;
+  sandbox: number;
+}
+
+async function main() {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { profile: { type: "string", default: "dev" } },
+  });
+  const name = values.profile!;
+  const profile = PROFILES[name as keyof typeof PROFILES];
+  if (!profile) throw new MissingPrerequisite(`unknown profile ${name} (dev or test)`);
+  const started = performance.now();
+  const bin = await findPostgres();
+  const ports: Ports = {
+    gateway: port("GATEWAY_PORT", profile.base),
+    backend: port("BACKEND_DB_PORT", profile.base + 1),
+    admin: port("ADMIN_DB_PORT", profile.base + 2),
+    sandbox: port("SANDBOX_PORT", profile.base + 3),
+  };
+  const stateDir = `${ROOT}${profile.dir}`;
+  await Deno.mkdir(stateDir, { recursive: true });
+  await Deno.remove(`${stateDir}/stack.env`).catch(() => {});
+  const dataDir = await ensureReachable(`${stateDir}/pg`);
+  const backend = new Cluster({
+    name: "backend",
+    dir: `${dataDir}/backend`,
+    port: ports.backend,
+    conf: [
+      "shared_preload_libraries = 'pg_cron'",
+      "cron.database_name = 'postgres'",
+      "cron.use_background_workers = on",
+      "max_worker_processes = 32",
+    ],
+  }, bin);
+  const admin = new Cluster({ name: "admin", dir: `${dataDir}/admin`, port: ports.admin }, bin);
+  const stopClusters = () => Promise.all([backend.stop(), admin.stop()]);
+  try {
+    await Promise.all([backend.create(), admin.create()]);
+    await Promise.all([backend.start(), admin.start()]);
+    await serve({ name, stateDir, envFile: `${profile.dir}/stack.env`, started, ports, bin }, {
+      backend,
+      admin,
+      stopClusters,
+    });
+  } catch (err) {
+    await stopClusters().catch(() => {});
+    throw err;
+  }
+}
+
+async function serve(
+  run: {
+    name: string;
+    stateDir: string;
+    envFile: string;
+    started: number;
+    ports: Ports;
+    bin: string;
+  },
+  db: { backend: Cluster; admin: Cluster; stopClusters: () => Promise<unknown> },
+) {
+  const { backend, admin } = db;
+  const { ports, stateDir } = run;
+  const log = createLogger({ component: "local-stack" });
+  const backendSql = connect(backend.url, { max: 4 });
+  const adminSql = connect(admin.url, { max: 2 });
+  const sqlFile = (file: string) => Deno.readTextFile(new URL(file, import.meta.url));
+  await backendSql.unsafe(await sqlFile("roles.sql"));
+  await adminSql.unsafe(await sqlFile("roles.sql"));
+  await backendSql.unsafe(await sqlFile("stand_ins.sql"));
+  await backendSql`create extension if not exists pg_cron`;
+  await migrate(backend.url, BACKEND_MIGRATIONS, { log: () => {} });
+  await migrate(admin.url, ADMIN_MIGRATIONS, { log: () => {} });
+
+  const host = "127.0.0.1";
+  const gatewayUrl = `http://${host}:${ports.gateway}`;
+  const sandboxUrl = `http://${host}:${ports.sandbox}`;
+  const secretKey = `sb_secret_${randomHex(16)}`;
+  const serviceRoleKey = await serviceRoleJwt();
+  await backendSql`select vault.create_secret(${gatewayUrl}, 'project_url')`;
+  await backendSql`select vault.create_secret(${secretKey}, 'mp_sync_secret_key')`;
+
+  const env: Record<string, string> = {
+    SUPABASE_URL: gatewayUrl,
+    FUNCTIONS_URL: `${gatewayUrl}/functions/v1`,
+    SUPABASE_DB_URL: backend.url,
+    BACKEND_DB_URL: backend.url,
+    ADMIN_DB_URL: admin.url,
+    SUPABASE_SERVICE_ROLE_KEY: serviceRoleKey,
+    SERVICE_ROLE_KEY: serviceRoleKey,
+    SUPABASE_SECRET_KEYS: JSON.stringify({ default: secretKey }),
+    SECRET_KEY: secretKey,
+    MP_TOKEN_KEYS: `local1:${randomBase64(32)}`,
+    MP_CLIENT_ID: String(1000000 + Math.floor(Math.random() * 8999999)),
+    MP_CLIENT_SECRET: randomHex(16),
+    MP_REDIRECT_URI: `${gatewayUrl}/functions/v1/mp-oauth-callback`,
+    MP_API_URL: sandboxUrl,
+    MP_AUTH_URL: sandboxUrl,
+    SANDBOX_URL: sandboxUrl,
+    MP_OAUTH_PKCE: "true",
+    MP_WEBHOOK_SECRET: randomHex(24),
+    APP_RETURN_URL: `${gatewayUrl}/app`,
+    BACKEND_PGDATA: backend.spec.dir,
+    ADMIN_PGDATA: admin.spec.dir,
+    PG_BIN: run.bin,
+    GATEWAY_PORT: String(ports.gateway),
+    BACKEND_DB_PORT: String(ports.backend),
+    ADMIN_DB_PORT: String(ports.admin),
+    SANDBOX_PORT: String(ports.sandbox),
+  };
+  for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
+
+  const sandbox = createSandbox({ clientId: env.MP_CLIENT_ID, clientSecret: env.MP_CLIENT_SECRET });
+  const appPage = createAppPage({
+    functionsUrl: env.FUNCTIONS_URL,
+    serverKey: secretKey,
+    adminDbUrl: admin.url,
+  });
+  const gateway = await createGateway({ "/app": appPage });
+  const quiet = { onListen: () => {} };
+  const servers = [
+    Deno.serve({ hostname: host, port: ports.sandbox, ...quiet }, sandbox.handler),
+    Deno.serve({ hostname: host, port: ports.gateway, ...quiet }, gateway),
+  ];
+  const netWorker = startNetWorker(backendSql, log.child({ component: "pg_net" }));
+
+  await Deno.writeTextFile(
+    `${stateDir}/stack.env`,
+    Object.entries(env).map(([k, v]) => `${k}=${v}`).join("\n") + "\n",
+  );
+  const seconds = ((performance.now() - run.started) / 1000).toFixed(1);
+  console.log([
+    "",
+    `MercadoPago credential sync — local stack (${run.name}) up in ${seconds}s`,
+    `  functions     ${env.FUNCTIONS_URL}/<name>`,
+    `  app page      ${env.APP_RETURN_URL}`,
+    `  backend db    postgres://postgres@${host}:${ports.backend}/postgres (pg_cron, vault, pg_net stand-ins)`,
+    `  admin db      postgres://postgres@${host}:${ports.admin}/postgres`,
+    `  mp sandbox    ${sandboxUrl}`,
+    `  env file      ${run.envFile} (keys and URLs for scripts and tests)`,
+    "Ctrl-C stops everything.",
+    "",
+  ].join("\n"));
+
+  let stopping = false;
+  const shutdown = async () => {
+    if (stopping) return;
+    stopping = true;
+    log.info("Stopping local stack");
+    await netWorker.stop().catch(() => {});
+    await Promise.all(servers.map((s) => s.shutdown().catch(() => {})));
+    sandbox.close();
+    await appPage.close().catch(() => {});
+    await closeContext().catch(() => {});
+    await Promise.all([backendSql.end({ timeout: 1 }), adminSql.end({ timeout: 1 })]);
+    await db.stopClusters();
+    await Deno.remove(`${stateDir}/stack.env`).catch(() => {});
+    log.info("Local stack stopped");
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", shutdown);
+  Deno.addSignalListener("SIGTERM", shutdown);
+}
+
+if (import.meta.main) {
+  main().catch((err) => {
+    if (err instanceof MissingPrerequisite) console.error(err.message);
+    else console.error(`local stack failed: ${err?.message ?? err}`);
+    Deno.exit(1);
+  });
+}

@@ -1,0 +1,64 @@
+/**
+ * What every function shares in one isolate: the configuration (read once from the
+ * environment), the two database pools and the imported key ring, each created on first use.
+ */
+import { type Config, loadConfig, MisconfiguredError, type Need, requireConfig } from "./config.ts";
+import { connect, query, type Sql } from "./db.ts";
+import { importKeyRing, type KeyRing } from "./crypto.ts";
+
+/** The configuration, pools and keys one request works with. */
+export interface Context {
+  config: Config;
+  /** Runs `work` on the Backend DB with the configured time bound. */
+  backend<T>(work: (sql: Sql) => Promise<T>): Promise<T>;
+  /** Runs `work` on the Admin DB with the configured time bound. */
+  admin<T>(work: (sql: Sql) => Promise<T>): Promise<T>;
+  /** The imported `MP_TOKEN_KEYS` ring. */
+  keys(): Promise<KeyRing>;
+}
+
+/** Builds a context over a configuration; pools open lazily and close with `close()`. */
+export function createContext(config: Config): Context & { close(): Promise<void> } {
+  let backendSql: Sql | undefined;
+  let adminSql: Sql | undefined;
+  let ring: Promise<KeyRing> | undefined;
+  const need = (n: Need) => requireConfig(config, [n]);
+  return {
+    config,
+    backend(work) {
+      need("backendDbUrl");
+      backendSql ??= connect(config.backendDbUrl!, { timeoutMs: config.dbTimeoutMs });
+      return query("backend", config.dbTimeoutMs, () => work(backendSql!));
+    },
+    admin(work) {
+      need("adminDbUrl");
+      adminSql ??= connect(config.adminDbUrl!, { timeoutMs: config.dbTimeoutMs });
+      return query("admin", config.dbTimeoutMs, () => work(adminSql!));
+    },
+    keys() {
+      need("tokenKeys");
+      ring ??= importKeyRing(config.tokenKeys!);
+      return ring;
+    },
+    async close() {
+      await Promise.all([backendSql?.end({ timeout: 1 }), adminSql?.end({ timeout: 1 })]);
+    },
+  };
+}
+
+let shared: ReturnType<typeof createContext> | undefined;
+
+/** The isolate's context, built from `Deno.env` the first time it is asked for. */
+export function getContext(): Context {
+  shared ??= createContext(loadConfig(Deno.env.toObject()));
+  return shared;
+}
+
+/** Closes the isolate's pools (the local gateway calls this on shutdown). */
+export async function closeContext(): Promise<void> {
+  const ctx = shared;
+  shared = undefined;
+  await ctx?.close();
+}
+
+export { MisconfiguredError };

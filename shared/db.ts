@@ -1,0 +1,84 @@
+/**
+ * Database pools (postgres.js) for the Backend and Admin DBs, with a bound on every
+ * query so that a database that hangs makes a request fail fast instead of never.
+ */
+import postgres from "postgres";
+
+/** A postgres.js connection pool. */
+export type Sql = postgres.Sql;
+
+/** Raised when a database cannot be reached or does not answer in time. */
+export class UnavailableError extends Error {
+  constructor(readonly database: "backend" | "admin", cause?: unknown) {
+    super(`${database} database unavailable`, { cause });
+    this.name = "UnavailableError";
+  }
+}
+
+/** Opens a lazily-connecting pool; `bigint` columns come back as JavaScript numbers. */
+export function connect(url: string, opts: { max?: number; timeoutMs?: number } = {}): Sql {
+  return postgres(url, {
+    max: opts.max ?? 5,
+    connect_timeout: Math.ceil((opts.timeoutMs ?? 5000) / 1000),
+    idle_timeout: 30,
+    max_lifetime: 60 * 30,
+    onnotice: () => {},
+    types: {
+      bigint: {
+        to: 20,
+        from: [20],
+        serialize: (v: number | bigint) => String(v),
+        parse: (v: string) => Number(v),
+      },
+    },
+  });
+}
+
+const UNAVAILABLE_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "ETIMEDOUT",
+  "EPIPE",
+  "CONNECT_TIMEOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+  "57P01", // admin_shutdown
+  "57P02", // crash_shutdown
+  "57P03", // cannot_connect_now
+  "53300", // too_many_connections
+]);
+
+/** True when `err` means the database could not be reached, rather than a query error. */
+export function isUnavailable(err: unknown): boolean {
+  if (err instanceof UnavailableError) return true;
+  const e = err as { code?: string; errno?: string; name?: string };
+  if (e?.code?.startsWith("08")) return true;
+  return UNAVAILABLE_CODES.has(e?.code ?? "") || UNAVAILABLE_CODES.has(e?.errno ?? "") ||
+    e?.name === "ConnectionRefused" || e?.name === "ConnectionReset";
+}
+
+/**
+ * Runs `work` against `sql`, failing with `UnavailableError` when the database cannot be
+ * reached or takes longer than `timeoutMs`; other errors pass through.
+ */
+export async function query<T>(
+  database: "backend" | "admin",
+  timeoutMs: number,
+  work: () => Promise<T>,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new UnavailableError(database, "timeout")), timeoutMs);
+  });
+  try {
+    return await Promise.race([work(), timeout]);
+  } catch (err) {
+    if (isUnavailable(err)) throw new UnavailableError(database, err);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}

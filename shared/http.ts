@@ -1,0 +1,207 @@
+/**
+ * The HTTP layer every function shares: methods, server-key authentication, the 64 KiB
+ * body limit, input validation, the SPEC §6 error body, request ids and one log line per
+ * failure.
+ */
+import * as v from "valibot";
+import { MisconfiguredError, type Need, requireConfig } from "./config.ts";
+import { type Context, getContext } from "./context.ts";
+import { DecryptError } from "./crypto.ts";
+import { UnavailableError } from "./db.ts";
+import { createLogger, type Logger } from "./log.ts";
+
+/** Largest accepted request body (SPEC §6). */
+export const MAX_BODY_BYTES = 64 * 1024;
+
+/** An error that becomes an HTTP answer with the SPEC §6 body. */
+export class HttpError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string) {
+    super(message);
+    this.name = "HttpError";
+  }
+}
+
+/** A JSON answer. */
+export function json(status: number, body: unknown, headers: HeadersInit = {}): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json", ...headers },
+  });
+}
+
+/** A SPEC §6 error answer: `{"error":{"code","message"}}`. */
+export function errorBody(status: number, code: string, message: string): Response {
+  return json(status, { error: { code, message } });
+}
+
+/** A lowercase canonical UUID (input in any case is accepted and lowercased). */
+export const uuid = v.pipe(
+  v.string("must be a string"),
+  v.regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, "must be a UUID"),
+  v.toLowerCase(),
+);
+
+const encoder = new TextEncoder();
+const digests = new Map<string, Promise<Uint8Array>>();
+
+function sha256(text: string): Promise<Uint8Array> {
+  return crypto.subtle.digest("SHA-256", encoder.encode(text)).then((d) => new Uint8Array(d));
+}
+
+/** Compares two strings in constant time (through their SHA-256 digests). */
+export async function safeEqual(a: string, b: string): Promise<boolean> {
+  const [x, y] = await Promise.all([sha256(a), sha256(b)]);
+  let diff = 0;
+  for (let i = 0; i < x.length; i++) diff |= x[i] ^ y[i];
+  return diff === 0;
+}
+
+/** True when the request carries one of `keys` as `apikey` or `Authorization: Bearer`. */
+export async function hasServerKey(req: Request, keys: string[]): Promise<boolean> {
+  const bearer = req.headers.get("authorization")?.match(/^Bearer\s+(.+)$/i)?.[1];
+  const presented = [req.headers.get("apikey"), bearer].filter((k): k is string => !!k);
+  let ok = 0;
+  for (const p of presented) {
+    const pd = await sha256(p);
+    for (const key of keys) {
+      if (!digests.has(key)) digests.set(key, sha256(key));
+      const kd = await digests.get(key)!;
+      let diff = 0;
+      for (let i = 0; i < pd.length; i++) diff |= pd[i] ^ kd[i];
+      ok |= diff === 0 ? 1 : 0;
+    }
+  }
+  return ok === 1;
+}
+
+async function readBody(req: Request): Promise<string> {
+  const declared = Number(req.headers.get("content-length") ?? "0");
+  if (declared > MAX_BODY_BYTES) throw new HttpError(413, "payload_too_large", "body over 64 KiB");
+  if (!req.body) return "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of req.body) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) throw new HttpError(413, "payload_too_large", "body over 64 KiB");
+    chunks.push(chunk);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) all.set(c, (at += c.length) - c.length);
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(all);
+  } catch {
+    throw new HttpError(400, "invalid_request", "body is not UTF-8");
+  }
+}
+
+/** Reads a JSON object body, or the query string for GET; 400 when it is not one. */
+export async function readInput(req: Request): Promise<Record<string, unknown>> {
+  if (req.method === "GET" || req.method === "HEAD") {
+    return Object.fromEntries(new URL(req.url).searchParams);
+  }
+  const text = await readBody(req);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new HttpError(400, "invalid_request", "body is not valid JSON");
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new HttpError(400, "invalid_request", "body must be a JSON object");
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/** Validates `input` against `schema`; 400 `invalid_request` naming the first bad field. */
+export function validate<S extends v.GenericSchema>(schema: S, input: unknown): v.InferOutput<S> {
+  const result = v.safeParse(schema, input);
+  if (result.success) return result.output;
+  const issue = result.issues[0];
+  const path = v.getDotPath(issue);
+  const message = issue.type === "strict_object" && issue.input !== undefined
+    ? `unknown field ${path ?? ""}`.trim()
+    : `${path ? `${path}: ` : ""}${issue.message}`;
+  throw new HttpError(400, "invalid_request", message);
+}
+
+/** What a function's body receives for one request. */
+export interface Call<I> {
+  req: Request;
+  input: I;
+  ctx: Context;
+  log: Logger;
+  requestId: string;
+}
+
+/** How a function is declared: name, methods, caller check, configuration needs, input. */
+export interface FunctionSpec<S extends v.GenericSchema> {
+  name: string;
+  methods: string[];
+  /** `server`: a project secret key is required; `public`: the function checks its caller. */
+  auth: "server" | "public";
+  needs: Need[];
+  /** Schema of the JSON body (or query string for GET); omit to read the request yourself. */
+  input?: S;
+  run(call: Call<v.InferOutput<S>>): Promise<Response>;
+}
+
+/** Answers a thrown error with its SPEC §6 status and code, logging what a person needs. */
+export function errorResponse(err: unknown, log: Logger): Response {
+  if (err instanceof HttpError) return errorBody(err.status, err.code, err.message);
+  if (err instanceof MisconfiguredError) {
+    log.error("Function misconfigured", { variable: err.variable, reason: err.reason });
+    return errorBody(500, "misconfigured", `${err.variable} is missing or malformed`);
+  }
+  if (err instanceof DecryptError) {
+    log.error("Stored MP credential failed to decrypt", {
+      account_id: err.accountId,
+      field: err.field,
+    });
+    return errorBody(500, "decrypt_failed", "stored MP credentials could not be decrypted");
+  }
+  if (err instanceof UnavailableError) {
+    log.error("Database unavailable", { database: err.database, error: err.cause });
+    return errorBody(503, "unavailable", "the database could not be reached");
+  }
+  log.error("Unhandled error", { error: err });
+  return errorBody(500, "internal", "internal error");
+}
+
+/** Turns a function declaration into a plain `(Request) => Promise<Response>` handler. */
+export function defineFunction<S extends v.GenericSchema>(
+  spec: FunctionSpec<S>,
+): (req: Request) => Promise<Response> {
+  return async (req) => {
+    const requestId = req.headers.get("x-request-id") ?? crypto.randomUUID();
+    const log = createLogger({ function: spec.name, request_id: requestId });
+    try {
+      if (!spec.methods.includes(req.method)) {
+        const res = errorBody(405, "method_not_allowed", `use ${spec.methods.join(" or ")}`);
+        res.headers.set("allow", spec.methods.join(", "));
+        return res;
+      }
+      const ctx = getContext();
+      requireConfig(
+        ctx.config,
+        spec.auth === "server" ? ["serverKeys", ...spec.needs] : spec.needs,
+      );
+      if (spec.auth === "server" && !(await hasServerKey(req, ctx.config.serverKeys!))) {
+        throw new HttpError(401, "unauthorized", "a valid server key is required");
+      }
+      const input = spec.input ? validate(spec.input, await readInput(req)) : undefined;
+      const res = await spec.run({ req, input: input as v.InferOutput<S>, ctx, log, requestId });
+      res.headers.set("x-request-id", requestId);
+      return res;
+    } catch (err) {
+      const res = errorResponse(err, log);
+      res.headers.set("x-request-id", requestId);
+      return res;
+    }
+  };
+}
+
+/** A handler for a function a later issue fills in: 501 with the SPEC error body. */
+export function notImplemented(name: string): (req: Request) => Promise<Response> {
+  return () => Promise.resolve(errorBody(501, "not_implemented", `${name} is not implemented yet`));
+}

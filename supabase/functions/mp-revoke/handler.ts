@@ -1,0 +1,18 @@
+import * as v from "valibot";
+import { defineFunction, HttpError, json, uuid } from "../../../shared/http.ts";
+import { revokeConnection } from "../../../shared/connection.ts";
+
+/** mp-revoke: clears an account's MercadoPago credentials in both databases; idempotent. */
+export const handler = defineFunction({
+  name: "mp-revoke",
+  methods: ["POST"],
+  auth: "server",
+  needs: ["adminDbUrl", "backendDbUrl"],
+  input: v.strictObject({ account_id: uuid }),
+  async run({ input, ctx, log, requestId }) {
+    if (!(await revokeConnection(ctx, log, input.account_id, { requestId }))) {
+      throw new HttpError(404, "account_not_found", "no such account");
+    }
+    return json(200, { account_id: input.account_id, revoked: true });
+  },
+});

@@ -1,0 +1,4 @@
+import { notImplemented } from "../../../shared/http.ts";
+
+/** mp-webhook: filled in by a later issue; answers 501 until then. */
+export const handler = notImplemented("mp-webhook");

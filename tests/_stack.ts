@@ -1,0 +1,194 @@
+// deno-lint-ignore-file no-explicit-any
+/**
+ * What the tests share: the running test stack (from `.local/test/stack.env`, passed in by
+ * `deno task test`), database handles, a supabase-js client, sandbox controls and seeding.
+ */
+import { createClient } from "@supabase/supabase-js";
+import { connect, type Sql } from "../shared/db.ts";
+import { encryptSecret, importKeyRing, type KeyRing } from "../shared/crypto.ts";
+import { parseKeyRing } from "../shared/config.ts";
+import { Cluster } from "../local/postgres.ts";
+
+function need(name: string): string {
+  const v = Deno.env.get(name);
+  if (!v) throw new Error(`${name} is not set: run the tests with \`deno task test\``);
+  return v;
+}
+
+/** The test stack's environment (URLs, keys). */
+export const stack = {
+  get functionsUrl() {
+    return need("FUNCTIONS_URL");
+  },
+  get supabaseUrl() {
+    return need("SUPABASE_URL");
+  },
+  get sandboxUrl() {
+    return need("SANDBOX_URL");
+  },
+  get secretKey() {
+    return need("SECRET_KEY");
+  },
+  get serviceRoleKey() {
+    return need("SERVICE_ROLE_KEY");
+  },
+  get appReturnUrl() {
+    return need("APP_RETURN_URL");
+  },
+  get webhookSecret() {
+    return need("MP_WEBHOOK_SECRET");
+  },
+  env: need,
+};
+
+let backendSql: Sql | undefined;
+let adminSql: Sql | undefined;
+
+/** A pool on the Backend DB (closed by `closeDbs`). */
+export function backendDb(): Sql {
+  return backendSql ??= connect(need("BACKEND_DB_URL"), { max: 10 });
+}
+
+/** A pool on the Admin DB (closed by `closeDbs`). */
+export function adminDb(): Sql {
+  return adminSql ??= connect(need("ADMIN_DB_URL"), { max: 10 });
+}
+
+/** Closes the test pools; call it at the end of a test file that used them. */
+export async function closeDbs(): Promise<void> {
+  await Promise.all([backendSql?.end({ timeout: 1 }), adminSql?.end({ timeout: 1 })]);
+  backendSql = adminSql = undefined;
+}
+
+/** The local cluster behind `which`, to stop, start or freeze it in fault tests. */
+export function cluster(which: "backend" | "admin"): Cluster {
+  const port = Number(need(which === "backend" ? "BACKEND_DB_PORT" : "ADMIN_DB_PORT"));
+  const dir = need(which === "backend" ? "BACKEND_PGDATA" : "ADMIN_PGDATA");
+  return new Cluster({ name: which, dir, port }, need("PG_BIN"));
+}
+
+/** A supabase-js client with the project's secret key, as a server caller has. */
+export function supabase(key = stack.secretKey) {
+  return createClient(stack.supabaseUrl, key, {
+    auth: { persistSession: false, autoRefreshToken: false },
+  });
+}
+
+/** Calls a function through the gateway with the secret key; returns status and JSON. */
+export async function call(
+  name: string,
+  body?: unknown,
+  opts: { method?: string; key?: string | null; query?: string; headers?: HeadersInit } = {},
+): Promise<{ status: number; body: any; headers: Headers }> {
+  const method = opts.method ?? (body === undefined ? "GET" : "POST");
+  const headers = new Headers(opts.headers);
+  if (opts.key !== null) headers.set("apikey", opts.key ?? stack.secretKey);
+  if (body !== undefined) headers.set("content-type", "application/json");
+  const res = await fetch(`${stack.functionsUrl}/${name}${opts.query ?? ""}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+    redirect: "manual",
+  });
+  const text = await res.text();
+  let parsed: unknown = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch { /* not JSON */ }
+  return { status: res.status, body: parsed, headers: res.headers };
+}
+
+/** Sandbox test controls (faults, latency, stats, grants). */
+export const sandbox = {
+  async post(path: string, body: unknown = {}): Promise<any> {
+    const res = await fetch(`${stack.sandboxUrl}/__sandbox/${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    return await res.json();
+  },
+  async stats(): Promise<{ token_calls: number; refresh_token_reuse: number }> {
+    return await (await fetch(`${stack.sandboxUrl}/__sandbox/stats`)).json();
+  },
+  /** Token sets as if `count` sellers had authorized the app. */
+  async grants(count = 1): Promise<MpGrant[]> {
+    return (await sandbox.post("grants", { count })).grants;
+  },
+  faults: (mode: string, count: number) => sandbox.post("faults", { mode, count }),
+  latency: (ms: number) => sandbox.post("latency", { ms }),
+};
+
+/** A MercadoPago token response. */
+export interface MpGrant {
+  access_token: string;
+  refresh_token: string;
+  public_key: string;
+  user_id: number;
+  expires_in: number;
+  live_mode: boolean;
+  scope: string;
+}
+
+let ring: Promise<KeyRing> | undefined;
+
+/** The stack's key ring, to write and read ciphertexts as the functions do. */
+export function keyRing(): Promise<KeyRing> {
+  return ring ??= importKeyRing(parseKeyRing(need("MP_TOKEN_KEYS")));
+}
+
+/** Inserts a Backend `clients` row and returns its id. */
+export async function newClient(): Promise<string> {
+  const [row] = await backendDb()`insert into clients default values returning id`;
+  return row.id;
+}
+
+/**
+ * Inserts an Admin account, optionally connected with `grant` (encrypted as the functions do)
+ * and linked to `clientId`; `expiresInDays` sets when its token expires.
+ */
+export async function newAccount(
+  opts: { grant?: MpGrant; clientId?: string; expiresInDays?: number; version?: number } = {},
+): Promise<string> {
+  const id = crypto.randomUUID();
+  const g = opts.grant;
+  const keys = await keyRing();
+  await adminDb()`
+    insert into nv_accounts ${
+    adminDb()({
+      id,
+      backend_client_id: opts.clientId ?? null,
+      mp_connected: !!g,
+      mp_user_id: g?.user_id ?? null,
+      mp_access_token_encrypted: g
+        ? await encryptSecret(keys, id, "access_token", g.access_token)
+        : null,
+      mp_refresh_token: g ? await encryptSecret(keys, id, "refresh_token", g.refresh_token) : null,
+      mp_public_key: g?.public_key ?? null,
+      mp_expires_in: g?.expires_in ?? null,
+      mp_token_expires_at: g
+        ? new Date(Date.now() + (opts.expiresInDays ?? 180) * 86_400_000)
+        : null,
+      mp_live_mode: g?.live_mode ?? null,
+      mp_scope: g?.scope ?? null,
+      mp_token_version: opts.version ?? (g ? 1 : 0),
+    })
+  }`;
+  return id;
+}
+
+/** Waits until `check` returns a truthy value, polling; throws after `ms`. */
+export async function eventually<T>(check: () => Promise<T>, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Reads the stack's log (function log lines) written so far. */
+export async function stackLog(): Promise<string> {
+  return await Deno.readTextFile(need("STACK_LOG"));
+}
