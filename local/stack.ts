@@ -78,13 +78,15 @@ async function main() {
   if (!profile) throw new MissingPrerequisite(`unknown profile ${name} (dev or test)`);
   const started = performance.now();
   const bin = await findPostgres();
+  const base = port("STACK_PORT_BASE", profile.base);
   const ports: Ports = {
-    gateway: port("GATEWAY_PORT", profile.base),
-    backend: port("BACKEND_DB_PORT", profile.base + 1),
-    admin: port("ADMIN_DB_PORT", profile.base + 2),
-    sandbox: port("SANDBOX_PORT", profile.base + 3),
+    gateway: port("GATEWAY_PORT", base),
+    backend: port("BACKEND_DB_PORT", base + 1),
+    admin: port("ADMIN_DB_PORT", base + 2),
+    sandbox: port("SANDBOX_PORT", base + 3),
   };
-  const stateDir = `${ROOT}${profile.dir}`;
+  const relDir = Deno.env.get("STACK_STATE_DIR") ?? profile.dir;
+  const stateDir = `${ROOT}${relDir}`;
   await Deno.mkdir(stateDir, { recursive: true });
   await Deno.remove(`${stateDir}/stack.env`).catch(() => {});
   const dataDir = await ensureReachable(`${stateDir}/pg`);
@@ -104,7 +106,7 @@ async function main() {
   try {
     await Promise.all([backend.create(), admin.create()]);
     await Promise.all([backend.start(), admin.start()]);
-    await serve({ name, stateDir, envFile: `${profile.dir}/stack.env`, started, ports, bin }, {
+    await serve({ name, stateDir, envFile: `${relDir}/stack.env`, started, ports, bin }, {
       backend,
       admin,
       stopClusters,

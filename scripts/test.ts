@@ -2,9 +2,10 @@
  * `deno task test`: starts the local stack on its own ports (`--profile test`, so it runs
  * beside `deno task dev`), runs every test against it, scans all the output for leaked
  * secrets, stops the stack, and ends with the line `tests: N passed, N failed`.
+ * `STACK_PORT_BASE` and `STACK_STATE_DIR` move it, so several runs can share a machine.
  */
 const ROOT = new URL("../", import.meta.url).pathname;
-const STATE = `${ROOT}.local/test`;
+const STATE = `${ROOT}${Deno.env.get("STACK_STATE_DIR") ?? ".local/test"}`;
 const ENV_FILE = `${STATE}/stack.env`;
 const STACK_LOG = `${STATE}/stack.log`;
 const TEST_LOG = `${STATE}/tests.log`;
