@@ -1,0 +1,367 @@
+/**
+ * The schema migrations of both databases and their runner, against throwaway databases
+ * created next to BACKEND_DB_URL / ADMIN_DB_URL (each test makes and drops its own).
+ */
+import assert from "node:assert/strict";
+import postgres from "postgres";
+import { ADMIN_MIGRATIONS, BACKEND_MIGRATIONS, migrate } from "../scripts/migrate.ts";
+
+type Sql = postgres.Sql;
+
+const BACKEND_URL = Deno.env.get("BACKEND_DB_URL") ?? "";
+const ADMIN_URL = Deno.env.get("ADMIN_DB_URL") ?? "";
+const CACHE_FILE = "20261124000100_mp_credentials_cache.sql";
+const MASTER_FILE = "20261124000100_mp_credentials_master.sql";
+
+// The Supabase roles (cluster-wide) and the default privileges a Supabase project has, so the
+// new tables get anon/authenticated grants exactly as they would there.
+const SUPABASE_SETUP = `
+do $$
+declare r text;
+begin
+  foreach r in array array['anon', 'authenticated', 'service_role'] loop
+    if not exists (select 1 from pg_roles where rolname = r) then
+      begin
+        execute format('create role %I nologin noinherit', r);
+      exception when duplicate_object or unique_violation then null; -- created meanwhile
+      end;
+    end if;
+  end loop;
+end $$;
+grant usage on schema public to anon, authenticated, service_role;
+alter default privileges in schema public grant all on tables to anon, authenticated, service_role;
+alter default privileges in schema public grant all on sequences to anon, authenticated, service_role;
+`;
+
+/** Runs `fn` in a scratch database created next to `url` (Supabase roles set up), then drops it. */
+async function withScratchDb(url: string, fn: (url: string, sql: Sql) => Promise<void>) {
+  const name = `mig_${crypto.randomUUID().replaceAll("-", "").slice(0, 20)}`;
+  const server = postgres(url, { onnotice: () => {}, max: 1 });
+  await server.unsafe(`create database ${name}`);
+  const scratch = new URL(url);
+  scratch.pathname = `/${name}`;
+  const sql = postgres(scratch.href, { onnotice: () => {}, max: 1 });
+  try {
+    await sql.unsafe(SUPABASE_SETUP).simple();
+    await fn(scratch.href, sql);
+  } finally {
+    await sql.end();
+    await server.unsafe(`drop database if exists ${name} with (force)`);
+    await server.end();
+  }
+}
+
+/** Runs `query` as `role` in a transaction of its own. */
+function asRole(sql: Sql, role: string, query: string) {
+  return sql.begin(async (tx) => {
+    await tx.unsafe(`set local role ${role}`);
+    return await tx.unsafe(query);
+  });
+}
+
+async function columns(sql: Sql, table: string) {
+  const rows = await sql<{ name: string; type: string; nullable: boolean; default: string }[]>`
+    select attname as name, format_type(atttypid, atttypmod) as type, not attnotnull as nullable,
+           pg_get_expr(adbin, adrelid) as default
+    from pg_attribute left join pg_attrdef on adrelid = attrelid and adnum = attnum
+    where attrelid = ${table}::regclass and attnum > 0 and not attisdropped order by attnum`;
+  return new Map(rows.map((r) => [r.name, r]));
+}
+
+/** Asserts the columns named exist with exactly these `type [not null] [default …]`. */
+async function assertColumns(sql: Sql, table: string, expected: Record<string, string>) {
+  const actual = await columns(sql, table);
+  for (const [name, spec] of Object.entries(expected)) {
+    const c = actual.get(name);
+    assert.ok(c, `${table}.${name} exists`);
+    const got = [c.type, c.nullable ? "" : "not null", c.default ? `default ${c.default}` : ""];
+    assert.equal(got.filter(Boolean).join(" "), spec, `${table}.${name}`);
+  }
+}
+
+/** RLS on; anon/authenticated can use the other columns but no mp_* one, nor `closed` tables. */
+async function assertLockedDown(sql: Sql, table: string, closed: string[] = []) {
+  const rls = await sql`select relname, relrowsecurity from pg_class
+    where oid = any(${[table, ...closed]}::regclass[])`;
+  assert.equal(rls.length, 1 + closed.length);
+  for (const r of rls) assert.equal(r.relrowsecurity, true, `RLS on ${r.relname}`);
+
+  const names = [...(await columns(sql, table)).keys()];
+  const open = names.filter((n) => !n.startsWith("mp_"));
+  const mp = names.filter((n) => n.startsWith("mp_"));
+  assert.ok(mp.length >= 2 && open.length >= 1);
+  for (const role of ["anon", "authenticated"]) {
+    await asRole(sql, role, `select ${open.join(", ")} from ${table}`);
+    for (const column of mp) {
+      await assert.rejects(
+        asRole(sql, role, `select ${column} from ${table}`),
+        { code: "42501" },
+        `${role} must not read ${table}.${column}`,
+      );
+    }
+    const [{ writable }] = await sql`select count(*)::int as writable from unnest(${mp}::text[]) c
+      where has_column_privilege(${role}, ${table}, c, 'INSERT')
+         or has_column_privilege(${role}, ${table}, c, 'UPDATE')`;
+    assert.equal(writable, 0, `${role} must not write ${table}.mp_*`);
+    for (const t of closed) {
+      await assert.rejects(asRole(sql, role, `select * from ${t}`), { code: "42501" }, t);
+      const [{ any }] = await sql`select has_table_privilege(${role}, ${t},
+        'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER') as any`;
+      assert.equal(any, false, `${role} has no privilege on ${t}`);
+    }
+  }
+  for (const t of [table, ...closed]) {
+    const [{ all }] = await sql`select has_table_privilege('service_role', ${t},
+      'SELECT, INSERT, UPDATE, DELETE') as all`;
+    assert.equal(all, true, `service_role on ${t}`);
+  }
+}
+
+async function assertRecorded(sql: Sql, file: string) {
+  const [version, name] = [file.slice(0, 14), file.slice(15, -4)];
+  const rows = await sql`select name, statements from supabase_migrations.schema_migrations
+    where version = ${version}`;
+  assert.equal(rows.length, 1, `${file} recorded`);
+  assert.equal(rows[0].name, name);
+  assert.ok(rows[0].statements.length > 3);
+  for (const s of rows[0].statements) assert.ok(s.trim() === s && s && !s.endsWith(";"));
+}
+
+/** Migrates twice: the first run applies `file`, the second applies nothing. */
+async function migrateTwice(url: string, dir: string, file: string) {
+  const first = await migrate(url, dir);
+  assert.ok(first.applied.includes(file), `${file} applied`);
+  const second = await migrate(url, dir);
+  assert.deepEqual(second.applied, []);
+  assert.deepEqual(second.skipped, [...first.skipped, ...first.applied].sort());
+}
+
+const CACHE_COLUMNS = {
+  mp_token_version: "bigint",
+  mp_synced_at: "timestamp with time zone",
+};
+const MASTER_COLUMNS = {
+  backend_client_id: "uuid",
+  mp_token_expires_at: "timestamp with time zone",
+  mp_token_version: "bigint not null default 0",
+  mp_live_mode: "boolean",
+  mp_scope: "text",
+  mp_refresh_lease_owner: "uuid",
+  mp_refresh_lease_expires_at: "timestamp with time zone",
+  mp_refresh_failures: "integer not null default 0",
+  mp_refresh_next_attempt_at: "timestamp with time zone",
+  mp_refresh_last_error: "text",
+  mp_needs_reauth: "boolean not null default false",
+  mp_connected_at: "timestamp with time zone",
+  mp_last_refreshed_at: "timestamp with time zone",
+  mp_updated_at: "timestamp with time zone",
+};
+const ADMIN_TABLES = ["public.mp_oauth_states", "public.mp_credential_events"];
+
+Deno.test({
+  name: "backend migrations keep existing clients data and hide its MP columns",
+  ignore: !BACKEND_URL,
+  fn: () =>
+    withScratchDb(BACKEND_URL, async (url, sql) => {
+      await sql.unsafe(`
+        create table public.clients (id uuid primary key, name text, mp_access_token text,
+          mp_public_key text);
+        create policy clients_read on public.clients for select to anon, authenticated using (true);
+        insert into public.clients values
+          ('6f1c1c57-0d5e-4d55-9a8e-2b1bb1a0c001', 'Tienda Uno', 'APP_USR-111-tok', 'APP_USR-pk-1'),
+          ('6f1c1c57-0d5e-4d55-9a8e-2b1bb1a0c002', 'Tienda Dos', 'APP_USR-222-tok', 'APP_USR-pk-2');
+      `).simple();
+      const [{ before }] = await sql`select has_column_privilege('anon', 'public.clients',
+        'mp_access_token', 'SELECT') as before`;
+      assert.equal(before, true, "setup: anon holds table-level SELECT as on Supabase");
+      const kept =
+        `select id, name, mp_access_token, mp_public_key from public.clients order by id`;
+      const rows = await sql.unsafe(kept);
+
+      await migrateTwice(url, BACKEND_MIGRATIONS, CACHE_FILE);
+      // The file itself is idempotent too, run outside the runner.
+      await sql.unsafe(await Deno.readTextFile(`${BACKEND_MIGRATIONS}/${CACHE_FILE}`)).simple();
+
+      assert.deepEqual(await sql.unsafe(kept), rows);
+      await assertColumns(sql, "public.clients", CACHE_COLUMNS);
+      const fresh = await sql`select mp_token_version, mp_synced_at from public.clients`;
+      assert.deepEqual(
+        [...fresh],
+        rows.map(() => ({ mp_token_version: null, mp_synced_at: null })),
+      );
+      await assertRecorded(sql, CACHE_FILE);
+      await assertLockedDown(sql, "public.clients");
+      // The existing policy still lets anon read the columns it may read.
+      assert.equal((await asRole(sql, "anon", "select name from public.clients")).length, 2);
+      await assert.rejects(asRole(sql, "anon", "select mp_access_token from public.clients"), {
+        code: "42501",
+      });
+      const policies = await sql`select policyname from pg_policies where tablename = 'clients'`;
+      assert.deepEqual(policies.map((p) => p.policyname), ["clients_read"]);
+    }),
+});
+
+Deno.test({
+  name: "admin migrations keep existing nv_accounts data, add columns and tables, hide MP columns",
+  ignore: !ADMIN_URL,
+  fn: () =>
+    withScratchDb(ADMIN_URL, async (url, sql) => {
+      await sql.unsafe(`
+        create table public.nv_accounts (id uuid primary key, name text, mp_connected boolean,
+          mp_user_id bigint, mp_access_token_encrypted text, mp_refresh_token text,
+          mp_public_key text, mp_expires_in integer);
+        insert into public.nv_accounts values
+          ('0b0d8a52-4a8e-4d1c-8f3e-7f0e5d1a0001', 'Cuenta Uno', true, 123456789012,
+           'v1:k1:QUFBQQ==', 'v1:k1:QkJCQg==', 'APP_USR-pk-1', 15552000),
+          ('0b0d8a52-4a8e-4d1c-8f3e-7f0e5d1a0002', 'Cuenta Dos', false, 223456789012,
+           'v1:k1:Q0NDQw==', 'v1:k1:RERERA==', 'APP_USR-pk-2', 21600);
+      `).simple();
+      const kept = `select id, name, mp_connected, mp_user_id, mp_access_token_encrypted,
+        mp_refresh_token, mp_public_key, mp_expires_in from public.nv_accounts order by id`;
+      const rows = await sql.unsafe(kept);
+
+      await migrateTwice(url, ADMIN_MIGRATIONS, MASTER_FILE);
+      await sql.unsafe(await Deno.readTextFile(`${ADMIN_MIGRATIONS}/${MASTER_FILE}`)).simple();
+
+      assert.deepEqual(await sql.unsafe(kept), rows);
+      await assertColumns(sql, "public.nv_accounts", MASTER_COLUMNS);
+      const added = await sql`select mp_token_version, mp_refresh_failures, mp_needs_reauth,
+        backend_client_id, mp_token_expires_at from public.nv_accounts`;
+      for (const r of added) {
+        assert.deepEqual({ ...r }, {
+          mp_token_version: "0", // bigint
+          mp_refresh_failures: 0,
+          mp_needs_reauth: false,
+          backend_client_id: null,
+          mp_token_expires_at: null,
+        });
+      }
+      await assertRecorded(sql, MASTER_FILE);
+      await assertLockedDown(sql, "public.nv_accounts", ADMIN_TABLES);
+      await asRole(sql, "authenticated", "select id, name, backend_client_id from nv_accounts");
+
+      // One account per client; the refresher's index; states go with their account.
+      await assert.rejects(
+        sql`update public.nv_accounts set backend_client_id = '6f1c1c57-0d5e-4d55-9a8e-2b1bb1a0c001'`,
+        { code: "23505" },
+      );
+      const [index] = await sql`select indexdef from pg_indexes
+        where tablename = 'nv_accounts' and indexdef like '%(mp_token_expires_at)%'`;
+      assert.match(index.indexdef, /WHERE mp_connected$/);
+      const [{ id }] = await sql`select id from public.nv_accounts limit 1`;
+      await sql`insert into public.mp_oauth_states (state_hash, account_id, expires_at)
+        values (${"ab".repeat(32)}, ${id}, now() + interval '10 minutes')`;
+      await sql`insert into public.mp_credential_events (account_id, event) values (${id}, 'test')`;
+      await sql`delete from public.nv_accounts where id = ${id}`;
+      assert.equal((await sql`select 1 from public.mp_oauth_states`).length, 0);
+      assert.equal((await sql`select 1 from public.mp_credential_events`).length, 1);
+    }),
+});
+
+Deno.test({
+  name: "migrations create everything on fresh empty databases",
+  ignore: !BACKEND_URL || !ADMIN_URL,
+  fn: async () => {
+    await withScratchDb(BACKEND_URL, async (url, sql) => {
+      await migrateTwice(url, BACKEND_MIGRATIONS, CACHE_FILE);
+      await assertColumns(sql, "public.clients", {
+        id: "uuid not null default gen_random_uuid()",
+        mp_access_token: "text",
+        mp_public_key: "text",
+        ...CACHE_COLUMNS,
+      });
+      await assertRecorded(sql, CACHE_FILE);
+      await assertLockedDown(sql, "public.clients");
+    });
+    await withScratchDb(ADMIN_URL, async (url, sql) => {
+      await migrateTwice(url, ADMIN_MIGRATIONS, MASTER_FILE);
+      await assertColumns(sql, "public.nv_accounts", {
+        id: "uuid not null default gen_random_uuid()",
+        mp_connected: "boolean not null default false",
+        mp_user_id: "bigint",
+        mp_access_token_encrypted: "text",
+        mp_refresh_token: "text",
+        mp_public_key: "text",
+        mp_expires_in: "integer",
+        ...MASTER_COLUMNS,
+      });
+      await assertColumns(sql, "public.mp_oauth_states", {
+        state_hash: "text not null",
+        account_id: "uuid not null",
+        code_verifier_encrypted: "text",
+        created_at: "timestamp with time zone not null default now()",
+        expires_at: "timestamp with time zone not null",
+        consumed_at: "timestamp with time zone",
+      });
+      await assertColumns(sql, "public.mp_credential_events", {
+        occurred_at: "timestamp with time zone not null default now()",
+        account_id: "uuid",
+        client_id: "uuid",
+        event: "text not null",
+        detail: "jsonb not null default '{}'::jsonb",
+        request_id: "text",
+      });
+      await assertRecorded(sql, MASTER_FILE);
+      await assertLockedDown(sql, "public.nv_accounts", ADMIN_TABLES);
+    });
+  },
+});
+
+Deno.test({
+  name: "runner: splits statements like the CLI, one transaction per file, one runner at a time",
+  ignore: !BACKEND_URL,
+  fn: () =>
+    withScratchDb(BACKEND_URL, async (url, sql) => {
+      const dir = await Deno.makeTempDir();
+      try {
+        // Concurrent runners on a fresh database apply a slow file once (a second apply, or a
+        // second creation of the history table, would fail).
+        await Deno.writeTextFile(
+          `${dir}/20000101000000_once.sql`,
+          "create table once (v int);\nselect pg_sleep(0.3);\n",
+        );
+        const runs = await Promise.all([1, 2, 3].map(() => migrate(url, dir)));
+        assert.deepEqual(runs.flatMap((r) => r.applied), ["20000101000000_once.sql"]);
+
+        await Deno.writeTextFile(
+          `${dir}/20000101000001_tricky.sql`,
+          `-- a comment; with a semicolon
+create table probe (v text);
+/* block; /* nested; */ still a comment; */
+insert into probe values ('a;b'), (E'c\\';d'), ($$e;f$$), ($t$g;'h$t$);
+create function "probe;fn"() returns text language plpgsql as $fn$ begin return 'x;y'; end $fn$;
+insert into "probe" values ('it''s;');
+-- only a comment; at the end
+`,
+        );
+        await Deno.writeTextFile(`${dir}/notes.txt`, "not a migration");
+        assert.deepEqual(await migrate(url, dir), {
+          applied: ["20000101000001_tricky.sql"],
+          skipped: ["20000101000000_once.sql"],
+        });
+        const [{ statements }] = await sql`select statements
+          from supabase_migrations.schema_migrations where version = '20000101000001'`;
+        assert.equal(statements.length, 4);
+        assert.equal(statements[0], "-- a comment; with a semicolon\ncreate table probe (v text)");
+        const values = await sql`select v from probe`;
+        assert.deepEqual(values.map((r) => r.v), ["a;b", "c';d", "e;f", "g;'h", "it's;"]);
+        assert.equal((await sql`select "probe;fn"() as r`)[0].r, "x;y");
+
+        // A failing file leaves nothing behind and is not recorded.
+        await Deno.writeTextFile(
+          `${dir}/20000101000002_broken.sql`,
+          "create table broken (v int);\nselect 1/0;\n",
+        );
+        await assert.rejects(migrate(url, dir), /20000101000002_broken\.sql, statement 2/);
+        assert.equal((await sql`select to_regclass('broken') as t`)[0].t, null);
+        const versions = await sql`select version from supabase_migrations.schema_migrations`;
+        assert.deepEqual(versions.map((r) => r.version).sort(), [
+          "20000101000000",
+          "20000101000001",
+        ]);
+        await Deno.remove(`${dir}/20000101000002_broken.sql`);
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    }),
+});
