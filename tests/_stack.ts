@@ -178,7 +178,10 @@ export async function newAccount(
 }
 
 /** Waits until `check` returns a truthy value, polling; throws after `ms`. */
-export async function eventually<T>(check: () => Promise<T>, ms = 10_000): Promise<T> {
+export async function eventually<T>(
+  check: () => Promise<T | undefined | null | false | "" | 0>,
+  ms = 10_000,
+): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await check();
@@ -186,6 +189,13 @@ export async function eventually<T>(check: () => Promise<T>, ms = 10_000): Promi
     if (Date.now() > deadline) throw new Error("condition not met in time");
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** The first stack log line containing every one of `needles`, waiting for it to appear. */
+export function logLine(...needles: string[]): Promise<string> {
+  return eventually(async () =>
+    (await stackLog()).split("\n").find((l) => needles.every((n) => l.includes(n)))
+  );
 }
 
 /** Reads the stack's log (function log lines) written so far. */
