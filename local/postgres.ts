@@ -26,13 +26,16 @@ async function output(cmd: string, args: string[]): Promise<string | undefined> 
   }
 }
 
-/** Finds the PostgreSQL 15 server binaries and pg_cron, or throws one clear line. */
-export async function findPostgres(): Promise<string> {
+/** Where PostgreSQL 15 server binaries usually are (`PG_BIN` first when set). */
+export async function postgresCandidates(): Promise<string[]> {
   const candidates = [Deno.env.get("PG_BIN"), "/usr/lib/postgresql/15/bin"];
-  const fromConfig = await output("pg_config", ["--bindir"]);
-  if (fromConfig) candidates.push(fromConfig);
-  for (const dir of candidates) {
-    if (!dir) continue;
+  candidates.push(await output("pg_config", ["--bindir"]));
+  return candidates.filter((c): c is string => !!c);
+}
+
+/** Finds the PostgreSQL 15 server binaries and pg_cron, or throws one clear line. */
+export async function findPostgres(candidates?: string[]): Promise<string> {
+  for (const dir of candidates ?? await postgresCandidates()) {
     const version = await output(`${dir}/postgres`, ["--version"]);
     if (version?.includes(" 15.")) {
       const share = await output(`${dir}/pg_config`, ["--sharedir"]) ??

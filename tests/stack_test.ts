@@ -1,0 +1,104 @@
+/**
+ * The local platform itself: config.toml is what the Supabase CLI needs, missing
+ * prerequisites are one clear line, and a stack stops every process it started.
+ */
+import assert from "node:assert/strict";
+import { parse } from "smol-toml";
+import { findPostgres, MissingPrerequisite } from "../local/postgres.ts";
+import { parseEnvFile } from "../scripts/test.ts";
+
+const ROOT = new URL("../", import.meta.url);
+
+Deno.test("supabase/config.toml declares every function, verify_jwt off, entrypoint and import map", async () => {
+  const toml = parse(await Deno.readTextFile(new URL("supabase/config.toml", ROOT))) as {
+    functions: Record<string, { verify_jwt: boolean; entrypoint: string; import_map: string }>;
+  };
+  const dirs: string[] = [];
+  for await (const e of Deno.readDir(new URL("supabase/functions/", ROOT))) {
+    if (e.isDirectory) dirs.push(e.name);
+  }
+  assert.deepEqual(Object.keys(toml.functions).sort(), dirs.sort());
+  for (
+    const required of [
+      "get-mp-config",
+      "provision-step-7-1",
+      "mp-oauth-start",
+      "mp-oauth-callback",
+      "mp-refresh",
+      "mp-revoke",
+      "mp-webhook",
+    ]
+  ) {
+    assert.ok(toml.functions[required], required);
+  }
+  for (const [name, fn] of Object.entries(toml.functions)) {
+    assert.equal(fn.verify_jwt, false, name);
+    await Deno.stat(new URL(`supabase/${fn.entrypoint}`, ROOT));
+    await Deno.stat(new URL(`supabase/${fn.import_map}`, ROOT));
+    const mod = await import(new URL(`supabase/${fn.entrypoint}`, ROOT).href);
+    assert.equal(typeof mod.default.fetch, "function", `${name} default-exports { fetch }`);
+  }
+});
+
+Deno.test("missing PostgreSQL binaries or pg_cron are one line naming the apt package", async () => {
+  const empty = await Deno.makeTempDir();
+  await assert.rejects(findPostgres([empty]), (err: Error) => {
+    assert.ok(err instanceof MissingPrerequisite);
+    assert.match(err.message, /apt-get install postgresql-15 /);
+    assert.ok(!err.message.includes("\n"));
+    return true;
+  });
+  const share = await Deno.makeTempDir();
+  await Deno.mkdir(`${share}/extension`);
+  await Deno.writeTextFile(`${empty}/postgres`, "#!/bin/sh\necho 'postgres (PostgreSQL) 15.18'\n", {
+    mode: 0o755,
+  });
+  await Deno.writeTextFile(`${empty}/pg_config`, `#!/bin/sh\necho '${share}'\n`, { mode: 0o755 });
+  await assert.rejects(findPostgres([empty]), /apt-get install postgresql-15-cron/);
+  await Deno.writeTextFile(`${share}/extension/pg_cron.control`, "");
+  assert.equal(await findPostgres([empty]), empty);
+  await Deno.remove(empty, { recursive: true });
+  await Deno.remove(share, { recursive: true });
+});
+
+Deno.test("a second stack starts beside this one and SIGTERM stops every process and cluster", async () => {
+  const dir = ".local/stack-test";
+  const stateDir = new URL(`${dir}/`, ROOT).pathname;
+  await Deno.remove(`${stateDir}stack.env`).catch(() => {});
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "local/stack.ts", "--profile", "test"],
+    cwd: ROOT.pathname,
+    env: {
+      STACK_STATE_DIR: dir,
+      GATEWAY_PORT: "55421",
+      BACKEND_DB_PORT: "55422",
+      ADMIN_DB_PORT: "55423",
+      SANDBOX_PORT: "55424",
+    },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = child.output();
+  let env: Record<string, string> = {};
+  for (let i = 0; i < 600 && !env.FUNCTIONS_URL; i++) {
+    env = parseEnvFile(await Deno.readTextFile(`${stateDir}stack.env`).catch(() => ""));
+    if (!env.FUNCTIONS_URL) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.ok(env.FUNCTIONS_URL, "the stack wrote its env file");
+  assert.equal(env.GATEWAY_PORT, "55421");
+  const health = await fetch(`${env.SUPABASE_URL}/health`);
+  assert.equal(health.status, 200);
+  await health.body?.cancel();
+  const pids = [env.BACKEND_PGDATA, env.ADMIN_PGDATA].map((d) => `${d}/postmaster.pid`);
+  for (const pid of pids) await Deno.stat(pid);
+
+  child.kill("SIGTERM");
+  const { code, stdout } = await output;
+  assert.equal(code, 0);
+  assert.match(new TextDecoder().decode(stdout), /Local stack stopped/);
+  for (const pid of pids) await assert.rejects(Deno.stat(pid), Deno.errors.NotFound);
+  await assert.rejects(fetch(`${env.SUPABASE_URL}/health`));
+  for (const port of [env.BACKEND_DB_PORT, env.ADMIN_DB_PORT, env.SANDBOX_PORT]) {
+    await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: Number(port) }));
+  }
+});
