@@ -65,3 +65,105 @@ export async function writeCache(
   const { updated, ...cached } = row;
   return { result: updated ? "synced" : "already_current", ...cached };
 }
+
+/** One client's part of a batched cache write. */
+export interface BatchCacheWrite extends CacheWrite {
+  clientId: string;
+}
+
+/** What a batched write did for one client (`hadCredentials`: the cache held any before). */
+export interface BatchCacheResult {
+  clientId: string;
+  result: CacheWriteResult["result"];
+  hadCredentials: boolean;
+}
+
+/**
+ * `writeCache` for many clients in ONE statement, with the same fence: each row is written
+ * only when the cache holds an older version than the one it carries. One row per write,
+ * in order. Client ids must be distinct (one account feeds at most one client).
+ */
+export async function writeCacheBatch(
+  sql: Sql,
+  writes: BatchCacheWrite[],
+): Promise<BatchCacheResult[]> {
+  if (writes.length === 0) return [];
+  const rows = await sql<{ id: string; found: boolean; updated: boolean; had: boolean }[]>`
+    with v as (
+      select * from unnest(${writes.map((w) => w.clientId)}::uuid[],
+                           ${writes.map((w) => w.accessToken)}::text[],
+                           ${writes.map((w) => w.publicKey)}::text[],
+                           ${writes.map((w) => w.version)}::bigint[])
+               with ordinality as v(id, access_token, public_key, version, n)),
+    old as (
+      select c.id, (c.mp_access_token is not null or c.mp_public_key is not null) as had
+        from clients c join v on v.id = c.id),
+    upd as (
+      update clients c set mp_access_token = v.access_token,
+                           mp_public_key = v.public_key,
+                           mp_token_version = v.version,
+                           mp_synced_at = now()
+        from v
+       where c.id = v.id and coalesce(c.mp_token_version, -1) < v.version
+      returning c.id)
+    select v.id, old.id is not null as found, upd.id is not null as updated,
+           coalesce(old.had, false) as had
+      from v left join old on old.id = v.id left join upd on upd.id = v.id
+     order by v.n`;
+  return rows.map((r) => ({
+    clientId: r.id,
+    result: !r.found ? "client_not_found" : r.updated ? "synced" : "already_current",
+    hadCredentials: r.had,
+  }));
+}
+
+/** What the cache holds for a client, without the secret: version and presence only. */
+export interface CacheState {
+  id: string;
+  mp_token_version: number | null;
+  has_token: boolean;
+  has_public_key: boolean;
+}
+
+/** Versions and presence (never the tokens) of the cache rows of `clientIds`, in one query. */
+export async function readCacheStates(sql: Sql, clientIds: string[]): Promise<CacheState[]> {
+  if (clientIds.length === 0) return [];
+  return await sql<CacheState[]>`
+    select id, mp_token_version, mp_access_token is not null as has_token,
+           mp_public_key is not null as has_public_key
+      from clients where id = any(${clientIds}::uuid[])`;
+}
+
+/** A page (by id) of the clients whose cache holds any credential: ids and versions only. */
+export async function readCachedClientPage(
+  sql: Sql,
+  after: string | null,
+  limit: number,
+): Promise<CacheState[]> {
+  return await sql<CacheState[]>`
+    select id, mp_token_version, mp_access_token is not null as has_token,
+           mp_public_key is not null as has_public_key
+      from clients
+     where (mp_access_token is not null or mp_public_key is not null)
+       and id > ${after ?? "00000000-0000-0000-0000-000000000000"}::uuid
+     order by id limit ${limit}`;
+}
+
+/**
+ * Clears the cache of clients no account feeds, in one statement, each only while it still
+ * holds the version it was seen with (a sync landing meanwhile carries a newer one).
+ */
+export async function clearOrphanedCache(
+  sql: Sql,
+  seen: { id: string; version: number | null }[],
+): Promise<string[]> {
+  if (seen.length === 0) return [];
+  const rows = await sql<{ id: string }[]>`
+    update clients c set mp_access_token = null, mp_public_key = null, mp_synced_at = now()
+      from unnest(${seen.map((s) => s.id)}::uuid[], ${seen.map((s) => s.version)}::bigint[])
+           as x(id, version)
+     where c.id = x.id and c.mp_token_version is not distinct from x.version
+       and (c.mp_access_token is not null or c.mp_public_key is not null)
+    returning c.id`;
+  return rows.map((r) => r.id);
+}
