@@ -95,3 +95,52 @@ export async function revokeAccount(sql: Sql, accountId: string): Promise<Revoke
      where id = ${accountId} and not exists (select 1 from upd)`;
   return row;
 }
+
+/** A token set to store for an account, its secrets already encrypted. */
+export interface ConnectionWrite {
+  mpUserId: number;
+  accessTokenEncrypted: string;
+  refreshTokenEncrypted: string;
+  publicKey: string;
+  expiresIn: number;
+  liveMode: boolean | null;
+  scope: string | null;
+}
+
+/** What storing a connection did; `account` is the stored row when connected. */
+export type StoredConnection =
+  | { result: "connected"; account: AccountRow }
+  | { result: "mp_account_in_use"; otherAccountId: string }
+  | { result: "account_not_found" };
+
+/**
+ * Stores a new connection through `mp_save_connection()` (one transaction: version +1,
+ * connected, every re-authorization/failure/lease field cleared), unless another connected
+ * account already holds the same MercadoPago seller.
+ */
+export async function storeConnection(
+  sql: Sql,
+  accountId: string,
+  write: ConnectionWrite,
+): Promise<StoredConnection> {
+  const [row] = await sql<(AccountRow & { result: string; other_account_id: string | null })[]>`
+    select result, id, backend_client_id, mp_connected, mp_access_token_encrypted,
+           mp_public_key, mp_token_version, other_account_id
+      from mp_save_connection(${accountId}::uuid, ${write.mpUserId}::bigint,
+        ${write.accessTokenEncrypted}::text, ${write.refreshTokenEncrypted}::text,
+        ${write.publicKey}::text, ${write.expiresIn}::integer, ${write.liveMode}::boolean,
+        ${write.scope}::text)`;
+  if (row.result === "mp_account_in_use") {
+    return { result: "mp_account_in_use", otherAccountId: row.other_account_id! };
+  }
+  if (row.result !== "connected") return { result: "account_not_found" };
+  const { result: _r, other_account_id: _o, ...account } = row;
+  return { result: "connected", account };
+}
+
+/** The ids of every account whose MercadoPago seller is `mpUserId`. */
+export async function accountsOfSeller(sql: Sql, mpUserId: number): Promise<string[]> {
+  const rows = await sql<{ id: string }[]>`
+    select id from nv_accounts where mp_user_id = ${mpUserId}::bigint order by id`;
+  return rows.map((r) => r.id);
+}

@@ -1,12 +1,16 @@
 /**
  * Changes of a seller's connection that span both databases. Revoke clears the master,
  * then the cache at the new version, and only then reports success (SPEC §5 invariant 2).
+ * Connect stores the master first, then syncs the cache.
  */
-import { revokeAccount } from "./accounts.ts";
+import { revokeAccount, storeConnection } from "./accounts.ts";
 import { writeCache } from "./clients.ts";
 import type { Context } from "./context.ts";
 import { recordEvent } from "./audit.ts";
 import type { Logger } from "./log.ts";
+import { encryptSecret } from "./crypto.ts";
+import type { MpTokens } from "./mercadopago.ts";
+import { syncAccountRow, type SyncResult } from "./sync.ts";
 
 /** Revokes account `accountId` in both databases; false when the account does not exist. */
 export async function revokeConnection(
@@ -43,4 +47,84 @@ export async function revokeConnection(
     changed: revoked.changed,
   });
   return true;
+}
+
+/** What saving a connection did; `sync` is "failed" when the cache write did not happen. */
+export type SaveOutcome =
+  | {
+    result: "connected";
+    version: number;
+    clientId: string | null;
+    sync: SyncResult | "failed";
+  }
+  | { result: "mp_account_in_use"; otherAccountId: string }
+  | { result: "account_not_found" };
+
+/**
+ * Stores a token set exchanged for `accountId` (encrypted, version +1, connected) and syncs
+ * it to the linked client. The Admin write is the master: a failed sync after it is logged
+ * and left to read-repair and reconciliation, never undone.
+ */
+export async function saveConnection(
+  ctx: Context,
+  log: Logger,
+  accountId: string,
+  tokens: MpTokens & { public_key: string },
+  opts: { requestId?: string } = {},
+): Promise<SaveOutcome> {
+  const keys = await ctx.keys();
+  const write = {
+    mpUserId: tokens.user_id,
+    accessTokenEncrypted: await encryptSecret(keys, accountId, "access_token", tokens.access_token),
+    refreshTokenEncrypted: await encryptSecret(
+      keys,
+      accountId,
+      "refresh_token",
+      tokens.refresh_token,
+    ),
+    publicKey: tokens.public_key,
+    expiresIn: tokens.expires_in,
+    liveMode: tokens.live_mode ?? null,
+    scope: tokens.scope ?? null,
+  };
+  const stored = await ctx.admin((sql) => storeConnection(sql, accountId, write));
+  if (stored.result !== "connected") return stored;
+  const { account } = stored;
+  let sync: SyncResult | "failed" = "not_linked";
+  try {
+    sync = (await syncAccountRow(ctx, account)).result;
+  } catch (err) {
+    sync = "failed";
+    log.warn("Sync after connect failed; read-repair and reconciliation will fix the cache", {
+      account_id: accountId,
+      client_id: account.backend_client_id,
+      token_version: account.mp_token_version,
+      error: err,
+    });
+  }
+  await recordEvent(ctx, log, {
+    event: "connected",
+    accountId,
+    clientId: account.backend_client_id,
+    detail: {
+      mp_user_id: tokens.user_id,
+      token_version: account.mp_token_version,
+      live_mode: tokens.live_mode ?? null,
+      sync,
+    },
+    requestId: opts.requestId,
+  });
+  log.info("MP connection saved", {
+    account_id: accountId,
+    client_id: account.backend_client_id,
+    mp_user_id: tokens.user_id,
+    token_version: account.mp_token_version,
+    sync,
+  });
+  return {
+    result: "connected",
+    version: account.mp_token_version,
+    clientId: account.backend_client_id,
+    sync,
+  };
 }
