@@ -1,4 +1,19 @@
-import { notImplemented } from "../../../shared/http.ts";
+import * as v from "valibot";
+import { defineFunction, json } from "../../../shared/http.ts";
+import { healthTotals } from "../../../shared/health.ts";
 
-/** mp-health: filled in by a later issue; answers 501 until then. */
-export const handler = notImplemented("mp-health");
+/**
+ * mp-health (monitoring): totals over both databases — connected, expiring within 7 days,
+ * needing re-authorization, drifted, and fast-path misses in the last hour (counted from the
+ * audit trail).
+ */
+export const handler = defineFunction({
+  name: "mp-health",
+  methods: ["GET"],
+  auth: "server",
+  needs: ["backendDbUrl", "adminDbUrl"],
+  input: v.strictObject({}),
+  async run({ ctx }) {
+    return json(200, await healthTotals(ctx));
+  },
+});

@@ -1,0 +1,130 @@
+/**
+ * Reconciliation: finds where the cache (Backend `clients`) differs from the Admin master by
+ * version and presence — never by comparing secrets — and repairs it through the batched,
+ * version-fenced sync. Only drifted accounts are read with their ciphertext and decrypted.
+ */
+import { clearOrphanedCache } from "./clients.ts";
+import type { Context } from "./context.ts";
+import { type Drift, DRIFT_KINDS, scanDrift, scanOrphans } from "./health.ts";
+import type { Logger } from "./log.ts";
+import { bumpAccountVersions, readAccounts, syncAccountRows } from "./sync_batch.ts";
+
+/** What a reconciliation found and did; the drift kinds count what was found. */
+export interface ReconcileSummary extends Record<(typeof DRIFT_KINDS)[number], number> {
+  checked: number;
+  drifted: number;
+  repaired: number;
+  failed: number;
+  /** Drift left for a later run: over the limit, or busy (a refresh owns the account). */
+  skipped: number;
+  /** Linked accounts whose client row does not exist (reported; nothing to repair). */
+  client_missing: number;
+}
+
+/** Default and largest number of repairs one run makes. */
+export const RECONCILE_LIMIT = { default: 10_000, max: 100_000 };
+
+/** Account ids among `ids` with a refreshed pair parked in the Backend escrow, if it exists. */
+async function escrowed(ctx: Context, ids: string[]): Promise<Set<string>> {
+  const rows = await ctx.backend(async (sql) => {
+    const [{ exists }] = await sql<{ exists: boolean }[]>`
+      select to_regclass('public.mp_refresh_escrow') is not null as exists`;
+    if (!exists) return [];
+    return await sql<{ account_id: string }[]>`
+      select account_id from mp_refresh_escrow where account_id = any(${ids}::uuid[])`;
+  });
+  return new Set(rows.map((r) => r.account_id));
+}
+
+/**
+ * Repairs drifted accounts: a cache older than the account gets the fenced sync; a cache
+ * level with or ahead of it (which the fence would refuse) first has the account's version
+ * moved past it, unless a refresher owns the account. Returns what was repaired and failed.
+ */
+async function repair(ctx: Context, log: Logger, drifts: Drift[]) {
+  const older = drifts.filter((d) =>
+    (d.cache!.mp_token_version ?? -1) < d.account.mp_token_version
+  );
+  let level = drifts.filter((d) => !older.includes(d));
+  if (level.length > 0) {
+    const parked = await escrowed(ctx, level.map((d) => d.account.id));
+    level = level.filter((d) => !parked.has(d.account.id));
+  }
+  const [rows, bumped] = await Promise.all([
+    ctx.admin((sql) => readAccounts(sql, older.map((d) => d.account.id))),
+    ctx.admin((sql) =>
+      bumpAccountVersions(
+        sql,
+        level.map((d) => ({
+          id: d.account.id,
+          version: d.account.mp_token_version,
+          past: d.cache!.mp_token_version ?? -1,
+        })),
+      )
+    ),
+  ]);
+  let repaired = 0;
+  let failed = 0;
+  for (const o of await syncAccountRows(ctx, log, [...rows, ...bumped])) {
+    if (o.result === "synced" || o.cleared) repaired++;
+    else if (o.result === "failed") failed++;
+  }
+  return { repaired, failed };
+}
+
+/** Finds and repairs drift over both databases, at most `limit` repairs; logs the counts. */
+export async function reconcile(
+  ctx: Context,
+  log: Logger,
+  opts: { limit?: number } = {},
+): Promise<ReconcileSummary> {
+  let budget = opts.limit ?? RECONCILE_LIMIT.default;
+  const summary: ReconcileSummary = {
+    checked: 0,
+    drifted: 0,
+    repaired: 0,
+    failed: 0,
+    skipped: 0,
+    client_missing: 0,
+    ...(Object.fromEntries(DRIFT_KINDS.map((k) => [k, 0])) as Record<
+      (typeof DRIFT_KINDS)[number],
+      number
+    >),
+  };
+  const started = performance.now();
+  await scanDrift(ctx, async (checked, drifts) => {
+    summary.checked += checked;
+    const repairable: Drift[] = [];
+    for (const d of drifts) {
+      if (d.kind === "client_missing") {
+        summary.client_missing++;
+        continue;
+      }
+      summary[d.kind]++;
+      summary.drifted++;
+      repairable.push(d);
+    }
+    const take = repairable.slice(0, Math.max(budget, 0));
+    budget -= take.length;
+    if (take.length === 0) return;
+    const done = await repair(ctx, log, take);
+    summary.repaired += done.repaired;
+    summary.failed += done.failed;
+  });
+  await scanOrphans(ctx, async (orphans) => {
+    summary.unlinked += orphans.length;
+    summary.drifted += orphans.length;
+    const take = orphans.slice(0, Math.max(budget, 0));
+    budget -= take.length;
+    const cleared = await ctx.backend((sql) =>
+      clearOrphanedCache(sql, take.map((o) => ({ id: o.id, version: o.mp_token_version })))
+    );
+    summary.repaired += cleared.length;
+  });
+  summary.skipped = summary.drifted - summary.repaired - summary.failed;
+  log.info("MP reconcile finished", {
+    ...summary,
+    ms: Math.round(performance.now() - started),
+  });
+  return summary;
+}

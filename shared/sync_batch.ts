@@ -1,0 +1,159 @@
+/**
+ * The sync of `shared/sync.ts` for many accounts at once (backfill, reconciliation): pages of
+ * accounts read from the Admin DB in one query, decrypted, and written to the cache in ONE
+ * version-fenced statement per page (`writeCacheBatch`), with the outcomes `syncAccountRow`
+ * reports for one account.
+ */
+import type { AccountRow } from "./accounts.ts";
+import { type BatchCacheWrite, readCacheStates, writeCacheBatch } from "./clients.ts";
+import type { Context } from "./context.ts";
+import { DecryptError, decryptSecret } from "./crypto.ts";
+import type { Sql } from "./db.ts";
+import type { Logger } from "./log.ts";
+import type { SyncResult } from "./sync.ts";
+
+const NO_ID = "00000000-0000-0000-0000-000000000000";
+
+/**
+ * A page (by id, after `after`) of the accounts a backfill looks at: connected or linked to
+ * a client; `accountId` narrows it to that one account.
+ */
+export async function readAccountPage(
+  sql: Sql,
+  opts: { after: string | null; limit: number; accountId?: string },
+): Promise<AccountRow[]> {
+  return await sql<AccountRow[]>`
+    select id, backend_client_id, coalesce(mp_connected, false) as mp_connected,
+           mp_access_token_encrypted, mp_public_key, mp_token_version
+      from nv_accounts
+     where (coalesce(mp_connected, false) or backend_client_id is not null)
+       and id > ${opts.after ?? NO_ID}::uuid
+       ${opts.accountId ? sql`and id = ${opts.accountId}` : sql``}
+     order by id limit ${opts.limit}`;
+}
+
+/** How many accounts `readAccountPage` walks through (for a progress bar). */
+export async function countAccountPages(sql: Sql, accountId?: string): Promise<number> {
+  const [row] = await sql<{ n: number }[]>`
+    select count(*)::int as n from nv_accounts
+     where (coalesce(mp_connected, false) or backend_client_id is not null)
+       ${accountId ? sql`and id = ${accountId}` : sql``}`;
+  return row.n;
+}
+
+/** Reads the accounts `ids` in one query (missing ones are left out). */
+export async function readAccounts(sql: Sql, ids: string[]): Promise<AccountRow[]> {
+  if (ids.length === 0) return [];
+  return await sql<AccountRow[]>`
+    select id, backend_client_id, coalesce(mp_connected, false) as mp_connected,
+           mp_access_token_encrypted, mp_public_key, mp_token_version
+      from nv_accounts where id = any(${ids}::uuid[])`;
+}
+
+/**
+ * Moves accounts' versions past a cache that is level with or ahead of them, so that a fenced
+ * sync can overwrite it, in one statement: each only while it still has the version it was
+ * seen with and no refresher owns it (a refresher saves only at the version it claimed, so a bump
+ * under a live or stale lease could cost a rotated refresh token). Credentials are untouched. Returns the rows bumped.
+ */
+export async function bumpAccountVersions(
+  sql: Sql,
+  seen: { id: string; version: number; past: number }[],
+): Promise<AccountRow[]> {
+  if (seen.length === 0) return [];
+  return await sql<AccountRow[]>`
+    update nv_accounts a
+       set mp_token_version = greatest(a.mp_token_version, x.past) + 1, mp_updated_at = now()
+      from unnest(${seen.map((s) => s.id)}::uuid[], ${seen.map((s) => s.version)}::bigint[],
+                  ${seen.map((s) => s.past)}::bigint[]) as x(id, version, past)
+     where a.id = x.id and a.mp_token_version = x.version
+       and a.mp_refresh_lease_owner is null
+    returning a.id, a.backend_client_id, coalesce(a.mp_connected, false) as mp_connected,
+              a.mp_access_token_encrypted, a.mp_public_key, a.mp_token_version`;
+}
+
+/** What a batched sync did for one account (`cleared`: a disconnected account's cache emptied). */
+export interface BatchOutcome {
+  accountId: string;
+  clientId: string | null;
+  result: SyncResult | "failed";
+  version: number;
+  cleared: boolean;
+}
+
+/**
+ * Syncs already-read account rows to their clients' caches: decrypts each connected one and
+ * writes them all in one version-fenced statement. A value that fails to decrypt is logged
+ * (account id only) and reported as "failed"; the others still sync. With `dryRun`, nothing
+ * is written: the cache versions are read and the outcome the write would have is reported.
+ */
+export async function syncAccountRows(
+  ctx: Context,
+  log: Logger,
+  rows: AccountRow[],
+  opts: { dryRun?: boolean } = {},
+): Promise<BatchOutcome[]> {
+  const ring = await ctx.keys();
+  const outcome = (a: AccountRow, result: BatchOutcome["result"], cleared = false) => ({
+    accountId: a.id,
+    clientId: a.backend_client_id,
+    result,
+    version: a.mp_token_version,
+    cleared,
+  });
+  const out = new Map<string, BatchOutcome>();
+  const writes: (BatchCacheWrite & { account: AccountRow; connected: boolean })[] = [];
+  await Promise.all(rows.map(async (a) => {
+    if (!a.backend_client_id) return out.set(a.id, outcome(a, "not_linked"));
+    const connected = a.mp_connected && a.mp_access_token_encrypted !== null;
+    try {
+      const accessToken = connected
+        ? await decryptSecret(ring, a.id, "access_token", a.mp_access_token_encrypted!)
+        : null;
+      writes.push({
+        account: a,
+        connected,
+        clientId: a.backend_client_id,
+        accessToken,
+        publicKey: connected ? a.mp_public_key : null,
+        version: a.mp_token_version,
+      });
+    } catch (err) {
+      if (!(err instanceof DecryptError)) throw err;
+      log.error("Stored MP credential failed to decrypt", { account_id: a.id, field: err.field });
+      out.set(a.id, outcome(a, "failed"));
+    }
+  }));
+  const results = opts.dryRun
+    ? await ctx.backend(async (sql) => {
+      const states = new Map(
+        (await readCacheStates(sql, writes.map((w) => w.clientId))).map((s) => [s.id, s]),
+      );
+      return writes.map((w) => {
+        const s = states.get(w.clientId);
+        const newer = s && (s.mp_token_version ?? -1) < w.version;
+        return {
+          result: !s
+            ? "client_not_found" as const
+            : newer
+            ? "synced" as const
+            : "already_current" as const,
+          hadCredentials: !!s && (s.has_token || s.has_public_key),
+        };
+      });
+    })
+    : await ctx.backend((sql) => writeCacheBatch(sql, writes));
+  writes.forEach((w, i) => {
+    const r = results[i];
+    const result = r.result === "client_not_found"
+      ? "client_not_found"
+      : w.connected
+      ? r.result
+      : "mp_not_connected";
+    out.set(
+      w.account.id,
+      outcome(w.account, result, !w.connected && r.result === "synced" && r.hadCredentials),
+    );
+  });
+  return rows.map((a) => out.get(a.id)!);
+}
