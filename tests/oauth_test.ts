@@ -11,6 +11,7 @@ import {
   call,
   closeDbs,
   cluster,
+  eventually,
   keyRing,
   newAccount,
   newClient,
@@ -19,6 +20,7 @@ import {
   stackLog,
 } from "./_stack.ts";
 import { decryptSecret, encryptSecret } from "../shared/crypto.ts";
+import type { Sql } from "../shared/db.ts";
 import { hashState, pkceChallenge, randomToken } from "../shared/oauth_states.ts";
 import { signatureManifest, signManifest } from "../shared/webhook.ts";
 
@@ -455,6 +457,56 @@ Deno.test("connect: a MercadoPago seller already connected elsewhere is refused 
   assert.equal((await call("mp-revoke", { account_id: a })).status, 200);
   assertConnected(await connect(b, { user_id: seller }), b);
   assert.equal((await account(b)).mp_user_id, Number(seller));
+  await closeDbs();
+});
+
+Deno.test("connect: two accounts connecting the same seller at once: exactly one wins", async () => {
+  const seller = String(newSeller());
+  const ids = [await newAccount(), await newAccount(), await newAccount()];
+  const backs = await Promise.all(
+    ids.map(async (id) => authorize(await start(id), { user_id: seller })),
+  );
+  const results = await Promise.all(backs.map((back) => callback(back)));
+  const won = results.filter((r) => r.searchParams.get("mp") === "connected");
+  assert.equal(won.length, 1, results.map((r) => r.search).join(" "));
+  for (const r of results) {
+    if (r !== won[0]) assertFailed(r, "mp_account_in_use");
+  }
+  const [{ connected }] = await adminDb()`select count(*)::int as connected from nv_accounts
+    where mp_user_id = ${Number(seller)} and mp_connected`;
+  assert.equal(connected, 1);
+  await closeDbs();
+});
+
+Deno.test("mp_save_connection: a concurrent save of the same seller waits for the first, then is refused", async () => {
+  const seller = newSeller();
+  const a = await newAccount();
+  const b = await newAccount();
+  const db = adminDb();
+  const save = (sql: Sql, id: string) =>
+    sql`select result, other_account_id from mp_save_connection(${id}::uuid,
+      ${seller}::bigint, 'v1:k:x', 'v1:k:y', 'APP_USR-pk', 100, true, 'read')`;
+  const first = await db.reserve();
+  const second = await db.reserve();
+  try {
+    await first`begin`;
+    const [saved] = await save(first, a);
+    assert.equal(saved.result, "connected");
+    const [{ pid }] = await second`select pg_backend_pid() as pid`;
+    const racing = save(second, b).execute(); // postgres.js sends a query when asked to
+    await eventually(async () => {
+      const [row] = await db`select wait_event_type from pg_stat_activity where pid = ${pid}`;
+      return row?.wait_event_type === "Lock";
+    });
+    await first`commit`;
+    const [refused] = await racing;
+    assert.equal(refused.result, "mp_account_in_use");
+    assert.equal(refused.other_account_id, a);
+  } finally {
+    first.release();
+    second.release();
+  }
+  await assertNothingStored(b);
   await closeDbs();
 });
 

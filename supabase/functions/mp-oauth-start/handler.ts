@@ -2,7 +2,12 @@ import * as v from "valibot";
 import { defineFunction, HttpError, json, uuid } from "../../../shared/http.ts";
 import { encryptSecret } from "../../../shared/crypto.ts";
 import { authorizationUrl } from "../../../shared/mercadopago.ts";
-import { createState, hashState, pkceChallenge, randomToken } from "../../../shared/oauth_states.ts";
+import {
+  createState,
+  hashState,
+  pkceChallenge,
+  randomToken,
+} from "../../../shared/oauth_states.ts";
 import { recordEvent } from "../../../shared/audit.ts";
 
 /**
