@@ -43,6 +43,14 @@ function aad(accountId: string, field: SecretField): Uint8Array {
   return encoder.encode(`mp:${accountId.toLowerCase()}:${field}`);
 }
 
+function fromBase64(text: string): Uint8Array {
+  // A plain loop: `Uint8Array.from(string, mapFn)` is ~20× slower, which shows in bulk decrypts.
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
 function toBase64(bytes: Uint8Array): string {
   let s = "";
   for (let i = 0; i < bytes.length; i += 0x8000) {
@@ -85,7 +93,7 @@ export async function decryptSecret(
   if (!key) throw new DecryptError(accountId, field, `unknown key id ${match[1]}`);
   let bytes: Uint8Array;
   try {
-    bytes = Uint8Array.from(atob(match[2]), (c) => c.charCodeAt(0));
+    bytes = fromBase64(match[2]);
   } catch {
     throw new DecryptError(accountId, field, "not base64");
   }

@@ -5,7 +5,7 @@
  */
 import { clearOrphanedCache } from "./clients.ts";
 import type { Context } from "./context.ts";
-import { type Drift, DRIFT_KINDS, scanDrift, scanOrphans } from "./health.ts";
+import { type Drift, DRIFT_KINDS, isLevel, scanDrift, scanOrphans } from "./health.ts";
 import type { Logger } from "./log.ts";
 import { bumpAccountVersions, readAccounts, syncAccountRows } from "./sync_batch.ts";
 
@@ -42,10 +42,8 @@ async function escrowed(ctx: Context, ids: string[]): Promise<Set<string>> {
  * moved past it, unless a refresher owns the account. Returns what was repaired and failed.
  */
 async function repair(ctx: Context, log: Logger, drifts: Drift[]) {
-  const older = drifts.filter((d) =>
-    (d.cache!.mp_token_version ?? -1) < d.account.mp_token_version
-  );
-  let level = drifts.filter((d) => !older.includes(d));
+  const older = drifts.filter((d) => !isLevel(d));
+  let level = drifts.filter(isLevel);
   if (level.length > 0) {
     const parked = await escrowed(ctx, level.map((d) => d.account.id));
     level = level.filter((d) => !parked.has(d.account.id));
@@ -92,25 +90,35 @@ export async function reconcile(
     >),
   };
   const started = performance.now();
-  await scanDrift(ctx, async (checked, drifts) => {
-    summary.checked += checked;
-    const repairable: Drift[] = [];
-    for (const d of drifts) {
-      if (d.kind === "client_missing") {
-        summary.client_missing++;
-        continue;
+  let inFlight: Promise<void> = Promise.resolve();
+  try {
+    await scanDrift(ctx, async (checked, drifts) => {
+      summary.checked += checked;
+      const repairable: Drift[] = [];
+      for (const d of drifts) {
+        if (d.kind === "client_missing") {
+          summary.client_missing++;
+          continue;
+        }
+        summary[d.kind]++;
+        summary.drifted++;
+        repairable.push(d);
       }
-      summary[d.kind]++;
-      summary.drifted++;
-      repairable.push(d);
-    }
-    const take = repairable.slice(0, Math.max(budget, 0));
-    budget -= take.length;
-    if (take.length === 0) return;
-    const done = await repair(ctx, log, take);
-    summary.repaired += done.repaired;
-    summary.failed += done.failed;
-  });
+      const take = repairable.slice(0, Math.max(budget, 0));
+      budget -= take.length;
+      if (take.length === 0) return;
+      // One repair in flight while the next page is scanned.
+      await inFlight;
+      inFlight = repair(ctx, log, take).then((done) => {
+        summary.repaired += done.repaired;
+        summary.failed += done.failed;
+      });
+    });
+  } catch (err) {
+    await inFlight.catch(() => {}); // its own failure, if any, is not the one to report
+    throw err;
+  }
+  await inFlight;
   await scanOrphans(ctx, async (orphans) => {
     summary.unlinked += orphans.length;
     summary.drifted += orphans.length;

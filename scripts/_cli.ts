@@ -1,0 +1,56 @@
+/**
+ * What the operator scripts share: the configuration read once from the environment (the
+ * same `shared/config.ts` the functions use), one-line errors, and a progress bar on a TTY.
+ */
+import cliProgress from "cli-progress";
+import process from "node:process";
+import { loadConfig, MisconfiguredError, type Need, requireConfig } from "../shared/config.ts";
+import { type Context, createContext } from "../shared/context.ts";
+
+/** Prints `<script>: <message>` on stderr and exits with `code`. */
+export function fail(script: string, message: string, code = 2): never {
+  console.error(`${script}: ${message}`);
+  Deno.exit(code);
+}
+
+/** A context over the environment's configuration; exits with one line when a need is unmet. */
+export function scriptContext(
+  script: string,
+  needs: Need[],
+): Context & { close(): Promise<void> } {
+  const config = loadConfig(Deno.env.toObject());
+  try {
+    requireConfig(config, needs);
+  } catch (err) {
+    if (err instanceof MisconfiguredError) {
+      fail(script, `${err.variable} is ${err.reason} (set it in the environment)`);
+    }
+    throw err;
+  }
+  return createContext(config);
+}
+
+/** A progress bar on stderr when it is a terminal; a no-op otherwise. */
+export function progressBar(label: string): {
+  update(done: number, total: number): void;
+  stop(): void;
+} {
+  if (!Deno.stderr.isTerminal()) return { update() {}, stop() {} };
+  const bar = new cliProgress.SingleBar({
+    format: `${label} [{bar}] {percentage}% | {value}/{total} | {eta_formatted} left`,
+    stream: process.stderr,
+    hideCursor: true,
+  }, cliProgress.Presets.shades_classic);
+  let started = false;
+  return {
+    update(done, total) {
+      if (!started) bar.start(total, 0);
+      started = true;
+      bar.setTotal(total);
+      bar.update(done);
+    },
+    stop() {
+      if (started) bar.stop();
+    },
+  };
+}
