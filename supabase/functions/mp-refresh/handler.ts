@@ -1,4 +1,57 @@
-import { notImplemented } from "../../../shared/http.ts";
+import * as v from "valibot";
+import {
+  defineFunction,
+  HttpError,
+  json,
+  readInput,
+  uuid,
+  validate,
+} from "../../../shared/http.ts";
+import { readAccount } from "../../../shared/accounts.ts";
+import { runRefresh } from "../../../shared/refresh.ts";
 
-/** mp-refresh: filled in by a later issue; answers 501 until then. */
-export const handler = notImplemented("mp-refresh");
+const Body = v.strictObject({
+  limit: v.optional(
+    v.pipe(
+      v.number("must be a number"),
+      v.integer("must be an integer"),
+      v.minValue(1, "must be from 1 to 500"),
+      v.maxValue(500, "must be from 1 to 500"),
+    ),
+  ),
+  account_id: v.optional(uuid),
+  force: v.optional(v.boolean("must be a boolean")),
+});
+
+/**
+ * mp-refresh (pg_cron): refreshes the due MercadoPago tokens under leases, with bounded
+ * concurrency toward MercadoPago, and answers after the run with its counts. An empty body
+ * means the defaults; `force` needs `account_id`.
+ */
+export const handler = defineFunction({
+  name: "mp-refresh",
+  methods: ["POST"],
+  auth: "server",
+  needs: ["adminDbUrl", "backendDbUrl", "tokenKeys", "mpClientId", "mpClientSecret"],
+  async run({ req, ctx, log, requestId }) {
+    // HTTP/1.1: a request with neither Content-Length nor Transfer-Encoding has no body.
+    const length = req.headers.get("content-length");
+    const empty = req.body === null ||
+      (length === null ? !req.headers.has("transfer-encoding") : length.trim() === "0");
+    const input = validate(Body, empty ? {} : await readInput(req));
+    if (input.force && !input.account_id) {
+      throw new HttpError(400, "invalid_request", "force: needs account_id");
+    }
+    const report = await runRefresh(ctx, log, {
+      limit: input.limit,
+      accountId: input.account_id,
+      force: input.force,
+      requestId,
+    });
+    if (input.account_id && report.claimed === 0) {
+      const account = await ctx.admin((sql) => readAccount(sql, input.account_id!));
+      if (!account) throw new HttpError(404, "account_not_found", "no such account");
+    }
+    return json(200, report);
+  },
+});
