@@ -12,7 +12,7 @@ import type { Bench, BenchRow } from "./types.ts";
 import { loadConfig, parseKeyRing } from "../shared/config.ts";
 import { createContext } from "../shared/context.ts";
 import { encryptSecret, importKeyRing } from "../shared/crypto.ts";
-import { connect, type Sql } from "../shared/db.ts";
+import { connect, pgArray, type Sql } from "../shared/db.ts";
 import { createLogger } from "../shared/log.ts";
 import { runBackfill } from "../shared/backfill.ts";
 import { syncMpCredentialsToBackend } from "../shared/sync.ts";
@@ -36,7 +36,7 @@ async function seed(admin: Sql, backend: Sql, keys: string, n: number): Promise<
   const accounts = Array.from({ length: n }, () => crypto.randomUUID());
   const clients = Array.from({ length: n }, () => crypto.randomUUID());
   for (const ids of chunks(clients)) {
-    await backend`insert into clients (id) select unnest(${ids}::uuid[])`;
+    await backend`insert into clients (id) select unnest(${pgArray(ids)}::uuid[])`;
   }
   const expires = new Date(Date.now() + 180 * 86_400_000);
   for (const [c, ids] of chunks(accounts).entries()) {
@@ -53,7 +53,9 @@ async function seed(admin: Sql, backend: Sql, keys: string, n: number): Promise<
                                mp_token_expires_at, mp_token_version)
       select a.id, a.client, true, a.access, a.refresh, 'APP_USR-pk-bench', 15552000,
              ${expires}, 1
-        from unnest(${ids}::uuid[], ${linked}::uuid[], ${access}::text[], ${refresh}::text[])
+        from unnest(${pgArray(ids)}::uuid[], ${pgArray(linked)}::uuid[], ${
+      pgArray(access)
+    }::text[], ${pgArray(refresh)}::text[])
              as a(id, client, access, refresh)`;
   }
   return { accounts, clients };
@@ -63,16 +65,16 @@ async function seed(admin: Sql, backend: Sql, keys: string, n: number): Promise<
 async function resetCache(backend: Sql, clients: string[]) {
   for (const ids of chunks(clients)) {
     await backend`update clients set mp_access_token = null, mp_public_key = null,
-      mp_token_version = null, mp_synced_at = null where id = any(${ids}::uuid[])`;
+      mp_token_version = null, mp_synced_at = null where id = any(${pgArray(ids)}::uuid[])`;
   }
 }
 
 async function cleanup(admin: Sql, backend: Sql, seeded: Seeded) {
   for (const ids of chunks(seeded.accounts)) {
-    await admin`delete from nv_accounts where id = any(${ids}::uuid[])`;
+    await admin`delete from nv_accounts where id = any(${pgArray(ids)}::uuid[])`;
   }
   for (const ids of chunks(seeded.clients)) {
-    await backend`delete from clients where id = any(${ids}::uuid[])`;
+    await backend`delete from clients where id = any(${pgArray(ids)}::uuid[])`;
   }
 }
 

@@ -2,7 +2,7 @@
  * The Backend DB's `clients`: the plain-text runtime cache checkout reads. Every write is
  * fenced by the Admin version it carries (SPEC §5 invariant 1).
  */
-import type { Sql } from "./db.ts";
+import { pgArray, type Sql } from "./db.ts";
 
 /** What the cache holds for one client. */
 export interface CachedCredentials {
@@ -90,10 +90,10 @@ export async function writeCacheBatch(
   if (writes.length === 0) return [];
   const rows = await sql<{ id: string; found: boolean; updated: boolean; had: boolean }[]>`
     with v as (
-      select * from unnest(${writes.map((w) => w.clientId)}::uuid[],
-                           ${writes.map((w) => w.accessToken)}::text[],
-                           ${writes.map((w) => w.publicKey)}::text[],
-                           ${writes.map((w) => w.version)}::bigint[])
+      select * from unnest(${pgArray(writes.map((w) => w.clientId))}::uuid[],
+                           ${pgArray(writes.map((w) => w.accessToken))}::text[],
+                           ${pgArray(writes.map((w) => w.publicKey))}::text[],
+                           ${pgArray(writes.map((w) => w.version))}::bigint[])
                with ordinality as v(id, access_token, public_key, version, n)),
     old as (
       select c.id, (c.mp_access_token is not null or c.mp_public_key is not null) as had
@@ -131,7 +131,7 @@ export async function readCacheStates(sql: Sql, clientIds: string[]): Promise<Ca
   return await sql<CacheState[]>`
     select id, mp_token_version, mp_access_token is not null as has_token,
            mp_public_key is not null as has_public_key
-      from clients where id = any(${clientIds}::uuid[])`;
+      from clients where id = any(${pgArray(clientIds)}::uuid[])`;
 }
 
 /** A page (by id) of the clients whose cache holds any credential: ids and versions only. */
@@ -160,7 +160,9 @@ export async function clearOrphanedCache(
   if (seen.length === 0) return [];
   const rows = await sql<{ id: string }[]>`
     update clients c set mp_access_token = null, mp_public_key = null, mp_synced_at = now()
-      from unnest(${seen.map((s) => s.id)}::uuid[], ${seen.map((s) => s.version)}::bigint[])
+      from unnest(${pgArray(seen.map((s) => s.id))}::uuid[], ${
+    pgArray(seen.map((s) => s.version))
+  }::bigint[])
            as x(id, version)
      where c.id = x.id and c.mp_token_version is not distinct from x.version
        and (c.mp_access_token is not null or c.mp_public_key is not null)

@@ -82,3 +82,15 @@ export async function query<T>(
     clearTimeout(timer);
   }
 }
+
+/**
+ * A Postgres array literal of `values`, to pass as one parameter and cast in SQL
+ * (`${pgArray(ids)}::uuid[]`). postgres.js serializes a JS array only after the connection
+ * has fetched the array types, which races with queries pipelined on a fresh connection
+ * ("malformed array literal"); a literal does not depend on that.
+ */
+export function pgArray(values: readonly (string | number | null)[]): string {
+  const item = (v: string | number | null) =>
+    v === null ? "NULL" : `"${String(v).replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
+  return `{${values.map(item).join(",")}}`;
+}

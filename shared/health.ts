@@ -5,7 +5,7 @@
  */
 import { type CacheState, readCachedClientPage, readCacheStates } from "./clients.ts";
 import type { Context } from "./context.ts";
-import type { Sql } from "./db.ts";
+import { pgArray, type Sql } from "./db.ts";
 
 const NO_ID = "00000000-0000-0000-0000-000000000000";
 
@@ -55,7 +55,7 @@ async function readStates(sql: Sql, ids: string[]): Promise<AccountState[]> {
     select id, backend_client_id,
            coalesce(mp_connected, false) and mp_access_token_encrypted is not null as connected,
            mp_token_version
-      from nv_accounts where id = any(${ids}::uuid[]) and backend_client_id is not null`;
+      from nv_accounts where id = any(${pgArray(ids)}::uuid[]) and backend_client_id is not null`;
 }
 
 /** How `cache` differs from `account`, or null when it holds what the account's version says. */
@@ -140,7 +140,7 @@ export async function scanOrphans(
     const linked = new Set(
       (await ctx.admin((sql) =>
         sql<{ id: string }[]>`select backend_client_id as id from nv_accounts
-          where backend_client_id = any(${page.map((c) => c.id)}::uuid[])`
+          where backend_client_id = any(${pgArray(page.map((c) => c.id))}::uuid[])`
       )).map((r) => r.id),
     );
     const orphans = page.filter((c) => !linked.has(c.id));

@@ -6,6 +6,7 @@
 import { clearOrphanedCache } from "./clients.ts";
 import type { Context } from "./context.ts";
 import { type Drift, DRIFT_KINDS, isLevel, scanDrift, scanOrphans } from "./health.ts";
+import { pgArray } from "./db.ts";
 import type { Logger } from "./log.ts";
 import { bumpAccountVersions, readAccounts, syncAccountRows } from "./sync_batch.ts";
 
@@ -31,7 +32,7 @@ async function escrowed(ctx: Context, ids: string[]): Promise<Set<string>> {
       select to_regclass('public.mp_refresh_escrow') is not null as exists`;
     if (!exists) return [];
     return await sql<{ account_id: string }[]>`
-      select account_id from mp_refresh_escrow where account_id = any(${ids}::uuid[])`;
+      select account_id from mp_refresh_escrow where account_id = any(${pgArray(ids)}::uuid[])`;
   });
   return new Set(rows.map((r) => r.account_id));
 }

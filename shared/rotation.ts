@@ -8,7 +8,7 @@
  */
 import type { Context } from "./context.ts";
 import { DecryptError, decryptSecret, encryptSecret, type SecretField } from "./crypto.ts";
-import type { Sql } from "./db.ts";
+import { pgArray, type Sql } from "./db.ts";
 import type { Logger } from "./log.ts";
 
 /** One encrypted column: where it lives, its row key, and the account id its AAD names. */
@@ -170,9 +170,10 @@ async function rotateColumn(
     const written = keys.length === 0 ? [] : await run(ctx, t, (sql) =>
       sql`
         update ${sql(t.table)} as t set ${sql(t.column)} = x.new
-          from unnest(${t.keyType === "uuid" ? sql`${keys}::uuid[]` : sql`${keys}::text[]`},
-                      ${olds}::text[], ${news}::text[]) as x(key, old, new)
-         where t.${sql(t.key)} = x.key and t.${sql(t.column)} = x.old
+          from unnest(${pgArray(keys)}::text[], ${pgArray(olds)}::text[],
+                      ${pgArray(news)}::text[]) as x(key, old, new)
+         where t.${sql(t.key)} = ${t.keyType === "uuid" ? sql`x.key::uuid` : sql`x.key`}
+           and t.${sql(t.column)} = x.old
         returning 1`);
     out.rotated += written.length;
     out.changed_meanwhile += keys.length - written.length;

@@ -8,7 +8,7 @@ import type { AccountRow } from "./accounts.ts";
 import { type BatchCacheWrite, readCacheStates, writeCacheBatch } from "./clients.ts";
 import type { Context } from "./context.ts";
 import { DecryptError, decryptSecret } from "./crypto.ts";
-import type { Sql } from "./db.ts";
+import { pgArray, type Sql } from "./db.ts";
 import type { Logger } from "./log.ts";
 import type { SyncResult } from "./sync.ts";
 
@@ -47,7 +47,7 @@ export async function readAccounts(sql: Sql, ids: string[]): Promise<AccountRow[
   return await sql<AccountRow[]>`
     select id, backend_client_id, coalesce(mp_connected, false) as mp_connected,
            mp_access_token_encrypted, mp_public_key, mp_token_version
-      from nv_accounts where id = any(${ids}::uuid[])`;
+      from nv_accounts where id = any(${pgArray(ids)}::uuid[])`;
 }
 
 /**
@@ -64,8 +64,10 @@ export async function bumpAccountVersions(
   return await sql<AccountRow[]>`
     update nv_accounts a
        set mp_token_version = greatest(a.mp_token_version, x.past) + 1, mp_updated_at = now()
-      from unnest(${seen.map((s) => s.id)}::uuid[], ${seen.map((s) => s.version)}::bigint[],
-                  ${seen.map((s) => s.past)}::bigint[]) as x(id, version, past)
+      from unnest(${pgArray(seen.map((s) => s.id))}::uuid[], ${
+    pgArray(seen.map((s) => s.version))
+  }::bigint[],
+                  ${pgArray(seen.map((s) => s.past))}::bigint[]) as x(id, version, past)
      where a.id = x.id and a.mp_token_version = x.version
        and a.mp_refresh_lease_owner is null
     returning a.id, a.backend_client_id, coalesce(a.mp_connected, false) as mp_connected,

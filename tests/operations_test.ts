@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { ADMIN_MIGRATIONS, BACKEND_MIGRATIONS, migrate } from "../scripts/migrate.ts";
 import { parseKeyRing } from "../shared/config.ts";
 import { decryptSecret, encryptSecret, importKeyRing, type KeyRing } from "../shared/crypto.ts";
-import { connect, type Sql } from "../shared/db.ts";
+import { connect, pgArray, type Sql } from "../shared/db.ts";
 import {
   adminDb,
   backendDb,
@@ -288,64 +288,68 @@ Deno.test("rotate-keys: re-encrypts every ciphertext under the new key while ref
       }`;
     }
 
-    // Refreshes of accounts 20–29 land while the rotation runs (new key, version + 1).
+    // A refresh lands between the rotation's read of a value and its write: the rotation's
+    // update of the first account (in id order) waits on a row lock the "refresher" holds
+    // while it saves a new pair (new key, version + 1); the refreshed pair must survive.
+    const first = [...ids].sort()[0];
     const rotatedRing = await ringOf(`${newKey},${oldKey}`);
-    const refreshed = await sandbox.grants(10);
-    const rotation = scriptJson("rotate-keys", ["--batch", "1"], {
-      ...s.env,
-      MP_TOKEN_KEYS: `${newKey},${oldKey}`,
-    });
-    await eventually(async () => {
-      const [{ started }] = await s.admin`select exists (select 1 from nv_accounts
-        where mp_access_token_encrypted like 'v1:new1:%') as started`;
-      return started;
-    }, 30_000);
-    for (let i = 0; i < 10; i++) {
-      const id = ids[20 + i];
-      await s.admin`update nv_accounts set
+    const [fresh] = await sandbox.grants(1);
+    let rotation: ReturnType<typeof scriptJson> | undefined;
+    await s.admin.begin(async (tx) => {
+      await tx`select 1 from nv_accounts where id = ${first} for update`;
+      rotation = scriptJson("rotate_keys", ["--batch", "1"], {
+        ...s.env,
+        MP_TOKEN_KEYS: `${newKey},${oldKey}`,
+      });
+      rotation.catch(() => {}); // awaited below; a failure must not be a dangling promise
+      await eventually(async () => {
+        const [{ waiting }] = await s.admin`select count(*)::int as waiting
+          from pg_stat_activity where datname = current_database()
+           and wait_event_type = 'Lock' and query like '%update "nv_accounts"%'`;
+        return waiting > 0;
+      }, 30_000);
+      await tx`update nv_accounts set
         mp_access_token_encrypted = ${await encryptSecret(
         rotatedRing,
-        id,
+        first,
         "access_token",
-        refreshed[i].access_token,
+        fresh.access_token,
       )},
         mp_refresh_token = ${await encryptSecret(
         rotatedRing,
-        id,
+        first,
         "refresh_token",
-        refreshed[i].refresh_token,
+        fresh.refresh_token,
       )},
-        mp_token_version = mp_token_version + 1 where id = ${id}`;
-    }
-    const out = await rotation;
+        mp_token_version = mp_token_version + 1 where id = ${first}`;
+    });
+    const out = await rotation!;
     assert.equal(out.code, 0, out.stderr);
     assert.equal(out.summary.key_id, "new1");
     assert.equal(out.summary.failed, 0);
     assert.equal(out.summary.remaining, 0);
-    const total = 60 + 1 + (escrow ? 2 : 0);
-    // Values a refresh rewrote before the rotation read them were never stale.
-    assert.ok(out.summary.rotated + out.summary.changed_meanwhile <= total);
-    assert.ok(out.summary.rotated >= total - 20);
+    assert.equal(out.summary.changed_meanwhile, 1);
+    assert.equal(out.summary.rotated, 60 - 2 + 1 + (escrow ? 2 : 0)); // tokens, verifier, escrow
+    const want = (id: string, i: number) => (id === first ? fresh : grants[i]);
 
     // Only the new key is left in the ring: everything still decrypts, to the right values.
     const onlyNew = await ringOf(newKey);
     const rows = await s.admin`select id, mp_access_token_encrypted, mp_refresh_token,
-      mp_token_version from nv_accounts where id = any(${ids}::uuid[])`;
+      mp_token_version from nv_accounts where id = any(${pgArray(ids)}::uuid[])`;
     const byId = new Map(rows.map((r) => [r.id, r]));
     for (const [i, id] of ids.entries()) {
       const r = byId.get(id)!;
-      const want = i >= 20 ? refreshed[i - 20] : grants[i];
       assert.ok(r.mp_access_token_encrypted.startsWith("v1:new1:"));
       assert.ok(r.mp_refresh_token.startsWith("v1:new1:"));
       assert.equal(
         await decryptSecret(onlyNew, id, "access_token", r.mp_access_token_encrypted),
-        want.access_token,
+        want(id, i).access_token,
       );
       assert.equal(
         await decryptSecret(onlyNew, id, "refresh_token", r.mp_refresh_token),
-        want.refresh_token,
+        want(id, i).refresh_token,
       );
-      assert.equal(r.mp_token_version, i >= 20 ? 2 : 1, "rotation never bumps the version");
+      assert.equal(r.mp_token_version, id === first ? 2 : 1, "rotation never bumps the version");
     }
     const [state] = await s.admin`select code_verifier_encrypted from mp_oauth_states`;
     assert.equal(
@@ -362,13 +366,15 @@ Deno.test("rotate-keys: re-encrypts every ciphertext under the new key while ref
     const sync = await scriptJson("backfill", [], { ...s.env, MP_TOKEN_KEYS: newKey });
     assert.equal(sync.code, 0, sync.stderr);
     assert.equal(sync.summary.synced, 30);
-    assert.equal(
-      (await cacheOf(s.backend, clients[25])).mp_access_token,
-      refreshed[5].access_token,
-    );
+    for (const [i, id] of ids.entries()) {
+      assert.equal(
+        (await cacheOf(s.backend, clients[i])).mp_access_token,
+        want(id, i).access_token,
+      );
+    }
 
     // Resumable: a second run finds nothing left.
-    const rerun = await scriptJson("rotate-keys", [], { ...s.env, MP_TOKEN_KEYS: newKey });
+    const rerun = await scriptJson("rotate_keys", [], { ...s.env, MP_TOKEN_KEYS: newKey });
     assert.equal(rerun.code, 0, rerun.stderr);
     assert.equal(rerun.summary.rotated, 0);
 
@@ -380,7 +386,7 @@ Deno.test("rotate-keys: re-encrypts every ciphertext under the new key while ref
       "access_token",
       grants[0].access_token,
     )} where id = ${ids[0]}`;
-    const failed = await script("rotate-keys", [], { ...s.env, MP_TOKEN_KEYS: newKey });
+    const failed = await script("rotate_keys", [], { ...s.env, MP_TOKEN_KEYS: newKey });
     assert.equal(failed.code, 1);
     assert.match(
       failed.stdout,
@@ -582,7 +588,7 @@ Deno.test("mp-reconcile: repairs each kind of drift, leaves in-sync and leased a
         "client_missing",
       ]
     ) assert.equal(typeof b[k], "number", k);
-    assert.ok(b.checked >= 9);
+    assert.ok(b.checked >= 8, JSON.stringify(b));
     assert.ok(b.stale >= 1 && b.empty >= 3 && b.revoked_cached >= 1 && b.ahead >= 1);
     assert.ok(b.unlinked >= 1 && b.client_missing >= 1);
     assert.ok(b.repaired >= 6 && b.skipped >= 1);
