@@ -8,7 +8,7 @@
 import type { Bench, BenchRow } from "./types.ts";
 import { loadConfig, parseKeyRing } from "../shared/config.ts";
 import { encryptSecret, importKeyRing } from "../shared/crypto.ts";
-import { connect } from "../shared/db.ts";
+import { connect, pgArray } from "../shared/db.ts";
 import { parseEnvFile } from "../scripts/test.ts";
 
 const ACCOUNTS = 10_000;
@@ -77,7 +77,7 @@ export const refreshBench: Bench = async (env) => {
         }),
       );
       const clients = rows.map((r) => r.backend_client_id);
-      await backend`insert into clients (id) select unnest(${clients}::uuid[])`;
+      await backend`insert into clients (id) select unnest(${pgArray(clients)}::uuid[])`;
       await admin`insert into nv_accounts ${admin(rows)}`;
     }
 
@@ -100,7 +100,7 @@ export const refreshBench: Bench = async (env) => {
 
     const [{ refreshed }] = await admin<{ refreshed: number }[]>`
       select count(*)::int as refreshed from nv_accounts
-       where id = any(${ids}::uuid[]) and mp_token_version = 2`;
+       where id = any(${pgArray(ids)}::uuid[]) and mp_token_version = 2`;
     const rate = refreshed / seconds;
     const ratio = rate / bound;
     const rows: BenchRow[] = [{
@@ -117,9 +117,13 @@ export const refreshBench: Bench = async (env) => {
     await control("latency", { ms: 0 }).catch(() => {});
     for (let i = 0; i < ids.length; i += CHUNK) {
       const some = ids.slice(i, i + CHUNK);
-      await admin`delete from mp_credential_events where account_id = any(${some}::uuid[])`;
-      await admin`delete from nv_accounts where id = any(${some}::uuid[])`;
-      await backend`delete from clients where id = any(${clientIds.slice(i, i + CHUNK)}::uuid[])`;
+      await admin`delete from mp_credential_events where account_id = any(${
+        pgArray(some)
+      }::uuid[])`;
+      await admin`delete from nv_accounts where id = any(${pgArray(some)}::uuid[])`;
+      await backend`delete from clients where id = any(${
+        pgArray(clientIds.slice(i, i + CHUNK))
+      }::uuid[])`;
     }
     await Promise.all([admin.end({ timeout: 1 }), backend.end({ timeout: 1 })]);
   }

@@ -2,7 +2,7 @@
  * The Backend DB's `mp_refresh_escrow`: rotated token pairs (still encrypted as the Admin
  * master holds them) that MercadoPago handed out but the Admin DB would not take yet.
  */
-import type { Sql } from "./db.ts";
+import { pgArray, type Sql } from "./db.ts";
 import type { StoredPair } from "./refresh_store.ts";
 
 /** An escrowed pair and the Admin version it was refreshed from. */
@@ -24,6 +24,13 @@ interface EscrowRow {
   scope: string | null;
 }
 
+/** The accounts that have a pair waiting (oldest first, at most `limit`). */
+export async function listEscrowed(sql: Sql, limit: number): Promise<string[]> {
+  const rows = await sql<{ account_id: string }[]>`
+    select account_id from mp_refresh_escrow order by created_at limit ${limit}`;
+  return rows.map((r) => r.account_id);
+}
+
 /** The escrowed pairs of `accountIds`, by account id. */
 export async function readEscrows(
   sql: Sql,
@@ -32,7 +39,7 @@ export async function readEscrows(
   const rows = await sql<EscrowRow[]>`
     select account_id, base_version, access_token_encrypted, refresh_token_encrypted,
            expires_in, token_expires_at, user_id, public_key, live_mode, scope
-      from mp_refresh_escrow where account_id = any(${accountIds}::uuid[])`;
+      from mp_refresh_escrow where account_id = any(${pgArray(accountIds)}::uuid[])`;
   return new Map(rows.map((row) => [row.account_id, {
     accountId: row.account_id,
     baseVersion: row.base_version,

@@ -12,7 +12,13 @@ import type { AccountRow } from "./accounts.ts";
 import { type AuditEvent, recordEvents } from "./audit.ts";
 import type { Context } from "./context.ts";
 import { DecryptError, decryptSecret, encryptSecret } from "./crypto.ts";
-import { deleteEscrow, type EscrowEntry, readEscrows, writeEscrow } from "./escrow.ts";
+import {
+  deleteEscrow,
+  type EscrowEntry,
+  listEscrowed,
+  readEscrows,
+  writeEscrow,
+} from "./escrow.ts";
 import { sharedLimiter } from "./limiter.ts";
 import type { Logger } from "./log.ts";
 import { MpError, type MpTokens, refreshTokens } from "./mercadopago.ts";
@@ -125,30 +131,50 @@ export async function runRefresh(
     events: [],
     unused: [],
   };
+  const limit = opts.limit ?? DEFAULT_LIMIT;
+  // Pairs waiting in escrow make their accounts claimable even when not due.
+  let escrowed: string[] | undefined;
+  let backendError: unknown;
+  try {
+    escrowed = await ctx.backend((sql) => listEscrowed(sql, limit));
+  } catch (err) {
+    backendError = err;
+  }
   const claimed = await ctx.admin((sql) =>
     claimDueAccounts(sql, {
       owner,
-      limit: opts.limit ?? DEFAULT_LIMIT,
+      limit,
       dueWithinDays: ctx.config.refreshWindowDays,
       leaseMs: opts.leaseMs ?? LEASE_MS,
       accountId: opts.accountId,
       force: opts.force ?? false,
+      escrowed: escrowed ?? [],
     })
   );
   let escrows: Map<string, EscrowEntry> | undefined;
-  if (claimed.length > 0) {
+  if (claimed.length > 0 && escrowed) {
     try {
       escrows = await ctx.backend((sql) => readEscrows(sql, claimed.map((a) => a.id)));
     } catch (err) {
-      // Without knowing whether a newer pair waits, a stored refresh token may be used up.
-      run.log.warn("Escrow check failed; the claimed accounts are skipped this run", {
-        accounts: claimed.length,
-        error: err,
-      });
+      backendError = err;
     }
   }
+  if (claimed.length > 0 && !escrows) {
+    // Without knowing whether a newer pair waits, a stored refresh token may be used up.
+    run.log.warn("Escrow check failed; the claimed accounts are skipped this run", {
+      accounts: claimed.length,
+      error: backendError,
+    });
+  }
   const results = await Promise.all(
-    claimed.map((account) => refreshAccount(run, account, escrows)),
+    claimed.map((account) =>
+      refreshAccount(run, account, escrows).catch((err): RefreshResult => {
+        // One account's surprise must not take the run (and the others' answers) down with it;
+        // its lease runs out on its own.
+        run.log.error("MP refresh failed unexpectedly", { account_id: account.id, error: err });
+        return { account_id: account.id, status: "failed", error: "internal" };
+      })
+    ),
   );
 
   if (run.unused.length > 0) {
@@ -179,7 +205,7 @@ export async function runRefresh(
     escrowed: count("escrowed"),
     superseded: count("superseded"),
     skipped: count("skipped"),
-    limit: opts.limit ?? DEFAULT_LIMIT,
+    limit,
     account_id: opts.accountId,
     force: opts.force ?? false,
     duration_ms: Date.now() - started,

@@ -4,7 +4,7 @@
  * failure and invalid_grant recorders, lease release).
  */
 import type { AccountRow } from "./accounts.ts";
-import type { Sql } from "./db.ts";
+import { pgArray, type Sql } from "./db.ts";
 
 /** An account a run claimed: its version, encrypted refresh token and lease. */
 export interface ClaimedAccount {
@@ -24,6 +24,8 @@ export interface ClaimRequest {
   leaseMs: number;
   accountId?: string;
   force: boolean;
+  /** Accounts with a pair waiting in the Backend escrow: claimable whether due or not. */
+  escrowed: string[];
 }
 
 /** Claims due accounts under a lease owned by `req.owner` (FOR UPDATE SKIP LOCKED). */
@@ -32,7 +34,7 @@ export function claimDueAccounts(sql: Sql, req: ClaimRequest): Promise<ClaimedAc
     select * from mp_claim_due_accounts(
       ${req.owner}::uuid, ${req.limit}::int, make_interval(days => ${req.dueWithinDays}::int),
       make_interval(secs => ${req.leaseMs / 1000}::float8), ${req.accountId ?? null}::uuid,
-      ${req.force}::boolean)`;
+      ${req.force}::boolean, ${pgArray(req.escrowed)}::uuid[])`;
 }
 
 /** A refreshed pair as stored: ciphertexts plus what MercadoPago said about it. */
@@ -120,7 +122,7 @@ export async function releaseLeases(
 ): Promise<number> {
   if (accountIds.length === 0) return 0;
   const [row] = await sql<{ n: number }[]>`
-    select mp_release_refresh_leases(${owner}::uuid, ${accountIds}::uuid[]) as n`;
+    select mp_release_refresh_leases(${owner}::uuid, ${pgArray(accountIds)}::uuid[]) as n`;
   return row.n;
 }
 

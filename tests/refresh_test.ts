@@ -25,6 +25,7 @@ import { decryptSecret, encryptSecret, type SecretField } from "../shared/crypto
 import { loadConfig } from "../shared/config.ts";
 import { createContext } from "../shared/context.ts";
 import { createLogger } from "../shared/log.ts";
+import { pgArray } from "../shared/db.ts";
 import { runRefresh } from "../shared/refresh.ts";
 
 const DAY = 86_400_000;
@@ -235,11 +236,11 @@ Deno.test("ten mp-refresh runs in parallel over 200 due accounts refresh each ex
 
   const rows = await adminDb()`
     select id, mp_token_version, mp_access_token_encrypted, backend_client_id
-      from nv_accounts where id = any(${ids}::uuid[])`;
+      from nv_accounts where id = any(${pgArray(ids)}::uuid[])`;
   assert.equal(rows.length, 200);
   const caches = new Map(
     (await backendDb()`select id, mp_access_token, mp_token_version from clients
-      where id = any(${accounts.map((a) => a.clientId)}::uuid[])`).map((c) => [c.id, c]),
+      where id = any(${pgArray(accounts.map((a) => a.clientId))}::uuid[])`).map((c) => [c.id, c]),
   );
   for (const row of rows) {
     assert.equal(row.mp_token_version, 2);
@@ -252,7 +253,7 @@ Deno.test("ten mp-refresh runs in parallel over 200 due accounts refresh each ex
   }
   const [{ events }] = await adminDb()`
     select count(*)::int as events from mp_credential_events
-     where event = 'refreshed' and account_id = any(${ids}::uuid[])`;
+     where event = 'refreshed' and account_id = any(${pgArray(ids)}::uuid[])`;
   assert.equal(events, 200);
 
   const again = await call("mp-refresh", { limit: 500 });
@@ -529,9 +530,9 @@ Deno.test("Admin DB stopped after MercadoPago answered: the rotated pair is escr
   const stuck = await account(a.id);
   assert.equal(stuck.mp_token_version, 1);
   assert.ok(stuck.mp_refresh_lease_owner, "the lease could not be released while down");
-  // Time passes: the lease runs out.
-  await adminDb()`update nv_accounts set mp_refresh_lease_expires_at = now() - interval '1 second'
-    where id = ${a.id}`;
+  // Time passes: the lease runs out. Not even due, the account is claimable: a pair waits.
+  await adminDb()`update nv_accounts set mp_refresh_lease_expires_at = now() - interval '1 second',
+    mp_token_expires_at = now() + interval '170 days' where id = ${a.id}`;
   const mid = await sandbox.stats();
   const applied = await call("mp-refresh", { account_id: a.id });
   assert.deepEqual(applied.body, {

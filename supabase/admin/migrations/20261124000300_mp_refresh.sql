@@ -4,22 +4,20 @@
 -- compare-and-swap save, failure and invalid_grant recorders, lease release.
 -- Idempotent: `create or replace` and `if not exists` only; no data is touched.
 
--- Claimable accounts are found by expiry among the connected ones without a live lease.
-create index if not exists nv_accounts_mp_refresh_due_idx
-  on public.nv_accounts (mp_token_expires_at nulls first, id)
-  where mp_connected and mp_refresh_token is not null;
-
--- Claims up to `p_limit` accounts for `p_owner` for `p_lease`. Due means: connected with a
--- refresh token, no live lease, and (unless `p_force`) not needing re-authorization, not
--- backing off, and expiring within `p_due_within` (or of unknown expiry). Most urgent first.
--- Concurrent claimers skip each other's locked rows, so each account goes to one claimer.
+-- Claims up to `p_limit` accounts for `p_owner` for `p_lease`. Claimable: connected with a
+-- refresh token and no live lease, and then either forced (`p_force`), or with a pair
+-- waiting in the Backend escrow (`p_escrowed`: applying it is always right), or due: not
+-- needing re-authorization, not backing off, expiring within `p_due_within` (or of unknown
+-- expiry). Escrowed first, then most urgent first. Concurrent claimers skip each other's
+-- locked rows, so each account goes to one claimer.
 create or replace function public.mp_claim_due_accounts(
   p_owner uuid,
   p_limit integer,
   p_due_within interval,
   p_lease interval,
   p_only_account uuid default null,
-  p_force boolean default false
+  p_force boolean default false,
+  p_escrowed uuid[] default '{}'
 ) returns table (
   id uuid,
   mp_token_version bigint,
@@ -38,12 +36,12 @@ create or replace function public.mp_claim_due_accounts(
          and n.mp_refresh_token is not null
          and (n.mp_refresh_lease_expires_at is null or n.mp_refresh_lease_expires_at <= now())
          and (p_only_account is null or n.id = p_only_account)
-         and (p_force or (
+         and (p_force or n.id = any (p_escrowed) or (
                not n.mp_needs_reauth
                and (n.mp_refresh_next_attempt_at is null or n.mp_refresh_next_attempt_at <= now())
                and (n.mp_token_expires_at is null
                     or n.mp_token_expires_at <= now() + p_due_within)))
-       order by n.mp_token_expires_at nulls first, n.id
+       order by n.id = any (p_escrowed) desc, n.mp_token_expires_at nulls first, n.id
        limit greatest(p_limit, 0)
        for update skip locked
     ) due
@@ -162,7 +160,7 @@ returns integer language sql volatile as $$
 $$;
 
 -- Only the service role and the functions' own user may run these.
-revoke all on function public.mp_claim_due_accounts(uuid, integer, interval, interval, uuid, boolean) from public;
+revoke all on function public.mp_claim_due_accounts(uuid, integer, interval, interval, uuid, boolean, uuid[]) from public;
 revoke all on function public.mp_save_refreshed(uuid, uuid, bigint, text, text, integer, timestamptz, bigint, text, boolean, text) from public;
 revoke all on function public.mp_record_refresh_failure(uuid, uuid, bigint, text, interval, interval, interval) from public;
 revoke all on function public.mp_record_reauth_required(uuid, uuid, bigint) from public;
@@ -173,7 +171,7 @@ declare
   fn text;
   grantee_role text;
   fns constant text[] := array[
-    'public.mp_claim_due_accounts(uuid, integer, interval, interval, uuid, boolean)',
+    'public.mp_claim_due_accounts(uuid, integer, interval, interval, uuid, boolean, uuid[])',
     'public.mp_save_refreshed(uuid, uuid, bigint, text, text, integer, timestamptz, bigint, text, boolean, text)',
     'public.mp_record_refresh_failure(uuid, uuid, bigint, text, interval, interval, interval)',
     'public.mp_record_reauth_required(uuid, uuid, bigint)',
