@@ -88,23 +88,27 @@ export async function writeCacheBatch(
   writes: BatchCacheWrite[],
 ): Promise<BatchCacheResult[]> {
   if (writes.length === 0) return [];
+  // `c.id = any(ids)` gives the planner an index lookup on clients; joining the unnested
+  // rows alone makes it hash the whole table for every batch.
+  const ids = pgArray(writes.map((w) => w.clientId));
   const rows = await sql<{ id: string; found: boolean; updated: boolean; had: boolean }[]>`
     with v as (
-      select * from unnest(${pgArray(writes.map((w) => w.clientId))}::uuid[],
+      select * from unnest(${ids}::uuid[],
                            ${pgArray(writes.map((w) => w.accessToken))}::text[],
                            ${pgArray(writes.map((w) => w.publicKey))}::text[],
                            ${pgArray(writes.map((w) => w.version))}::bigint[])
                with ordinality as v(id, access_token, public_key, version, n)),
     old as (
       select c.id, (c.mp_access_token is not null or c.mp_public_key is not null) as had
-        from clients c join v on v.id = c.id),
+        from clients c join v on v.id = c.id where c.id = any(${ids}::uuid[])),
     upd as (
       update clients c set mp_access_token = v.access_token,
                            mp_public_key = v.public_key,
                            mp_token_version = v.version,
                            mp_synced_at = now()
         from v
-       where c.id = v.id and coalesce(c.mp_token_version, -1) < v.version
+       where c.id = any(${ids}::uuid[]) and c.id = v.id
+         and coalesce(c.mp_token_version, -1) < v.version
       returning c.id)
     select v.id, old.id is not null as found, upd.id is not null as updated,
            coalesce(old.had, false) as had
@@ -158,13 +162,13 @@ export async function clearOrphanedCache(
   seen: { id: string; version: number | null }[],
 ): Promise<string[]> {
   if (seen.length === 0) return [];
+  const ids = pgArray(seen.map((s) => s.id));
+  const versions = pgArray(seen.map((s) => s.version));
   const rows = await sql<{ id: string }[]>`
     update clients c set mp_access_token = null, mp_public_key = null, mp_synced_at = now()
-      from unnest(${pgArray(seen.map((s) => s.id))}::uuid[], ${
-    pgArray(seen.map((s) => s.version))
-  }::bigint[])
-           as x(id, version)
-     where c.id = x.id and c.mp_token_version is not distinct from x.version
+      from unnest(${ids}::uuid[], ${versions}::bigint[]) as x(id, version)
+     where c.id = any(${ids}::uuid[]) and c.id = x.id
+       and c.mp_token_version is not distinct from x.version
        and (c.mp_access_token is not null or c.mp_public_key is not null)
     returning c.id`;
   return rows.map((r) => r.id);

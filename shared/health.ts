@@ -4,6 +4,7 @@
  * and presence, never by secret), totals for monitoring, and one status row per account.
  */
 import { type CacheState, readCachedClientPage, readCacheStates } from "./clients.ts";
+import type { AccountRow } from "./accounts.ts";
 import type { Context } from "./context.ts";
 import { pgArray, type Sql } from "./db.ts";
 
@@ -12,13 +13,15 @@ const NO_ID = "00000000-0000-0000-0000-000000000000";
 /** How many rows one page of a scan reads from each database. */
 export const SCAN_PAGE = 5000;
 
-/** An account as the drift scan sees it: versions and presence, no ciphertext. */
+/** An account as the drift scan sees it: versions and presence. */
 export interface AccountState {
   id: string;
   backend_client_id: string;
   /** Connected with an access token stored. */
   connected: boolean;
   mp_token_version: number;
+  /** The row as the sync needs it (ciphertext included), when the scan was asked for it. */
+  row?: AccountRow;
 }
 
 /** How a cache differs from its account: older version, no token, a revoked account's token, ahead. */
@@ -34,28 +37,53 @@ export interface Drift {
   kind: DriftKind | "client_missing";
 }
 
-/** A page (by id) of the linked accounts' versions, in one query. */
+interface StateRow extends AccountRow {
+  connected: boolean;
+}
+
+function toState(r: StateRow, withRow: boolean): AccountState {
+  const { connected, ...row } = r;
+  return {
+    id: r.id,
+    backend_client_id: r.backend_client_id!,
+    connected,
+    mp_token_version: r.mp_token_version,
+    row: withRow ? row : undefined,
+  };
+}
+
+/**
+ * A page (by id) of the linked accounts' versions, in one query; with `withRow`, their
+ * ciphertexts too (so a repair needs no second read), otherwise no secret leaves the database.
+ */
 export async function readLinkedStatePage(
   sql: Sql,
   after: string | null,
   limit: number,
+  withRow = false,
 ): Promise<AccountState[]> {
-  return await sql<AccountState[]>`
+  const rows = await sql<StateRow[]>`
     select id, backend_client_id,
            coalesce(mp_connected, false) and mp_access_token_encrypted is not null as connected,
-           mp_token_version
+           mp_token_version, coalesce(mp_connected, false) as mp_connected,
+           ${withRow ? sql`mp_access_token_encrypted` : sql`null::text`}
+             as mp_access_token_encrypted,
+           mp_public_key
       from nv_accounts
      where backend_client_id is not null and id > ${after ?? NO_ID}::uuid
      order by id limit ${limit}`;
+  return rows.map((r) => toState(r, withRow));
 }
 
 /** The versions of the accounts `ids`, in one query. */
 async function readStates(sql: Sql, ids: string[]): Promise<AccountState[]> {
-  return await sql<AccountState[]>`
+  const rows = await sql<StateRow[]>`
     select id, backend_client_id,
            coalesce(mp_connected, false) and mp_access_token_encrypted is not null as connected,
-           mp_token_version
+           mp_token_version, coalesce(mp_connected, false) as mp_connected,
+           null::text as mp_access_token_encrypted, mp_public_key
       from nv_accounts where id = any(${pgArray(ids)}::uuid[]) and backend_client_id is not null`;
+  return rows.map((r) => toState(r, false));
 }
 
 /** How `cache` differs from `account`, or null when it holds what the account's version says. */
@@ -95,18 +123,20 @@ export function isLevel(d: Drift): boolean {
 
 /**
  * Walks every linked account page by page and calls `onPage` with the page's size and the
- * drift found in it. A cache level with or ahead of its account is confirmed by reading both
+ * drift found in it (with `withRows`, each drift carries the account row it was found on;
+ * confirmed drift does not). A cache level with or ahead of its account is confirmed by reading both
  * sides again, so a refresh landing between the two reads is not reported as drift.
  */
 export async function scanDrift(
   ctx: Context,
   onPage: (checked: number, drifts: Drift[]) => Promise<void> | void,
-  pageSize = SCAN_PAGE,
+  opts: { pageSize?: number; withRows?: boolean } = {},
 ): Promise<void> {
+  const pageSize = opts.pageSize ?? SCAN_PAGE;
   let after: string | null = null;
   for (;;) {
     const page: AccountState[] = await ctx.admin((sql) =>
-      readLinkedStatePage(sql, after, pageSize)
+      readLinkedStatePage(sql, after, pageSize, opts.withRows)
     );
     if (page.length === 0) return;
     const drifts = await compare(ctx, page);

@@ -49,22 +49,32 @@ async function repair(ctx: Context, log: Logger, drifts: Drift[]) {
     const parked = await escrowed(ctx, level.map((d) => d.account.id));
     level = level.filter((d) => !parked.has(d.account.id));
   }
-  const [rows, bumped] = await Promise.all([
-    ctx.admin((sql) => readAccounts(sql, older.map((d) => d.account.id))),
-    ctx.admin((sql) =>
-      bumpAccountVersions(
-        sql,
-        level.map((d) => ({
-          id: d.account.id,
-          version: d.account.mp_token_version,
-          past: d.cache!.mp_token_version ?? -1,
-        })),
+  // Older caches sync from the row the scan read (the fence keeps a newer cache); rows the
+  // scan did not carry are read again.
+  const unread = older.filter((d) => !d.account.row).map((d) => d.account.id);
+  const [reread, bumped] = await Promise.all([
+    unread.length ? ctx.admin((sql) => readAccounts(sql, unread)) : [],
+    level.length
+      ? ctx.admin((sql) =>
+        bumpAccountVersions(
+          sql,
+          level.map((d) => ({
+            id: d.account.id,
+            version: d.account.mp_token_version,
+            past: d.cache!.mp_token_version ?? -1,
+          })),
+        )
       )
-    ),
+      : [],
   ]);
+  const rows = [
+    ...older.flatMap((d) => d.account.row ? [d.account.row] : []),
+    ...reread,
+    ...bumped,
+  ];
   let repaired = 0;
   let failed = 0;
-  for (const o of await syncAccountRows(ctx, log, [...rows, ...bumped])) {
+  for (const o of await syncAccountRows(ctx, log, rows)) {
     if (o.result === "synced" || o.cleared) repaired++;
     else if (o.result === "failed") failed++;
   }
@@ -91,7 +101,8 @@ export async function reconcile(
     >),
   };
   const started = performance.now();
-  let inFlight: Promise<void> = Promise.resolve();
+  const inFlight: Promise<void>[] = []; // repairs never reject: `failure` keeps the first error
+  let failure: unknown;
   try {
     await scanDrift(ctx, async (checked, drifts) => {
       summary.checked += checked;
@@ -108,18 +119,24 @@ export async function reconcile(
       const take = repairable.slice(0, Math.max(budget, 0));
       budget -= take.length;
       if (take.length === 0) return;
-      // One repair in flight while the next page is scanned.
-      await inFlight;
-      inFlight = repair(ctx, log, take).then((done) => {
-        summary.repaired += done.repaired;
-        summary.failed += done.failed;
-      });
-    });
+      // Two repairs in flight (one decrypting while the other writes) as the scan goes on.
+      if (inFlight.length >= 2) await inFlight.shift();
+      inFlight.push(
+        repair(ctx, log, take).then((done) => {
+          summary.repaired += done.repaired;
+          summary.failed += done.failed;
+        }, (err) => {
+          failure ??= err;
+        }),
+      );
+      if (failure) throw failure;
+    }, { withRows: true });
   } catch (err) {
-    await inFlight.catch(() => {}); // its own failure, if any, is not the one to report
+    await Promise.all(inFlight);
     throw err;
   }
-  await inFlight;
+  await Promise.all(inFlight);
+  if (failure) throw failure;
   await scanOrphans(ctx, async (orphans) => {
     summary.unlinked += orphans.length;
     summary.drifted += orphans.length;

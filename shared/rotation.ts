@@ -167,14 +167,17 @@ async function rotateColumn(
         out.failed++;
       }
     }));
-    const written = keys.length === 0 ? [] : await run(ctx, t, (sql) =>
-      sql`
+    const written = keys.length === 0 ? [] : await run(ctx, t, (sql) => {
+      const list = pgArray(keys);
+      const ids = t.keyType === "uuid" ? sql`${list}::uuid[]` : sql`${list}::text[]`;
+      return sql`
         update ${sql(t.table)} as t set ${sql(t.column)} = x.new
-          from unnest(${pgArray(keys)}::text[], ${pgArray(olds)}::text[],
-                      ${pgArray(news)}::text[]) as x(key, old, new)
-         where t.${sql(t.key)} = ${t.keyType === "uuid" ? sql`x.key::uuid` : sql`x.key`}
+          from unnest(${ids}, ${pgArray(olds)}::text[], ${pgArray(news)}::text[])
+               as x(key, old, new)
+         where t.${sql(t.key)} = any(${ids}) and t.${sql(t.key)} = x.key
            and t.${sql(t.column)} = x.old
-        returning 1`);
+        returning 1`;
+    });
     out.rotated += written.length;
     out.changed_meanwhile += keys.length - written.length;
     onProgress(page.length);
