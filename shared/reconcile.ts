@@ -23,7 +23,7 @@ export interface ReconcileSummary extends Record<(typeof DRIFT_KINDS)[number], n
 }
 
 /** Default and largest number of repairs one run makes. */
-export const RECONCILE_LIMIT = { default: 10_000, max: 100_000 };
+export const RECONCILE_LIMIT = { default: 10_000, max: 1_000_000 };
 
 /** Account ids among `ids` with a refreshed pair parked in the Backend escrow, if it exists. */
 async function escrowed(ctx: Context, ids: string[]): Promise<Set<string>> {
