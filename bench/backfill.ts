@@ -174,6 +174,6 @@ if (import.meta.main) {
   const { parseEnvFile } = await import("../scripts/test.ts");
   const dir = Deno.args[0] ?? ".local/dev";
   const env = parseEnvFile(await Deno.readTextFile(`${dir}/stack.env`));
-  const rows = await backfillBench({ ...Deno.env.toObject(), ...env });
+  const rows = await backfillBench(env);
   console.table(rows);
 }

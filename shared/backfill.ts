@@ -5,7 +5,7 @@
  */
 import type { AccountRow } from "./accounts.ts";
 import type { Context } from "./context.ts";
-import type { Logger } from "./log.ts";
+import { type Logger, scrub } from "./log.ts";
 import { countAccountPages, readAccountPage, syncAccountRows } from "./sync_batch.ts";
 
 /** What a backfill did (or, with `dry_run`, would do). */
@@ -79,7 +79,7 @@ export async function runBackfill(
     if (failure) throw failure;
   } catch (err) {
     log.error("Backfill stopped", { error: err, accounts_done: summary.accounts });
-    summary.error = (err as Error).message;
+    summary.error = scrub((err as Error).message);
   }
   summary.seconds = Number(((performance.now() - started) / 1000).toFixed(2));
   return summary;
