@@ -1,0 +1,190 @@
+/**
+ * `deno task bench [--quick]`: starts its own local stack (ports 60321–60324, `.local/bench`),
+ * runs every benchmark against it, prints one table and writes `bench/RESULTS.md` with the
+ * machine it ran on. `--quick` runs tiny sizes (to prove the bench still runs, e.g. in CI) and
+ * writes `.local/bench/RESULTS.quick.md` instead. Nothing here asserts a time: the exit code
+ * is 1 only when a benchmark could not run.
+ */
+import { parseArgs } from "node:util";
+import postgres from "postgres";
+import { launchStack } from "../local/launch.ts";
+import type { Bench, BenchRow } from "./types.ts";
+import { checkoutBench, checkoutNotes } from "./checkout.ts";
+import { refreshBench } from "./refresh.ts";
+import { backfillBench } from "./backfill.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+const STATE_DIR = ".local/bench";
+const PORT_BASE = 60321;
+
+/** Every benchmark, in the order it runs. */
+const BENCHES: [string, Bench][] = [
+  ["checkout", checkoutBench],
+  ["refresh", refreshBench],
+  ["backfill", backfillBench],
+];
+
+/** Environment additions that make each benchmark small under `--quick`. */
+const QUICK_ENV: Record<string, string> = {
+  BENCH_QUICK: "1",
+  BENCH_BACKFILL_ACCOUNTS: "1000",
+  BENCH_BACKFILL_NAIVE_SAMPLE: "100",
+};
+
+async function text(cmd: string, args: string[]): Promise<string> {
+  try {
+    const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "null" }).output();
+    return new TextDecoder().decode(out.stdout).trim();
+  } catch {
+    return "";
+  }
+}
+
+/** CPU, cores, RAM, OS, Deno and PostgreSQL versions, and the date. */
+async function machine(env: Record<string, string>): Promise<[string, string][]> {
+  const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
+  const meminfo = await Deno.readTextFile("/proc/meminfo").catch(() => "");
+  const osRelease = await Deno.readTextFile("/etc/os-release").catch(() => "");
+  const cpu = cpuinfo.match(/^model name\s*:\s*(.+)$/m)?.[1] ?? "unknown";
+  const memKb = Number(meminfo.match(/^MemTotal:\s*(\d+)/m)?.[1] ?? 0);
+  const os = osRelease.match(/^PRETTY_NAME="?([^"\n]+)"?$/m)?.[1] ?? Deno.build.os;
+  let pg = "";
+  const sql = postgres(env.BACKEND_DB_URL, { max: 1, onnotice: () => {} });
+  try {
+    const [row] = await sql`select current_setting('server_version') as v`;
+    pg = `PostgreSQL ${row.v}`;
+  } catch {
+    pg = await text(`${env.PG_BIN}/postgres`, ["--version"]);
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+  return [
+    ["CPU", `${cpu} (${navigator.hardwareConcurrency} cores)`],
+    ["RAM", `${(memKb / 1024 / 1024).toFixed(1)} GiB`],
+    ["OS", `${os}, kernel ${Deno.osRelease()}`],
+    ["Deno", `${Deno.version.deno} (V8 ${Deno.version.v8})`],
+    ["PostgreSQL", pg],
+    ["Date", new Date().toISOString()],
+  ];
+}
+
+const COLUMNS: (keyof BenchRow)[] = [
+  "bench",
+  "metric",
+  "value",
+  "baseline",
+  "ratio",
+  "target",
+  "met",
+];
+
+function cell(row: BenchRow, col: keyof BenchRow): string {
+  const v = row[col];
+  if (col === "met") return v === null ? "" : v ? "yes" : "NO";
+  return String(v);
+}
+
+/** The rows as a plain-text table for the terminal. */
+export function textTable(rows: BenchRow[]): string {
+  const widths = COLUMNS.map((c) => Math.max(c.length, ...rows.map((r) => [...cell(r, c)].length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => c + " ".repeat(widths[i] - [...c].length)).join("  ").trimEnd();
+  return [
+    line(COLUMNS),
+    line(widths.map((w) => "-".repeat(w))),
+    ...rows.map((r) => line(COLUMNS.map((c) => cell(r, c)))),
+  ].join("\n");
+}
+
+/** The rows as a Markdown table. */
+export function markdownTable(rows: BenchRow[]): string {
+  const esc = (s: string) => s.replaceAll("|", "\\|");
+  return [
+    `| ${COLUMNS.join(" | ")} |`,
+    `| ${COLUMNS.map(() => "---").join(" | ")} |`,
+    ...rows.map((r) => `| ${COLUMNS.map((c) => esc(cell(r, c))).join(" | ")} |`),
+  ].join("\n");
+}
+
+function results(
+  rows: BenchRow[],
+  host: [string, string][],
+  quick: boolean,
+  seconds: number,
+): string {
+  return [
+    "# Benchmark results",
+    "",
+    `Written by \`deno task bench${quick ? " --quick" : ""}\` in ${seconds.toFixed(0)} s. ` +
+    "Every figure is compared with a baseline measured in the same run, on the same machine; " +
+    "the ratios are what carry over to other machines, not the absolute figures.",
+    "",
+    "## Machine",
+    "",
+    ...host.map(([k, v]) => `- **${k}:** ${v}`),
+    "",
+    "## Figures",
+    "",
+    markdownTable(rows),
+    "",
+    "## How they are measured",
+    "",
+    ...checkoutNotes.flatMap((n) => [`- ${n}`]),
+    "- **Refresh and backfill.** See the header comments of `bench/refresh.ts` and " +
+    "`bench/backfill.ts`.",
+    "",
+  ].join("\n");
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { quick: { type: "boolean", default: false } },
+  });
+  const quick = values.quick!;
+  const started = performance.now();
+  console.log(
+    `bench: starting the local stack (${STATE_DIR}, ports ${PORT_BASE}–${PORT_BASE + 3})`,
+  );
+  const stack = await launchStack({ stateDir: STATE_DIR, portBase: PORT_BASE });
+  const rows: BenchRow[] = [];
+  let failed = 0;
+  let host: [string, string][] = [];
+  try {
+    const env = { ...stack.env, BENCH_LOG_DIR: STATE_DIR, ...(quick ? QUICK_ENV : {}) };
+    host = await machine(env);
+    for (const [name, bench] of BENCHES) {
+      const t = performance.now();
+      console.log(`bench: ${name}${quick ? " (quick)" : ""} …`);
+      try {
+        rows.push(...await bench(env));
+        console.log(`bench: ${name} done in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+      } catch (err) {
+        failed++;
+        const message = (err as Error).message ?? String(err);
+        console.error(`bench: ${name} failed: ${message}`);
+        rows.push({
+          bench: name,
+          metric: "error",
+          value: message.slice(0, 120),
+          baseline: "",
+          ratio: "",
+          target: "",
+          met: false,
+        });
+      }
+    }
+  } finally {
+    await stack.stop();
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const out = quick ? `${ROOT}${STATE_DIR}/RESULTS.quick.md` : `${ROOT}bench/RESULTS.md`;
+  await Deno.writeTextFile(out, results(rows, host, quick, seconds));
+  console.log("");
+  console.log(textTable(rows));
+  console.log("");
+  console.log(`bench: wrote ${out.slice(ROOT.length)} in ${seconds.toFixed(0)} s`);
+  return failed === 0 ? 0 : 1;
+}
+
+if (import.meta.main) Deno.exit(await main());
