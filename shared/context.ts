@@ -26,18 +26,24 @@ export function createContext(config: Config): Context & { close(): Promise<void
   return {
     config,
     backend(work) {
-      need("backendDbUrl");
-      backendSql ??= connect(config.backendDbUrl!, { timeoutMs: config.dbTimeoutMs });
+      if (!backendSql) {
+        need("backendDbUrl");
+        backendSql = connect(config.backendDbUrl!, { timeoutMs: config.dbTimeoutMs });
+      }
       return query("backend", config.dbTimeoutMs, () => work(backendSql!));
     },
     admin(work) {
-      need("adminDbUrl");
-      adminSql ??= connect(config.adminDbUrl!, { timeoutMs: config.dbTimeoutMs });
+      if (!adminSql) {
+        need("adminDbUrl");
+        adminSql = connect(config.adminDbUrl!, { timeoutMs: config.dbTimeoutMs });
+      }
       return query("admin", config.dbTimeoutMs, () => work(adminSql!));
     },
     keys() {
-      need("tokenKeys");
-      ring ??= importKeyRing(config.tokenKeys!);
+      if (!ring) {
+        need("tokenKeys");
+        ring = importKeyRing(config.tokenKeys!);
+      }
       return ring;
     },
     async close() {

@@ -60,27 +60,52 @@ export function isUnavailable(err: unknown): boolean {
     e?.name === "ConnectionRefused" || e?.name === "ConnectionReset";
 }
 
+/** Queries in flight with their deadlines, swept by one timer instead of one timer each. */
+const inFlight = new Set<{ deadline: number; expire(): void }>();
+let sweeper: ReturnType<typeof setInterval> | undefined;
+
+function sweep() {
+  const now = performance.now();
+  for (const entry of inFlight) if (entry.deadline <= now) entry.expire();
+  if (inFlight.size === 0) {
+    clearInterval(sweeper);
+    sweeper = undefined;
+  }
+}
+
 /**
  * Runs `work` against `sql`, failing with `UnavailableError` when the database cannot be
- * reached or takes longer than `timeoutMs`; other errors pass through.
+ * reached or takes longer than `timeoutMs` (checked every 50 ms); other errors pass through.
  */
-export async function query<T>(
+export function query<T>(
   database: "backend" | "admin",
   timeoutMs: number,
   work: () => Promise<T>,
 ): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new UnavailableError(database, "timeout")), timeoutMs);
+  return new Promise<T>((resolve, reject) => {
+    const entry = {
+      deadline: performance.now() + timeoutMs,
+      expire() {
+        inFlight.delete(entry);
+        reject(new UnavailableError(database, "timeout"));
+      },
+    };
+    inFlight.add(entry);
+    if (!sweeper) {
+      sweeper = setInterval(sweep, 50);
+      Deno.unrefTimer(sweeper as unknown as number);
+    }
+    work().then(
+      (value) => {
+        inFlight.delete(entry);
+        resolve(value);
+      },
+      (err) => {
+        inFlight.delete(entry);
+        reject(isUnavailable(err) ? new UnavailableError(database, err) : err);
+      },
+    );
   });
-  try {
-    return await Promise.race([work(), timeout]);
-  } catch (err) {
-    if (isUnavailable(err)) throw new UnavailableError(database, err);
-    throw err;
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /**

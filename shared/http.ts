@@ -22,11 +22,8 @@ export class HttpError extends Error {
 }
 
 /** A JSON answer. */
-export function json(status: number, body: unknown, headers: HeadersInit = {}): Response {
-  return new Response(JSON.stringify(body), {
-    status,
-    headers: { "content-type": "application/json", ...headers },
-  });
+export function json(status: number, body: unknown, headers?: HeadersInit): Response {
+  return Response.json(body, { status, headers });
 }
 
 /** A SPEC §6 error answer: `{"error":{"code","message"}}`. */
@@ -41,42 +38,38 @@ export const uuid = v.pipe(
   v.toLowerCase(),
 );
 
-const encoder = new TextEncoder();
-const digests = new Map<string, Promise<Uint8Array>>();
-
-function sha256(text: string): Promise<Uint8Array> {
-  return crypto.subtle.digest("SHA-256", encoder.encode(text)).then((d) => new Uint8Array(d));
-}
-
-/** Compares two strings in constant time (through their SHA-256 digests). */
-export async function safeEqual(a: string, b: string): Promise<boolean> {
-  const [x, y] = await Promise.all([sha256(a), sha256(b)]);
-  let diff = 0;
-  for (let i = 0; i < x.length; i++) diff |= x[i] ^ y[i];
+/**
+ * Compares a presented key with a secret in constant time: the loop runs over the presented
+ * value only and never exits early, so its timing tells nothing about the secret.
+ */
+export function safeEqual(presented: string, secret: string): boolean {
+  let diff = presented.length ^ secret.length;
+  for (let i = 0; i < presented.length; i++) {
+    diff |= presented.charCodeAt(i) ^ (secret.charCodeAt(i) | 0);
+  }
   return diff === 0;
 }
 
+function matchesAny(presented: string | null | undefined, keys: string[]): boolean {
+  if (!presented) return false;
+  let ok = false;
+  for (const key of keys) ok = safeEqual(presented, key) || ok;
+  return ok;
+}
+
 /** True when the request carries one of `keys` as `apikey` or `Authorization: Bearer`. */
-export async function hasServerKey(req: Request, keys: string[]): Promise<boolean> {
-  const bearer = req.headers.get("authorization")?.match(/^Bearer\s+(.+)$/i)?.[1];
-  const presented = [req.headers.get("apikey"), bearer].filter((k): k is string => !!k);
-  let ok = 0;
-  for (const p of presented) {
-    const pd = await sha256(p);
-    for (const key of keys) {
-      if (!digests.has(key)) digests.set(key, sha256(key));
-      const kd = await digests.get(key)!;
-      let diff = 0;
-      for (let i = 0; i < pd.length; i++) diff |= pd[i] ^ kd[i];
-      ok |= diff === 0 ? 1 : 0;
-    }
-  }
-  return ok === 1;
+export function hasServerKey(req: Request, keys: string[]): boolean {
+  if (matchesAny(req.headers.get("apikey"), keys)) return true;
+  const auth = req.headers.get("authorization");
+  return !!auth && /^bearer /i.test(auth) && matchesAny(auth.slice(7).trim(), keys);
 }
 
 async function readBody(req: Request): Promise<string> {
-  const declared = Number(req.headers.get("content-length") ?? "0");
-  if (declared > MAX_BODY_BYTES) throw new HttpError(413, "payload_too_large", "body over 64 KiB");
+  const length = req.headers.get("content-length");
+  if (Number(length) > MAX_BODY_BYTES) {
+    throw new HttpError(413, "payload_too_large", "body over 64 KiB");
+  }
+  if (length !== null && /^\d+$/.test(length)) return decodeUtf8(await req.arrayBuffer());
   if (!req.body) return "";
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -88,8 +81,17 @@ async function readBody(req: Request): Promise<string> {
   const all = new Uint8Array(size);
   let at = 0;
   for (const c of chunks) all.set(c, (at += c.length) - c.length);
+  return decodeUtf8(all);
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+function decodeUtf8(bytes: ArrayBuffer | Uint8Array): string {
+  if (bytes.byteLength > MAX_BODY_BYTES) {
+    throw new HttpError(413, "payload_too_large", "body over 64 KiB");
+  }
   try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(all);
+    return utf8.decode(bytes);
   } catch {
     throw new HttpError(400, "invalid_request", "body is not UTF-8");
   }
@@ -172,6 +174,8 @@ export function errorResponse(err: unknown, log: Logger): Response {
 export function defineFunction<S extends v.GenericSchema>(
   spec: FunctionSpec<S>,
 ): (req: Request) => Promise<Response> {
+  const needs: Need[] = spec.auth === "server" ? ["serverKeys", ...spec.needs] : spec.needs;
+  let checked: Context | undefined; // the context whose configuration passed `needs`
   return async (req) => {
     const requestId = req.headers.get("x-request-id") ?? crypto.randomUUID();
     const log = createLogger({ function: spec.name, request_id: requestId });
@@ -182,11 +186,11 @@ export function defineFunction<S extends v.GenericSchema>(
         return res;
       }
       const ctx = getContext();
-      requireConfig(
-        ctx.config,
-        spec.auth === "server" ? ["serverKeys", ...spec.needs] : spec.needs,
-      );
-      if (spec.auth === "server" && !(await hasServerKey(req, ctx.config.serverKeys!))) {
+      if (checked !== ctx) {
+        requireConfig(ctx.config, needs);
+        checked = ctx;
+      }
+      if (spec.auth === "server" && !hasServerKey(req, ctx.config.serverKeys!)) {
         throw new HttpError(401, "unauthorized", "a valid server key is required");
       }
       const input = spec.input ? validate(spec.input, await readInput(req)) : undefined;

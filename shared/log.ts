@@ -48,23 +48,36 @@ function clean(value: unknown, depth = 0): unknown {
   return out;
 }
 
-/** Creates a logger writing JSON lines to stdout (info, debug) and stderr (warn, error). */
-export function createLogger(base: Fields = {}): Logger {
-  const write = (level: Level, msg: string, fields?: Fields) => {
+class JsonLogger implements Logger {
+  constructor(private readonly base: Fields) {}
+  private write(level: Level, msg: string, fields?: Fields) {
     const line = JSON.stringify({
       level,
       msg: scrub(msg),
       time: new Date().toISOString(),
-      ...(clean({ ...base, ...fields }) as Fields),
+      ...(clean({ ...this.base, ...fields }) as Fields),
     });
     if (level === "error" || level === "warn") console.error(line);
     else console.log(line);
-  };
-  return {
-    debug: (msg, fields) => write("debug", msg, fields),
-    info: (msg, fields) => write("info", msg, fields),
-    warn: (msg, fields) => write("warn", msg, fields),
-    error: (msg, fields) => write("error", msg, fields),
-    child: (fields) => createLogger({ ...base, ...fields }),
-  };
+  }
+  debug(msg: string, fields?: Fields) {
+    this.write("debug", msg, fields);
+  }
+  info(msg: string, fields?: Fields) {
+    this.write("info", msg, fields);
+  }
+  warn(msg: string, fields?: Fields) {
+    this.write("warn", msg, fields);
+  }
+  error(msg: string, fields?: Fields) {
+    this.write("error", msg, fields);
+  }
+  child(fields: Fields): Logger {
+    return new JsonLogger({ ...this.base, ...fields });
+  }
+}
+
+/** Creates a logger writing JSON lines to stdout (info, debug) and stderr (warn, error). */
+export function createLogger(base: Fields = {}): Logger {
+  return new JsonLogger(base);
 }
