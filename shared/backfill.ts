@@ -6,7 +6,12 @@
 import type { AccountRow } from "./accounts.ts";
 import type { Context } from "./context.ts";
 import { type Logger, scrub } from "./log.ts";
-import { countAccountPages, readAccountPage, syncAccountRows } from "./sync_batch.ts";
+import {
+  type BatchOutcome,
+  countAccountPages,
+  readAccountPage,
+  SyncPipeline,
+} from "./sync_batch.ts";
 
 /** What a backfill did (or, with `dry_run`, would do). */
 export interface BackfillSummary {
@@ -58,25 +63,21 @@ export async function runBackfill(
   let total = 0;
   try {
     total = await ctx.admin((sql) => countAccountPages(sql, opts.accountId));
-    // Pages flow through a short pipeline: while one is written, the next is decrypted and
-    // the one after is read. `failure` keeps the first error of a page in flight.
-    let failure: unknown;
-    const inFlight: Promise<void>[] = [];
+    // While one page is written, the next is decrypted and the one after is read.
+    const sync = new SyncPipeline(ctx, log, { dryRun: opts.dryRun });
     let next: Promise<AccountRow[]> | undefined = page(null);
-    while (next) {
-      const rows: AccountRow[] = await next;
-      next = rows.length === limit ? page(rows[rows.length - 1].id) : undefined;
-      next?.catch(() => {}); // awaited on the next turn; an early exit must not leave it unhandled
-      inFlight.push(
-        syncAccountRows(ctx, log, rows, { dryRun: opts.dryRun }).then(tally, (err) => {
-          failure ??= err;
-        }),
-      );
-      if (inFlight.length >= 2) await inFlight.shift();
-      if (failure) throw failure;
+    try {
+      while (next) {
+        const rows: AccountRow[] = await next;
+        next = rows.length === limit ? page(rows[rows.length - 1].id) : undefined;
+        next?.catch(() => {}); // awaited on the next turn; an early exit must not leave it unhandled
+        await sync.add(rows, tally);
+      }
+    } catch (err) {
+      await sync.finish().catch(() => {}); // pages in flight end before the summary is made
+      throw err;
     }
-    await Promise.all(inFlight);
-    if (failure) throw failure;
+    await sync.finish();
   } catch (err) {
     log.error("Backfill stopped", { error: err, accounts_done: summary.accounts });
     summary.error = scrub((err as Error).message);
@@ -84,7 +85,7 @@ export async function runBackfill(
   summary.seconds = Number(((performance.now() - started) / 1000).toFixed(2));
   return summary;
 
-  function tally(outcomes: Awaited<ReturnType<typeof syncAccountRows>>) {
+  function tally(outcomes: BatchOutcome[]) {
     for (const o of outcomes) {
       summary.accounts++;
       if (o.result === "synced") summary.synced++;

@@ -80,7 +80,7 @@ export interface BatchCacheResult {
 
 /**
  * `writeCache` for many clients in ONE statement, with the same fence: each row is written
- * only when the cache holds an older version than the one it carries. One row per write,
+ * only when the cache holds an older version than the one it carries. One result per write,
  * in order. Client ids must be distinct (one account feeds at most one client).
  */
 export async function writeCacheBatch(
@@ -88,37 +88,42 @@ export async function writeCacheBatch(
   writes: BatchCacheWrite[],
 ): Promise<BatchCacheResult[]> {
   if (writes.length === 0) return [];
-  // `c.id = any(ids)` gives the planner an index lookup on clients; joining the unnested
-  // rows alone makes it hash the whole table for every batch.
-  const ids = pgArray(writes.map((w) => w.clientId));
-  const rows = await sql<{ id: string; found: boolean; updated: boolean; had: boolean }[]>`
+  // `c.id = any(...)` gives the planner an index lookup on clients; joining the unnested
+  // rows alone makes it hash the whole table for every batch. The answer joins nothing: once
+  // Postgres switches the prepared statement to its generic plan (ten rows guessed), a join
+  // becomes a nested loop, quadratic in the batch. The updated ids and the rows as they were
+  // before (the statement's snapshot) are matched here instead.
+  const rows = await sql<{ id: string; updated: boolean; had: boolean }[]>`
     with v as (
-      select * from unnest(${ids}::uuid[],
+      select * from unnest(${pgArray(writes.map((w) => w.clientId))}::uuid[],
                            ${pgArray(writes.map((w) => w.accessToken))}::text[],
                            ${pgArray(writes.map((w) => w.publicKey))}::text[],
                            ${pgArray(writes.map((w) => w.version))}::bigint[])
-               with ordinality as v(id, access_token, public_key, version, n)),
-    old as (
-      select c.id, (c.mp_access_token is not null or c.mp_public_key is not null) as had
-        from clients c join v on v.id = c.id where c.id = any(${ids}::uuid[])),
+               as v(id, access_token, public_key, version)),
     upd as (
       update clients c set mp_access_token = v.access_token,
                            mp_public_key = v.public_key,
                            mp_token_version = v.version,
                            mp_synced_at = now()
         from v
-       where c.id = any(${ids}::uuid[]) and c.id = v.id
+       where c.id = any(array(select id from v)) and c.id = v.id
          and coalesce(c.mp_token_version, -1) < v.version
       returning c.id)
-    select v.id, old.id is not null as found, upd.id is not null as updated,
-           coalesce(old.had, false) as had
-      from v left join old on old.id = v.id left join upd on upd.id = v.id
-     order by v.n`;
-  return rows.map((r) => ({
-    clientId: r.id,
-    result: !r.found ? "client_not_found" : r.updated ? "synced" : "already_current",
-    hadCredentials: r.had,
-  }));
+    select id, true as updated, false as had from upd
+    union all
+    select id, false, mp_access_token is not null or mp_public_key is not null
+      from clients where id = any(array(select id from v))`;
+  const updated = new Set<string>();
+  const had = new Map<string, boolean>();
+  for (const r of rows) r.updated ? updated.add(r.id) : had.set(r.id, r.had);
+  return writes.map((w) => {
+    const id = w.clientId.toLowerCase();
+    return {
+      clientId: w.clientId,
+      result: updated.has(id) ? "synced" : had.has(id) ? "already_current" : "client_not_found",
+      hadCredentials: had.get(id) ?? false,
+    };
+  });
 }
 
 /** What the cache holds for a client, without the secret: version and presence only. */

@@ -3,12 +3,18 @@
  * version and presence — never by comparing secrets — and repairs it through the batched,
  * version-fenced sync. Only drifted accounts are read with their ciphertext and decrypted.
  */
-import { clearOrphanedCache } from "./clients.ts";
+import type { AccountRow } from "./accounts.ts";
+import { type CacheState, clearOrphanedCache } from "./clients.ts";
 import type { Context } from "./context.ts";
 import { type Drift, DRIFT_KINDS, isLevel, scanDrift, scanOrphans } from "./health.ts";
 import { pgArray } from "./db.ts";
 import type { Logger } from "./log.ts";
-import { bumpAccountVersions, readAccounts, syncAccountRows } from "./sync_batch.ts";
+import {
+  type BatchOutcome,
+  bumpAccountVersions,
+  readAccounts,
+  SyncPipeline,
+} from "./sync_batch.ts";
 
 /** What a reconciliation found and did; the drift kinds count what was found. */
 export interface ReconcileSummary extends Record<(typeof DRIFT_KINDS)[number], number> {
@@ -38,19 +44,18 @@ async function escrowed(ctx: Context, ids: string[]): Promise<Set<string>> {
 }
 
 /**
- * Repairs drifted accounts: a cache older than the account gets the fenced sync; a cache
- * level with or ahead of it (which the fence would refuse) first has the account's version
- * moved past it, unless a refresher owns the account. Returns what was repaired and failed.
+ * The account rows that repair drifted accounts: a cache older than the account is synced from
+ * the row the scan read (the fence keeps a newer cache; a row the scan did not carry is read
+ * again); a cache level with or ahead of it (which the fence would refuse) first has the
+ * account's version moved past it, unless a refresher owns the account.
  */
-async function repair(ctx: Context, log: Logger, drifts: Drift[]) {
+async function repairRows(ctx: Context, drifts: Drift[]): Promise<AccountRow[]> {
   const older = drifts.filter((d) => !isLevel(d));
   let level = drifts.filter(isLevel);
   if (level.length > 0) {
     const parked = await escrowed(ctx, level.map((d) => d.account.id));
     level = level.filter((d) => !parked.has(d.account.id));
   }
-  // Older caches sync from the row the scan read (the fence keeps a newer cache); rows the
-  // scan did not carry are read again.
   const unread = older.filter((d) => !d.account.row).map((d) => d.account.id);
   const [reread, bumped] = await Promise.all([
     unread.length ? ctx.admin((sql) => readAccounts(sql, unread)) : [],
@@ -67,19 +72,11 @@ async function repair(ctx: Context, log: Logger, drifts: Drift[]) {
       )
       : [],
   ]);
-  const rows = [
-    ...older.flatMap((d) => d.account.row ? [d.account.row] : []),
-    ...reread,
-    ...bumped,
-  ];
-  let repaired = 0;
-  let failed = 0;
-  for (const o of await syncAccountRows(ctx, log, rows)) {
-    if (o.result === "synced" || o.cleared) repaired++;
-    else if (o.result === "failed") failed++;
-  }
-  return { repaired, failed };
+  return [...older.flatMap((d) => d.account.row ? [d.account.row] : []), ...reread, ...bumped];
 }
+
+/** Accounts (and cached clients) one scan page reads: small enough that the stages overlap. */
+const PAGE = 2000;
 
 /** Finds and repairs drift over both databases, at most `limit` repairs; logs the counts. */
 export async function reconcile(
@@ -87,7 +84,8 @@ export async function reconcile(
   log: Logger,
   opts: { limit?: number } = {},
 ): Promise<ReconcileSummary> {
-  let budget = opts.limit ?? RECONCILE_LIMIT.default;
+  const limit = opts.limit ?? RECONCILE_LIMIT.default;
+  let budget = limit;
   const summary: ReconcileSummary = {
     checked: 0,
     drifted: 0,
@@ -101,8 +99,24 @@ export async function reconcile(
     >),
   };
   const started = performance.now();
-  const inFlight: Promise<void>[] = []; // repairs never reject: `failure` keeps the first error
-  let failure: unknown;
+  // Caches no account feeds are looked for while the drift is repaired (ids and versions,
+  // at most `limit` kept) and cleared after it with the budget it leaves; the clear is fenced
+  // by the version seen, so a cache written meanwhile is kept.
+  const orphans: CacheState[] = [];
+  const orphanScan = scanOrphans(ctx, (page) => {
+    summary.unlinked += page.length;
+    summary.drifted += page.length;
+    orphans.push(...page.slice(0, limit - orphans.length));
+  }, PAGE);
+  orphanScan.catch(() => {}); // awaited below; a failed drift scan must not leave it unhandled
+  // Drifted pages are repaired as the scan goes on: one decrypted while the one before is written.
+  const sync = new SyncPipeline(ctx, log);
+  const tally = (outcomes: BatchOutcome[]) => {
+    for (const o of outcomes) {
+      if (o.result === "synced" || o.cleared) summary.repaired++;
+      else if (o.result === "failed") summary.failed++;
+    }
+  };
   try {
     await scanDrift(ctx, async (checked, drifts) => {
       summary.checked += checked;
@@ -118,35 +132,19 @@ export async function reconcile(
       }
       const take = repairable.slice(0, Math.max(budget, 0));
       budget -= take.length;
-      if (take.length === 0) return;
-      // Two repairs in flight (one decrypting while the other writes) as the scan goes on.
-      if (inFlight.length >= 2) await inFlight.shift();
-      inFlight.push(
-        repair(ctx, log, take).then((done) => {
-          summary.repaired += done.repaired;
-          summary.failed += done.failed;
-        }, (err) => {
-          failure ??= err;
-        }),
-      );
-      if (failure) throw failure;
-    }, { withRows: true });
+      if (take.length > 0) await sync.add(repairRows(ctx, take), tally);
+    }, { withRows: true, pageSize: PAGE });
   } catch (err) {
-    await Promise.all(inFlight);
+    await Promise.all([sync.finish(), orphanScan].map((p) => p.catch(() => {})));
     throw err;
   }
-  await Promise.all(inFlight);
-  if (failure) throw failure;
-  await scanOrphans(ctx, async (orphans) => {
-    summary.unlinked += orphans.length;
-    summary.drifted += orphans.length;
-    const take = orphans.slice(0, Math.max(budget, 0));
-    budget -= take.length;
-    const cleared = await ctx.backend((sql) =>
-      clearOrphanedCache(sql, take.map((o) => ({ id: o.id, version: o.mp_token_version })))
-    );
-    summary.repaired += cleared.length;
-  });
+  await sync.finish();
+  await orphanScan;
+  const take = orphans.slice(0, Math.max(budget, 0));
+  for (let i = 0; i < take.length; i += PAGE) {
+    const seen = take.slice(i, i + PAGE).map((o) => ({ id: o.id, version: o.mp_token_version }));
+    summary.repaired += (await ctx.backend((sql) => clearOrphanedCache(sql, seen))).length;
+  }
   summary.skipped = summary.drifted - summary.repaired - summary.failed;
   log.info("MP reconcile finished", {
     ...summary,

@@ -14,6 +14,9 @@ import type { SyncResult } from "./sync.ts";
 
 const NO_ID = "00000000-0000-0000-0000-000000000000";
 
+/** Decrypts in flight at once: enough to keep the crypto threads fed, not one per row. */
+const DECRYPT_CONCURRENCY = 64;
+
 /**
  * A page (by id, after `after`) of the accounts a backfill looks at: connected or linked to
  * a client; `accountId` narrows it to that one account.
@@ -83,36 +86,35 @@ export interface BatchOutcome {
   cleared: boolean;
 }
 
-/**
- * Syncs already-read account rows to their clients' caches: decrypts each connected one and
- * writes them all in one version-fenced statement. A value that fails to decrypt is logged
- * (account id only) and reported as "failed"; the others still sync. With `dryRun`, nothing
- * is written: the cache versions are read and the outcome the write would have is reported.
- */
-export async function syncAccountRows(
-  ctx: Context,
-  log: Logger,
-  rows: AccountRow[],
-  opts: { dryRun?: boolean } = {},
-): Promise<BatchOutcome[]> {
-  const ring = await ctx.keys();
-  const outcome = (a: AccountRow, result: BatchOutcome["result"], cleared = false) => ({
+function outcome(a: AccountRow, result: BatchOutcome["result"], cleared = false): BatchOutcome {
+  return {
     accountId: a.id,
     clientId: a.backend_client_id,
     result,
     version: a.mp_token_version,
     cleared,
-  });
-  const out = new Map<string, BatchOutcome>();
-  const writes: (BatchCacheWrite & { account: AccountRow; connected: boolean })[] = [];
-  await Promise.all(rows.map(async (a) => {
-    if (!a.backend_client_id) return out.set(a.id, outcome(a, "not_linked"));
+  };
+}
+
+/** Rows decrypted by `decryptRows`: the cache writes, and the outcomes already known. */
+interface Decrypted {
+  rows: AccountRow[];
+  writes: (BatchCacheWrite & { account: AccountRow; connected: boolean })[];
+  out: Map<string, BatchOutcome>;
+}
+
+/** Decrypts each connected, linked row; one that fails to decrypt is logged and "failed". */
+async function decryptRows(ctx: Context, log: Logger, rows: AccountRow[]): Promise<Decrypted> {
+  const ring = await ctx.keys();
+  const done: Decrypted = { rows, writes: [], out: new Map() };
+  const decrypt = async (a: AccountRow) => {
+    if (!a.backend_client_id) return done.out.set(a.id, outcome(a, "not_linked"));
     const connected = a.mp_connected && a.mp_access_token_encrypted !== null;
     try {
       const accessToken = connected
         ? await decryptSecret(ring, a.id, "access_token", a.mp_access_token_encrypted!)
         : null;
-      writes.push({
+      done.writes.push({
         account: a,
         connected,
         clientId: a.backend_client_id,
@@ -123,9 +125,24 @@ export async function syncAccountRows(
     } catch (err) {
       if (!(err instanceof DecryptError)) throw err;
       log.error("Stored MP credential failed to decrypt", { account_id: a.id, field: err.field });
-      out.set(a.id, outcome(a, "failed"));
+      done.out.set(a.id, outcome(a, "failed"));
     }
-  }));
+  };
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(DECRYPT_CONCURRENCY, rows.length) }, async () => {
+      while (next < rows.length) await decrypt(rows[next++]);
+    }),
+  );
+  return done;
+}
+
+/** Writes decrypted rows in one version-fenced statement (or, dry, reads what it would do). */
+async function writeRows(
+  ctx: Context,
+  { rows, writes, out }: Decrypted,
+  opts: { dryRun?: boolean },
+): Promise<BatchOutcome[]> {
   const results = opts.dryRun
     ? await ctx.backend(async (sql) => {
       const states = new Map(
@@ -158,4 +175,52 @@ export async function syncAccountRows(
     );
   });
   return rows.map((a) => out.get(a.id)!);
+}
+
+/** Pages a `SyncPipeline` holds at once (read or decrypted, waiting or being written). */
+const PIPELINE_DEPTH = 3;
+
+/**
+ * Syncs pages of already-read account rows to their clients' caches: decrypts each connected
+ * one and writes each page in one version-fenced statement. A value that fails to decrypt is
+ * logged (account id only) and reported as "failed"; the others still sync. With `dryRun`,
+ * nothing is written: the cache versions are read and the outcome the write would have is
+ * reported. One page is decrypted at a time while the ones before it are written, so the
+ * decrypting and the database work side by side. `add` resolves once there is room for the
+ * next page; `finish` waits for all of them. The first error is rethrown by the next `add` or
+ * by `finish`.
+ */
+export class SyncPipeline {
+  #decrypting: Promise<unknown> = Promise.resolve();
+  #inFlight: Promise<void>[] = [];
+  #failure: unknown;
+
+  constructor(
+    private ctx: Context,
+    private log: Logger,
+    private opts: { dryRun?: boolean } = {},
+  ) {}
+
+  /** Queues the page `rows` resolves to; `done` gets its outcomes once it is written. */
+  async add(
+    rows: AccountRow[] | Promise<AccountRow[]>,
+    done: (outcomes: BatchOutcome[]) => void,
+  ): Promise<void> {
+    const decrypted = Promise.all([rows, this.#decrypting])
+      .then(([page]) => decryptRows(this.ctx, this.log, page));
+    this.#decrypting = decrypted.catch(() => {});
+    this.#inFlight.push(
+      decrypted.then((d) => writeRows(this.ctx, d, this.opts)).then(done).catch((err) => {
+        this.#failure ??= err;
+      }),
+    );
+    if (this.#inFlight.length >= PIPELINE_DEPTH) await this.#inFlight.shift();
+    if (this.#failure) throw this.#failure;
+  }
+
+  /** Waits for every page added; rethrows the first error. */
+  async finish(): Promise<void> {
+    await Promise.all(this.#inFlight.splice(0));
+    if (this.#failure) throw this.#failure;
+  }
 }
