@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { functionEntrypoints } from "../local/gateway.ts";
 import { knownSecrets } from "../local/leaks.ts";
 import type { Sql } from "../shared/db.ts";
+import { signManifest } from "../shared/webhook.ts";
 import {
   adminDb,
   backendDb,
@@ -545,20 +546,6 @@ function callbackCase(fn: string, env: Env): Case {
   return { fn, label, method: "GET", query, headers, expect: { redirect: true } };
 }
 
-async function sign(secret: string, manifest: string): Promise<string> {
-  const key = await crypto.subtle.importKey(
-    "raw",
-    new TextEncoder().encode(secret),
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    ["sign"],
-  );
-  const mac = new Uint8Array(
-    await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(manifest)),
-  );
-  return Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 /** Webhook cases are built with their signature asynchronously. */
 async function webhookCase(fn: string, env: Env, seeded: Seeded): Promise<Case> {
   if (chance(0.08)) {
@@ -586,7 +573,7 @@ async function webhookCase(fn: string, env: Env, seeded: Seeded): Promise<Case> 
   const manifest = (ts: number, id = dataId, rid = requestId) =>
     `id:${id};request-id:${rid};ts:${ts};`;
   const signed = async (ts = nowSec) =>
-    `ts=${ts},v1=${await sign(env.webhookSecret, manifest(ts))}`;
+    `ts=${ts},v1=${await signManifest(env.webhookSecret, manifest(ts))}`;
   if (chance(0.35)) {
     // Properly signed, but the body is malformed: 400.
     const [label, body] = pick<() => [string, string | Uint8Array]>([
@@ -628,23 +615,23 @@ async function webhookCase(fn: string, env: Env, seeded: Seeded): Promise<Case> 
     () => Promise.resolve(["wrong mac", `ts=${nowSec},v1=${hex(64)}`]),
     async () => [
       "wrong secret",
-      `ts=${nowSec},v1=${await sign(`${env.webhookSecret}x`, manifest(nowSec))}`,
+      `ts=${nowSec},v1=${await signManifest(`${env.webhookSecret}x`, manifest(nowSec))}`,
     ],
     async () => [
       "stale",
-      `ts=${nowSec - 3600},v1=${await sign(env.webhookSecret, manifest(nowSec - 3600))}`,
+      `ts=${nowSec - 3600},v1=${await signManifest(env.webhookSecret, manifest(nowSec - 3600))}`,
     ],
     async () => [
       "future",
-      `ts=${nowSec + 3600},v1=${await sign(env.webhookSecret, manifest(nowSec + 3600))}`,
+      `ts=${nowSec + 3600},v1=${await signManifest(env.webhookSecret, manifest(nowSec + 3600))}`,
     ],
     async () => [
       "other data.id",
-      `ts=${nowSec},v1=${await sign(env.webhookSecret, manifest(nowSec, `${dataId}1`))}`,
+      `ts=${nowSec},v1=${await signManifest(env.webhookSecret, manifest(nowSec, `${dataId}1`))}`,
     ],
     async () => [
       "other request id",
-      `ts=${nowSec},v1=${await sign(env.webhookSecret, manifest(nowSec, dataId, ruuid()))}`,
+      `ts=${nowSec},v1=${await signManifest(env.webhookSecret, manifest(nowSec, dataId, ruuid()))}`,
     ],
   ])();
   const [bodyLabel, body, bodyStatus] = chance(0.5)
