@@ -1,5 +1,5 @@
 /**
- * `deno task bench [--quick]`: starts its own local stack (ports 60321–60324, `.local/bench`),
+ * `deno task bench [--quick]`: starts its own local stack (ports 30321–30324, `.local/bench`),
  * runs every benchmark against it, prints one table and writes `bench/RESULTS.md` with the
  * machine it ran on. `--quick` runs tiny sizes (to prove the bench still runs, e.g. in CI) and
  * writes `.local/bench/RESULTS.quick.md` instead. Nothing here asserts a time: the exit code
@@ -15,7 +15,9 @@ import { backfillBench } from "./backfill.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const STATE_DIR = ".local/bench";
-const PORT_BASE = 60321;
+// Below Linux's ephemeral range (32768–60999): a probe retrying fast can otherwise connect to
+// itself on a cold-start port and leave it "already in use" for the server about to bind it.
+const PORT_BASE = 30321;
 
 /** Every benchmark, in the order it runs. */
 const BENCHES: [string, Bench][] = [
