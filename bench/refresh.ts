@@ -11,22 +11,13 @@ import { loadConfig, parseKeyRing } from "../shared/config.ts";
 import { encryptSecret, importKeyRing } from "../shared/crypto.ts";
 import { connect, pgArray } from "../shared/db.ts";
 import { parseEnvFile } from "../scripts/test.ts";
+import type { MpGrant as Grant } from "../tests/_stack.ts";
 
 const ACCOUNTS = { full: 10_000, quick: 300 };
 const LATENCY_MS = 50;
 const LIMIT = 500;
 const CALLERS = 2;
 const CHUNK = 500;
-
-interface Grant {
-  access_token: string;
-  refresh_token: string;
-  public_key: string;
-  user_id: number;
-  expires_in: number;
-  live_mode: boolean;
-  scope: string;
-}
 
 /** Seeds the due accounts, refreshes them all through mp-refresh, reports accounts/s. */
 export const refreshBench: Bench = async (env) => {
