@@ -70,10 +70,12 @@ Deno.test("a second stack starts beside this one and SIGTERM stops every process
     cwd: ROOT.pathname,
     env: {
       STACK_STATE_DIR: dir,
-      GATEWAY_PORT: "55421",
-      BACKEND_DB_PORT: "55422",
-      ADMIN_DB_PORT: "55423",
-      SANDBOX_PORT: "55424",
+      // Below Linux's ephemeral range (32768–60999), where the suite's own outgoing
+      // connections could already hold a port.
+      GATEWAY_PORT: "31421",
+      BACKEND_DB_PORT: "31422",
+      ADMIN_DB_PORT: "31423",
+      SANDBOX_PORT: "31424",
     },
     stdout: "piped",
     stderr: "piped",
@@ -85,7 +87,7 @@ Deno.test("a second stack starts beside this one and SIGTERM stops every process
     if (!env.FUNCTIONS_URL) await new Promise((r) => setTimeout(r, 100));
   }
   assert.ok(env.FUNCTIONS_URL, "the stack wrote its env file");
-  assert.equal(env.GATEWAY_PORT, "55421");
+  assert.equal(env.GATEWAY_PORT, "31421");
   const health = await fetch(`${env.SUPABASE_URL}/health`);
   assert.equal(health.status, 200);
   await health.body?.cancel();
