@@ -148,6 +148,7 @@ export async function readCachedClientPage(
   sql: Sql,
   after: string | null,
   limit: number,
+  until: string | null = null,
 ): Promise<CacheState[]> {
   return await sql<CacheState[]>`
     select id, mp_token_version, mp_access_token is not null as has_token,
@@ -155,6 +156,7 @@ export async function readCachedClientPage(
       from clients
      where (mp_access_token is not null or mp_public_key is not null)
        and id > ${after ?? "00000000-0000-0000-0000-000000000000"}::uuid
+       and id <= ${until ?? "ffffffff-ffff-ffff-ffff-ffffffffffff"}::uuid
      order by id limit ${limit}`;
 }
 

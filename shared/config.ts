@@ -29,6 +29,11 @@ export interface Config {
   refreshConcurrency: number;
   mpTimeoutMs: number;
   dbTimeoutMs: number;
+  /**
+   * The edge runtime's wall clock per isolate (150 s on the free plan, 400 s on paid ones);
+   * 0 where nothing ends the process (a self-hosted `deno serve`).
+   */
+  wallClockMs: number;
   /** Variable name → why it is unusable, for every malformed variable. */
   problems: Map<string, string>;
 }
@@ -58,6 +63,7 @@ export const VARIABLES: Record<Need, string[]> = {
     "MP_HTTP_TIMEOUT_MS",
     "MP_REFRESH_WINDOW_DAYS",
     "MP_REFRESH_CONCURRENCY",
+    "EDGE_WALL_CLOCK_MS",
   ],
   mpClientSecret: ["MP_CLIENT_SECRET"],
   mpRedirectUri: ["MP_REDIRECT_URI"],
@@ -177,6 +183,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     refreshConcurrency: integer(env, "MP_REFRESH_CONCURRENCY", 8, 1, 64, problems),
     mpTimeoutMs: integer(env, "MP_HTTP_TIMEOUT_MS", 10_000, 100, 60_000, problems),
     dbTimeoutMs: integer(env, "DB_TIMEOUT_MS", 5_000, 100, 60_000, problems),
+    wallClockMs: integer(env, "EDGE_WALL_CLOCK_MS", 150_000, 0, 3_600_000, problems),
     problems,
   };
 }

@@ -9,6 +9,24 @@ import type { Context } from "./context.ts";
 import { pgArray, type Sql } from "./db.ts";
 
 const NO_ID = "00000000-0000-0000-0000-000000000000";
+const MAX_ID = "ffffffff-ffff-ffff-ffff-ffffffffffff";
+
+/**
+ * Where a bounded scan runs over the id keyspace: ids after `after` and up to `until` (null:
+ * from the start / to the end), at most `maxRows` rows.
+ */
+export interface ScanRange {
+  after?: string | null;
+  until?: string | null;
+  maxRows?: number;
+}
+
+/** Where a bounded scan stopped: the last id it read, whether it reached the range's end, rows read. */
+export interface ScanEnd {
+  last: string | null;
+  done: boolean;
+  rows: number;
+}
 
 /** How many rows one page of a scan reads from each database. */
 export const SCAN_PAGE = 5000;
@@ -61,6 +79,7 @@ export async function readLinkedStatePage(
   after: string | null,
   limit: number,
   withRow = false,
+  until: string | null = null,
 ): Promise<AccountState[]> {
   const rows = await sql<StateRow[]>`
     select id, backend_client_id,
@@ -71,6 +90,7 @@ export async function readLinkedStatePage(
            mp_public_key
       from nv_accounts
      where backend_client_id is not null and id > ${after ?? NO_ID}::uuid
+       and id <= ${until ?? MAX_ID}::uuid
      order by id limit ${limit}`;
   return rows.map((r) => toState(r, withRow));
 }
@@ -130,15 +150,19 @@ export function isLevel(d: Drift): boolean {
 export async function scanDrift(
   ctx: Context,
   onPage: (checked: number, drifts: Drift[]) => Promise<void> | void,
-  opts: { pageSize?: number; withRows?: boolean } = {},
-): Promise<void> {
-  const pageSize = opts.pageSize ?? SCAN_PAGE;
-  let after: string | null = null;
+  opts: { pageSize?: number; withRows?: boolean } & ScanRange = {},
+): Promise<ScanEnd> {
+  let after: string | null = opts.after ?? null;
+  const max = opts.maxRows ?? Infinity;
+  let left = max;
   for (;;) {
+    const pageSize = Math.min(opts.pageSize ?? SCAN_PAGE, left);
+    if (pageSize <= 0) return { last: after, done: false, rows: max - left };
     const page: AccountState[] = await ctx.admin((sql) =>
-      readLinkedStatePage(sql, after, pageSize, opts.withRows)
+      readLinkedStatePage(sql, after, pageSize, opts.withRows, opts.until ?? null)
     );
-    if (page.length === 0) return;
+    if (page.length === 0) return { last: after, done: true, rows: max - left };
+    left -= page.length;
     const drifts = await compare(ctx, page);
     const older = drifts.filter((d) => !d.cache || !isLevel(d));
     const level = drifts.filter((d) => d.cache && isLevel(d));
@@ -147,8 +171,8 @@ export async function scanDrift(
       older.push(...await compare(ctx, again));
     }
     await onPage(page.length, older);
-    if (page.length < pageSize) return;
     after = page[page.length - 1].id;
+    if (page.length < pageSize) return { last: after, done: true, rows: max - left };
   }
 }
 
@@ -159,14 +183,19 @@ export async function scanDrift(
 export async function scanOrphans(
   ctx: Context,
   onPage: (orphans: CacheState[]) => Promise<void> | void,
-  pageSize = SCAN_PAGE,
-): Promise<void> {
-  let after: string | null = null;
+  opts: { pageSize?: number } & ScanRange = {},
+): Promise<ScanEnd> {
+  let after: string | null = opts.after ?? null;
+  const max = opts.maxRows ?? Infinity;
+  let left = max;
   for (;;) {
+    const pageSize = Math.min(opts.pageSize ?? SCAN_PAGE, left);
+    if (pageSize <= 0) return { last: after, done: false, rows: max - left };
     const page: CacheState[] = await ctx.backend((sql) =>
-      readCachedClientPage(sql, after, pageSize)
+      readCachedClientPage(sql, after, pageSize, opts.until ?? null)
     );
-    if (page.length === 0) return;
+    if (page.length === 0) return { last: after, done: true, rows: max - left };
+    left -= page.length;
     const linked = new Set(
       (await ctx.admin((sql) =>
         sql<{ id: string }[]>`select backend_client_id as id from nv_accounts
@@ -175,8 +204,8 @@ export async function scanOrphans(
     );
     const orphans = page.filter((c) => !linked.has(c.id));
     if (orphans.length > 0) await onPage(orphans);
-    if (page.length < pageSize) return;
     after = page[page.length - 1].id;
+    if (page.length < pageSize) return { last: after, done: true, rows: max - left };
   }
 }
 

@@ -6,7 +6,16 @@
 import type { AccountRow } from "./accounts.ts";
 import { type CacheState, clearOrphanedCache } from "./clients.ts";
 import type { Context } from "./context.ts";
-import { type Drift, DRIFT_KINDS, isLevel, scanDrift, scanOrphans } from "./health.ts";
+import {
+  type Drift,
+  DRIFT_KINDS,
+  isLevel,
+  scanDrift,
+  type ScanEnd,
+  scanOrphans,
+  type ScanRange,
+} from "./health.ts";
+import { readCursors, saveCursors } from "./reconcile_cursor.ts";
 import { pgArray } from "./db.ts";
 import type { Logger } from "./log.ts";
 import {
@@ -26,10 +35,46 @@ export interface ReconcileSummary extends Record<(typeof DRIFT_KINDS)[number], n
   skipped: number;
   /** Linked accounts whose client row does not exist (reported; nothing to repair). */
   client_missing: number;
+  /** This run's slice reached the last account and wrapped to the first. */
+  wrapped: boolean;
 }
 
 /** Default and largest number of repairs one run makes. */
 export const RECONCILE_LIMIT = { default: 10_000, max: 1_000_000 };
+
+/**
+ * Linked accounts (and, apart, cached clients) one run checks at most. It bounds the run's
+ * CPU whatever its `limit` (the repairs are a subset of the rows checked): well under the
+ * edge runtime's 2 s at this size. The next run continues where this one stopped.
+ */
+export const RECONCILE_SLICE = 20_000;
+
+/** Where the next slice starts, how many rows this one read, and whether it wrapped around. */
+export interface SliceEnd {
+  next: string | null;
+  rows: number;
+  wrapped: boolean;
+}
+
+/**
+ * Runs `scan` over the slice of the id keyspace after `cursor`, wrapping around to the first
+ * id and stopping short of `cursor` again, at most `max` rows; says where the next starts.
+ */
+export async function scanSlice(
+  scan: (range: ScanRange) => Promise<ScanEnd>,
+  cursor: string | null,
+  max: number,
+): Promise<SliceEnd> {
+  const first = await scan({ after: cursor, maxRows: max });
+  if (!first.done) return { next: first.last, rows: first.rows, wrapped: false };
+  if (cursor === null) return { next: null, rows: first.rows, wrapped: true };
+  const second = await scan({ after: null, until: cursor, maxRows: max - first.rows });
+  return {
+    next: second.done ? cursor : second.last,
+    rows: first.rows + second.rows,
+    wrapped: true,
+  };
+}
 
 /** Account ids among `ids` with a refreshed pair parked in the Backend escrow, if it exists. */
 async function escrowed(ctx: Context, ids: string[]): Promise<Set<string>> {
@@ -78,13 +123,18 @@ async function repairRows(ctx: Context, drifts: Drift[]): Promise<AccountRow[]> 
 /** Accounts (and cached clients) one scan page reads: small enough that the stages overlap. */
 const PAGE = 2000;
 
-/** Finds and repairs drift over both databases, at most `limit` repairs; logs the counts. */
+/**
+ * Finds and repairs drift over one slice of both databases (at most `slice` rows of each,
+ * continuing from the saved cursors), at most `limit` repairs; saves the cursors and logs.
+ */
 export async function reconcile(
   ctx: Context,
   log: Logger,
-  opts: { limit?: number } = {},
+  opts: { limit?: number; slice?: number } = {},
 ): Promise<ReconcileSummary> {
   const limit = opts.limit ?? RECONCILE_LIMIT.default;
+  const slice = opts.slice ?? RECONCILE_SLICE;
+  const cursors = await ctx.backend((sql) => readCursors(sql));
   let budget = limit;
   const summary: ReconcileSummary = {
     checked: 0,
@@ -93,6 +143,7 @@ export async function reconcile(
     failed: 0,
     skipped: 0,
     client_missing: 0,
+    wrapped: false,
     ...(Object.fromEntries(DRIFT_KINDS.map((k) => [k, 0])) as Record<
       (typeof DRIFT_KINDS)[number],
       number
@@ -103,11 +154,16 @@ export async function reconcile(
   // at most `limit` kept) and cleared after it with the budget it leaves; the clear is fenced
   // by the version seen, so a cache written meanwhile is kept.
   const orphans: CacheState[] = [];
-  const orphanScan = scanOrphans(ctx, (page) => {
-    summary.unlinked += page.length;
-    summary.drifted += page.length;
-    orphans.push(...page.slice(0, limit - orphans.length));
-  }, PAGE);
+  const orphanScan = scanSlice(
+    (range) =>
+      scanOrphans(ctx, (page) => {
+        summary.unlinked += page.length;
+        summary.drifted += page.length;
+        orphans.push(...page.slice(0, limit - orphans.length));
+      }, { pageSize: PAGE, ...range }),
+    cursors.orphans,
+    slice,
+  );
   orphanScan.catch(() => {}); // awaited below; a failed drift scan must not leave it unhandled
   // Drifted pages are repaired as the scan goes on: one decrypted while the one before is written.
   const sync = new SyncPipeline(ctx, log);
@@ -117,29 +173,39 @@ export async function reconcile(
       else if (o.result === "failed") summary.failed++;
     }
   };
+  let accountsEnd: SliceEnd;
   try {
-    await scanDrift(ctx, async (checked, drifts) => {
-      summary.checked += checked;
-      const repairable: Drift[] = [];
-      for (const d of drifts) {
-        if (d.kind === "client_missing") {
-          summary.client_missing++;
-          continue;
-        }
-        summary[d.kind]++;
-        summary.drifted++;
-        repairable.push(d);
-      }
-      const take = repairable.slice(0, Math.max(budget, 0));
-      budget -= take.length;
-      if (take.length > 0) await sync.add(repairRows(ctx, take), tally);
-    }, { withRows: true, pageSize: PAGE });
+    accountsEnd = await scanSlice(
+      (range) =>
+        scanDrift(ctx, async (checked, drifts) => {
+          summary.checked += checked;
+          const repairable: Drift[] = [];
+          for (const d of drifts) {
+            if (d.kind === "client_missing") {
+              summary.client_missing++;
+              continue;
+            }
+            summary[d.kind]++;
+            summary.drifted++;
+            repairable.push(d);
+          }
+          const take = repairable.slice(0, Math.max(budget, 0));
+          budget -= take.length;
+          if (take.length > 0) await sync.add(repairRows(ctx, take), tally);
+        }, { withRows: true, pageSize: PAGE, ...range }),
+      cursors.accounts,
+      slice,
+    );
   } catch (err) {
     await Promise.all([sync.finish(), orphanScan].map((p) => p.catch(() => {})));
     throw err;
   }
   await sync.finish();
-  await orphanScan;
+  const orphansEnd = await orphanScan;
+  summary.wrapped = accountsEnd.wrapped;
+  await ctx.backend((sql) =>
+    saveCursors(sql, { accounts: accountsEnd.next, orphans: orphansEnd.next })
+  );
   const take = orphans.slice(0, Math.max(budget, 0));
   for (let i = 0; i < take.length; i += PAGE) {
     const seen = take.slice(i, i + PAGE).map((o) => ({ id: o.id, version: o.mp_token_version }));

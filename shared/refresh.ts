@@ -34,6 +34,7 @@ import {
   type StoredPair,
 } from "./refresh_store.ts";
 import { syncAccountRow } from "./sync.ts";
+import { latestStart, shutdownReason } from "./worker_life.ts";
 
 /** Accounts a run claims when the caller gives no limit. */
 export const DEFAULT_LIMIT = 100;
@@ -267,9 +268,37 @@ async function refreshAccount(
  * save and escrow attempt at the database time bound, their pauses, and some slack.
  */
 export function leaseNeededMs(config: Context["config"]): number {
+  return finishNeededMs(config) + LEASE_SLACK_MS;
+}
+
+/**
+ * How long a MercadoPago call may take to be over and its pair kept: the call's timeout and
+ * every save and escrow attempt at the database time bound, with their pauses.
+ */
+export function finishNeededMs(config: Context["config"]): number {
   const attempts = SAVE_RETRY_MS.length + 1 + ESCROW_RETRY_MS.length + 1;
   const pauses = [...SAVE_RETRY_MS, ...ESCROW_RETRY_MS].reduce((a, b) => a + b, 0);
-  return config.mpTimeoutMs + attempts * config.dbTimeoutMs + pauses + LEASE_SLACK_MS;
+  return config.mpTimeoutMs + attempts * config.dbTimeoutMs + pauses;
+}
+
+/**
+ * Why a MercadoPago call may not start now, or undefined when it may: the runtime asked the
+ * isolate to shut down, the run's budget is spent, the isolate's wall clock would end before
+ * the call, its save and the run's answer, or the lease would end first. Pure: the clock,
+ * the isolate's boot time and the shutdown reason are passed in.
+ */
+export function mayStartCall(
+  config: Context["config"],
+  at: { now: number; budgetEnd: number; leaseEnd: number; bootedAt?: number; unload?: string },
+): string | undefined {
+  if (at.unload) return "shutting_down";
+  if (at.now >= at.budgetEnd) return "time_budget";
+  const reserve = finishNeededMs(config) + 2 * config.dbTimeoutMs;
+  if (config.wallClockMs > 0 && at.now >= latestStart(config.wallClockMs, reserve, at.bootedAt)) {
+    return "wall_clock";
+  }
+  if (at.leaseEnd - at.now < leaseNeededMs(config)) return "lease_too_short";
+  return undefined;
 }
 
 /**
@@ -278,12 +307,13 @@ export function leaseNeededMs(config: Context["config"]): number {
  */
 async function inSlot(run: Run, account: ClaimedAccount, leaseEnd: number): Promise<SlotOutcome> {
   const { ctx } = run;
-  const usable = () => {
-    const now = Date.now();
-    if (now >= run.budgetEnd) return "time_budget";
-    if (leaseEnd - now < leaseNeededMs(ctx.config)) return "lease_too_short";
-    return undefined;
-  };
+  const usable = () =>
+    mayStartCall(ctx.config, {
+      now: Date.now(),
+      budgetEnd: run.budgetEnd,
+      leaseEnd,
+      unload: shutdownReason(),
+    });
   let reason = usable();
   if (reason) return { kind: "skip", reason };
   if (mpPausedUntil > Date.now()) {
