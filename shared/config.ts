@@ -131,21 +131,29 @@ function integer(
   return fallback;
 }
 
+/** Shortest server key (legacy or new) accepted: anything shorter is a misconfiguration. */
+export const MIN_KEY_LENGTH = 16;
+
 function serverKeys(env: Record<string, string | undefined>, problems: Map<string, string>) {
   const keys: string[] = [];
   const role = env.SUPABASE_SERVICE_ROLE_KEY?.trim();
-  if (role) keys.push(role);
+  if (role && role.length < MIN_KEY_LENGTH) {
+    problems.set("SUPABASE_SERVICE_ROLE_KEY", `shorter than ${MIN_KEY_LENGTH} characters`);
+  } else if (role) keys.push(role);
   const secret = env.SUPABASE_SECRET_KEYS?.trim();
   if (secret) {
     try {
       const parsed = JSON.parse(secret);
       if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw 0;
       for (const v of Object.values(parsed)) {
-        if (typeof v !== "string" || v.length < 16) throw 0;
+        if (typeof v !== "string" || v.length < MIN_KEY_LENGTH) throw 0;
         keys.push(v);
       }
     } catch {
-      problems.set("SUPABASE_SECRET_KEYS", "not a JSON object of name → key");
+      problems.set(
+        "SUPABASE_SECRET_KEYS",
+        `not a JSON object of name → key (each at least ${MIN_KEY_LENGTH} characters)`,
+      );
     }
   }
   return keys.length > 0 ? keys : undefined;

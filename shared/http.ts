@@ -21,6 +21,22 @@ export class HttpError extends Error {
   }
 }
 
+/** What an incoming `x-request-id` must look like to be used (logs, audit, echo). */
+export const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
+
+/** The request's `x-request-id` when it is well-formed, else a fresh UUID. */
+export function requestIdOf(req: Request): string {
+  const given = req.headers.get("x-request-id");
+  return given !== null && REQUEST_ID.test(given) ? given : crypto.randomUUID();
+}
+
+/** Sets what every answer carries: its request id and `cache-control: no-store`. */
+function finish(res: Response, requestId: string): Response {
+  res.headers.set("x-request-id", requestId);
+  res.headers.set("cache-control", "no-store");
+  return res;
+}
+
 /** A JSON answer. */
 export function json(status: number, body: unknown, headers?: HeadersInit): Response {
   return Response.json(body, { status, headers });
@@ -177,13 +193,13 @@ export function defineFunction<S extends v.GenericSchema>(
   const needs: Need[] = spec.auth === "server" ? ["serverKeys", ...spec.needs] : spec.needs;
   let checked: Context | undefined; // the context whose configuration passed `needs`
   return async (req) => {
-    const requestId = req.headers.get("x-request-id") ?? crypto.randomUUID();
+    const requestId = requestIdOf(req);
     const log = createLogger({ function: spec.name, request_id: requestId });
     try {
       if (!spec.methods.includes(req.method)) {
         const res = errorBody(405, "method_not_allowed", `use ${spec.methods.join(" or ")}`);
         res.headers.set("allow", spec.methods.join(", "));
-        return res;
+        return finish(res, requestId);
       }
       const ctx = getContext();
       if (checked !== ctx) {
@@ -195,17 +211,9 @@ export function defineFunction<S extends v.GenericSchema>(
       }
       const input = spec.input ? validate(spec.input, await readInput(req)) : undefined;
       const res = await spec.run({ req, input: input as v.InferOutput<S>, ctx, log, requestId });
-      res.headers.set("x-request-id", requestId);
-      return res;
+      return finish(res, requestId);
     } catch (err) {
-      const res = errorResponse(err, log);
-      res.headers.set("x-request-id", requestId);
-      return res;
+      return finish(errorResponse(err, log), requestId);
     }
   };
-}
-
-/** A handler for a function a later issue fills in: 501 with the SPEC error body. */
-export function notImplemented(name: string): (req: Request) => Promise<Response> {
-  return () => Promise.resolve(errorBody(501, "not_implemented", `${name} is not implemented yet`));
 }
