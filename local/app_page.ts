@@ -32,6 +32,8 @@ const REASONS: Record<string, string> = {
   invalid_state: "the authorization link was already used or has expired; click Connect again",
   exchange_failed: "MercadoPago did not accept the authorization code; click Connect again",
   mp_account_in_use: "that MercadoPago account is already connected to another account",
+  seller_mismatch:
+    "MercadoPago authorized a different seller than this account's; use Connect another seller to replace it",
   account_not_found: "the account does not exist",
   unavailable: "a database could not be reached",
 };
@@ -84,8 +86,8 @@ function row(a: AccountView): string {
   <td class="reauth">${a.mp_needs_reauth ? "needs re-authorization" : "no"}</td>
   <td>${a.mp_token_version}</td>
   <td class="actions">${form("connect", a.mp_connected ? "Reconnect" : "Connect")}${
-    a.mp_connected ? form("revoke", "Revoke") : ""
-  }</td>
+    a.mp_user_id ? form("replace", "Connect another seller") : ""
+  }${a.mp_connected ? form("revoke", "Revoke") : ""}</td>
 </tr>`;
 }
 
@@ -173,10 +175,13 @@ export function createAppPage(opts: AppPageOptions): Fetch & { close(): Promise<
         insert into nv_accounts (mp_updated_at) values (now()) returning id`;
       return seeOther(`/app?created=${created.id}`);
     }
-    if (route === "POST /app/connect") {
+    if (route === "POST /app/connect" || route === "POST /app/replace") {
       const accountId = await accountIdOf(req);
       if (!accountId) return failure("invalid_request");
-      const res = await callFunction("mp-oauth-start", { account_id: accountId });
+      const res = await callFunction("mp-oauth-start", {
+        account_id: accountId,
+        ...(route === "POST /app/replace" ? { replace_seller: true } : {}),
+      });
       if (res.status !== 200) return failure(res.body?.error?.code ?? "internal");
       return seeOther(res.body.url);
     }
@@ -187,7 +192,11 @@ export function createAppPage(opts: AppPageOptions): Fetch & { close(): Promise<
       if (res.status !== 200) return failure(res.body?.error?.code ?? "internal");
       return seeOther(`/app?mp=revoked&account_id=${accountId}`);
     }
-    if (["/app", "/app/accounts", "/app/connect", "/app/revoke"].includes(url.pathname)) {
+    if (
+      ["/app", "/app/accounts", "/app/connect", "/app/replace", "/app/revoke"].includes(
+        url.pathname,
+      )
+    ) {
       return html("<p>Method not allowed.</p>", 405);
     }
     return html("<p>Not found.</p>", 404);

@@ -10,6 +10,8 @@ export interface SandboxOptions {
   clientSecret: string;
   /** Clock in epoch milliseconds (default `Date.now`); used for the 10-minute code life. */
   now?: () => number;
+  /** The application's webhook secret: `/__sandbox/deauthorize` signs its notification with it. */
+  webhookSecret?: string;
 }
 
 /** A running sandbox: mount `handler` with `Deno.serve`; `close()` releases held requests. */
@@ -37,14 +39,15 @@ const FAULT_MODES = ["error_500", "timeout", "rate_limited", "invalid_grant"];
 export function createSandbox(opts: SandboxOptions): Sandbox {
   const now = opts.now ?? Date.now;
   const codes = new Map<string, PendingCode>();
-  const refreshTokens = new Map<string, { userId: number; used: boolean }>();
+  const refreshTokens = new Map<string, { userId: number; used: boolean; revoked?: boolean }>();
+  const accessTokens = new Map<string, { userId: number; revoked: boolean }>();
   const publicKeys = new Map<number, string>(); // seller user_id → stable public key
   const waiters = new Set<() => void>(); // pending latency/timeout waits, released by close()
   const issued = new Set<string>(); // every token, code and verifier seen, for leak scans
   let closed = false;
   let fault: { mode: FaultMode; count: number } | null = null;
   let latencyMs = 0;
-  let stats = { token_calls: 0, refresh_token_reuse: 0, authorizations: 0, refreshes: 0 };
+  let stats = newStats();
 
   /** The given seller, or a new one with an unused random user_id; ensures its public key. */
   function seller(userId?: number): number {
@@ -63,6 +66,7 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
     const appId = /^\d+$/.test(opts.clientId) ? opts.clientId : digits(16);
     const accessToken = `APP_USR-${appId}-${digits(6)}-${hex(16)}-${userId}`;
     issued.add(accessToken).add(refreshToken);
+    accessTokens.set(accessToken, { userId, revoked: false });
     return {
       access_token: accessToken,
       token_type: "Bearer",
@@ -128,8 +132,8 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
     return Response.redirect(target, 302);
   }
 
-  async function token(req: Request): Promise<Response> {
-    stats.token_calls++;
+  /** The injected fault or latency of the next API call, as a response; undefined: none. */
+  async function injected(req: Request): Promise<Response | undefined> {
     const mode = fault?.mode; // faults go to the next n calls in arrival order
     if (fault && --fault.count <= 0) fault = null;
     if (latencyMs > 0 && !(await wait(latencyMs, req.signal))) return gone();
@@ -142,6 +146,24 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
     if (mode === "rate_limited") {
       return mpError(429, "too_many_requests", "too many requests", { "retry-after": "1" });
     }
+  }
+
+  /** `GET /users/me`: the seller behind a working access token; 401 for any other. */
+  async function usersMe(req: Request): Promise<Response> {
+    stats.users_me_calls++;
+    const fail = await injected(req);
+    if (fail) return fail;
+    const auth = req.headers.get("authorization") ?? "";
+    const token = /^bearer /i.test(auth) ? auth.slice(7).trim() : "";
+    const entry = accessTokens.get(token);
+    if (!entry || entry.revoked) return mpError(401, "unauthorized", "invalid access token");
+    return Response.json({ id: entry.userId, nickname: `TESTUSER${entry.userId}`, site_id: "MLA" });
+  }
+
+  async function token(req: Request): Promise<Response> {
+    stats.token_calls++;
+    const fail = await injected(req);
+    if (fail) return fail;
     const body = await readParams(req);
     if (!body) return mpError(400, "invalid_request", "malformed request body");
     if (body.client_id !== opts.clientId || body.client_secret !== opts.clientSecret) {
@@ -169,7 +191,7 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
       const entry = body.refresh_token === undefined
         ? undefined
         : refreshTokens.get(body.refresh_token);
-      if (!entry) return mpError(400, "invalid_grant", "invalid refresh_token");
+      if (!entry || entry.revoked) return mpError(400, "invalid_grant", "invalid refresh_token");
       if (entry.used) {
         stats.refresh_token_reuse++;
         return mpError(400, "invalid_grant", "refresh_token already used");
@@ -210,13 +232,81 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
       }
       return Response.json({ grants });
     }
+    if (path === "/__sandbox/deauthorize") return await deauthorize(body);
     return mpError(404, "not_found", `resource ${path} not found`);
+  }
+
+  /**
+   * The seller removes the application: every token of theirs stops working; with
+   * `notify_url`, the signed `application.deauthorized` notification is delivered there and
+   * its answer's status returned.
+   */
+  async function deauthorize(body: Record<string, unknown>): Promise<Response> {
+    const userId = body.user_id;
+    const notifyUrl = body.notify_url;
+    if (!isInt(userId, 1) || (notifyUrl !== undefined && !URL.canParse(String(notifyUrl)))) {
+      return mpError(400, "invalid_request", "invalid user_id or notify_url");
+    }
+    let revoked = 0;
+    for (const tokens of [accessTokens, refreshTokens]) {
+      for (const entry of tokens.values()) {
+        if (entry.userId === userId && !entry.revoked) {
+          entry.revoked = true;
+          revoked++;
+        }
+      }
+    }
+    if (notifyUrl === undefined) return Response.json({ ok: true, revoked });
+    const notification = await deauthorizedNotification(userId as number);
+    const target = new URL(String(notifyUrl));
+    for (const [k, v] of Object.entries(notification.query)) target.searchParams.set(k, v);
+    const res = await fetch(target, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...notification.headers },
+      body: JSON.stringify(notification.body),
+    });
+    await res.body?.cancel();
+    return Response.json({ ok: true, revoked, notified: res.status });
+  }
+
+  /** An `application.deauthorized` notification as MercadoPago signs and sends it. */
+  async function deauthorizedNotification(userId: number) {
+    if (!opts.webhookSecret) throw new Error("the sandbox has no webhookSecret to sign with");
+    const dataId = digits(12);
+    const requestId = crypto.randomUUID();
+    const ts = String(now());
+    const manifest = `id:${dataId};request-id:${requestId};ts:${ts};`;
+    const key = await crypto.subtle.importKey(
+      "raw",
+      new TextEncoder().encode(opts.webhookSecret),
+      { name: "HMAC", hash: "SHA-256" },
+      false,
+      ["sign"],
+    );
+    const mac = new Uint8Array(
+      await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(manifest)),
+    );
+    const v1 = [...mac].map((b) => b.toString(16).padStart(2, "0")).join("");
+    return {
+      query: { "data.id": dataId, type: "mp-connect" },
+      headers: { "x-signature": `ts=${ts},v1=${v1}`, "x-request-id": requestId },
+      body: {
+        action: "application.deauthorized",
+        api_version: "v1",
+        data: { id: dataId },
+        date_created: new Date(now()).toISOString(),
+        id: Number(digits(11)) + 1,
+        live_mode: true,
+        type: "mp-connect",
+        user_id: userId,
+      },
+    };
   }
 
   function reset(): Response {
     fault = null;
     latencyMs = 0;
-    stats = { token_calls: 0, refresh_token_reuse: 0, authorizations: 0, refreshes: 0 };
+    stats = newStats();
     return Response.json({ ok: true });
   }
 
@@ -225,6 +315,7 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
     const route = `${req.method} ${url.pathname}`;
     if (route === "GET /authorization") return authorize(url);
     if (route === "POST /oauth/token") return await token(req);
+    if (route === "GET /users/me") return await usersMe(req);
     if (route === "GET /__sandbox/stats") return Response.json(stats);
     if (route === "GET /__sandbox/secrets") return Response.json({ secrets: [...issued] });
     if (route === "POST /__sandbox/reset") return reset();
@@ -240,6 +331,16 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
   }
 
   return { handler, close };
+}
+
+function newStats() {
+  return {
+    token_calls: 0,
+    refresh_token_reuse: 0,
+    authorizations: 0,
+    refreshes: 0,
+    users_me_calls: 0,
+  };
 }
 
 /** MercadoPago error body: `{"message","error","status","cause":[]}` with that HTTP status. */

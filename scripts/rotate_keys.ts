@@ -8,7 +8,7 @@
 import { parseArgs } from "node:util";
 import { recordEvent } from "../shared/audit.ts";
 import { createLogger } from "../shared/log.ts";
-import { rotateKeys, type RotationSummary } from "../shared/rotation.ts";
+import { KeyMismatchError, rotateKeys, type RotationSummary } from "../shared/rotation.ts";
 import { fail, progressBar, scriptContext } from "./_cli.ts";
 
 /** The summary as the lines an operator reads. */
@@ -63,6 +63,10 @@ async function main(): Promise<number> {
     return summary.failed > 0 || summary.remaining > 0 ? 1 : 0;
   } catch (err) {
     bar.stop();
+    if (err instanceof KeyMismatchError) {
+      console.error(`rotate-keys: ${err.message}`);
+      return 1;
+    }
     log.error("Key rotation stopped; run it again to resume", { error: err });
     return 1;
   } finally {

@@ -105,18 +105,22 @@ export interface ConnectionWrite {
   expiresIn: number;
   liveMode: boolean | null;
   scope: string | null;
+  /** The connect was started to replace the account's seller. */
+  replaceSeller: boolean;
 }
 
 /** What storing a connection did; `account` is the stored row when connected. */
 export type StoredConnection =
   | { result: "connected"; account: AccountRow }
   | { result: "mp_account_in_use"; otherAccountId: string }
+  | { result: "seller_mismatch" }
   | { result: "account_not_found" };
 
 /**
  * Stores a new connection through `mp_save_connection()` (one transaction: version +1,
  * connected, every re-authorization/failure/lease field cleared), unless another connected
- * account already holds the same MercadoPago seller.
+ * account already holds the same MercadoPago seller, or the seller is not the account's own
+ * and the connect was not started to replace it.
  */
 export async function storeConnection(
   sql: Sql,
@@ -129,7 +133,8 @@ export async function storeConnection(
       from mp_save_connection(${accountId}::uuid, ${write.mpUserId}::bigint,
         ${write.accessTokenEncrypted}::text, ${write.refreshTokenEncrypted}::text,
         ${write.publicKey}::text, ${write.expiresIn}::integer, ${write.liveMode}::boolean,
-        ${write.scope}::text)`;
+        ${write.scope}::text, ${write.replaceSeller}::boolean)`;
+  if (row.result === "seller_mismatch") return { result: "seller_mismatch" };
   if (row.result === "mp_account_in_use") {
     return { result: "mp_account_in_use", otherAccountId: row.other_account_id! };
   }
@@ -138,9 +143,13 @@ export async function storeConnection(
   return { result: "connected", account };
 }
 
-/** The ids of every account whose MercadoPago seller is `mpUserId`. */
-export async function accountsOfSeller(sql: Sql, mpUserId: number): Promise<string[]> {
-  const rows = await sql<{ id: string }[]>`
-    select id from nv_accounts where mp_user_id = ${mpUserId}::bigint order by id`;
-  return rows.map((r) => r.id);
+/** The connected accounts whose MercadoPago seller is `mpUserId`, with their stored token. */
+export async function connectedAccountsOfSeller(
+  sql: Sql,
+  mpUserId: number,
+): Promise<{ id: string; mp_access_token_encrypted: string | null }[]> {
+  return await sql<{ id: string; mp_access_token_encrypted: string | null }[]>`
+    select id, mp_access_token_encrypted from nv_accounts
+     where mp_user_id = ${mpUserId}::bigint and coalesce(mp_connected, false)
+     order by id`;
 }

@@ -58,6 +58,7 @@ export type SaveOutcome =
     sync: SyncResult | "failed";
   }
   | { result: "mp_account_in_use"; otherAccountId: string }
+  | { result: "seller_mismatch" }
   | { result: "account_not_found" };
 
 /**
@@ -70,7 +71,7 @@ export async function saveConnection(
   log: Logger,
   accountId: string,
   tokens: MpTokens & { public_key: string },
-  opts: { requestId?: string } = {},
+  opts: { requestId?: string; replaceSeller?: boolean } = {},
 ): Promise<SaveOutcome> {
   const keys = await ctx.keys();
   const write = {
@@ -86,6 +87,7 @@ export async function saveConnection(
     expiresIn: tokens.expires_in,
     liveMode: tokens.live_mode ?? null,
     scope: tokens.scope ?? null,
+    replaceSeller: opts.replaceSeller ?? false,
   };
   const stored = await ctx.admin((sql) => storeConnection(sql, accountId, write));
   if (stored.result !== "connected") return stored;

@@ -37,10 +37,6 @@ export class MpError extends Error {
     super(message);
     this.name = "MpError";
   }
-  /** True for failures that may succeed later (everything but invalid_grant and bad_response). */
-  get transient(): boolean {
-    return this.kind !== "invalid_grant" && this.kind !== "bad_response";
-  }
 }
 
 const TokenResponse = v.object({
@@ -80,17 +76,11 @@ function retryAfterMs(header: string | null): number | undefined {
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
-async function tokenCall(config: Config, body: Record<string, string>): Promise<MpTokens> {
-  let res: Response;
+/** A request to MercadoPago bounded by `MP_HTTP_TIMEOUT_MS`; network failures become MpError. */
+async function mpFetch(config: Config, path: string, init: RequestInit): Promise<Response> {
   try {
-    res = await fetch(new URL("/oauth/token", config.mpApiUrl), {
-      method: "POST",
-      headers: { "content-type": "application/json", accept: "application/json" },
-      body: JSON.stringify({
-        client_id: config.mpClientId,
-        client_secret: config.mpClientSecret,
-        ...body,
-      }),
+    return await fetch(new URL(path, config.mpApiUrl), {
+      ...init,
       signal: AbortSignal.timeout(config.mpTimeoutMs),
     });
   } catch (err) {
@@ -100,6 +90,18 @@ async function tokenCall(config: Config, body: Record<string, string>): Promise<
     }
     throw new MpError("network", "MercadoPago could not be reached");
   }
+}
+
+async function tokenCall(config: Config, body: Record<string, string>): Promise<MpTokens> {
+  const res = await mpFetch(config, "/oauth/token", {
+    method: "POST",
+    headers: { "content-type": "application/json", accept: "application/json" },
+    body: JSON.stringify({
+      client_id: config.mpClientId,
+      client_secret: config.mpClientSecret,
+      ...body,
+    }),
+  });
   const payload = await res.json().catch(() => undefined) as Record<string, unknown> | undefined;
   if (res.ok) {
     const parsed = v.safeParse(TokenResponse, payload);
@@ -147,4 +149,30 @@ export function exchangeCode(
 /** Uses a (single-use) refresh token; MercadoPago answers with a new pair. */
 export function refreshTokens(config: Config, refreshToken: string): Promise<MpTokens> {
   return tokenCall(config, { grant_type: "refresh_token", refresh_token: refreshToken });
+}
+
+/**
+ * Asks MercadoPago whether an access token still works (`GET /users/me`): `valid` with the
+ * seller's id, or `invalid` on a 401 (unknown, expired or deauthorized token). Anything else
+ * (timeout, 5xx, 429, another status) throws MpError: nothing can be concluded from it.
+ */
+export async function checkAccessToken(
+  config: Config,
+  accessToken: string,
+): Promise<{ status: "valid"; userId: number | null } | { status: "invalid" }> {
+  const res = await mpFetch(config, "/users/me", {
+    headers: { authorization: `Bearer ${accessToken}`, accept: "application/json" },
+  });
+  const payload = await res.json().catch(() => undefined) as Record<string, unknown> | undefined;
+  if (res.status === 401) return { status: "invalid" };
+  if (res.ok) {
+    return { status: "valid", userId: typeof payload?.id === "number" ? payload.id : null };
+  }
+  if (res.status === 429) {
+    throw new MpError("rate_limited", "MercadoPago rate limited the call", 429);
+  }
+  if (res.status >= 500) {
+    throw new MpError("server_error", `MercadoPago answered ${res.status}`, res.status);
+  }
+  throw new MpError("rejected", `MercadoPago answered ${res.status} to /users/me`, res.status);
 }

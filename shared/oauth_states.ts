@@ -38,21 +38,23 @@ export function isWellFormedState(state: string | null): state is string {
 
 /**
  * Stores a new state for `accountId` (with its encrypted PKCE verifier, if any) expiring in
- * 10 minutes; undefined when the account does not exist. Also prunes day-old states.
+ * 10 minutes; undefined when the account does not exist. `replaceSeller` lets the connect
+ * it starts change the account's seller. (Expired states are pruned by the retention job.)
  */
 export async function createState(
   sql: Sql,
   stateHash: string,
   accountId: string,
   codeVerifierEncrypted: string | null,
+  replaceSeller = false,
 ): Promise<{ expires_at: Date } | undefined> {
   const [row] = await sql<{ expires_at: Date }[]>`
-    insert into mp_oauth_states (state_hash, account_id, code_verifier_encrypted, expires_at)
-    select ${stateHash}, id, ${codeVerifierEncrypted},
+    insert into mp_oauth_states
+      (state_hash, account_id, code_verifier_encrypted, replace_seller, expires_at)
+    select ${stateHash}, id, ${codeVerifierEncrypted}, ${replaceSeller},
            now() + make_interval(mins => ${STATE_TTL_MINUTES})
       from nv_accounts where id = ${accountId}
     returning expires_at`;
-  await sql`delete from mp_oauth_states where expires_at < now() - interval '1 day'`;
   return row;
 }
 
@@ -60,6 +62,7 @@ export async function createState(
 export interface ConsumedState {
   account_id: string;
   code_verifier_encrypted: string | null;
+  replace_seller: boolean;
 }
 
 /**
@@ -73,7 +76,7 @@ export async function consumeState(
   const [row] = await sql<ConsumedState[]>`
     update mp_oauth_states set consumed_at = now()
      where state_hash = ${stateHash} and consumed_at is null and expires_at > now()
-    returning account_id, code_verifier_encrypted`;
+    returning account_id, code_verifier_encrypted, replace_seller`;
   return row;
 }
 
@@ -101,4 +104,14 @@ export async function readState(sql: Sql, stateHash: string): Promise<StateRecor
       from mp_oauth_states s join nv_accounts a on a.id = s.account_id
      where s.state_hash = ${stateHash}`;
   return row;
+}
+
+/**
+ * Records that a known state was refused (one statement, on the state's own row): true only
+ * the first time, so a replayed state is audited once however often it comes back.
+ */
+export async function rejectState(sql: Sql, stateHash: string): Promise<boolean> {
+  const [row] = await sql<{ first: boolean }[]>`
+    select mp_reject_oauth_state(${stateHash}) as first`;
+  return row.first;
 }

@@ -442,10 +442,24 @@ async function applyEscrow(
   escrow: EscrowEntry,
 ): Promise<RefreshResult> {
   const { ctx, log } = run;
+  const rejected = await verifyEscrow(run, account, escrow);
+  if (rejected) {
+    log.error("Escrowed MP token pair failed verification; discarded, the master is unchanged", {
+      account_id: account.id,
+      reason: rejected,
+    });
+    await ctx.backend((sql) => deleteEscrow(sql, account.id, escrow.baseVersion)).catch(() => {});
+    run.events.push(event(run, "escrow_rejected", account, { reason: rejected }));
+    run.unused.push(account.id);
+    return { account_id: account.id, status: "failed", error: "escrow_rejected" };
+  }
+  // Only what was verified reaches the master: the ciphertexts and the expiry. The seller,
+  // public key, mode and scope stay as stored.
+  const pair = { ...escrow, userId: null, publicKey: null, liveMode: null, scope: null };
   let saved: AccountRow | undefined;
   try {
     saved = await ctx.admin((sql) =>
-      saveRefreshed(sql, account.id, run.owner, account.mp_token_version, escrow)
+      saveRefreshed(sql, account.id, run.owner, account.mp_token_version, pair)
     );
   } catch (err) {
     log.warn("Could not apply the escrowed MP token pair; it stays in escrow", {
@@ -463,6 +477,44 @@ async function applyEscrow(
     })
   );
   return await synced(run, account, saved, "escrow_applied");
+}
+
+/** Longest token life an escrowed pair may claim (MercadoPago's is 180 days). */
+const MAX_ESCROW_EXPIRES_IN_S = 200 * 86_400;
+
+/**
+ * Why an escrowed pair (read from the Backend DB, so not trusted) may not reach the master,
+ * or undefined when it may: both ciphertexts decrypt under this account's AAD, the seller is
+ * the account's own, and the expiry is one MercadoPago could have given.
+ */
+async function verifyEscrow(
+  run: Run,
+  account: ClaimedAccount,
+  escrow: EscrowEntry,
+): Promise<string | undefined> {
+  const keys = await run.ctx.keys();
+  try {
+    await decryptSecret(keys, account.id, "access_token", escrow.accessTokenEncrypted);
+    await decryptSecret(keys, account.id, "refresh_token", escrow.refreshTokenEncrypted);
+  } catch (err) {
+    if (err instanceof DecryptError) return "decrypt_failed";
+    throw err;
+  }
+  const [stored] = await run.ctx.admin((sql) =>
+    sql<{ mp_user_id: number | null }[]>`
+      select mp_user_id from nv_accounts where id = ${account.id}`
+  );
+  if (escrow.userId !== null && stored?.mp_user_id != null && escrow.userId !== stored.mp_user_id) {
+    return "seller_mismatch";
+  }
+  const latest = Date.now() + (escrow.expiresIn + 86_400) * 1000;
+  if (
+    !(escrow.expiresIn > 0 && escrow.expiresIn <= MAX_ESCROW_EXPIRES_IN_S) ||
+    escrow.tokenExpiresAt.getTime() > latest
+  ) {
+    return "implausible_expiry";
+  }
+  return undefined;
 }
 
 /** Syncs a saved account to `clients` and records the success. */

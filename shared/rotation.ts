@@ -119,6 +119,49 @@ async function countStale(ctx: Context, t: Target, keyId: string): Promise<numbe
   return row.n;
 }
 
+/** Raised when values labelled with the current key id do not decrypt with that key. */
+export class KeyMismatchError extends Error {
+  constructor(readonly keyId: string, readonly column: string) {
+    super(
+      `values labelled key ${keyId} in ${column} do not decrypt with key ${keyId} of ` +
+        `MP_TOKEN_KEYS: that id was reused for other key material; put the original key back`,
+    );
+    this.name = "KeyMismatchError";
+  }
+}
+
+/** Values sampled per column to prove the current key is the one that wrote them. */
+const KEY_CHECK_SAMPLE = 20;
+
+/**
+ * Proves that the current key really is the key its id labels: a sample of the values
+ * labelled with its id in every column must decrypt with it. Throws KeyMismatchError if not.
+ */
+export async function verifyCurrentKey(ctx: Context): Promise<void> {
+  const ring = await ctx.keys();
+  const prefix = `v1:${ring.current.id}:`;
+  for (const t of TARGETS) {
+    if (!(await exists(ctx, t))) continue;
+    const rows = await run(
+      ctx,
+      t,
+      (sql) =>
+        sql<{ account: string; value: string }[]>`
+          select ${sql(t.account)}::text as account, ${sql(t.column)} as value
+            from ${sql(t.table)}
+           where starts_with(${sql(t.column)}, ${prefix}) limit ${KEY_CHECK_SAMPLE}`,
+    );
+    for (const r of rows) {
+      try {
+        await decryptSecret(ring, r.account, t.field, r.value);
+      } catch (err) {
+        if (err instanceof DecryptError) throw new KeyMismatchError(ring.current.id, t.column);
+        throw err;
+      }
+    }
+  }
+}
+
 interface StaleRow {
   key: string;
   account: string;
@@ -198,6 +241,7 @@ export async function rotateKeys(
 ): Promise<RotationSummary> {
   const started = performance.now();
   const ring = await ctx.keys();
+  await verifyCurrentKey(ctx);
   const targets: Target[] = [];
   for (const t of TARGETS) if (await exists(ctx, t)) targets.push(t);
   let total = 0;

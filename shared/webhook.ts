@@ -2,8 +2,11 @@
  * MercadoPago webhook signatures: the `x-signature` header (`ts=…,v1=…`) is the hex
  * HMAC-SHA256, keyed with the application's webhook secret, of the manifest
  * `id:<data.id>;request-id:<x-request-id>;ts:<ts>;` (parts whose value is absent are left
- * out, as MercadoPago documents). Checked in constant time, with a bounded timestamp age.
- * Deliveries acted on are remembered (Admin `mp_webhook_deliveries`) so a replay is a no-op.
+ * out, as MercadoPago documents). Parsing is strict — the header is exactly one `ts` and one
+ * `v1`, `x-request-id` is required, `data.id` is alphanumeric — so no variation of a signed
+ * delivery reads as a new one. Checked in constant time, with a bounded timestamp age.
+ * Deliveries are claimed (Admin `mp_webhook_deliveries`) before they are acted on, so a
+ * replay is a no-op; a delivery whose handling failed can be claimed again.
  */
 import type { Sql } from "./db.ts";
 
@@ -15,20 +18,30 @@ export type SignatureCheck =
   | { ok: true; signedAtMs: number }
   | { ok: false; reason: "missing" | "malformed" | "stale" | "mismatch" };
 
-/** The parts of an `x-signature` header: `ts` and every `v1` given. */
-export function parseSignature(header: string | null): { ts: string; v1: string[] } | undefined {
-  if (!header) return undefined;
-  let ts: string | undefined;
-  const v1: string[] = [];
-  for (const part of header.split(",")) {
-    const at = part.indexOf("=");
-    if (at < 0) continue;
-    const key = part.slice(0, at).trim().toLowerCase();
-    const value = part.slice(at + 1).trim();
-    if (key === "ts") ts = value;
-    else if (key === "v1") v1.push(value);
+/** What MercadoPago's `x-request-id` looks like; anything else is refused. */
+export const MP_REQUEST_ID = /^[A-Za-z0-9-]{1,128}$/;
+
+/** What a notification's `data.id` looks like; anything else is refused. */
+export const DATA_ID = /^[A-Za-z0-9]{1,64}$/;
+
+/**
+ * The parts of an `x-signature` header, which must be exactly `ts=<digits>` and
+ * `v1=<64 lowercase hex>` separated by one comma (either order), nothing more; else undefined.
+ */
+export function parseSignature(header: string | null): { ts: string; v1: string } | undefined {
+  if (header === null || header.length > 100) return undefined;
+  const parts = header.split(",");
+  if (parts.length !== 2) return undefined;
+  const found: Record<string, string> = {};
+  for (const part of parts) {
+    const m = /^(ts|v1)=(.+)$/.exec(part);
+    if (!m || m[1] in found) return undefined;
+    found[m[1]] = m[2];
   }
-  return ts && v1.length > 0 ? { ts, v1 } : undefined;
+  if (!/^\d{1,16}$/.test(found.ts ?? "") || !/^[0-9a-f]{64}$/.test(found.v1 ?? "")) {
+    return undefined;
+  }
+  return { ts: found.ts, v1: found.v1 };
 }
 
 /** MercadoPago's `ts` in epoch milliseconds; it may come in seconds or in milliseconds. */
@@ -81,40 +94,46 @@ export async function verifySignature(
   const parsed = parseSignature(request.header);
   const at = parsed && signedAtMs(parsed.ts);
   if (!parsed || at === undefined) return { ok: false, reason: "malformed" };
+  if (request.requestId === null || !MP_REQUEST_ID.test(request.requestId)) {
+    return { ok: false, reason: "malformed" };
+  }
+  if (request.dataId !== null && !DATA_ID.test(request.dataId)) {
+    return { ok: false, reason: "malformed" };
+  }
   const manifest = signatureManifest({
     dataId: request.dataId,
     requestId: request.requestId,
     ts: parsed.ts,
   });
   const expected = fromHex(await signManifest(secret, manifest))!;
-  let match = 0;
-  for (const candidate of parsed.v1) {
-    const given = fromHex(candidate) ?? new Uint8Array(expected.length);
-    let diff = fromHex(candidate) ? 0 : 1;
-    for (let i = 0; i < expected.length; i++) diff |= expected[i] ^ given[i];
-    match |= diff === 0 ? 1 : 0;
-  }
-  if (match !== 1) return { ok: false, reason: "mismatch" };
+  const given = fromHex(parsed.v1)!;
+  let diff = 0;
+  for (let i = 0; i < expected.length; i++) diff |= expected[i] ^ given[i];
+  if (diff !== 0) return { ok: false, reason: "mismatch" };
   if (Math.abs(now - at) > MAX_SIGNATURE_AGE_MS) return { ok: false, reason: "stale" };
   return { ok: true, signedAtMs: at };
 }
 
-/** True when a delivery with this id was already acted on. */
-export async function isDeliveryHandled(sql: Sql, deliveryId: string): Promise<boolean> {
-  const rows = await sql`select 1 from mp_webhook_deliveries where request_id = ${deliveryId}`;
-  return rows.length > 0;
-}
-
-/** Remembers a delivery as acted on (a repeat is a no-op); prunes week-old deliveries. */
-export async function recordDelivery(
+/**
+ * Claims a delivery before it is acted on (one statement): true for a new one, or for one
+ * whose earlier handling failed or was abandoned; false for a repeat of a handled delivery.
+ */
+export async function claimDelivery(
   sql: Sql,
-  deliveryId: string,
+  requestId: string,
   action: string,
   mpUserId: number | null,
+): Promise<boolean> {
+  const [row] = await sql<{ claimed: boolean }[]>`
+    select mp_claim_webhook_delivery(${requestId}, ${action}, ${mpUserId}::bigint) as claimed`;
+  return row.claimed;
+}
+
+/** Marks a claimed delivery handled (`done`) or `failed` (MercadoPago will deliver it again). */
+export async function finishDelivery(
+  sql: Sql,
+  requestId: string,
+  status: "done" | "failed",
 ): Promise<void> {
-  await sql`
-    insert into mp_webhook_deliveries (request_id, action, mp_user_id)
-    values (${deliveryId}, ${action}, ${mpUserId}::bigint)
-    on conflict (request_id) do nothing`;
-  await sql`delete from mp_webhook_deliveries where received_at < now() - interval '7 days'`;
+  await sql`select mp_finish_webhook_delivery(${requestId}, ${status})`;
 }

@@ -9,6 +9,7 @@ import {
   isWellFormedState,
   readState,
   recordOutcome,
+  rejectState,
 } from "../../../shared/oauth_states.ts";
 import { saveConnection } from "../../../shared/connection.ts";
 import { recordEvent } from "../../../shared/audit.ts";
@@ -67,12 +68,15 @@ async function unusableState(
       return { mp: "connected", account_id: record.account_id };
     }
     log.warn("OAuth callback with an unusable state", { account_id: record.account_id, cause });
-    await recordEvent(ctx, log, {
-      event: "oauth_state_rejected",
-      accountId: record.account_id,
-      detail: { cause, first_outcome: record.outcome },
-      requestId,
-    });
+    // Audited once per state: a replay flood writes nothing more.
+    if (await ctx.admin((sql) => rejectState(sql, stateHash))) {
+      await recordEvent(ctx, log, {
+        event: "oauth_state_rejected",
+        accountId: record.account_id,
+        detail: { cause, first_outcome: record.outcome },
+        requestId,
+      });
+    }
     return failed("invalid_state");
   }
 }
@@ -88,6 +92,7 @@ async function useState(
   { req, ctx, log, requestId }: Call<unknown>,
   accountId: string,
   codeVerifierEncrypted: string | null,
+  replaceSeller: boolean,
 ): Promise<Result> {
   const query = new URL(req.url).searchParams;
   const error = query.get("error");
@@ -143,8 +148,21 @@ async function useState(
     log,
     accountId,
     { ...tokens, public_key: tokens.public_key },
-    { requestId },
+    { requestId, replaceSeller },
   );
+  if (saved.result === "seller_mismatch") {
+    log.warn("MP authorized another seller than the account's; nothing stored", {
+      account_id: accountId,
+      mp_user_id: tokens.user_id,
+    });
+    await recordEvent(ctx, log, {
+      event: "connect_rejected",
+      accountId,
+      detail: { reason: "seller_mismatch", mp_user_id: tokens.user_id },
+      requestId,
+    });
+    return failed("seller_mismatch");
+  }
   if (saved.result === "mp_account_in_use") {
     log.warn("MP seller already connected to another account; nothing stored", {
       account_id: accountId,
@@ -182,7 +200,12 @@ async function complete(call: Call<unknown>): Promise<Result> {
   const accountId = consumed.account_id;
   let result: Result;
   try {
-    result = await useState(call, accountId, consumed.code_verifier_encrypted);
+    result = await useState(
+      call,
+      accountId,
+      consumed.code_verifier_encrypted,
+      consumed.replace_seller,
+    );
   } catch (err) {
     result = await failure(err, log);
   }

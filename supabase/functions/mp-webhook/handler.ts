@@ -1,20 +1,23 @@
 import * as v from "valibot";
 import { defineFunction, HttpError, json, readInput, validate } from "../../../shared/http.ts";
-import { accountsOfSeller } from "../../../shared/accounts.ts";
-import { revokeConnection } from "../../../shared/connection.ts";
 import { recordEvent } from "../../../shared/audit.ts";
-import { isDeliveryHandled, recordDelivery, verifySignature } from "../../../shared/webhook.ts";
+import { confirmDeauthorization } from "../../../shared/deauthorization.ts";
+import { MpError } from "../../../shared/mercadopago.ts";
+import { claimDelivery, finishDelivery, verifySignature } from "../../../shared/webhook.ts";
 
 /** A MercadoPago seller id, as a number or a numeric string. */
 const sellerId = v.union([
-  v.pipe(v.number(), v.integer(), v.minValue(1)),
+  v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(Number.MAX_SAFE_INTEGER)),
   v.pipe(v.string(), v.regex(/^[1-9]\d{0,14}$/), v.transform(Number)),
 ]);
 
+/** A short name MercadoPago gives (action, type): bounded, since it is stored. */
+const name = v.pipe(v.string(), v.regex(/^[A-Za-z0-9._-]{1,64}$/, "must be a short name"));
+
 /** The fields of a notification this function reads; MercadoPago may send more. */
 const Notification = v.looseObject({
-  type: v.optional(v.string()),
-  action: v.optional(v.string()),
+  type: v.optional(name),
+  action: v.optional(name),
   user_id: v.optional(sellerId),
 });
 
@@ -27,16 +30,17 @@ function dataId(url: URL, body: Record<string, unknown> | undefined): string | n
 }
 
 /**
- * mp-webhook: MercadoPago `mp-connect` notifications, verified by `x-signature` (401 when
- * missing, wrong or older than 5 minutes). `application.deauthorized` revokes every account
- * of that seller through the same path as mp-revoke; other notifications are acknowledged.
- * A delivery already acted on (same signed x-request-id) is acknowledged and changes nothing.
+ * mp-webhook: MercadoPago `mp-connect` notifications, verified by a strictly parsed
+ * `x-signature` (401 when missing, malformed, wrong or older than 5 minutes). Each delivery
+ * (`x-request-id`) is claimed before it is acted on, so a repeat changes nothing.
+ * `application.deauthorized` is confirmed with MercadoPago account by account before it
+ * revokes anything; 503 when MercadoPago cannot be asked, so it delivers again.
  */
 export const handler = defineFunction({
   name: "mp-webhook",
   methods: ["POST"],
   auth: "public",
-  needs: ["mpWebhookSecret", "adminDbUrl", "backendDbUrl"],
+  needs: ["mpWebhookSecret", "adminDbUrl", "backendDbUrl", "tokenKeys", "mpClientId"],
   async run({ req, ctx, log, requestId }) {
     let body: Record<string, unknown> | undefined;
     let malformed: HttpError | undefined;
@@ -46,10 +50,9 @@ export const handler = defineFunction({
       if (!(err instanceof HttpError && err.status === 400)) throw err;
       malformed = err;
     }
-    const signature = req.headers.get("x-signature");
     const mpRequestId = req.headers.get("x-request-id");
     const check = await verifySignature(ctx.config.mpWebhookSecret!, {
-      header: signature,
+      header: req.headers.get("x-signature"),
       requestId: mpRequestId,
       dataId: dataId(new URL(req.url), body),
     });
@@ -60,34 +63,56 @@ export const handler = defineFunction({
     if (malformed) throw malformed;
     const note = validate(Notification, body);
     const action = note.action ?? note.type ?? "unknown";
-
-    if (action !== "application.deauthorized") {
-      log.info("MP webhook acknowledged", { action, type: note.type, mp_user_id: note.user_id });
-      return json(200, { received: true, action });
-    }
-    if (note.user_id === undefined) {
+    const deauthorized = action === "application.deauthorized";
+    if (deauthorized && note.user_id === undefined) {
       throw new HttpError(400, "invalid_request", "user_id: required for application.deauthorized");
     }
-    const mpUserId = note.user_id;
-    const deliveryId = mpRequestId ?? `x-signature:${signature}`;
-    if (await ctx.admin((sql) => isDeliveryHandled(sql, deliveryId))) {
+    const delivery = mpRequestId!;
+    const mpUserId = note.user_id ?? null;
+    if (!(await ctx.admin((sql) => claimDelivery(sql, delivery, action, mpUserId)))) {
       log.info("MP webhook delivery already handled", { action, mp_user_id: mpUserId });
       return json(200, { received: true, action, duplicate: true, revoked: 0 });
     }
-    const accounts = await ctx.admin((sql) => accountsOfSeller(sql, mpUserId));
-    for (const accountId of accounts) {
-      await revokeConnection(ctx, log, accountId, { requestId, reason: "mp_deauthorized" });
+    if (!deauthorized) {
+      await ctx.admin((sql) => finishDelivery(sql, delivery, "done"));
+      log.info("MP webhook acknowledged", { action, type: note.type, mp_user_id: mpUserId });
+      return json(200, { received: true, action });
     }
-    await ctx.admin((sql) => recordDelivery(sql, deliveryId, action, mpUserId));
+
+    let outcome;
+    try {
+      outcome = await confirmDeauthorization(ctx, log, mpUserId!, requestId);
+    } catch (err) {
+      await ctx.admin((sql) => finishDelivery(sql, delivery, "failed")).catch(() => {});
+      if (!(err instanceof MpError)) throw err;
+      log.warn("MP deauthorization could not be confirmed: MercadoPago unreachable", {
+        mp_user_id: mpUserId,
+        kind: err.kind,
+        status: err.status,
+      });
+      throw new HttpError(503, "unavailable", "MercadoPago could not be asked; deliver again");
+    }
+    await ctx.admin((sql) => finishDelivery(sql, delivery, "done"));
     await recordEvent(ctx, log, {
       event: "deauthorized",
-      detail: { mp_user_id: mpUserId, accounts: accounts.length },
+      detail: {
+        mp_user_id: mpUserId,
+        revoked: outcome.revoked.length,
+        unconfirmed: outcome.unconfirmed.length,
+      },
       requestId,
     });
-    log.info("MP seller deauthorized the application", {
+    log.info("MP deauthorization handled", {
       mp_user_id: mpUserId,
-      account_ids: accounts,
+      revoked: outcome.revoked,
+      unconfirmed: outcome.unconfirmed,
+      undecryptable: outcome.undecryptable,
     });
-    return json(200, { received: true, action, revoked: accounts.length });
+    return json(200, {
+      received: true,
+      action,
+      revoked: outcome.revoked.length,
+      unconfirmed: outcome.unconfirmed.length,
+    });
   },
 });
