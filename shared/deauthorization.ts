@@ -11,7 +11,7 @@ import { revokeConnection } from "./connection.ts";
 import type { Context } from "./context.ts";
 import { DecryptError, decryptSecret } from "./crypto.ts";
 import type { Logger } from "./log.ts";
-import { checkAccessToken, MpError } from "./mercadopago.ts";
+import { checkAccessToken } from "./mercadopago.ts";
 
 /** What checking a deauthorization did, per account. */
 export interface DeauthorizationOutcome {
