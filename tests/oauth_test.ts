@@ -422,7 +422,9 @@ Deno.test("connect: reconnect after revoke; connect clears re-authorization and 
     mp_refresh_lease_owner = ${crypto.randomUUID()},
     mp_refresh_lease_expires_at = now() + interval '1 minute'
     where id = ${accountId}`;
-  assertConnected(await connect(accountId), accountId);
+  // The same seller reconnects (another seller needs replace_seller: see the seller tests).
+  const seller = String((await account(accountId)).mp_user_id);
+  assertConnected(await connect(accountId, { user_id: seller }), accountId);
   const row = await account(accountId);
   assert.equal(row.mp_token_version, 3);
   assert.equal(row.mp_connected, true);
@@ -485,7 +487,7 @@ Deno.test("mp_save_connection: a concurrent save of the same seller waits for th
   const db = adminDb();
   const save = (sql: Sql, id: string) =>
     sql`select result, other_account_id from mp_save_connection(${id}::uuid,
-      ${seller}::bigint, 'v1:k:x', 'v1:k:y', 'APP_USR-pk', 100, true, 'read')`;
+      ${seller}::bigint, 'v1:k:x', 'v1:k:y', 'APP_USR-pk', 100, true, 'read', false)`;
   const first = await db.reserve();
   const second = await db.reserve();
   try {
@@ -561,7 +563,7 @@ Deno.test("mp-oauth-start: key, input, unknown account, method", async () => {
   await closeDbs();
 });
 
-Deno.test("webhook: application.deauthorized revokes every account of the seller; replay is a no-op", async () => {
+Deno.test("webhook: a confirmed application.deauthorized revokes every account of the seller; replay is a no-op", async () => {
   const seller = newSeller();
   const one = await connectedPair(seller);
   const two = await connectedPair(seller);
@@ -570,6 +572,8 @@ Deno.test("webhook: application.deauthorized revokes every account of the seller
     assert.equal((await call("get-mp-config", { client_id: p.clientId })).status, 200);
   }
 
+  // The seller removes the application at MercadoPago: its tokens stop working there.
+  assert.equal((await sandbox.post("deauthorize", { user_id: seller })).ok, true);
   const note = deauthorization(seller);
   const requestId = crypto.randomUUID();
   const ts = String(Date.now()); // milliseconds are accepted as well as seconds
@@ -587,7 +591,7 @@ Deno.test("webhook: application.deauthorized revokes every account of the seller
   assert.equal((await call("get-mp-config", { client_id: other.clientId })).status, 200);
   const [deauth] = await adminDb()`select detail from mp_credential_events
     where event = 'deauthorized' and (detail->>'mp_user_id')::bigint = ${seller}`;
-  assert.equal(deauth.detail.accounts, 2);
+  assert.equal(deauth.detail.revoked, 2);
 
   // The seller connects again; the same notification delivered again changes nothing.
   assertConnected(await connect(one.accountId, { user_id: String(seller) }), one.accountId);
