@@ -1,14 +1,76 @@
 /**
- * The local stand-in for `supabase functions serve`: reads the functions from
- * supabase/config.toml, imports each entrypoint's default-exported `fetch`, and routes
- * `/functions/v1/<name>` to it.
+ * The local stand-in for the Supabase edge runtime behind `/functions/v1/<name>` (SPEC §7).
+ *
+ * Each function runs in isolates bound to it, each serving ONE request at a time with its
+ * own module state (its own import of the function's index.ts); concurrent requests get more
+ * isolates, up to `maxIsolates` per function, then queue FIFO within the request timeout.
+ * Isolates are Deno Workers (local/edge/isolate.ts), not subprocesses: a Worker boots in
+ * tens of ms where a `deno run` subprocess takes hundreds, a request crosses as one
+ * postMessage each way (sub-millisecond), and the worker's own OS thread gives exact CPU
+ * accounting from `/proc/self/task/<tid>/schedstat`; `worker.terminate()` stops even a busy
+ * loop. What Workers cannot give: a hard heap cap (the heap is checked from the isolate's
+ * reports, so one synchronous allocation burst is only caught when it yields) and a private
+ * environment — `Deno.env` is process-wide, so `createGateway` sets the functions' env on
+ * the whole process.
+ *
+ * Limits (local/edge/limits.ts; production defaults, `EDGE_*` variables, then options):
+ * CPU and heap accumulate over an isolate's requests; past half of either it finishes its
+ * request and retires; over the limit it is terminated and the request answers 546
+ * `sb-error-code: WORKER_RESOURCE_LIMIT`. Past half its wall clock an isolate takes no new
+ * request; `beforeunload` is dispatched at a percentage of each limit; at the wall clock it
+ * is terminated (a pending request answers 504). No answer within the request timeout: 504.
+ * One JSON line per request (`msg: "Edge request"`, `cpu_ms`, `wall_ms`, …) and per isolate
+ * start, retirement and termination goes to stdout; the functions' own output too.
  */
 import { parse } from "smol-toml";
+import { type EdgeLimits, resolveLimits } from "./edge/limits.ts";
+import { FunctionPool } from "./edge/pool.ts";
+import type { WireRequest, WireResponse } from "./edge/protocol.ts";
+import type { LogSink } from "./edge/worker_host.ts";
 
-/** A function's `fetch`, as its index.ts default-exports it. */
-export type Fetch = (req: Request) => Response | Promise<Response>;
+/** A handler as `Deno.serve` takes it (and as a function's index.ts default-exports it). */
+export type Fetch = (
+  req: Request,
+  info?: Deno.ServeHandlerInfo,
+) => Response | Promise<Response>;
+
+/** What a gateway is made of. */
+export interface GatewayOptions {
+  /** The functions' environment (what Supabase injects plus the secrets); set on the process. */
+  env?: Record<string, string>;
+  /** Overrides of the limits (after the defaults and the `EDGE_*` variables). */
+  limits?: Partial<EdgeLimits>;
+  /** Other path prefixes served in-process, e.g. `{ "/app": page }`. */
+  extra?: Record<string, Fetch>;
+  /** name → entrypoint (URL or absolute path); default: supabase/config.toml. */
+  functions?: Map<string, URL> | Record<string, URL | string>;
+  /** Where the JSON log lines go (default: one line each on stdout). */
+  log?: LogSink;
+}
+
+/** A running gateway. */
+export interface Gateway {
+  /** The HTTP handler for `Deno.serve`. */
+  fetch(req: Request, info?: Deno.ServeHandlerInfo): Promise<Response>;
+  /** Terminates every isolate and answers queued requests 503. */
+  close(): Promise<void>;
+  /** The limits in force. */
+  readonly limits: EdgeLimits;
+}
+
+/** The variables the Supabase runtime injects into every function. */
+export const INJECTED_VARIABLES = [
+  "SUPABASE_URL",
+  "SUPABASE_DB_URL",
+  "SUPABASE_SECRET_KEYS",
+  "SUPABASE_PUBLISHABLE_KEYS",
+  "SUPABASE_ANON_KEY",
+  "SUPABASE_SERVICE_ROLE_KEY",
+] as const;
 
 const SUPABASE_DIR = new URL("../supabase/", import.meta.url);
+const NULL_BODY = new Set([101, 103, 204, 205, 304]);
+const DROPPED_RESPONSE_HEADERS = new Set(["content-length", "transfer-encoding", "connection"]);
 
 /** Reads the `[functions.*]` blocks of supabase/config.toml: name → entrypoint URL. */
 export async function functionEntrypoints(): Promise<Map<string, URL>> {
@@ -23,27 +85,115 @@ export async function functionEntrypoints(): Promise<Map<string, URL>> {
   return out;
 }
 
-/** Imports every function and returns the gateway's handler; `extra` maps path prefixes. */
-export async function createGateway(extra: Record<string, Fetch> = {}): Promise<Fetch> {
-  const functions = new Map<string, Fetch>();
-  for (const [name, url] of await functionEntrypoints()) {
-    const mod = await import(url.href);
-    functions.set(name, mod.default.fetch);
+const stdoutLog: LogSink = (entry) =>
+  console.log(JSON.stringify({ ...entry, time: new Date().toISOString() }));
+
+/** Reads at most `cap` bytes of the body (the rest is discarded); null when it has none. */
+async function readCapped(req: Request, cap: number): Promise<ArrayBuffer | null> {
+  if (req.body === null || req.method === "GET" || req.method === "HEAD") return null;
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  while (size < cap) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    size += value.length;
   }
-  return async (req) => {
-    const path = new URL(req.url).pathname;
-    const match = path.match(/^\/functions\/v1\/([a-z0-9-]+)(?:\/|$)/);
-    if (match) {
-      const fn = functions.get(match[1]);
-      if (fn) return await fn(req);
-      return Response.json({ error: { code: "not_found", message: "no such function" } }, {
-        status: 404,
-      });
-    }
-    for (const [prefix, fn] of Object.entries(extra)) {
-      if (path === prefix || path.startsWith(`${prefix}/`)) return await fn(req);
-    }
-    if (path === "/health") return Response.json({ ok: true });
-    return new Response("not found", { status: 404 });
+  if (size >= cap) await reader.cancel().catch(() => {});
+  const out = new Uint8Array(Math.min(size, cap));
+  let at = 0;
+  for (const c of chunks) {
+    const part = c.subarray(0, out.length - at);
+    out.set(part, at);
+    at += part.length;
+  }
+  return out.buffer;
+}
+
+function toResponse(wire: WireResponse): Response {
+  const headers = wire.headers.filter(([k]) => !DROPPED_RESPONSE_HEADERS.has(k.toLowerCase()));
+  return new Response(NULL_BODY.has(wire.status) ? null : wire.body, {
+    status: wire.status,
+    statusText: wire.statusText,
+    headers,
+  });
+}
+
+function entrypointMap(fns: GatewayOptions["functions"]): Map<string, URL> | undefined {
+  if (!fns || fns instanceof Map) return fns;
+  return new Map(
+    Object.entries(fns).map(([k, v]) => [k, v instanceof URL ? v : new URL(`file://${v}`)]),
+  );
+}
+
+/**
+ * Starts a gateway: sets `env` on the process (`Deno.env` is shared by every Worker), and
+ * serves `/functions/v1/<name>` from per-function isolate pools started on first request,
+ * `extra` prefixes in-process, and `/health`.
+ */
+export async function createGateway(opts: GatewayOptions = {}): Promise<Gateway> {
+  const limits = resolveLimits(opts.limits);
+  const log = opts.log ?? stdoutLog;
+  for (const [k, v] of Object.entries(opts.env ?? {})) Deno.env.set(k, v);
+  const missing = INJECTED_VARIABLES.filter((k) => Deno.env.get(k) === undefined);
+  if (opts.env && missing.length) {
+    log({ level: "warn", msg: "Edge env lacks injected variables", missing });
+  }
+  const entrypoints = entrypointMap(opts.functions) ?? await functionEntrypoints();
+  const pools = new Map<string, FunctionPool>();
+  let closed = false;
+
+  const invoke = async (name: string, entry: URL, req: Request, info?: Deno.ServeHandlerInfo) => {
+    const started = performance.now();
+    let pool = pools.get(name);
+    if (!pool) pools.set(name, pool = new FunctionPool(name, entry, limits, log));
+    const addr = info?.remoteAddr as Deno.NetAddr | undefined;
+    const wire: WireRequest = {
+      method: req.method,
+      url: req.url,
+      headers: [...req.headers],
+      body: await readCapped(req, limits.maxBodyBytes + 1),
+      ...(addr?.hostname ? { remoteAddr: { hostname: addr.hostname, port: addr.port } } : {}),
+    };
+    const outcome = await pool.run(wire);
+    const status = outcome.response.status;
+    const requestId = outcome.response.headers.find(([k]) => k.toLowerCase() === "x-request-id");
+    log({
+      level: status >= 500 ? "warn" : "info",
+      msg: "Edge request",
+      function: name,
+      status,
+      cpu_ms: outcome.cpuMs,
+      wall_ms: Math.round(performance.now() - started),
+      isolate: outcome.isolate ?? null,
+      ...(requestId ? { request_id: requestId[1] } : {}),
+    });
+    return toResponse(outcome.response);
+  };
+
+  return {
+    limits,
+    async fetch(req, info) {
+      const path = new URL(req.url).pathname;
+      const match = path.match(/^\/functions\/v1\/([a-z0-9-]+)(?:\/|$)/);
+      if (match) {
+        const entry = entrypoints.get(match[1]);
+        if (entry && !closed) return await invoke(match[1], entry, req, info);
+        return Response.json({ error: { code: "not_found", message: "no such function" } }, {
+          status: closed ? 503 : 404,
+        });
+      }
+      for (const [prefix, fn] of Object.entries(opts.extra ?? {})) {
+        if (path === prefix || path.startsWith(`${prefix}/`)) return await fn(req, info);
+      }
+      if (path === "/health") return Response.json({ ok: true });
+      return new Response("not found", { status: 404 });
+    },
+    close() {
+      closed = true;
+      for (const pool of pools.values()) pool.close();
+      return Promise.resolve();
+    },
   };
 }
