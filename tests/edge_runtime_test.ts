@@ -289,11 +289,16 @@ Deno.test("the host passes at most maxBodyBytes + 1 of a chunked body", async ()
 Deno.test("the real functions run in isolates: a call without a key answers 401 JSON", async () => {
   const entrypoints = await functionEntrypoints();
   const lines: Line[] = [];
-  // Under `deno task test` the stack's keys are in the env already; alone, make one up.
-  const own = Deno.env.get("SUPABASE_SECRET_KEYS") === undefined;
-  const env: Record<string, string> = own
-    ? { SUPABASE_SECRET_KEYS: JSON.stringify({ default: "sb_secret_probe_local_only" }) }
-    : {};
+  // Under `deno task test` the stack's env is there already; alone, fill in stand-ins
+  // (mp-health checks its configuration, then the key, before touching a database).
+  const standIns: Record<string, string> = {
+    SUPABASE_SECRET_KEYS: JSON.stringify({ default: "sb_secret_probe_local_only" }),
+    BACKEND_DB_URL: "postgres://nobody@127.0.0.1:9/none",
+    ADMIN_DB_URL: "postgres://nobody@127.0.0.1:9/none",
+  };
+  const env = Object.fromEntries(
+    Object.entries(standIns).filter(([k]) => Deno.env.get(k) === undefined),
+  );
   const gw = await createGateway({
     env,
     functions: new Map([["mp-health", entrypoints.get("mp-health")!]]),
@@ -308,6 +313,6 @@ Deno.test("the real functions run in isolates: a call without a key answers 401 
     assert.equal(requestLines(lines)[0]?.isolate, "mp-health#1");
   } finally {
     await gw.close();
-    if (own) Deno.env.delete("SUPABASE_SECRET_KEYS");
+    for (const k of Object.keys(env)) Deno.env.delete(k);
   }
 });
