@@ -6,7 +6,13 @@
  */
 import assert from "node:assert/strict";
 import { createGateway, functionEntrypoints, type Gateway } from "../local/gateway.ts";
-import type { EdgeLimits } from "../local/edge/limits.ts";
+import {
+  DEFAULT_LIMITS,
+  type EdgeLimits,
+  limitsFromEnv,
+  resolveLimits,
+} from "../local/edge/limits.ts";
+import { logLine } from "./_stack.ts";
 
 const PROBE = new URL("./fixtures/probe/index.ts", import.meta.url);
 const BROKEN = new URL("./fixtures/broken/index.ts", import.meta.url);
@@ -315,4 +321,33 @@ Deno.test("the real functions run in isolates: a call without a key answers 401 
     await gw.close();
     for (const k of Object.keys(env)) Deno.env.delete(k);
   }
+});
+
+Deno.test({
+  name: "the stack serves the functions through the gateway and logs each request's CPU",
+  ignore: !Deno.env.get("FUNCTIONS_URL") || !Deno.env.get("STACK_LOG"),
+  async fn() {
+    const rid = `edge-test-${crypto.randomUUID()}`;
+    const res = await fetch(`${Deno.env.get("FUNCTIONS_URL")}/mp-health`, {
+      headers: { "x-request-id": rid },
+    });
+    assert.equal(res.status, 401);
+    assert.equal(((await res.json()) as { error: { code: string } }).error.code, "unauthorized");
+    const line = JSON.parse(await logLine('"msg":"Edge request"', rid));
+    assert.equal(line.function, "mp-health");
+    assert.equal(line.status, 401);
+    assert.equal(typeof line.cpu_ms, "number");
+    assert.match(line.isolate, /^mp-health#\d+$/);
+  },
+});
+
+Deno.test("limits come from EDGE_* variables, then explicit options", () => {
+  const env = { EDGE_CPU_LIMIT_MS: "300", EDGE_MAX_ISOLATES: "2", EDGE_WALL_CLOCK_MS: "nope" };
+  assert.deepEqual(limitsFromEnv(env), { cpuMs: 300, maxIsolates: 2 });
+  assert.deepEqual(limitsFromEnv({}), {});
+  assert.equal(resolveLimits({ cpuMs: 123 }).cpuMs, 123);
+  assert.equal(DEFAULT_LIMITS.cpuMs, 2000);
+  assert.equal(DEFAULT_LIMITS.memoryMb, 256);
+  assert.equal(DEFAULT_LIMITS.wallClockMs, 150_000);
+  assert.equal(DEFAULT_LIMITS.requestTimeoutMs, 150_000);
 });
