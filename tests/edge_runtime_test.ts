@@ -351,3 +351,24 @@ Deno.test("limits come from EDGE_* variables, then explicit options", () => {
   assert.equal(DEFAULT_LIMITS.wallClockMs, 150_000);
   assert.equal(DEFAULT_LIMITS.requestTimeoutMs, 150_000);
 });
+
+Deno.test("beforeunload is dispatched for CPUTime and Memory past their thresholds", async () => {
+  const { gw } = await probeGateway({
+    cpuMs: 1000,
+    beforeunloadCpuPct: 30,
+    memoryMb: 400,
+    beforeunloadMemoryPct: 10,
+  });
+  try {
+    const cpu = await call(gw, "probe/busy?ms=600&slices=30");
+    assert.equal(cpu.status, 200);
+    assert.deepEqual(cpu.body.unloads, ["CPUTime"], "dispatched while the request still ran");
+    const mem = await call(gw, "probe/alloc?mb=64&hold_ms=500");
+    assert.equal(mem.status, 200);
+    assert.notEqual(mem.body.token, cpu.body.token, "past half its CPU, the first one retired");
+    // (allocating 64 MB costs CPU too, so this isolate may also have passed its CPU threshold)
+    assert.ok(mem.body.unloads.includes("Memory"), `unloads: ${mem.body.unloads}`);
+  } finally {
+    await gw.close();
+  }
+});
