@@ -4,17 +4,19 @@
  * Each function runs in isolates bound to it, each serving ONE request at a time with its
  * own module state (its own import of the function's index.ts); concurrent requests get more
  * isolates, up to `maxIsolates` per function, then queue FIFO within the request timeout.
- * Isolates are Deno Workers (local/edge/isolate.ts), not subprocesses. Measured on the
- * 2-core dev box (bench/edge_isolates.ts): a Worker's cold start (first request to a
- * function, module import included) is ~140 ms p50 (~125 ms of it CPU) against ~190–310 ms
- * for a `deno eval` subprocess that only imports the function; a warm request costs ~0.7 ms
- * more than calling the handler directly (one postMessage each way, body transferred, two
- * schedstat reads); an isolate adds ~16 MiB RSS. A Worker also runs JS on its own OS thread,
- * so `/proc/self/task/<tid>/schedstat` gives its exact CPU time (a 300 ms busy loop is
- * accounted 297–302 ms), and `worker.terminate()` stops even a busy loop. What Workers cannot
- * give: a hard heap cap (the heap is checked from the isolate's reports every ~50 ms, so one
- * synchronous allocation burst is only caught when it yields) and a private environment —
- * `Deno.env` is process-wide, so `createGateway` sets the functions' env on the whole process.
+ * Isolates are `deno run` subprocesses (local/edge/isolate.ts; messages over stdin/stdout,
+ * see local/edge/channel.ts), not Workers, because Deno 2.9's `Worker.terminate()` does not
+ * stop a worker that is busy: its thread keeps spinning (measured: CPU still climbing seconds
+ * after terminate), so a runaway function could not be "terminated at once", and a process
+ * with such a thread never exits. SIGKILL stops a subprocess at once. The price, measured on
+ * the 2-core dev box (bench/edge_isolates.ts): cold start (first request to a function,
+ * module import included) ~160 ms p50 against ~80–140 ms for a Worker; a warm request costs
+ * ~1.0–1.2 ms more than calling the handler directly (~0.7 ms for a Worker); ~50 MiB RSS per
+ * isolate. CPU is read from the isolate's JS thread, `/proc/<pid>/task/<pid>/schedstat`
+ * (a 300 ms busy loop is accounted 294–315 ms). Not enforced exactly: the heap, checked from
+ * the isolate's reports every ~50 ms, so one synchronous allocation burst is only caught when
+ * it yields. The isolates inherit the gateway process's environment: `createGateway` sets
+ * the functions' env on the whole process (`Deno.env`), so the stack's own code sees it too.
  *
  * Limits (local/edge/limits.ts; production defaults, then `EDGE_*` variables of the process,
  * then `limits`): CPU (counted while the isolate serves requests, like the runtime's CPU
@@ -35,7 +37,7 @@ import { parse } from "smol-toml";
 import { type EdgeLimits, resolveLimits } from "./edge/limits.ts";
 import { FunctionPool } from "./edge/pool.ts";
 import type { WireRequest, WireResponse } from "./edge/protocol.ts";
-import type { LogSink } from "./edge/worker_host.ts";
+import type { LogSink } from "./edge/isolate_host.ts";
 
 /** A handler as `Deno.serve` takes it (and as a function's index.ts default-exports it). */
 export type Fetch = (
@@ -199,10 +201,9 @@ export async function createGateway(opts: GatewayOptions = {}): Promise<Gateway>
       if (path === "/health") return Response.json({ ok: true });
       return new Response("not found", { status: 404 });
     },
-    close() {
+    async close() {
       closed = true;
-      for (const pool of pools.values()) pool.close();
-      return Promise.resolve();
+      await Promise.all([...pools.values()].map((pool) => pool.close()));
     },
   };
 }

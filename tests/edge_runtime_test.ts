@@ -171,6 +171,13 @@ Deno.test("over the CPU limit: terminated at once, 546 WORKER_RESOURCE_LIMIT, is
     assert.equal(killed?.reason, "CPUTime");
     const cpu = requestLines(lines).at(-1)!.cpu_ms as number;
     assert.ok(cpu >= 300 && cpu < 4000, `terminated near the limit, not at the end (${cpu} ms)`);
+    // Terminated means stopped: the runaway isolate's process is gone, not spinning on.
+    const pid = lines.find((l) => l.msg === "Edge isolate started")!.pid as number;
+    const deadline = Date.now() + 5000;
+    while (await Deno.stat(`/proc/${pid}`).then(() => true, () => false)) {
+      assert.ok(Date.now() < deadline, `isolate process ${pid} still exists`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
     const after = await call(gw, "probe/counter");
     assert.equal(after.status, 200);
     assert.notEqual(after.body.token, before.body.token, "a new isolate serves the next request");
@@ -211,7 +218,7 @@ Deno.test("past half the memory limit the request succeeds and the isolate retir
 Deno.test("wall clock: beforeunload is dispatched, then the isolate is terminated (504)", async () => {
   const file = await Deno.makeTempFile({ prefix: "probe-unload-" });
   const { gw, lines } = await probeGateway(
-    { wallClockMs: 1500, beforeunloadWallClockPct: 50 },
+    { wallClockMs: 3000, beforeunloadWallClockPct: 50 },
     { PROBE_UNLOAD_FILE: file },
   );
   try {
@@ -236,7 +243,7 @@ Deno.test("wall clock: beforeunload is dispatched, then the isolate is terminate
 });
 
 Deno.test("no answer within the request timeout: 504, queued requests too", async () => {
-  const { gw, lines } = await probeGateway({ requestTimeoutMs: 700, maxIsolates: 1 });
+  const { gw, lines } = await probeGateway({ requestTimeoutMs: 2000, maxIsolates: 1 });
   try {
     const [slow, queued] = await Promise.all([
       call(gw, "probe/sleep?ms=10000"),

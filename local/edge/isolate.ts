@@ -1,21 +1,23 @@
-/// <reference no-default-lib="true" />
-/// <reference lib="deno.worker" />
 /**
- * The code that runs inside one isolate (a Deno Worker): imports one function's index.ts,
- * then answers one request at a time from the host, reports its thread id (for CPU
- * accounting) and its heap, and dispatches `beforeunload` when the host says so.
+ * The program one isolate runs (`deno run local/edge/isolate.ts`, a subprocess of the
+ * gateway): imports one function's index.ts, then answers one request at a time from the
+ * host (messages on stdin, answers on stdout: see channel.ts), reports its heap, and
+ * dispatches `beforeunload` on globalThis when the host says so.
  */
+import { decode, encode, lines, MARK, writeAllSync } from "./channel.ts";
 import type { FromIsolate, ToIsolate, WireRequest } from "./protocol.ts";
 import { scrub } from "../../shared/log.ts";
 
 type Fetch = (req: Request, info: Deno.ServeHandlerInfo) => Response | Promise<Response>;
 
+const encoder = new TextEncoder();
 let handler: Fetch | undefined;
 let busy = false;
 let lastHeap = 0;
 
 const heap = () => (lastHeap = Deno.memoryUsage().heapUsed);
-const post = (msg: FromIsolate, transfer: Transferable[] = []) => self.postMessage(msg, transfer);
+const post = (msg: FromIsolate) =>
+  writeAllSync(Deno.stdout, encoder.encode(`${MARK}${encode(msg)}\n`));
 
 async function boot(entrypoint: string, heapReportMs: number) {
   try {
@@ -24,7 +26,7 @@ async function boot(entrypoint: string, heapReportMs: number) {
     if (typeof fetch !== "function") throw new TypeError("index.ts has no default { fetch }");
     handler = fetch.bind(mod.default);
   } catch (err) {
-    console.error(scrub(`worker boot error: ${(err as Error)?.stack ?? err}`));
+    console.error(scrub(`isolate boot error: ${(err as Error)?.stack ?? err}`));
     post({ type: "boot_error", message: (err as Error)?.name ?? "Error", heap: heap() });
     return;
   }
@@ -34,7 +36,7 @@ async function boot(entrypoint: string, heapReportMs: number) {
     const now = heap();
     if (busy || Math.abs(now - before) >= 1 << 20) post({ type: "heap", heap: now });
   }, heapReportMs);
-  post({ type: "ready", tid: Deno.readLinkSync("/proc/thread-self"), heap: heap() });
+  post({ type: "ready", tid: `${Deno.pid}/task/${Deno.pid}`, heap: heap() });
 }
 
 function toRequest(wire: WireRequest): [Request, Deno.ServeHandlerInfo] {
@@ -60,20 +62,23 @@ async function serve(id: number, wire: WireRequest) {
       id,
       response: { status: res.status, statusText: res.statusText, headers: [...res.headers], body },
       heap: heap(),
-    }, [body]);
+    });
   } catch (err) {
-    console.error(scrub(`worker error: ${(err as Error)?.stack ?? err}`));
+    console.error(scrub(`isolate error: ${(err as Error)?.stack ?? err}`));
     post({ type: "error", id, message: (err as Error)?.name ?? "Error", heap: heap() });
   } finally {
     busy = false;
   }
 }
 
-self.onmessage = (e: MessageEvent<ToIsolate>) => {
-  const msg = e.data;
+for await (const line of lines(Deno.stdin.readable)) {
+  if (!line) continue;
+  const msg = decode<ToIsolate>(line);
   if (msg.type === "init") void boot(msg.entrypoint, msg.heapReportMs);
   else if (msg.type === "request") void serve(msg.id, msg.request);
   else if (msg.type === "beforeunload") {
     globalThis.dispatchEvent(new CustomEvent("beforeunload", { detail: { reason: msg.reason } }));
   }
-};
+}
+// stdin closed: the gateway is gone.
+Deno.exit(0);

@@ -5,11 +5,13 @@
  */
 import type { EdgeLimits } from "./limits.ts";
 import { bootError, shuttingDown, timeoutError, type WireRequest } from "./protocol.ts";
-import { EdgeIsolate, type Job, type LogSink, type Outcome } from "./worker_host.ts";
+import { EdgeIsolate, type Job, type LogSink, type Outcome } from "./isolate_host.ts";
 
 /** The isolate pool of one function. */
 export class FunctionPool {
   private readonly isolates = new Set<EdgeIsolate>();
+  /** Stopped isolates whose process has not been reaped yet. */
+  private readonly exiting = new Set<EdgeIsolate>();
   private readonly queue: Job[] = [];
   private started = 0;
   private closed = false;
@@ -45,11 +47,13 @@ export class FunctionPool {
     });
   }
 
-  /** Terminates every isolate and answers every queued request 503. */
-  close(): void {
+  /** Terminates every isolate, answers every queued request 503, and waits for the exits. */
+  async close(): Promise<void> {
     this.closed = true;
     for (const job of this.queue.splice(0)) job.finish({ response: shuttingDown(), cpuMs: 0 });
-    for (const isolate of [...this.isolates]) isolate.stop("Shutdown");
+    const all = [...this.isolates, ...this.exiting];
+    for (const isolate of all) isolate.stop("Shutdown");
+    await Promise.all(all.map((i) => i.done));
   }
 
   /** Isolates alive now (booting, idle or busy). */
@@ -82,6 +86,8 @@ export class FunctionPool {
       available: () => this.pump(),
       gone: (gone, bootFailed) => {
         this.isolates.delete(gone);
+        this.exiting.add(gone);
+        gone.done.then(() => this.exiting.delete(gone));
         // One failed boot fails one waiting request, so a broken function cannot loop.
         if (bootFailed) this.queue.shift()?.finish({ response: bootError(), cpuMs: 0 });
         this.pump();

@@ -1,10 +1,13 @@
 /**
- * The host side of one isolate: a Deno Worker bound to one function that serves one request
- * at a time, with the edge runtime's limits enforced from outside. CPU time is read from the
- * worker thread's `/proc/self/task/<tid>/schedstat` before and after each request and polled
- * while one runs (so a busy loop is caught); the heap is what the isolate reports.
+ * The host side of one isolate: a `deno run` subprocess bound to one function that serves one
+ * request at a time, with the edge runtime's limits enforced from outside. CPU time is read
+ * from its JS thread's `/proc/<pid>/task/<pid>/schedstat` before and after each request and
+ * polled while one runs (so a busy loop is caught); the heap is what the isolate reports.
+ * Termination is SIGKILL, which stops even a busy loop (Deno 2.9's `Worker.terminate()` does
+ * not: a terminated Worker's thread keeps spinning, which is why isolates are not Workers).
  */
 import type { EdgeLimits } from "./limits.ts";
+import { decode, encode, lines, MARK, writeAllSync } from "./channel.ts";
 import {
   bootError,
   type FromIsolate,
@@ -55,16 +58,21 @@ export interface IsolateHooks {
 
 type Timer = ReturnType<typeof setTimeout>;
 
-const ISOLATE_URL = new URL("./isolate.ts", import.meta.url);
+const ISOLATE = new URL("./isolate.ts", import.meta.url).pathname;
+const ROOT = new URL("../../", import.meta.url).pathname;
+const encoder = new TextEncoder();
 const ms = (ns: number) => Math.round(ns / 1e5) / 10;
 
-/** One isolate (Worker) of one function; created by the function's pool. */
+/** One isolate (subprocess) of one function; created by the function's pool. */
 export class EdgeIsolate {
   /** booting → idle ⇄ busy → dead. */
   state: "booting" | "idle" | "busy" | "dead" = "booting";
   /** Set once the isolate takes no new requests (past half a limit, idle, errored). */
   retiring?: StopReason;
-  private readonly worker: Worker;
+  /** Settles once the process has exited and its output was read to the end. */
+  readonly done: Promise<void>;
+  private readonly child: Deno.ChildProcess;
+  private readonly stdin: WritableStreamDefaultWriter<Uint8Array>;
   private readonly started = performance.now();
   private readonly timers: Timer[] = [];
   private schedstat?: string;
@@ -86,13 +94,21 @@ export class EdgeIsolate {
     private readonly hooks: IsolateHooks,
     private readonly log: LogSink,
   ) {
-    this.worker = new Worker(ISOLATE_URL, { type: "module", name: id });
-    this.worker.onmessage = (e: MessageEvent<FromIsolate>) => this.receive(e.data);
-    this.worker.onerror = (e) => {
-      e.preventDefault();
-      this.stop(this.state === "booting" ? "BootError" : "WorkerError", e.message);
-    };
-    this.worker.onmessageerror = () => this.stop("WorkerError", "message could not be read");
+    this.child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `--config=${ROOT}deno.json`, ISOLATE],
+      cwd: ROOT,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    this.schedstat = `/proc/${this.child.pid}/task/${this.child.pid}/schedstat`;
+    this.stdin = this.child.stdin.getWriter();
+    const reading = this.read(this.child.stdout);
+    const status = this.child.status.then((s) => {
+      const how = s.signal ? `signal ${s.signal}` : `exit code ${s.code}`;
+      this.stop(this.state === "booting" ? "BootError" : "WorkerError", `process ended (${how})`);
+    });
+    this.done = Promise.all([reading, status]).then(() => {});
     const wall = limits.wallClockMs;
     this.timers.push(
       setTimeout(() => this.retire("WallClockTime"), wall / 2),
@@ -123,8 +139,7 @@ export class EdgeIsolate {
     job.isolate = this;
     clearTimeout(this.idle);
     this.jobStartNs = this.readCpuNs();
-    const body = job.request.body;
-    this.send({ type: "request", id: ++this.jobId, request: job.request }, body ? [body] : []);
+    this.send({ type: "request", id: ++this.jobId, request: job.request });
     this.poll = setInterval(() => this.check(), this.limits.pollMs);
   }
 
@@ -141,8 +156,11 @@ export class EdgeIsolate {
     const bootFailed = this.state === "booting" && reason === "BootError";
     const cpuMs = this.cpuMsNow();
     const jobCpuMs = this.jobCpuMs();
-    this.worker.terminate();
     this.state = "dead";
+    try {
+      this.child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    this.stdin.abort().catch(() => {});
     for (const t of this.timers) clearTimeout(t);
     clearTimeout(this.idle);
     clearInterval(this.poll);
@@ -175,8 +193,21 @@ export class EdgeIsolate {
     this.hooks.gone(this, bootFailed);
   }
 
-  private send(msg: ToIsolate, transfer: Transferable[] = []) {
-    this.worker.postMessage(msg, transfer);
+  private send(msg: ToIsolate) {
+    if (this.state === "dead") return;
+    this.stdin.write(encoder.encode(`${encode(msg)}\n`)).catch(() => {});
+  }
+
+  /** Reads the isolate's stdout: message lines to `receive`, the rest to our stdout. */
+  private async read(stdout: ReadableStream<Uint8Array>) {
+    try {
+      for await (const line of lines(stdout)) {
+        const at = line.indexOf(MARK);
+        const text = at < 0 ? line : line.slice(0, at);
+        if (at !== 0) writeAllSync(Deno.stdout, encoder.encode(`${text}\n`));
+        if (at >= 0) this.receive(decode<FromIsolate>(line.slice(at + 1)));
+      }
+    } catch { /* the process was killed mid-line */ }
   }
 
   private receive(msg: FromIsolate) {
@@ -184,15 +215,17 @@ export class EdgeIsolate {
     this.heap = msg.heap;
     switch (msg.type) {
       case "ready": {
-        this.schedstat = `/proc/${msg.tid}/schedstat`;
         this.log({
           level: "info",
           msg: "Edge isolate started",
           function: this.fn,
           isolate: this.id,
+          pid: this.child.pid,
           boot_ms: Math.round(performance.now() - this.started),
           boot_cpu_ms: ms(this.readCpuNs()),
         });
+        // A threshold passed while the module loaded: dispatch now that it can listen.
+        for (const reason of this.unloaded) this.send({ type: "beforeunload", reason });
         this.becomeIdle();
         return;
       }
@@ -264,10 +297,11 @@ export class EdgeIsolate {
     return this.state === "dead";
   }
 
+  /** Dispatches `beforeunload` in the isolate once per reason (after its module loaded). */
   private unload(reason: UnloadReason) {
     if (this.state === "dead" || this.unloaded.has(reason)) return;
     this.unloaded.add(reason);
-    this.send({ type: "beforeunload", reason });
+    if (this.state !== "booting") this.send({ type: "beforeunload", reason });
   }
 
   /** CPU time over the isolate's requests so far, the running one included. */
