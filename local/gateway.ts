@@ -13,10 +13,12 @@
  * module import included) ~160 ms p50 against ~80–140 ms for a Worker; a warm request costs
  * ~1.0–1.2 ms more than calling the handler directly (~0.7 ms for a Worker); ~50 MiB RSS per
  * isolate. CPU is read from the isolate's JS thread, `/proc/<pid>/task/<pid>/schedstat`
- * (a 300 ms busy loop is accounted 294–315 ms). Not enforced exactly: the heap, checked from
- * the isolate's reports every ~50 ms, so one synchronous allocation burst is only caught when
- * it yields. The isolates inherit the gateway process's environment: `createGateway` sets
- * the functions' env on the whole process (`Deno.env`), so the stack's own code sees it too.
+ * (a 300 ms busy loop is accounted 294–315 ms). The heap is checked from the isolate's reports
+ * (every ~50 ms while it serves, and with each answer); an allocation burst that never yields
+ * is stopped by V8's own cap (`--max-old-space-size`, the limit plus a quarter), which aborts
+ * the process (SIGTRAP) and also answers 546. The isolates inherit the gateway process's
+ * environment: `createGateway` sets the functions' env on the whole process (`Deno.env`), so
+ * the stack's own code sees it too.
  *
  * Limits (local/edge/limits.ts; production defaults, then `EDGE_*` variables of the process,
  * then `limits`): CPU (counted while the isolate serves requests, like the runtime's CPU
@@ -139,7 +141,7 @@ function entrypointMap(fns: GatewayOptions["functions"]): Map<string, URL> | und
 }
 
 /**
- * Starts a gateway: sets `env` on the process (`Deno.env` is shared by every Worker), and
+ * Starts a gateway: sets `env` on the process (the isolates inherit it), and
  * serves `/functions/v1/<name>` from per-function isolate pools started on first request,
  * `extra` prefixes in-process, and `/health`.
  */

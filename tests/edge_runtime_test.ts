@@ -187,13 +187,15 @@ Deno.test("over the CPU limit: terminated at once, 546 WORKER_RESOURCE_LIMIT, is
 });
 
 Deno.test("over the memory limit: 546 WORKER_RESOURCE_LIMIT", async () => {
-  const { gw, lines } = await probeGateway({ memoryMb: 48, cpuMs: 10_000 });
+  const { gw, lines } = await probeGateway({ memoryMb: 100, cpuMs: 10_000 });
   try {
-    const res = await call(gw, "probe/alloc?mb=96&hold_ms=3000");
+    // 110 MiB held, then the request waits: the isolate's heap report gives it away.
+    const res = await call(gw, "probe/alloc?mb=110&hold_ms=5000");
     assert.equal(res.status, 546);
     assert.equal(res.headers.get("sb-error-code"), "WORKER_RESOURCE_LIMIT");
     const killed = lines.find((l) => l.msg === "Edge isolate terminated");
     assert.equal(killed?.reason, "Memory");
+    assert.match(String(killed?.detail), /MB of heap/, "caught by the heap report");
     const after = await call(gw, "probe/counter");
     assert.equal(after.status, 200);
     assert.equal(after.body.count, 1);
@@ -202,10 +204,25 @@ Deno.test("over the memory limit: 546 WORKER_RESOURCE_LIMIT", async () => {
   }
 });
 
+Deno.test("a synchronous allocation burst past the limit still answers 546 (V8 heap cap)", async () => {
+  const { gw, lines } = await probeGateway({ memoryMb: 48, cpuMs: 10_000 });
+  try {
+    const res = await call(gw, "probe/alloc?mb=400");
+    assert.equal(res.status, 546);
+    assert.equal(res.headers.get("sb-error-code"), "WORKER_RESOURCE_LIMIT");
+    const killed = lines.find((l) => l.msg === "Edge isolate terminated");
+    assert.equal(killed?.reason, "Memory");
+    const after = await call(gw, "probe/counter");
+    assert.equal(after.status, 200);
+  } finally {
+    await gw.close();
+  }
+});
+
 Deno.test("past half the memory limit the request succeeds and the isolate retires", async () => {
   const { gw, lines } = await probeGateway({ memoryMb: 200, cpuMs: 10_000 });
   try {
-    const first = await call(gw, "probe/alloc?mb=64&hold_ms=200");
+    const first = await call(gw, "probe/alloc?mb=120&hold_ms=200");
     assert.equal(first.status, 200);
     const next = await call(gw, "probe/counter");
     assert.notEqual(next.body.token, first.body.token);

@@ -61,6 +61,8 @@ type Timer = ReturnType<typeof setTimeout>;
 const ISOLATE = new URL("./isolate.ts", import.meta.url).pathname;
 const ROOT = new URL("../../", import.meta.url).pathname;
 const encoder = new TextEncoder();
+/** V8's heap cap: the memory limit plus a quarter (at least 16 MB). */
+const heapCapMb = (limitMb: number) => Math.ceil(limitMb + Math.max(16, limitMb / 4));
 const ms = (ns: number) => Math.round(ns / 1e5) / 10;
 
 /** One isolate (subprocess) of one function; created by the function's pool. */
@@ -95,7 +97,15 @@ export class EdgeIsolate {
     private readonly log: LogSink,
   ) {
     this.child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `--config=${ROOT}deno.json`, ISOLATE],
+      // V8's own heap cap a little above the limit: the backstop for an allocation burst that
+      // never yields to report its heap (V8 then aborts the process with SIGTRAP).
+      args: [
+        "run",
+        "-A",
+        `--config=${ROOT}deno.json`,
+        `--v8-flags=--max-old-space-size=${heapCapMb(limits.memoryMb)}`,
+        ISOLATE,
+      ],
       cwd: ROOT,
       stdin: "piped",
       stdout: "piped",
@@ -106,7 +116,12 @@ export class EdgeIsolate {
     const reading = this.read(this.child.stdout);
     const status = this.child.status.then((s) => {
       const how = s.signal ? `signal ${s.signal}` : `exit code ${s.code}`;
-      this.stop(this.state === "booting" ? "BootError" : "WorkerError", `process ended (${how})`);
+      const reason = s.signal === "SIGTRAP" || s.signal === "SIGABRT"
+        ? "Memory" // V8: "Fatal JavaScript out of memory"
+        : this.state === "booting"
+        ? "BootError"
+        : "WorkerError";
+      this.stop(reason, `process ended (${how})`);
     });
     this.done = Promise.all([reading, status]).then(() => {});
     const wall = limits.wallClockMs;
@@ -132,7 +147,7 @@ export class EdgeIsolate {
     return this.state === "idle" && !this.retiring;
   }
 
-  /** Hands the isolate its one request; the body is transferred. */
+  /** Hands the isolate its one request. */
   dispatch(job: Job): void {
     this.state = "busy";
     this.job = job;
@@ -316,7 +331,7 @@ export class EdgeIsolate {
 
   private lastCpuNs = 0;
 
-  /** The worker thread's time on CPU in ns (first field of its schedstat). */
+  /** The isolate JS thread's time on CPU in ns (first field of its schedstat). */
   private readCpuNs(): number {
     if (!this.schedstat) return 0;
     try {

@@ -1,9 +1,9 @@
 /**
- * The plain-data messages between the gateway (host) and an isolate (Worker), and the
+ * The plain-data messages between the gateway (host) and an isolate (subprocess), and the
  * edge runtime's own error answers.
  */
 
-/** A request as it crosses into an isolate; `body` is transferred, null when there was none. */
+/** A request as it crosses into an isolate; `body` null when there was none. */
 export interface WireRequest {
   method: string;
   url: string;
@@ -12,7 +12,7 @@ export interface WireRequest {
   remoteAddr?: { hostname: string; port: number };
 }
 
-/** A response as it crosses back to the host; `body` is transferred. */
+/** A response as it crosses back to the host. */
 export interface WireResponse {
   status: number;
   statusText: string;
