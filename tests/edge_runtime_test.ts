@@ -396,3 +396,17 @@ Deno.test("beforeunload is dispatched for CPUTime and Memory past their threshol
     await gw.close();
   }
 });
+
+Deno.test("an idle isolate retires after the idle timeout", async () => {
+  const { gw, lines } = await probeGateway({ idleTimeoutMs: 300 });
+  try {
+    const first = await call(gw, "probe/counter");
+    await new Promise((r) => setTimeout(r, 800));
+    assert.equal(lines.find((l) => l.msg === "Edge isolate retired")?.reason, "Idle");
+    const next = await call(gw, "probe/counter");
+    assert.notEqual(next.body.token, first.body.token);
+    assert.equal(next.body.count, 1);
+  } finally {
+    await gw.close();
+  }
+});
