@@ -63,8 +63,8 @@ Deno.test("one request at a time per isolate: concurrent requests get separate i
   const { gw, lines } = await probeGateway();
   try {
     const [a, b] = await Promise.all([
-      call(gw, "probe/sleep?ms=300"),
-      call(gw, "probe/sleep?ms=300"),
+      call(gw, "probe/sleep?ms=2000"),
+      call(gw, "probe/sleep?ms=2000"),
     ]);
     assert.equal(a.status, 200);
     assert.equal(b.status, 200);
@@ -235,7 +235,7 @@ Deno.test("past half the memory limit the request succeeds and the isolate retir
 Deno.test("wall clock: beforeunload is dispatched, then the isolate is terminated (504)", async () => {
   const file = await Deno.makeTempFile({ prefix: "probe-unload-" });
   const { gw, lines } = await probeGateway(
-    { wallClockMs: 3000, beforeunloadWallClockPct: 50 },
+    { wallClockMs: 4000, beforeunloadWallClockPct: 50 },
     { PROBE_UNLOAD_FILE: file },
   );
   try {
@@ -260,7 +260,7 @@ Deno.test("wall clock: beforeunload is dispatched, then the isolate is terminate
 });
 
 Deno.test("no answer within the request timeout: 504, queued requests too", async () => {
-  const { gw, lines } = await probeGateway({ requestTimeoutMs: 2000, maxIsolates: 1 });
+  const { gw, lines } = await probeGateway({ requestTimeoutMs: 3000, maxIsolates: 1 });
   try {
     const [slow, queued] = await Promise.all([
       call(gw, "probe/sleep?ms=10000"),
@@ -401,7 +401,7 @@ Deno.test("an idle isolate retires after the idle timeout", async () => {
   const { gw, lines } = await probeGateway({ idleTimeoutMs: 300 });
   try {
     const first = await call(gw, "probe/counter");
-    await new Promise((r) => setTimeout(r, 800));
+    await new Promise((r) => setTimeout(r, 1500));
     assert.equal(lines.find((l) => l.msg === "Edge isolate retired")?.reason, "Idle");
     const next = await call(gw, "probe/counter");
     assert.notEqual(next.body.token, first.body.token);

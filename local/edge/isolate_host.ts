@@ -158,11 +158,11 @@ export class EdgeIsolate {
     this.poll = setInterval(() => this.check(), this.limits.pollMs);
   }
 
-  /** Takes no new requests; terminates now when idle, else after the current request. */
+  /** Takes no new requests; terminates now when idle, else after booting or its request. */
   retire(reason: StopReason): void {
     if (this.state === "dead") return;
     this.retiring ??= reason;
-    if (this.state !== "busy") this.stop(this.retiring, undefined, true);
+    if (this.state === "idle") this.stop(this.retiring, undefined, true);
   }
 
   /** Terminates the isolate at once; a pending request gets the answer the reason calls for. */
@@ -241,6 +241,7 @@ export class EdgeIsolate {
         });
         // A threshold passed while the module loaded: dispatch now that it can listen.
         for (const reason of this.unloaded) this.send({ type: "beforeunload", reason });
+        if (this.retiring) return this.stop(this.retiring, undefined, true);
         this.becomeIdle();
         return;
       }
