@@ -7,7 +7,6 @@
  */
 import { parseArgs } from "node:util";
 import { connect } from "../shared/db.ts";
-import { closeContext } from "../shared/context.ts";
 import { createLogger } from "../shared/log.ts";
 import { ADMIN_MIGRATIONS, BACKEND_MIGRATIONS, migrate } from "../scripts/migrate.ts";
 import { Cluster, ensureReachable, findPostgres, MissingPrerequisite } from "./postgres.ts";
@@ -185,11 +184,11 @@ async function serve(
     serverKey: secretKey,
     adminDbUrl: admin.url,
   });
-  const gateway = await createGateway({ "/app": appPage });
+  const gateway = await createGateway({ env, extra: { "/app": appPage } });
   const quiet = { onListen: () => {} };
   const servers = [
     Deno.serve({ hostname: host, port: ports.sandbox, ...quiet }, sandbox.handler),
-    Deno.serve({ hostname: host, port: ports.gateway, ...quiet }, gateway),
+    Deno.serve({ hostname: host, port: ports.gateway, ...quiet }, gateway.fetch),
   ];
   const netWorker = startNetWorker(backendSql, log.child({ component: "pg_net" }));
 
@@ -220,7 +219,7 @@ async function serve(
     await Promise.all(servers.map((s) => s.shutdown().catch(() => {})));
     sandbox.close();
     await appPage.close().catch(() => {});
-    await closeContext().catch(() => {});
+    await gateway.close();
     await Promise.all([backendSql.end({ timeout: 1 }), adminSql.end({ timeout: 1 })]);
     await db.stopClusters();
     await Deno.remove(`${stateDir}/stack.env`).catch(() => {});
