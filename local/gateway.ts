@@ -16,9 +16,9 @@
  * (a 300 ms busy loop is accounted 294–315 ms). The heap is checked from the isolate's reports
  * (every ~50 ms while it serves, and with each answer); an allocation burst that never yields
  * is stopped by V8's own cap (`--max-old-space-size`, the limit plus a quarter), which aborts
- * the process (SIGTRAP) and also answers 546. The isolates inherit the gateway process's
- * environment: `createGateway` sets the functions' env on the whole process (`Deno.env`), so
- * the stack's own code sees it too.
+ * the process (SIGTRAP) and also answers 546. Given `env`, an isolate's environment is exactly
+ * that (what Supabase injects plus the project's secrets; only PATH, HOME, DENO_DIR, TMPDIR
+ * come from the host), so a function cannot read the stack's own variables.
  *
  * Limits (local/edge/limits.ts; production defaults, then `EDGE_*` variables of the process,
  * then `limits`): CPU (counted while the isolate serves requests, like the runtime's CPU
@@ -49,7 +49,7 @@ export type Fetch = (
 
 /** What a gateway is made of. */
 export interface GatewayOptions {
-  /** The functions' environment (what Supabase injects plus the secrets); set on the process. */
+  /** The functions' whole environment (what Supabase injects plus the secrets). */
   env?: Record<string, string>;
   /** Overrides of the limits (after the defaults and the `EDGE_*` variables). */
   limits?: Partial<EdgeLimits>;
@@ -141,15 +141,14 @@ function entrypointMap(fns: GatewayOptions["functions"]): Map<string, URL> | und
 }
 
 /**
- * Starts a gateway: sets `env` on the process (the isolates inherit it), and
+ * Starts a gateway whose isolates get exactly `env` (or inherit the process's without it), and
  * serves `/functions/v1/<name>` from per-function isolate pools started on first request,
  * `extra` prefixes in-process, and `/health`.
  */
 export async function createGateway(opts: GatewayOptions = {}): Promise<Gateway> {
   const limits = resolveLimits(opts.limits);
   const log = opts.log ?? stdoutLog;
-  for (const [k, v] of Object.entries(opts.env ?? {})) Deno.env.set(k, v);
-  const missing = INJECTED_VARIABLES.filter((k) => Deno.env.get(k) === undefined);
+  const missing = INJECTED_VARIABLES.filter((k) => opts.env && opts.env[k] === undefined);
   if (opts.env && missing.length) {
     log({ level: "warn", msg: "Edge env lacks injected variables", missing });
   }
@@ -160,7 +159,7 @@ export async function createGateway(opts: GatewayOptions = {}): Promise<Gateway>
   const invoke = async (name: string, entry: URL, req: Request, info?: Deno.ServeHandlerInfo) => {
     const started = performance.now();
     let pool = pools.get(name);
-    if (!pool) pools.set(name, pool = new FunctionPool(name, entry, limits, log));
+    if (!pool) pools.set(name, pool = new FunctionPool(name, entry, limits, log, opts.env));
     const addr = info?.remoteAddr as Deno.NetAddr | undefined;
     const wire: WireRequest = {
       method: req.method,

@@ -115,14 +115,17 @@ Deno.test("isolates are bound to one function", async () => {
   }
 });
 
-Deno.test("the functions' env is set for the isolates", async () => {
+Deno.test("an isolate's environment is exactly the functions' env", async () => {
+  Deno.env.set("PROBE_HOST_ONLY", "the gateway process's own");
   const { gw } = await probeGateway({}, { PROBE_ENV_CHECK: "from-the-gateway" });
   try {
     const res = await call(gw, "probe/env?name=PROBE_ENV_CHECK");
     assert.equal(res.body.value, "from-the-gateway");
+    const host = await call(gw, "probe/env?name=PROBE_HOST_ONLY");
+    assert.equal(host.body.value ?? null, null, "the host's variables do not leak in");
   } finally {
     await gw.close();
-    Deno.env.delete("PROBE_ENV_CHECK");
+    Deno.env.delete("PROBE_HOST_ONLY");
   }
 });
 
@@ -254,7 +257,6 @@ Deno.test("wall clock: beforeunload is dispatched, then the isolate is terminate
     assert.ok(killed.some((l) => l.reason === "WallClockTime"));
   } finally {
     await gw.close();
-    Deno.env.delete("PROBE_UNLOAD_FILE");
     await Deno.remove(file).catch(() => {});
   }
 });
@@ -319,16 +321,13 @@ Deno.test("the host passes at most maxBodyBytes + 1 of a chunked body", async ()
 Deno.test("the real functions run in isolates: a call without a key answers 401 JSON", async () => {
   const entrypoints = await functionEntrypoints();
   const lines: Line[] = [];
-  // Under `deno task test` the stack's env is there already; alone, fill in stand-ins
-  // (mp-health checks its configuration, then the key, before touching a database).
-  const standIns: Record<string, string> = {
+  // The isolate's whole environment (mp-health checks its configuration, then the key,
+  // before touching a database).
+  const env: Record<string, string> = {
     SUPABASE_SECRET_KEYS: JSON.stringify({ default: "sb_secret_probe_local_only" }),
     BACKEND_DB_URL: "postgres://nobody@127.0.0.1:9/none",
     ADMIN_DB_URL: "postgres://nobody@127.0.0.1:9/none",
   };
-  const env = Object.fromEntries(
-    Object.entries(standIns).filter(([k]) => Deno.env.get(k) === undefined),
-  );
   const gw = await createGateway({
     env,
     functions: new Map([["mp-health", entrypoints.get("mp-health")!]]),
@@ -343,7 +342,6 @@ Deno.test("the real functions run in isolates: a call without a key answers 401 
     assert.equal(requestLines(lines)[0]?.isolate, "mp-health#1");
   } finally {
     await gw.close();
-    for (const k of Object.keys(env)) Deno.env.delete(k);
   }
 });
 

@@ -61,6 +61,19 @@ type Timer = ReturnType<typeof setTimeout>;
 const ISOLATE = new URL("./isolate.ts", import.meta.url).pathname;
 const ROOT = new URL("../../", import.meta.url).pathname;
 const encoder = new TextEncoder();
+
+/**
+ * An isolate's environment: exactly the functions' env (what Supabase injects plus the
+ * project's secrets), with only what a Deno process needs to run taken from the host.
+ */
+function isolateEnv(env: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of ["PATH", "HOME", "DENO_DIR", "TMPDIR", "NO_COLOR"]) {
+    const v = Deno.env.get(k);
+    if (v !== undefined) out[k] = v;
+  }
+  return { ...out, ...env };
+}
 /** V8's heap cap: the memory limit plus a quarter (at least 16 MB). */
 const heapCapMb = (limitMb: number) => Math.ceil(limitMb + Math.max(16, limitMb / 4));
 const ms = (ns: number) => Math.round(ns / 1e5) / 10;
@@ -95,6 +108,7 @@ export class EdgeIsolate {
     private readonly limits: EdgeLimits,
     private readonly hooks: IsolateHooks,
     private readonly log: LogSink,
+    env?: Record<string, string>,
   ) {
     this.child = new Deno.Command(Deno.execPath(), {
       // V8's own heap cap a little above the limit: the backstop for an allocation burst that
@@ -107,6 +121,7 @@ export class EdgeIsolate {
         ISOLATE,
       ],
       cwd: ROOT,
+      ...(env ? { env: isolateEnv(env), clearEnv: true } : {}),
       stdin: "piped",
       stdout: "piped",
       stderr: "inherit",

@@ -21,6 +21,8 @@ export class FunctionPool {
     private readonly entrypoint: URL,
     private readonly limits: EdgeLimits,
     private readonly log: LogSink,
+    /** The isolates' whole environment; undefined: they inherit the process's. */
+    private readonly env?: Record<string, string>,
   ) {}
 
   /** Serves one request on an isolate of this function; never rejects. */
@@ -82,17 +84,25 @@ export class FunctionPool {
 
   private spawn() {
     const id = `${this.name}#${++this.started}`;
-    const isolate = new EdgeIsolate(this.name, id, this.entrypoint, this.limits, {
-      available: () => this.pump(),
-      gone: (gone, bootFailed) => {
-        this.isolates.delete(gone);
-        this.exiting.add(gone);
-        gone.done.then(() => this.exiting.delete(gone));
-        // One failed boot fails one waiting request, so a broken function cannot loop.
-        if (bootFailed) this.queue.shift()?.finish({ response: bootError(), cpuMs: 0 });
-        this.pump();
+    const isolate = new EdgeIsolate(
+      this.name,
+      id,
+      this.entrypoint,
+      this.limits,
+      {
+        available: () => this.pump(),
+        gone: (gone, bootFailed) => {
+          this.isolates.delete(gone);
+          this.exiting.add(gone);
+          gone.done.then(() => this.exiting.delete(gone));
+          // One failed boot fails one waiting request, so a broken function cannot loop.
+          if (bootFailed) this.queue.shift()?.finish({ response: bootError(), cpuMs: 0 });
+          this.pump();
+        },
       },
-    }, this.log);
+      this.log,
+      this.env,
+    );
     this.isolates.add(isolate);
   }
 }
