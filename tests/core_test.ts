@@ -18,8 +18,25 @@ import {
   supabase,
 } from "./_stack.ts";
 import { getMpConfig, MpConfigError } from "../client/mp_config.ts";
+import { writeCache, writeCacheBatch } from "../shared/clients.ts";
 import { encryptSecret } from "../shared/crypto.ts";
 import { keyRing } from "./_stack.ts";
+
+/** Seed of the races' jitter: `JITTER_SEED=<n>` replays a failing interleaving. */
+const JITTER_SEED = Number(Deno.env.get("JITTER_SEED") ?? 20261130);
+
+/** mulberry32: a small seeded PRNG, so the jitter of a race can be replayed. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const random = seeded(JITTER_SEED);
 
 async function connectedPair(opts: { link?: boolean } = {}) {
   const [grant] = await sandbox.grants(1);
@@ -321,7 +338,7 @@ Deno.test("invariant 1: out-of-order syncs and read-repairs never regress the ca
     // cache is emptied), and a version-fenced write of an older version replayed late.
     const jitter = <T>(f: () => Promise<T>) =>
       new Promise<T>((resolve, reject) =>
-        setTimeout(() => f().then(resolve, reject), Math.random() * 8)
+        setTimeout(() => f().then(resolve, reject), random() * 8)
       );
     const racers = [
       jitter(() => call("provision-step-7-1", { account_id: accountId, client_id: clientId })),
@@ -407,4 +424,39 @@ Deno.test({
   fn: closeDbs,
   sanitizeOps: false,
   sanitizeResources: false,
+});
+
+Deno.test("invariant 1 (deterministic): an older or duplicate version after a newer one changes nothing", async () => {
+  const clientId = await newClient();
+  const db = backendDb();
+  const newer = await writeCache(db, clientId, {
+    accessToken: "APP_USR-fence-newer",
+    publicKey: "APP_USR-pk-newer",
+    version: 5,
+  });
+  assert.equal(newer.result, "synced");
+  for (const version of [4, 5, 0]) {
+    const late = await writeCache(db, clientId, {
+      accessToken: `APP_USR-fence-late-${version}`,
+      publicKey: null,
+      version,
+    });
+    assert.equal(late.result, "already_current", `version ${version} after 5`);
+    assert.equal(late.mp_token_version, 5);
+    assert.equal(late.mp_access_token, "APP_USR-fence-newer");
+  }
+  const [row] = await db`select mp_access_token, mp_token_version from clients
+    where id = ${clientId}`;
+  assert.deepEqual({ ...row }, { mp_access_token: "APP_USR-fence-newer", mp_token_version: 5 });
+  // The batched twin keeps the same fence.
+  const [batch] = await writeCacheBatch(db, [{
+    clientId,
+    accessToken: "APP_USR-fence-batch-old",
+    publicKey: null,
+    version: 3,
+  }]);
+  assert.equal(batch.result, "already_current");
+  const [after] = await db`select mp_access_token from clients where id = ${clientId}`;
+  assert.equal(after.mp_access_token, "APP_USR-fence-newer");
+  await closeDbs();
 });
