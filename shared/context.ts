@@ -3,7 +3,7 @@
  * environment), the two database pools and the imported key ring, each created on first use.
  */
 import { type Config, loadConfig, MisconfiguredError, type Need, requireConfig } from "./config.ts";
-import { connect, query, type Sql } from "./db.ts";
+import { connect, FUNCTION_POOL_MAX, query, type Sql } from "./db.ts";
 import { importKeyRing, type KeyRing } from "./crypto.ts";
 
 /** The configuration, pools and keys one request works with. */
@@ -28,14 +28,20 @@ export function createContext(config: Config): Context & { close(): Promise<void
     backend(work) {
       if (!backendSql) {
         need("backendDbUrl");
-        backendSql = connect(config.backendDbUrl!, { timeoutMs: config.dbTimeoutMs });
+        backendSql = connect(config.backendDbUrl!, {
+          max: FUNCTION_POOL_MAX,
+          timeoutMs: config.dbTimeoutMs,
+        });
       }
       return query("backend", config.dbTimeoutMs, () => work(backendSql!));
     },
     admin(work) {
       if (!adminSql) {
         need("adminDbUrl");
-        adminSql = connect(config.adminDbUrl!, { timeoutMs: config.dbTimeoutMs });
+        adminSql = connect(config.adminDbUrl!, {
+          max: FUNCTION_POOL_MAX,
+          timeoutMs: config.dbTimeoutMs,
+        });
       }
       return query("admin", config.dbTimeoutMs, () => work(adminSql!));
     },

@@ -15,10 +15,29 @@ export class UnavailableError extends Error {
   }
 }
 
-/** Opens a lazily-connecting pool; `bigint` columns come back as JavaScript numbers. */
+/**
+ * Connections a function's isolate opens at most per database. An isolate serves one
+ * request at a time (SPEC §7), and a request runs a few queries concurrently at most (a
+ * refresh run's bounded MercadoPago calls save through the same pool, one statement each),
+ * so 3 per database keeps an isolate cheap for the pooler: with Supavisor's or pgbouncer's
+ * pool in front, many isolates share a small number of server connections.
+ */
+export const FUNCTION_POOL_MAX = 3;
+
+/**
+ * Opens a lazily-connecting pool; `bigint` columns come back as JavaScript numbers.
+ *
+ * Works directly and through a transaction-mode pooler (Supavisor on port 6543, pgbouncer
+ * locally): no prepared statements (`prepare: false`: a pooler may hand the next statement
+ * to another server connection), and no session state anywhere in the functions (no `SET`,
+ * `LISTEN`, session advisory locks, temporary tables, or transactions spanning statements
+ * sent separately). TLS follows the URL: `sslmode=require` encrypts without verifying the
+ * certificate (postgres.js `ssl: "require"`), `sslmode=disable` or none is plain.
+ */
 export function connect(url: string, opts: { max?: number; timeoutMs?: number } = {}): Sql {
   return postgres(url, {
     max: opts.max ?? 5,
+    prepare: false,
     connect_timeout: Math.ceil((opts.timeoutMs ?? 5000) / 1000),
     idle_timeout: 30,
     max_lifetime: 60 * 30,
