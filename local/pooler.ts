@@ -121,6 +121,9 @@ export class Pooler {
       "max_client_conn = 500",
       "default_pool_size = 20",
       "reserve_pool_size = 5",
+      // Keeps a server connection open, so after a restart of the cluster pgbouncer logs in
+      // again by itself (within server_login_retry) instead of at the next client.
+      "min_pool_size = 1",
       // postgres.js sends extra_float_digits; other drivers send options.
       "ignore_startup_parameters = extra_float_digits,options",
       // A restarted cluster is used again within a second.

@@ -79,6 +79,25 @@ export function isUnavailable(err: unknown): boolean {
     e?.name === "ConnectionRefused" || e?.name === "ConnectionReset";
 }
 
+/**
+ * Errors that mean the statement never reached a server, so running the work again is
+ * safe: a pooler refusing a client while its server logins fail (pgbouncer's fast-fail
+ * after the database was down: `server_login_retry`, SQLSTATE 08P01) and postgres.js
+ * failing to write the query on a connection the pooler had already closed.
+ */
+export function neverSent(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  if (e?.code === "08P01" && /server_login_retry/.test(e.message ?? "")) return true;
+  return e?.code === "CONNECTION_CLOSED" && /^write /.test(e.message ?? "");
+}
+
+/**
+ * How long `query` keeps retrying work that was never sent (see `neverSent`): a little over
+ * the pooler's `server_login_retry` (1 s), so a database that just came back is used at once,
+ * while one that is down still fails fast (well within DB_TIMEOUT_MS).
+ */
+export const RETRY_WINDOW_MS = 1_500;
+
 /** Queries in flight with their deadlines, swept by one timer instead of one timer each. */
 const inFlight = new Set<{ deadline: number; expire(): void }>();
 let sweeper: ReturnType<typeof setInterval> | undefined;
@@ -95,6 +114,8 @@ function sweep() {
 /**
  * Runs `work` against `sql`, failing with `UnavailableError` when the database cannot be
  * reached or takes longer than `timeoutMs` (checked every 50 ms); other errors pass through.
+ * Work that failed before any statement reached a server (`neverSent`) is run again, every
+ * 100 ms for up to `RETRY_WINDOW_MS` (within the deadline).
  */
 export function query<T>(
   database: "backend" | "admin",
@@ -114,16 +135,25 @@ export function query<T>(
       sweeper = setInterval(sweep, 50);
       Deno.unrefTimer(sweeper as unknown as number);
     }
-    work().then(
-      (value) => {
-        inFlight.delete(entry);
-        resolve(value);
-      },
-      (err) => {
-        inFlight.delete(entry);
-        reject(isUnavailable(err) ? new UnavailableError(database, err) : err);
-      },
-    );
+    const started = performance.now();
+    const attempt = () =>
+      inFlight.has(entry) && work().then(
+        (value) => {
+          inFlight.delete(entry);
+          resolve(value);
+        },
+        (err) => {
+          if (!inFlight.has(entry)) return; // already timed out
+          const elapsed = performance.now() - started;
+          if (neverSent(err) && elapsed + 100 < Math.min(RETRY_WINDOW_MS, timeoutMs)) {
+            setTimeout(attempt, 100);
+            return;
+          }
+          inFlight.delete(entry);
+          reject(isUnavailable(err) ? new UnavailableError(database, err) : err);
+        },
+      );
+    attempt();
   });
 }
 
