@@ -31,13 +31,19 @@ export const FUNCTION_POOL_MAX = 3;
  * locally): no prepared statements (`prepare: false`: a pooler may hand the next statement
  * to another server connection), and no session state anywhere in the functions (no `SET`,
  * `LISTEN`, session advisory locks, temporary tables, or transactions spanning statements
- * sent separately). TLS follows the URL: `sslmode=require` encrypts without verifying the
- * certificate (postgres.js `ssl: "require"`), `sslmode=disable` or none is plain.
+ * sent separately), and no array-type lookup per connection (see `fetch_types`). TLS
+ * follows the URL: `sslmode=require` encrypts without verifying the certificate
+ * (postgres.js `ssl: "require"`), `sslmode=disable` or none is plain.
  */
 export function connect(url: string, opts: { max?: number; timeoutMs?: number } = {}): Sql {
   return postgres(url, {
     max: opts.max ?? 5,
     prepare: false,
+    // No array-type lookup after connecting: postgres.js runs it as a promise nobody awaits,
+    // and through a pooler it is the first statement that needs a server, so a database
+    // that is down (pgbouncer's "server login has been failing", Supavisor alike) became an
+    // unhandled rejection that killed the isolate. Array parameters go through `pgArray`.
+    fetch_types: false,
     connect_timeout: Math.ceil((opts.timeoutMs ?? 5000) / 1000),
     idle_timeout: 30,
     max_lifetime: 60 * 30,
