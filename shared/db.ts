@@ -35,7 +35,19 @@ export const FUNCTION_POOL_MAX = 3;
  * follows the URL: `sslmode=require` encrypts without verifying the certificate
  * (postgres.js `ssl: "require"`), `sslmode=disable` or none is plain.
  */
-export function connect(url: string, opts: { max?: number; timeoutMs?: number } = {}): Sql {
+export function connect(
+  url: string,
+  opts: {
+    max?: number;
+    timeoutMs?: number;
+    /**
+     * Look up array types per connection (postgres.js `fetch_types`; default off, see
+     * below). Only for direct connections that need `sql.reserve()`, which postgres.js
+     * 3.4.9 never resolves on a fresh connection without it.
+     */
+    fetchTypes?: boolean;
+  } = {},
+): Sql {
   return postgres(url, {
     max: opts.max ?? 5,
     prepare: false,
@@ -43,7 +55,7 @@ export function connect(url: string, opts: { max?: number; timeoutMs?: number } 
     // and through a pooler it is the first statement that needs a server, so a database
     // that is down (pgbouncer's "server login has been failing", Supavisor alike) became an
     // unhandled rejection that killed the isolate. Array parameters go through `pgArray`.
-    fetch_types: false,
+    fetch_types: opts.fetchTypes ?? false,
     connect_timeout: Math.ceil((opts.timeoutMs ?? 5000) / 1000),
     idle_timeout: 30,
     max_lifetime: 60 * 30,

@@ -46,12 +46,12 @@ let adminSql: Sql | undefined;
 
 /** A pool on the Backend DB (closed by `closeDbs`). */
 export function backendDb(): Sql {
-  return backendSql ??= connect(need("BACKEND_DB_URL"), { max: 10 });
+  return backendSql ??= connect(need("BACKEND_DB_URL"), { max: 10, fetchTypes: true });
 }
 
 /** A pool on the Admin DB (closed by `closeDbs`). */
 export function adminDb(): Sql {
-  return adminSql ??= connect(need("ADMIN_DB_URL"), { max: 10 });
+  return adminSql ??= connect(need("ADMIN_DB_URL"), { max: 10, fetchTypes: true });
 }
 
 /** Closes the test pools; call it at the end of a test file that used them. */
