@@ -6,7 +6,7 @@
  * run as the `postgres` OS user (pgbouncer refuses root); its files live next to the
  * cluster's data directory.
  */
-import { chownToPostgres } from "./postgres.ts";
+import { chownToPostgres, MissingPrerequisite } from "./postgres.ts";
 
 const IS_ROOT = Deno.uid() === 0;
 
@@ -52,7 +52,7 @@ export async function makeCertificate(dir: string): Promise<{ certFile: string; 
   await Deno.mkdir(dir, { recursive: true });
   const certFile = `${dir}/pooler.crt`;
   const keyFile = `${dir}/pooler.key`;
-  const out = await new Deno.Command("openssl", {
+  const command = new Deno.Command("openssl", {
     args: [
       "req",
       "-x509",
@@ -74,7 +74,13 @@ export async function makeCertificate(dir: string): Promise<{ certFile: string; 
     ],
     stdout: "null",
     stderr: "piped",
-  }).output();
+  });
+  const out = await command.output().catch((err) => {
+    if (err instanceof Deno.errors.NotFound) {
+      throw new MissingPrerequisite("openssl is missing: run `sudo apt-get install openssl`");
+    }
+    throw err;
+  });
   if (!out.success) {
     throw new Error(`openssl req -x509 failed: ${new TextDecoder().decode(out.stderr).trim()}`);
   }
@@ -136,6 +142,8 @@ export class Pooler {
       `client_tls_cert_file = ${this.spec.cert.certFile}`,
       `client_tls_key_file = ${this.spec.cert.keyFile}`,
       "server_tls_sslmode = disable",
+      // `postgres` may read the console (SHOW CLIENTS …): the tests see who connects.
+      "stats_users = postgres",
       "log_connections = 0",
       "log_disconnections = 0",
       "log_pooler_errors = 1",

@@ -8,6 +8,7 @@ import { findPostgres, MissingPrerequisite } from "../local/postgres.ts";
 import { parseEnvFile } from "../scripts/test.ts";
 import { isAlive } from "../local/pooler.ts";
 import { connect } from "../shared/db.ts";
+import { call, stack } from "./_stack.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
@@ -138,5 +139,26 @@ Deno.test("a second stack starts beside this one and SIGTERM stops every process
     ]
   ) {
     await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: Number(port) }));
+  }
+});
+
+Deno.test("the functions reach both databases through the poolers, as postgres", async () => {
+  // An unknown client: the fast path misses, the fallback looks in the Admin DB.
+  const res = await call("get-mp-config", { client_id: crypto.randomUUID() });
+  assert.equal(res.status, 404);
+  for (const name of ["BACKEND_POOLER_URL", "ADMIN_POOLER_URL"]) {
+    const consoleUrl = new URL(stack.env(name));
+    consoleUrl.pathname = "/pgbouncer";
+    const out = await new Deno.Command(`${stack.env("PG_BIN")}/psql`, {
+      args: [consoleUrl.href, "-AtF", "|", "-c", "show clients"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    // type|user|database|…: the console itself is on database `pgbouncer`; the rest are pools.
+    const clients = new TextDecoder().decode(out.stdout).trim().split("\n")
+      .map((l) => l.split("|")).filter((c) => c[2] === "postgres");
+    assert.ok(clients.length > 0, `${name}: the functions' pool is connected`);
+    for (const c of clients) assert.equal(c[1], "postgres", `${name}: as postgres`);
   }
 });
