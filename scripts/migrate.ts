@@ -9,7 +9,8 @@
  *
  * Without flags the URLs come from BACKEND_DB_URL (or SUPABASE_DB_URL) and ADMIN_DB_URL.
  * The CLI insists on TLS unless the URL says `sslmode=disable` (the local clusters' URLs do).
- * Passwords are never printed.
+ * This script never prints a password; `deno task` itself echoes its arguments, so prefer the
+ * environment variables for URLs with one.
  */
 import postgres from "postgres";
 import { fileURLToPath } from "node:url";
