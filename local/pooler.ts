@@ -135,9 +135,11 @@ export class Pooler {
       // A restarted cluster is used again within a second.
       "server_login_retry = 1",
       "server_connect_timeout = 3",
-      // A client waits at most this long for a server connection (the functions bound
-      // each query tighter, with DB_TIMEOUT_MS).
-      "query_wait_timeout = 15",
+      // A client waits at most this long for a server connection, then gets an error and
+      // its query is dropped. Below the functions' DB_TIMEOUT_MS (5 s): a query they gave
+      // up on must not run later, when the database is back (a sync reported as failed
+      // would land after all).
+      "query_wait_timeout = 3",
       "client_tls_sslmode = require",
       `client_tls_cert_file = ${this.spec.cert.certFile}`,
       `client_tls_key_file = ${this.spec.cert.keyFile}`,
