@@ -86,6 +86,9 @@ async function assertLockedDown(sql: Sql, table: string, closed: string[] = []) 
         `${role} must not read ${table}.${column}`,
       );
     }
+    const [{ any }] = await sql`select has_table_privilege(${role}, ${table},
+      'TRUNCATE, TRIGGER, REFERENCES') as any`;
+    assert.equal(any, false, `${role} has no TRUNCATE, TRIGGER or REFERENCES on ${table}`);
     const [{ writable }] = await sql`select count(*)::int as writable from unnest(${mp}::text[]) c
       where has_column_privilege(${role}, ${table}, c, 'INSERT')
          or has_column_privilege(${role}, ${table}, c, 'UPDATE')`;
