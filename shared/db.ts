@@ -139,12 +139,15 @@ export function query<T>(
   database: "backend" | "admin",
   timeoutMs: number,
   work: () => Promise<T>,
+  /** Called on a timeout or a connection-level error, before a retry (see `Pool`). */
+  onFault?: () => void,
 ): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const entry = {
       deadline: performance.now() + timeoutMs,
       expire() {
         inFlight.delete(entry);
+        onFault?.();
         reject(new UnavailableError(database, "timeout"));
       },
     };
@@ -162,6 +165,7 @@ export function query<T>(
         },
         (err) => {
           if (!inFlight.has(entry)) return; // already timed out
+          if (isUnavailable(err)) onFault?.();
           const elapsed = performance.now() - started;
           if (neverSent(err) && elapsed + 100 < Math.min(RETRY_WINDOW_MS, timeoutMs)) {
             setTimeout(attempt, 100);
@@ -173,6 +177,38 @@ export function query<T>(
       );
     attempt();
   });
+}
+
+/**
+ * A pool that starts over after a database fault. postgres.js 3.4.9 keeps a server error
+ * that arrived without a ReadyForQuery (a pooler refusing or dropping a client: "server
+ * login has been failing", `query_wait_timeout`) on the connection object and hands it to
+ * whatever query uses that connection next, possibly much later; a query abandoned at its
+ * deadline can leave the same. So after a timeout or a connection-level error the pool is
+ * replaced: new work gets fresh connections, and the old pool ends once its queries finish.
+ */
+export class Pool {
+  #sql: Sql | undefined;
+  constructor(readonly open: () => Sql) {}
+
+  /** The current pool, opened on first use. */
+  get sql(): Sql {
+    return this.#sql ??= this.open();
+  }
+
+  /** Drops the current pool (it ends in the background once its queries are done). */
+  reset(): void {
+    const old = this.#sql;
+    this.#sql = undefined;
+    old?.end({ timeout: 10 }).catch(() => {});
+  }
+
+  /** Ends the current pool. */
+  async end(): Promise<void> {
+    const old = this.#sql;
+    this.#sql = undefined;
+    await old?.end({ timeout: 1 });
+  }
 }
 
 /**
