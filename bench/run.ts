@@ -1,5 +1,5 @@
 /**
- * `deno task bench [--quick]`: starts its own local stack (ports 30321–30324, `.local/bench`),
+ * `deno task bench [--quick]`: starts its own local stack (ports 30321–30326, `.local/bench`),
  * runs every benchmark against it, prints one table and writes `bench/RESULTS.md` with the
  * machine it ran on. `--quick` runs tiny sizes (to prove the bench still runs, e.g. in CI) and
  * writes `.local/bench/RESULTS.quick.md` instead. Nothing here asserts a time: the exit code

@@ -10,7 +10,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
 export interface LaunchOptions {
   /** State directory, relative to the repository root (e.g. `.local/test`). */
   stateDir: string;
-  /** First of the stack's four ports (gateway, Backend DB, Admin DB, sandbox). */
+  /** First of the stack's six ports (gateway, Backend DB, Admin DB, sandbox, Backend and Admin poolers). */
   portBase?: number;
   /** File that receives the stack's stdout and stderr (default `<stateDir>/stack.log`). */
   logFile?: string;

@@ -11,6 +11,10 @@ export async function knownSecrets(env: Record<string, string>): Promise<string[
     env.MP_CLIENT_SECRET,
     env.MP_WEBHOOK_SECRET,
     ...(env.MP_TOKEN_KEYS ?? "").split(",").map((k) => k.slice(k.indexOf(":") + 1)),
+    // The poolers' password for postgres.
+    ...[env.BACKEND_POOLER_URL, env.ADMIN_POOLER_URL].map((u) =>
+      decodeURIComponent(URL.parse(u ?? "")?.password ?? "")
+    ),
   ];
   try {
     const res = await fetch(`${env.SANDBOX_URL}/__sandbox/secrets`);

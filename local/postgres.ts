@@ -55,12 +55,20 @@ export async function findPostgres(candidates?: string[]): Promise<string> {
   );
 }
 
-/** The connection URL of a local cluster (trust authentication, loopback only). */
-export function clusterUrl(port: number): string {
-  return `postgres://postgres:postgres@127.0.0.1:${port}/postgres`;
+/** The bootstrap superuser of a local cluster, as in Supabase's image (`initdb -U supabase_admin`). */
+export const SUPERUSER = "supabase_admin";
+
+/**
+ * The connection URL of a local cluster as `user` (trust authentication, loopback only, no
+ * TLS: `sslmode=disable`, which the Supabase CLI needs to hear): by default the superuser,
+ * for the stack's own work, scripts and tests.
+ */
+export function clusterUrl(port: number, user = SUPERUSER, database = "postgres"): string {
+  return `postgres://${user}@127.0.0.1:${port}/${database}?sslmode=disable`;
 }
 
-async function run(bin: string, args: string[], opts: { quiet?: boolean } = {}) {
+/** Runs `bin` (as the `postgres` OS user when root); throws with its last stderr lines. */
+export async function run(bin: string, args: string[], opts: { quiet?: boolean } = {}) {
   const [cmd, argv] = IS_ROOT ? ["runuser", ["-u", "postgres", "--", bin, ...args]] : [bin, args];
   const out = await new Deno.Command(cmd, { args: argv, stdout: "piped", stderr: "piped" })
     .output();
@@ -73,9 +81,13 @@ async function run(bin: string, args: string[], opts: { quiet?: boolean } = {}) 
 
 /** A local cluster: `create()` wipes and initialises it, `start()`/`stop()` run it. */
 export class Cluster {
+  /** Direct URL as the superuser `supabase_admin`. */
   readonly url: string;
+  /** Direct URL as the non-superuser `postgres` (what migrations run as). */
+  readonly postgresUrl: string;
   constructor(readonly spec: ClusterSpec, readonly bin: string) {
     this.url = clusterUrl(spec.port);
+    this.postgresUrl = clusterUrl(spec.port, "postgres");
   }
 
   /** Deletes any old data directory and runs initdb with a fast, loopback-only config. */
@@ -84,12 +96,12 @@ export class Cluster {
     await this.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     await Deno.mkdir(dir, { recursive: true });
-    if (IS_ROOT) await new Deno.Command("chown", { args: ["postgres:postgres", dir] }).output();
+    await chownToPostgres(dir);
     await run(`${this.bin}/initdb`, [
       "-D",
       dir,
       "-U",
-      "postgres",
+      SUPERUSER,
       "-A",
       "trust",
       "-E",
@@ -147,6 +159,13 @@ export class Cluster {
       args: [frozen ? "-STOP" : "-CONT", pid, ...children],
     }).output();
   }
+}
+
+/** Hands `path` to the `postgres` OS user when running as root (a no-op otherwise). */
+export async function chownToPostgres(path: string, recursive = false): Promise<void> {
+  if (!IS_ROOT) return;
+  const args = [...(recursive ? ["-R"] : []), "postgres:postgres", path];
+  await new Deno.Command("chown", { args }).output();
 }
 
 /** Makes `dir` usable by the `postgres` user when running as root (a parent may be private). */

@@ -1,16 +1,22 @@
 /**
  * `deno task dev`: the whole system on this machine, no Docker — two throwaway PostgreSQL
- * clusters (Backend with pg_cron; Admin), the Supabase roles, the migrations, the Vault and
- * pg_net stand-ins, the functions behind one gateway, the MercadoPago sandbox, and a real
- * pg_cron schedule. `--profile test` runs the same stack on its own ports for the tests.
- * Stops everything it started on SIGINT/SIGTERM.
+ * clusters (Backend and Admin, both with pg_cron) bootstrapped by `supabase_admin` as
+ * Supabase's image is (API roles, a non-superuser `postgres`, Vault and pg_net stand-ins),
+ * both projects' migrations pushed by the real Supabase CLI as `postgres`, a transaction-mode
+ * pgbouncer with TLS in front of each cluster (the functions' only way in), the functions
+ * behind one gateway, the MercadoPago sandbox, and a real pg_cron schedule. `--profile test`
+ * runs the same stack on its own ports for the tests. Stops everything it started on
+ * SIGINT/SIGTERM.
  */
 import { parseArgs } from "node:util";
 import { connect } from "../shared/db.ts";
 import { createLogger } from "../shared/log.ts";
-import { ADMIN_MIGRATIONS, BACKEND_MIGRATIONS, migrate } from "../scripts/migrate.ts";
+import { ADMIN_PROJECT, BACKEND_PROJECT, migrate } from "../scripts/migrate.ts";
 import { Cluster, ensureReachable, findPostgres, MissingPrerequisite } from "./postgres.ts";
+import { bootstrap } from "./bootstrap.ts";
+import { findPgbouncer, makeCertificate, Pooler } from "./pooler.ts";
 import { createGateway } from "./gateway.ts";
+import { resolveLimits } from "./edge/limits.ts";
 import { createSandbox } from "./sandbox.ts";
 import { startNetWorker } from "./net_worker.ts";
 import { createAppPage } from "./app_page.ts";
@@ -30,14 +36,14 @@ const b64url = (s: string | Uint8Array) =>
   (typeof s === "string" ? btoa(s) : btoa(String.fromCharCode(...s)))
     .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 
-/** A legacy-style service-role JWT signed with a throwaway secret, as `supabase start` prints. */
-async function serviceRoleJwt(): Promise<string> {
+/** A legacy-style API-role JWT signed with a throwaway secret, as `supabase start` prints. */
+async function roleJwt(role: "service_role" | "anon"): Promise<string> {
   const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
   const now = Math.floor(Date.now() / 1000);
   const payload = b64url(
     JSON.stringify({
       iss: "supabase-local",
-      role: "service_role",
+      role,
       iat: now,
       exp: now + 10 * 365 * 86400,
     }),
@@ -65,6 +71,8 @@ interface Ports {
   backend: number;
   admin: number;
   sandbox: number;
+  backendPooler: number;
+  adminPooler: number;
 }
 
 async function main() {
@@ -77,37 +85,62 @@ async function main() {
   if (!profile) throw new MissingPrerequisite(`unknown profile ${name} (dev or test)`);
   const started = performance.now();
   const bin = await findPostgres();
+  const pgbouncer = await findPgbouncer();
+  if (!pgbouncer) {
+    throw new MissingPrerequisite("pgbouncer is missing: run `sudo apt-get install pgbouncer`");
+  }
   const base = port("STACK_PORT_BASE", profile.base);
   const ports: Ports = {
     gateway: port("GATEWAY_PORT", base),
     backend: port("BACKEND_DB_PORT", base + 1),
     admin: port("ADMIN_DB_PORT", base + 2),
     sandbox: port("SANDBOX_PORT", base + 3),
+    backendPooler: port("BACKEND_POOLER_PORT", base + 4),
+    adminPooler: port("ADMIN_POOLER_PORT", base + 5),
   };
   const relDir = Deno.env.get("STACK_STATE_DIR") ?? profile.dir;
   const stateDir = `${ROOT}${relDir}`;
   await Deno.mkdir(stateDir, { recursive: true });
   await Deno.remove(`${stateDir}/stack.env`).catch(() => {});
   const dataDir = await ensureReachable(`${stateDir}/pg`);
-  const backend = new Cluster({
-    name: "backend",
-    dir: `${dataDir}/backend`,
-    port: ports.backend,
-    conf: [
-      "shared_preload_libraries = 'pg_cron'",
-      "cron.database_name = 'postgres'",
-      "cron.use_background_workers = on",
-      "max_worker_processes = 32",
-    ],
-  }, bin);
-  const admin = new Cluster({ name: "admin", dir: `${dataDir}/admin`, port: ports.admin }, bin);
-  const stopClusters = () => Promise.all([backend.stop(), admin.stop()]);
+  const cron = [
+    "shared_preload_libraries = 'pg_cron'",
+    "cron.database_name = 'postgres'",
+    "cron.use_background_workers = on",
+    "max_worker_processes = 32",
+  ];
+  const backend = new Cluster(
+    { name: "backend", dir: `${dataDir}/backend`, port: ports.backend, conf: cron },
+    bin,
+  );
+  const admin = new Cluster(
+    { name: "admin", dir: `${dataDir}/admin`, port: ports.admin, conf: cron },
+    bin,
+  );
+  const password = randomHex(24);
+  const cert = await makeCertificate(`${dataDir}/tls`);
+  const pooler = (name: string, port: number, serverPort: number) =>
+    new Pooler(
+      { name, dir: `${dataDir}/${name}-pooler`, port, serverPort, cert, password },
+      pgbouncer,
+    );
+  const backendPooler = pooler("backend", ports.backendPooler, ports.backend);
+  const adminPooler = pooler("admin", ports.adminPooler, ports.admin);
+  const stopClusters = () =>
+    Promise.all([backendPooler.stop(), adminPooler.stop(), backend.stop(), admin.stop()]);
   try {
-    await Promise.all([backend.create(), admin.create()]);
-    await Promise.all([backend.start(), admin.start()]);
+    await Promise.all([
+      backend.create(),
+      admin.create(),
+      backendPooler.create(),
+      adminPooler.create(),
+    ]);
+    await Promise.all([backend.start(), admin.start(), backendPooler.start(), adminPooler.start()]);
     await serve({ name, stateDir, envFile: `${relDir}/stack.env`, started, ports, bin }, {
       backend,
       admin,
+      backendPooler,
+      adminPooler,
       stopClusters,
     });
   } catch (err) {
@@ -125,35 +158,43 @@ async function serve(
     ports: Ports;
     bin: string;
   },
-  db: { backend: Cluster; admin: Cluster; stopClusters: () => Promise<unknown> },
+  db: {
+    backend: Cluster;
+    admin: Cluster;
+    backendPooler: Pooler;
+    adminPooler: Pooler;
+    stopClusters: () => Promise<unknown>;
+  },
 ) {
-  const { backend, admin } = db;
+  const { backend, admin, backendPooler, adminPooler } = db;
   const { ports, stateDir } = run;
   const log = createLogger({ component: "local-stack" });
   const backendSql = connect(backend.url, { max: 4 });
   const adminSql = connect(admin.url, { max: 2 });
-  const sqlFile = (file: string) => Deno.readTextFile(new URL(file, import.meta.url));
-  await backendSql.unsafe(await sqlFile("roles.sql"));
-  await adminSql.unsafe(await sqlFile("roles.sql"));
-  await backendSql.unsafe(await sqlFile("stand_ins.sql"));
-  await backendSql`create extension if not exists pg_cron`;
-  await migrate(backend.url, BACKEND_MIGRATIONS, { log: () => {} });
-  await migrate(admin.url, ADMIN_MIGRATIONS, { log: () => {} });
+  // As supabase_admin: what Supabase's image sets up before a project's first migration.
+  await bootstrap(backendSql, { cron: true, standIns: true });
+  await bootstrap(adminSql, { cron: true });
+  // As postgres (not a superuser), with the real CLI, as a deploy does.
+  await Promise.all([
+    migrate(backend.postgresUrl, BACKEND_PROJECT),
+    migrate(admin.postgresUrl, ADMIN_PROJECT),
+  ]);
 
   const host = "127.0.0.1";
   const gatewayUrl = `http://${host}:${ports.gateway}`;
   const sandboxUrl = `http://${host}:${ports.sandbox}`;
   const secretKey = `sb_secret_${randomHex(16)}`;
-  const serviceRoleKey = await serviceRoleJwt();
+  const serviceRoleKey = await roleJwt("service_role");
+  const anonKey = await roleJwt("anon");
+  const publishableKey = `sb_publishable_${randomHex(16)}`;
+  const limits = resolveLimits();
   await backendSql`select vault.create_secret(${gatewayUrl}, 'project_url')`;
   await backendSql`select vault.create_secret(${secretKey}, 'mp_sync_secret_key')`;
 
-  const env: Record<string, string> = {
+  // What the functions and the files share; the database URLs differ (below).
+  const common: Record<string, string> = {
     SUPABASE_URL: gatewayUrl,
     FUNCTIONS_URL: `${gatewayUrl}/functions/v1`,
-    SUPABASE_DB_URL: backend.url,
-    BACKEND_DB_URL: backend.url,
-    ADMIN_DB_URL: admin.url,
     SUPABASE_SERVICE_ROLE_KEY: serviceRoleKey,
     SERVICE_ROLE_KEY: serviceRoleKey,
     SUPABASE_SECRET_KEYS: JSON.stringify({ default: secretKey }),
@@ -175,16 +216,58 @@ async function serve(
     BACKEND_DB_PORT: String(ports.backend),
     ADMIN_DB_PORT: String(ports.admin),
     SANDBOX_PORT: String(ports.sandbox),
+    BACKEND_POOLER_PORT: String(ports.backendPooler),
+    ADMIN_POOLER_PORT: String(ports.adminPooler),
   };
-  for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
+  // The functions' whole environment, as on Supabase: what it injects (SUPABASE_DB_URL on the
+  // pooler, as `postgres`) plus the project's secrets (ADMIN_DB_URL on the Admin pooler).
+  const pick = (...names: string[]) =>
+    Object.fromEntries(names.map((n) => [n, common[n]] as const));
+  const functionEnv: Record<string, string> = {
+    SUPABASE_URL: gatewayUrl,
+    SUPABASE_DB_URL: backendPooler.url,
+    SUPABASE_SECRET_KEYS: common.SUPABASE_SECRET_KEYS,
+    SUPABASE_PUBLISHABLE_KEYS: JSON.stringify({ default: publishableKey }),
+    SUPABASE_ANON_KEY: anonKey,
+    SUPABASE_SERVICE_ROLE_KEY: serviceRoleKey,
+    ADMIN_DB_URL: adminPooler.url,
+    ...pick(
+      "MP_TOKEN_KEYS",
+      "MP_CLIENT_ID",
+      "MP_CLIENT_SECRET",
+      "MP_REDIRECT_URI",
+      "MP_API_URL",
+      "MP_AUTH_URL",
+      "MP_OAUTH_PKCE",
+      "MP_WEBHOOK_SECRET",
+      "APP_RETURN_URL",
+    ),
+    // The wall clock the gateway enforces, which mp-refresh budgets against.
+    EDGE_WALL_CLOCK_MS: String(limits.wallClockMs),
+  };
+  // stack.env, for scripts and tests: direct superuser URLs, and the poolers' URLs.
+  const env: Record<string, string> = {
+    ...common,
+    SUPABASE_ANON_KEY: anonKey,
+    BACKEND_DB_URL: backend.url,
+    ADMIN_DB_URL: admin.url,
+    SUPABASE_DB_URL: backendPooler.url,
+    BACKEND_POOLER_URL: backendPooler.url,
+    ADMIN_POOLER_URL: adminPooler.url,
+    EDGE_WALL_CLOCK_MS: String(limits.wallClockMs),
+  };
 
-  const sandbox = createSandbox({ clientId: env.MP_CLIENT_ID, clientSecret: env.MP_CLIENT_SECRET });
+  const sandbox = createSandbox({
+    clientId: env.MP_CLIENT_ID,
+    clientSecret: env.MP_CLIENT_SECRET,
+    webhookSecret: env.MP_WEBHOOK_SECRET,
+  });
   const appPage = createAppPage({
     functionsUrl: env.FUNCTIONS_URL,
     serverKey: secretKey,
     adminDbUrl: admin.url,
   });
-  const gateway = await createGateway({ env, extra: { "/app": appPage } });
+  const gateway = await createGateway({ env: functionEnv, limits, extra: { "/app": appPage } });
   const quiet = { onListen: () => {} };
   const servers = [
     Deno.serve({ hostname: host, port: ports.sandbox, ...quiet }, sandbox.handler),
@@ -202,8 +285,9 @@ async function serve(
     `MercadoPago credential sync — local stack (${run.name}) up in ${seconds}s`,
     `  functions     ${env.FUNCTIONS_URL}/<name>`,
     `  app page      ${env.APP_RETURN_URL}`,
-    `  backend db    postgres://postgres@${host}:${ports.backend}/postgres (pg_cron, vault, pg_net stand-ins)`,
-    `  admin db      postgres://postgres@${host}:${ports.admin}/postgres`,
+    `  backend db    postgres://supabase_admin@${host}:${ports.backend}/postgres (pg_cron, vault, pg_net stand-ins)`,
+    `  admin db      postgres://supabase_admin@${host}:${ports.admin}/postgres (pg_cron)`,
+    `  poolers       pgbouncer, transaction mode, TLS: postgres@${host}:${ports.backendPooler} (backend), :${ports.adminPooler} (admin)`,
     `  mp sandbox    ${sandboxUrl}`,
     `  env file      ${run.envFile} (keys and URLs for scripts and tests)`,
     "Ctrl-C stops everything.",

@@ -1,5 +1,7 @@
 -- Local stand-ins for the SQL interfaces of Supabase Vault and pg_net, installed by the
--- local stack in the Backend cluster only (a Supabase project has the real extensions).
+-- local stack (as supabase_admin) in the Backend cluster only (a Supabase project has the
+-- real extensions). As on Supabase, `postgres` may call vault.create_secret, read
+-- vault.decrypted_secrets and call net.http_post, and so may its pg_cron jobs.
 -- Same names and signatures as the real ones; the pg_net queue is drained by
 -- local/net_worker.ts, which performs the HTTP requests.
 
@@ -14,7 +16,7 @@ create table if not exists vault.secrets (
 );
 create or replace function vault.create_secret(
   new_secret text, new_name text default null, new_description text default ''
-) returns uuid language sql as $$
+) returns uuid language sql security definer set search_path = '' as $$
   insert into vault.secrets (secret, name, description)
   values (new_secret, new_name, new_description)
   returning id
@@ -22,7 +24,7 @@ $$;
 create or replace function vault.update_secret(
   secret_id uuid, new_secret text default null, new_name text default null,
   new_description text default null
-) returns void language sql as $$
+) returns void language sql security definer set search_path = '' as $$
   update vault.secrets
      set secret = coalesce(new_secret, secret), name = coalesce(new_name, name),
          description = coalesce(new_description, description), updated_at = now()
@@ -32,6 +34,12 @@ create or replace view vault.decrypted_secrets as
   select id, name, description, secret, secret as decrypted_secret, created_at, updated_at
     from vault.secrets;
 revoke all on schema vault from public;
+revoke all on all tables in schema vault from public;
+revoke all on all functions in schema vault from public;
+grant usage on schema vault to postgres, service_role;
+grant select on vault.decrypted_secrets to postgres, service_role;
+grant execute on function vault.create_secret(text, text, text) to postgres, service_role;
+grant execute on function vault.update_secret(uuid, text, text, text) to postgres, service_role;
 
 create schema if not exists net;
 create table if not exists net.http_request_queue (
@@ -58,7 +66,7 @@ create or replace function net.http_post(
   params jsonb default '{}'::jsonb,
   headers jsonb default '{"Content-Type": "application/json"}'::jsonb,
   timeout_milliseconds integer default 5000
-) returns bigint language plpgsql as $$
+) returns bigint language plpgsql security definer set search_path = '' as $$
 declare
   request_id bigint;
   full_url text := url;
@@ -75,3 +83,9 @@ begin
   return request_id;
 end $$;
 revoke all on schema net from public;
+revoke all on all tables in schema net from public;
+revoke all on all functions in schema net from public;
+grant usage on schema net to postgres, service_role;
+grant select on net._http_response to postgres, service_role;
+grant execute on function net.http_post(text, jsonb, jsonb, jsonb, integer)
+  to postgres, service_role;

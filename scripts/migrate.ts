@@ -1,118 +1,108 @@
+/**
+ * `deno task migrate`: applies both projects' migrations with the real Supabase CLI
+ * (`supabase db push --db-url … --workdir …`, the version pinned below and in deno.lock), as
+ * a deploy does. The CLI records them in `supabase_migrations.schema_migrations(version, name,
+ * statements)` itself; a second push is a no-op. Connect as `postgres` (not a superuser on
+ * Supabase): a migration that needs a superuser fails here as it would there.
+ *
+ *   deno task migrate --backend-url <url> --admin-url <url>
+ *
+ * Without flags the URLs come from BACKEND_DB_URL (or SUPABASE_DB_URL) and ADMIN_DB_URL.
+ * The CLI insists on TLS unless the URL says `sslmode=disable` (the local clusters' URLs do).
+ * This script never prints a password; `deno task` itself echoes its arguments, so prefer the
+ * environment variables for URLs with one.
+ */
 import postgres from "postgres";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
-/** Absolute path of the Backend project's migrations (`supabase/migrations`). */
-export const BACKEND_MIGRATIONS = fileURLToPath(new URL("../supabase/migrations", import.meta.url));
-/** Absolute path of the Admin project's migrations (`supabase/admin/migrations`). */
-export const ADMIN_MIGRATIONS = fileURLToPath(
-  new URL("../supabase/admin/migrations", import.meta.url),
-);
+/** The Supabase CLI, pinned (npm package `supabase`; deno.json has the same specifier). */
+export const SUPABASE_CLI = "npm:supabase@2.117.0";
 
-const FILE_NAME = /^(\d{14})_(.+)\.sql$/;
-const LOCK_KEY = 7_310_559_024_117; // pg_advisory_xact_lock key shared by every runner
+/** The Backend CLI project: the repository root (`supabase/config.toml`, `supabase/migrations`). */
+export const BACKEND_PROJECT = fileURLToPath(new URL("../", import.meta.url)).replace(/\/$/, "");
+/** The Admin CLI project: `admin/` (`admin/supabase/config.toml`, `admin/supabase/migrations`). */
+export const ADMIN_PROJECT = `${BACKEND_PROJECT}/admin`;
+/** Absolute path of the Backend project's migrations. */
+export const BACKEND_MIGRATIONS = `${BACKEND_PROJECT}/supabase/migrations`;
+/** Absolute path of the Admin project's migrations. */
+export const ADMIN_MIGRATIONS = `${ADMIN_PROJECT}/supabase/migrations`;
 
-/** Applies every not-yet-applied migration file in `dir` to the database at `url`; returns file names. */
-export async function migrate(
-  url: string,
-  dir: string,
-  opts: { log?: (line: string) => void } = {},
-): Promise<{ applied: string[]; skipped: string[] }> {
-  const log = opts.log ?? (() => {});
-  const files: string[] = [];
-  for await (const entry of Deno.readDir(dir)) {
-    if (!entry.isFile || !entry.name.endsWith(".sql")) continue;
-    if (FILE_NAME.test(entry.name)) files.push(entry.name);
-    else log(`ignored ${entry.name} (name must be <14-digit version>_<name>.sql)`);
+/** Removes every password of `urls` (raw and percent-decoded) from `text`. */
+export function redactor(urls: string[]): (text: string) => string {
+  const secrets: string[] = [];
+  for (const url of urls) {
+    const password = URL.parse(url)?.password;
+    if (password) secrets.push(password, decodeURIComponent(password));
   }
-  files.sort();
-  const twin = files.find((f, i) => i > 0 && f.slice(0, 14) === files[i - 1].slice(0, 14));
-  if (twin) throw new Error(`${dir}: two migrations share version ${twin.slice(0, 14)}`);
-  const result = { applied: [] as string[], skipped: [] as string[] };
-  const sql = postgres(url, { onnotice: () => {}, max: 1 });
+  return (text) => secrets.reduce((out, p) => out.replaceAll(p, "***"), text);
+}
+
+/** Runs the pinned Supabase CLI with `args` in the repository (so deno.lock pins it). */
+export async function supabaseCli(
+  args: string[],
+  opts: { redact?: (text: string) => string } = {},
+): Promise<{ success: boolean; code: number; output: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", SUPABASE_CLI, ...args],
+    cwd: BACKEND_PROJECT,
+    env: { NO_COLOR: "1", SUPABASE_TELEMETRY_DISABLED: "1", DO_NOT_TRACK: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  const output = decoder.decode(out.stdout) + decoder.decode(out.stderr);
+  return { success: out.success, code: out.code, output: (opts.redact ?? ((s) => s))(output) };
+}
+
+async function appliedVersions(url: string): Promise<string[]> {
+  const sql = postgres(url, { onnotice: () => {}, max: 1, prepare: false });
   try {
-    await sql.begin(async (tx) => {
-      await tx`select pg_advisory_xact_lock(${LOCK_KEY})`;
-      await tx`create schema if not exists supabase_migrations`;
-      await tx`create table if not exists supabase_migrations.schema_migrations
-        (version text not null primary key)`;
-      await tx`alter table supabase_migrations.schema_migrations
-        add column if not exists statements text[], add column if not exists name text`;
-    });
-    for (const file of files) {
-      const [, version, name] = FILE_NAME.exec(file)!;
-      const statements = splitStatements(await Deno.readTextFile(`${dir}/${file}`));
-      const applied = await sql.begin(async (tx) => {
-        await tx`select pg_advisory_xact_lock(${LOCK_KEY})`;
-        const done = await tx`select 1 from supabase_migrations.schema_migrations
-          where version = ${version}`;
-        if (done.length > 0) return false;
-        for (const [i, statement] of statements.entries()) {
-          await tx.unsafe(statement).catch((e: Error) => {
-            throw new Error(`${file}, statement ${i + 1}: ${e.message}`, { cause: e });
-          });
-        }
-        await tx`insert into supabase_migrations.schema_migrations (version, name, statements)
-          values (${version}, ${name}, ${statements}::text[])`;
-        return true;
-      });
-      result[applied ? "applied" : "skipped"].push(file);
-      log(`${applied ? "applied" : "skipped"} ${file}`);
-    }
+    const [{ exists }] = await sql`select to_regclass('supabase_migrations.schema_migrations')
+      is not null as exists`;
+    if (!exists) return [];
+    const rows = await sql<{ version: string }[]>`
+      select version from supabase_migrations.schema_migrations order by version`;
+    return rows.map((r) => r.version);
   } finally {
     await sql.end();
   }
-  return result;
 }
 
-/** Splits SQL into statements as the Supabase CLI records them: trimmed, without the `;`. */
-function splitStatements(text: string): string[] {
-  const statements: string[] = [];
-  const dollarTag = /\$([A-Za-z_][A-Za-z0-9_]*)?\$/y;
-  let start = 0;
-  let hasCode = false; // the current statement has more than comments and blanks
-  const end = (at: number) => {
-    if (hasCode) statements.push(text.slice(start, at).trim());
-    start = at + 1;
-    hasCode = false;
-  };
-  for (let i = 0; i < text.length;) {
-    const c = text[i];
-    if (c === "-" && text[i + 1] === "-") {
-      const eol = text.indexOf("\n", i);
-      i = eol < 0 ? text.length : eol + 1;
-    } else if (c === "/" && text[i + 1] === "*") {
-      let depth = 0; // block comments nest
-      do {
-        const step = text.startsWith("/*", i) ? 1 : text.startsWith("*/", i) ? -1 : 0;
-        depth += step;
-        i += step ? 2 : 1;
-      } while (depth > 0 && i < text.length);
-    } else if (c === ";") {
-      end(i++);
-    } else if (c === "'" || c === '"') {
-      // E'…' strings escape with a backslash; a doubled quote simply reopens the literal.
-      const escapes = c === "'" && /[eE]/.test(text[i - 1] ?? "") && !/\w/.test(text[i - 2] ?? "");
-      hasCode = true;
-      for (i++; i < text.length && text[i] !== c; i++) if (escapes && text[i] === "\\") i++;
-      i++;
-    } else {
-      dollarTag.lastIndex = i;
-      const tag = c === "$" && !/[\w$]/.test(text[i - 1] ?? "") ? dollarTag.exec(text) : null;
-      if (tag) {
-        const close = text.indexOf(tag[0], i + tag[0].length);
-        i = close < 0 ? text.length : close + tag[0].length;
-      } else i++;
-      if (!/\s/.test(c)) hasCode = true;
-    }
+/** Raised when `supabase db push` fails; the message is the CLI's output, passwords redacted. */
+export class MigrationError extends Error {}
+
+/**
+ * Pushes the migrations of the CLI project at `workdir` to the database at `url` with
+ * `supabase db push`; returns the versions it applied and the ones already there.
+ */
+export async function migrate(
+  url: string,
+  workdir: string,
+  opts: { log?: (line: string) => void } = {},
+): Promise<{ applied: string[]; skipped: string[] }> {
+  const redact = redactor([url]);
+  const before = await appliedVersions(url);
+  const run = await supabaseCli(
+    ["db", "push", "--db-url", url, "--workdir", workdir, "--yes"],
+    { redact },
+  );
+  for (const line of run.output.split("\n")) if (line.trim()) opts.log?.(line.trim());
+  if (!run.success) {
+    throw new MigrationError(
+      `supabase db push failed (exit ${run.code}): ${run.output.trim().replaceAll(/\s+/g, " ")}`,
+    );
   }
-  end(text.length);
-  return statements;
+  const after = await appliedVersions(url);
+  return {
+    applied: after.filter((v) => !before.includes(v)),
+    skipped: after.filter((v) => before.includes(v)),
+  };
 }
 
 if (import.meta.main) {
-  const secrets: string[] = [];
-  const redact = (s: string) => secrets.reduce((out, p) => out.replaceAll(p, "***"), s);
+  let redact = (s: string) => s;
   let label = "migrate";
   try {
     const { values } = parseArgs({
@@ -124,24 +114,22 @@ if (import.meta.main) {
       {
         label: "backend",
         url: values["backend-url"] ?? env("BACKEND_DB_URL") ?? env("SUPABASE_DB_URL"),
-        dir: BACKEND_MIGRATIONS,
+        workdir: BACKEND_PROJECT,
       },
-      { label: "admin", url: values["admin-url"] ?? env("ADMIN_DB_URL"), dir: ADMIN_MIGRATIONS },
+      { label: "admin", url: values["admin-url"] ?? env("ADMIN_DB_URL"), workdir: ADMIN_PROJECT },
     ].filter((t): t is typeof t & { url: string } => t.url !== undefined);
     if (targets.length === 0) {
       throw new Error(
         "no database: pass --backend-url/--admin-url or set BACKEND_DB_URL (or SUPABASE_DB_URL)/ADMIN_DB_URL",
       );
     }
-    for (const { url } of targets) {
-      const password = URL.parse(url)?.password;
-      if (password) secrets.push(password, decodeURIComponent(password));
-    }
+    redact = redactor(targets.map((t) => t.url));
     for (const target of targets) {
       label = target.label;
-      await migrate(target.url, target.dir, {
+      const { applied } = await migrate(target.url, target.workdir, {
         log: (line) => console.log(redact(`${label}: ${line}`)),
       });
+      console.log(`${label}: ${applied.length} migration(s) applied`);
     }
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);

@@ -1,11 +1,12 @@
 /**
  * `deno task test`: starts the local stack on its own ports (`--profile test`, so it runs
- * beside `deno task dev`), runs every test against it, scans all the output for leaked
- * secrets, stops the stack, and ends with the line `tests: N passed, N failed`.
+ * beside `deno task dev`), runs every test against it, lints both databases with
+ * `supabase db lint` (whole suite only), scans all the output for leaked secrets, stops the stack, and ends with the line `tests: N passed, N failed`.
  * `STACK_PORT_BASE` and `STACK_STATE_DIR` move it, so several runs can share a machine.
  */
 import { type LaunchedStack, launchStack, parseEnvFile, pump } from "../local/launch.ts";
 import { findLeaks, knownSecrets } from "../local/leaks.ts";
+import { lintDatabases } from "./lint_db.ts";
 
 export { parseEnvFile };
 
@@ -57,6 +58,18 @@ async function main(): Promise<number> {
       counts = { passed: 0, failed: 1 };
     }
     if (!status.success && counts.failed === 0) counts.failed = 1;
+
+    // The whole suite also lints both databases (plpgsql_check through the CLI), as CI must.
+    if (Deno.args.length === 0) {
+      const lint = await lintDatabases(env).catch((err: Error) => [
+        { label: "both", ok: false, output: err.message },
+      ]);
+      for (const r of lint) {
+        counts[r.ok ? "passed" : "failed"]++;
+        console.log(`supabase db lint (${r.label}) ... ${r.ok ? "ok" : "FAILED"}`);
+        if (!r.ok) console.log(r.output);
+      }
+    }
 
     const secrets = await knownSecrets(env);
     await stack.stop();

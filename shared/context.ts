@@ -3,7 +3,7 @@
  * environment), the two database pools and the imported key ring, each created on first use.
  */
 import { type Config, loadConfig, MisconfiguredError, type Need, requireConfig } from "./config.ts";
-import { connect, query, type Sql } from "./db.ts";
+import { connect, FUNCTION_POOL_MAX, Pool, query, type Sql } from "./db.ts";
 import { importKeyRing, type KeyRing } from "./crypto.ts";
 
 /** The configuration, pools and keys one request works with. */
@@ -19,25 +19,29 @@ export interface Context {
 
 /** Builds a context over a configuration; pools open lazily and close with `close()`. */
 export function createContext(config: Config): Context & { close(): Promise<void> } {
-  let backendSql: Sql | undefined;
-  let adminSql: Sql | undefined;
+  const open = (url: string) => () =>
+    connect(url, { max: FUNCTION_POOL_MAX, timeoutMs: config.dbTimeoutMs });
+  let backendPool: Pool | undefined;
+  let adminPool: Pool | undefined;
   let ring: Promise<KeyRing> | undefined;
   const need = (n: Need) => requireConfig(config, [n]);
   return {
     config,
     backend(work) {
-      if (!backendSql) {
+      if (!backendPool) {
         need("backendDbUrl");
-        backendSql = connect(config.backendDbUrl!, { timeoutMs: config.dbTimeoutMs });
+        backendPool = new Pool(open(config.backendDbUrl!));
       }
-      return query("backend", config.dbTimeoutMs, () => work(backendSql!));
+      const pool = backendPool;
+      return query("backend", config.dbTimeoutMs, () => work(pool.sql), () => pool.reset());
     },
     admin(work) {
-      if (!adminSql) {
+      if (!adminPool) {
         need("adminDbUrl");
-        adminSql = connect(config.adminDbUrl!, { timeoutMs: config.dbTimeoutMs });
+        adminPool = new Pool(open(config.adminDbUrl!));
       }
-      return query("admin", config.dbTimeoutMs, () => work(adminSql!));
+      const pool = adminPool;
+      return query("admin", config.dbTimeoutMs, () => work(pool.sql), () => pool.reset());
     },
     keys() {
       if (!ring) {
@@ -47,7 +51,7 @@ export function createContext(config: Config): Context & { close(): Promise<void
       return ring;
     },
     async close() {
-      await Promise.all([backendSql?.end({ timeout: 1 }), adminSql?.end({ timeout: 1 })]);
+      await Promise.all([backendPool?.end(), adminPool?.end()]);
     },
   };
 }

@@ -46,12 +46,12 @@ let adminSql: Sql | undefined;
 
 /** A pool on the Backend DB (closed by `closeDbs`). */
 export function backendDb(): Sql {
-  return backendSql ??= connect(need("BACKEND_DB_URL"), { max: 10 });
+  return backendSql ??= connect(need("BACKEND_DB_URL"), { max: 10, fetchTypes: true });
 }
 
 /** A pool on the Admin DB (closed by `closeDbs`). */
 export function adminDb(): Sql {
-  return adminSql ??= connect(need("ADMIN_DB_URL"), { max: 10 });
+  return adminSql ??= connect(need("ADMIN_DB_URL"), { max: 10, fetchTypes: true });
 }
 
 /** Closes the test pools; call it at the end of a test file that used them. */
@@ -60,11 +60,44 @@ export async function closeDbs(): Promise<void> {
   backendSql = adminSql = undefined;
 }
 
+/**
+ * A cluster behind its pooler: `start()` returns once the pooler serves queries again (it
+ * logs in to the restarted server within its `server_login_retry`), as a client that waits
+ * for a database to come back would see it.
+ */
+class PooledCluster extends Cluster {
+  constructor(
+    spec: ConstructorParameters<typeof Cluster>[0],
+    bin: string,
+    readonly pooler: string,
+  ) {
+    super(spec, bin);
+  }
+
+  override async start(): Promise<void> {
+    await super.start();
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      // psql rather than postgres.js: a refused connection leaves nothing dangling.
+      const out = await new Deno.Command(`${this.bin}/psql`, {
+        args: [this.pooler, "-Atc", "select 1"],
+        env: { PGCONNECT_TIMEOUT: "2" },
+        stdout: "null",
+        stderr: "null",
+      }).output();
+      if (out.success) return;
+      if (Date.now() > deadline) throw new Error(`${this.spec.name} pooler did not come back`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
 /** The local cluster behind `which`, to stop, start or freeze it in fault tests. */
 export function cluster(which: "backend" | "admin"): Cluster {
   const port = Number(need(which === "backend" ? "BACKEND_DB_PORT" : "ADMIN_DB_PORT"));
   const dir = need(which === "backend" ? "BACKEND_PGDATA" : "ADMIN_PGDATA");
-  return new Cluster({ name: which, dir, port }, need("PG_BIN"));
+  const pooler = need(which === "backend" ? "BACKEND_POOLER_URL" : "ADMIN_POOLER_URL");
+  return new PooledCluster({ name: which, dir, port }, need("PG_BIN"), pooler);
 }
 
 /** A supabase-js client with the project's secret key, as a server caller has. */

@@ -1,10 +1,19 @@
 /**
- * The schema migrations of both databases and their runner, against throwaway databases
- * created next to BACKEND_DB_URL / ADMIN_DB_URL (each test makes and drops its own).
+ * The schema migrations of both projects, pushed with the real Supabase CLI as `postgres`
+ * (not a superuser) into scratch databases created next to BACKEND_DB_URL / ADMIN_DB_URL and
+ * bootstrapped as a Supabase database is (each test makes and drops its own).
  */
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { ADMIN_MIGRATIONS, BACKEND_MIGRATIONS, migrate } from "../scripts/migrate.ts";
+import {
+  ADMIN_MIGRATIONS,
+  ADMIN_PROJECT,
+  BACKEND_MIGRATIONS,
+  BACKEND_PROJECT,
+  migrate,
+  MigrationError,
+} from "../scripts/migrate.ts";
+import { scratchDatabase } from "../local/bootstrap.ts";
 
 type Sql = postgres.Sql;
 
@@ -13,41 +22,19 @@ const ADMIN_URL = Deno.env.get("ADMIN_DB_URL") ?? "";
 const CACHE_FILE = "20261124000100_mp_credentials_cache.sql";
 const MASTER_FILE = "20261124000100_mp_credentials_master.sql";
 
-// The Supabase roles (cluster-wide) and the default privileges a Supabase project has, so the
-// new tables get anon/authenticated grants exactly as they would there.
-const SUPABASE_SETUP = `
-do $$
-declare r text;
-begin
-  foreach r in array array['anon', 'authenticated', 'service_role'] loop
-    if not exists (select 1 from pg_roles where rolname = r) then
-      begin
-        execute format('create role %I nologin noinherit', r);
-      exception when duplicate_object or unique_violation then null; -- created meanwhile
-      end;
-    end if;
-  end loop;
-end $$;
-grant usage on schema public to anon, authenticated, service_role;
-alter default privileges in schema public grant all on tables to anon, authenticated, service_role;
-alter default privileges in schema public grant all on sequences to anon, authenticated, service_role;
-`;
-
-/** Runs `fn` in a scratch database created next to `url` (Supabase roles set up), then drops it. */
+/**
+ * Runs `fn` in a scratch database created next to `url` and bootstrapped like a Supabase
+ * project's (roles, non-superuser `postgres`, default privileges), then drops it. `sql` is
+ * connected as `postgres`, as a project's owner (SQL editor, migrations) is.
+ */
 async function withScratchDb(url: string, fn: (url: string, sql: Sql) => Promise<void>) {
-  const name = `mig_${crypto.randomUUID().replaceAll("-", "").slice(0, 20)}`;
-  const server = postgres(url, { onnotice: () => {}, max: 1 });
-  await server.unsafe(`create database ${name}`);
-  const scratch = new URL(url);
-  scratch.pathname = `/${name}`;
-  const sql = postgres(scratch.href, { onnotice: () => {}, max: 1 });
+  const db = await scratchDatabase(url, "mig");
+  const sql = postgres(db.postgresUrl, { onnotice: () => {}, max: 1 });
   try {
-    await sql.unsafe(SUPABASE_SETUP).simple();
-    await fn(scratch.href, sql);
+    await fn(db.postgresUrl, sql);
   } finally {
     await sql.end();
-    await server.unsafe(`drop database if exists ${name} with (force)`);
-    await server.end();
+    await db.drop();
   }
 }
 
@@ -99,6 +86,9 @@ async function assertLockedDown(sql: Sql, table: string, closed: string[] = []) 
         `${role} must not read ${table}.${column}`,
       );
     }
+    const [{ any }] = await sql`select has_table_privilege(${role}, ${table},
+      'TRUNCATE, TRIGGER, REFERENCES') as any`;
+    assert.equal(any, false, `${role} has no TRUNCATE, TRIGGER or REFERENCES on ${table}`);
     const [{ writable }] = await sql`select count(*)::int as writable from unnest(${mp}::text[]) c
       where has_column_privilege(${role}, ${table}, c, 'INSERT')
          or has_column_privilege(${role}, ${table}, c, 'UPDATE')`;
@@ -127,11 +117,11 @@ async function assertRecorded(sql: Sql, file: string) {
   for (const s of rows[0].statements) assert.ok(s.trim() === s && s && !s.endsWith(";"));
 }
 
-/** Migrates twice: the first run applies `file`, the second applies nothing. */
-async function migrateTwice(url: string, dir: string, file: string) {
-  const first = await migrate(url, dir);
-  assert.ok(first.applied.includes(file), `${file} applied`);
-  const second = await migrate(url, dir);
+/** Pushes twice: the first push applies `file`, the second is a no-op. */
+async function migrateTwice(url: string, workdir: string, file: string) {
+  const first = await migrate(url, workdir);
+  assert.ok(first.applied.includes(file.slice(0, 14)), `${file} applied`);
+  const second = await migrate(url, workdir);
   assert.deepEqual(second.applied, []);
   assert.deepEqual(second.skipped, [...first.skipped, ...first.applied].sort());
 }
@@ -178,7 +168,7 @@ Deno.test({
         `select id, name, mp_access_token, mp_public_key from public.clients order by id`;
       const rows = await sql.unsafe(kept);
 
-      await migrateTwice(url, BACKEND_MIGRATIONS, CACHE_FILE);
+      await migrateTwice(url, BACKEND_PROJECT, CACHE_FILE);
       // The file itself is idempotent too, run outside the runner.
       await sql.unsafe(await Deno.readTextFile(`${BACKEND_MIGRATIONS}/${CACHE_FILE}`)).simple();
 
@@ -220,7 +210,7 @@ Deno.test({
         mp_refresh_token, mp_public_key, mp_expires_in from public.nv_accounts order by id`;
       const rows = await sql.unsafe(kept);
 
-      await migrateTwice(url, ADMIN_MIGRATIONS, MASTER_FILE);
+      await migrateTwice(url, ADMIN_PROJECT, MASTER_FILE);
       await sql.unsafe(await Deno.readTextFile(`${ADMIN_MIGRATIONS}/${MASTER_FILE}`)).simple();
 
       assert.deepEqual(await sql.unsafe(kept), rows);
@@ -263,7 +253,7 @@ Deno.test({
   ignore: !BACKEND_URL || !ADMIN_URL,
   fn: async () => {
     await withScratchDb(BACKEND_URL, async (url, sql) => {
-      await migrateTwice(url, BACKEND_MIGRATIONS, CACHE_FILE);
+      await migrateTwice(url, BACKEND_PROJECT, CACHE_FILE);
       await assertColumns(sql, "public.clients", {
         id: "uuid not null default gen_random_uuid()",
         mp_access_token: "text",
@@ -274,7 +264,7 @@ Deno.test({
       await assertLockedDown(sql, "public.clients");
     });
     await withScratchDb(ADMIN_URL, async (url, sql) => {
-      await migrateTwice(url, ADMIN_MIGRATIONS, MASTER_FILE);
+      await migrateTwice(url, ADMIN_PROJECT, MASTER_FILE);
       await assertColumns(sql, "public.nv_accounts", {
         id: "uuid not null default gen_random_uuid()",
         mp_connected: "boolean not null default false",
@@ -307,61 +297,113 @@ Deno.test({
   },
 });
 
+/** A throwaway CLI project holding `files` as its migrations; removed by the caller. */
+async function tempProject(files: Record<string, string>): Promise<string> {
+  const dir = await Deno.makeTempDir();
+  await Deno.mkdir(`${dir}/supabase/migrations`, { recursive: true });
+  await Deno.writeTextFile(
+    `${dir}/supabase/config.toml`,
+    'project_id = "scratch"\n\n[db]\nmajor_version = 15\n',
+  );
+  for (const [name, text] of Object.entries(files)) {
+    await Deno.writeTextFile(`${dir}/supabase/migrations/${name}`, text);
+  }
+  return dir;
+}
+
 Deno.test({
-  name: "runner: splits statements like the CLI, one transaction per file, one runner at a time",
+  name: "CLI push: statements recorded as the CLI splits them, a failing file leaves nothing",
   ignore: !BACKEND_URL,
   fn: () =>
     withScratchDb(BACKEND_URL, async (url, sql) => {
-      const dir = await Deno.makeTempDir();
-      try {
-        // Concurrent runners on a fresh database apply a slow file once (a second apply, or a
-        // second creation of the history table, would fail).
-        await Deno.writeTextFile(
-          `${dir}/20000101000000_once.sql`,
-          "create table once (v int);\nselect pg_sleep(0.3);\n",
-        );
-        const runs = await Promise.all([1, 2, 3].map(() => migrate(url, dir)));
-        assert.deepEqual(runs.flatMap((r) => r.applied), ["20000101000000_once.sql"]);
-
-        await Deno.writeTextFile(
-          `${dir}/20000101000001_tricky.sql`,
-          `-- a comment; with a semicolon
+      const dir = await tempProject({
+        "20000101000001_tricky.sql": `-- a comment; with a semicolon
 create table probe (v text);
-/* block; /* nested; */ still a comment; */
-insert into probe values ('a;b'), (E'c\\';d'), ($$e;f$$), ($t$g;'h$t$);
+/* a block comment; with a semicolon */
+insert into probe values ('a;b'), ($$e;f$$), ($t$g;'h$t$);
 create function "probe;fn"() returns text language plpgsql as $fn$ begin return 'x;y'; end $fn$;
 insert into "probe" values ('it''s;');
 -- only a comment; at the end
 `,
-        );
-        await Deno.writeTextFile(`${dir}/notes.txt`, "not a migration");
-        assert.deepEqual(await migrate(url, dir), {
-          applied: ["20000101000001_tricky.sql"],
-          skipped: ["20000101000000_once.sql"],
-        });
-        const [{ statements }] = await sql`select statements
+      });
+      try {
+        assert.deepEqual(await migrate(url, dir), { applied: ["20000101000001"], skipped: [] });
+        const [{ statements, name }] = await sql`select statements, name
           from supabase_migrations.schema_migrations where version = '20000101000001'`;
-        assert.equal(statements.length, 4);
-        assert.equal(statements[0], "-- a comment; with a semicolon\ncreate table probe (v text)");
+        assert.equal(name, "tricky");
+        assert.ok(statements.length >= 4, "one entry per statement");
         const values = await sql`select v from probe`;
-        assert.deepEqual(values.map((r) => r.v), ["a;b", "c';d", "e;f", "g;'h", "it's;"]);
+        assert.deepEqual(values.map((r) => r.v), ["a;b", "e;f", "g;'h", "it's;"]);
         assert.equal((await sql`select "probe;fn"() as r`)[0].r, "x;y");
+        const [{ owner }] = await sql`select tableowner as owner from pg_tables
+          where tablename = 'probe'`;
+        assert.equal(owner, "postgres", "migrations run as postgres");
 
         // A failing file leaves nothing behind and is not recorded.
         await Deno.writeTextFile(
-          `${dir}/20000101000002_broken.sql`,
+          `${dir}/supabase/migrations/20000101000002_broken.sql`,
           "create table broken (v int);\nselect 1/0;\n",
         );
-        await assert.rejects(migrate(url, dir), /20000101000002_broken\.sql, statement 2/);
+        await assert.rejects(migrate(url, dir), MigrationError);
         assert.equal((await sql`select to_regclass('broken') as t`)[0].t, null);
         const versions = await sql`select version from supabase_migrations.schema_migrations`;
-        assert.deepEqual(versions.map((r) => r.version).sort(), [
-          "20000101000000",
-          "20000101000001",
-        ]);
-        await Deno.remove(`${dir}/20000101000002_broken.sql`);
+        assert.deepEqual(versions.map((r) => r.version), ["20000101000001"]);
       } finally {
         await Deno.remove(dir, { recursive: true });
       }
     }),
+});
+
+Deno.test({
+  name: "CLI push as postgres: a migration that needs a superuser fails, as on deploy",
+  ignore: !BACKEND_URL,
+  fn: () =>
+    withScratchDb(BACKEND_URL, async (url, sql) => {
+      const statements = [
+        "alter system set work_mem = '8MB'",
+        "create role mig_superuser superuser",
+        "create extension plpgsql_check",
+      ];
+      for (const [i, statement] of statements.entries()) {
+        const dir = await tempProject({ [`2000010100001${i}_superuser.sql`]: `${statement};\n` });
+        try {
+          await assert.rejects(migrate(url, dir), (err: Error) => {
+            assert.ok(err instanceof MigrationError, statement);
+            assert.match(err.message, /permission denied|must be superuser|42501/i, statement);
+            return true;
+          });
+        } finally {
+          await Deno.remove(dir, { recursive: true });
+        }
+      }
+      assert.equal(
+        (await sql`select count(*)::int as n from pg_roles
+        where rolname = 'mig_superuser'`)[0].n,
+        0,
+      );
+      const [{ rolsuper }] = await sql`select rolsuper from pg_roles where rolname = current_user`;
+      assert.equal(rolsuper, false, "postgres is not a superuser");
+    }),
+});
+
+Deno.test({
+  name: "every migration file of both projects runs as postgres on the stack's databases",
+  ignore: !BACKEND_URL || !ADMIN_URL,
+  fn: async () => {
+    // The stack pushed them at start (as postgres); a second push is a no-op.
+    for (
+      const [url, workdir, dir] of [
+        [BACKEND_URL, BACKEND_PROJECT, BACKEND_MIGRATIONS],
+        [ADMIN_URL, ADMIN_PROJECT, ADMIN_MIGRATIONS],
+      ]
+    ) {
+      const asPostgres = new URL(url);
+      asPostgres.username = "postgres";
+      const files: string[] = [];
+      for await (const e of Deno.readDir(dir)) if (e.name.endsWith(".sql")) files.push(e.name);
+      const again = await migrate(asPostgres.href, workdir);
+      assert.deepEqual(again.applied, []);
+      assert.deepEqual(again.skipped, files.map((f) => f.slice(0, 14)).sort());
+    }
+  },
 });

@@ -5,7 +5,8 @@
  * mp-health and the hourly cron job against the running stack.
  */
 import assert from "node:assert/strict";
-import { ADMIN_MIGRATIONS, BACKEND_MIGRATIONS, migrate } from "../scripts/migrate.ts";
+import { ADMIN_PROJECT, BACKEND_MIGRATIONS, BACKEND_PROJECT, migrate } from "../scripts/migrate.ts";
+import { scratchDatabase } from "../local/bootstrap.ts";
 import { parseKeyRing } from "../shared/config.ts";
 import { decryptSecret, encryptSecret, importKeyRing, type KeyRing } from "../shared/crypto.ts";
 import { connect, pgArray, type Sql } from "../shared/db.ts";
@@ -30,30 +31,25 @@ const randomKey = (id: string) =>
   `${id}:${btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))))}`;
 const ringOf = (keys: string) => importKeyRing(parseKeyRing(keys));
 
-/** A scratch database next to `url`, migrated with `dir`; `drop()` removes it. */
-async function scratchDb(url: string, dir: string) {
-  const name = `ops_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
-  const server = connect(url, { max: 1 });
-  await server.unsafe(`create database ${name}`);
-  const scratch = new URL(url);
-  scratch.pathname = `/${name}`;
-  await migrate(scratch.href, dir);
-  const sql = connect(scratch.href, { max: 4 });
+/** A scratch database next to `url`, bootstrapped and pushed (as postgres) with `workdir`. */
+async function scratchDb(url: string, workdir: string) {
+  const db = await scratchDatabase(url, "ops");
+  await migrate(db.postgresUrl, workdir);
+  const sql = connect(db.url, { max: 4 });
   return {
-    url: scratch.href,
+    url: db.url,
     sql,
     async drop() {
       await sql.end({ timeout: 1 });
-      await server.unsafe(`drop database if exists ${name} with (force)`);
-      await server.end({ timeout: 1 });
+      await db.drop();
     },
   };
 }
 
 /** A scratch Backend and Admin database pair with a key ring of their own. */
 async function scratchPair(keys = randomKey("ops1")) {
-  const backend = await scratchDb(Deno.env.get("BACKEND_DB_URL")!, BACKEND_MIGRATIONS);
-  const admin = await scratchDb(Deno.env.get("ADMIN_DB_URL")!, ADMIN_MIGRATIONS);
+  const backend = await scratchDb(Deno.env.get("BACKEND_DB_URL")!, BACKEND_PROJECT);
+  const admin = await scratchDb(Deno.env.get("ADMIN_DB_URL")!, ADMIN_PROJECT);
   const ring = await ringOf(keys);
   return {
     backend: backend.sql,
@@ -732,7 +728,7 @@ Deno.test("mp-health: totals match the databases; drift and fast-path misses mov
   });
 });
 
-Deno.test("migration schedules mp-reconcile hourly through Vault and pg_net, idempotently", async () => {
+Deno.test("migrations schedule mp-reconcile every 5 minutes through Vault and pg_net, idempotently", async () => {
   try {
     await cronJob();
   } finally {
@@ -741,18 +737,26 @@ Deno.test("migration schedules mp-reconcile hourly through Vault and pg_net, ide
 });
 
 async function cronJob() {
-  const file = `${BACKEND_MIGRATIONS}/20261124000400_mp_reconcile_cron.sql`;
-  await backendDb().unsafe(await Deno.readTextFile(file)); // re-running it changes nothing
-  const jobs = await backendDb()`select schedule, command, active from cron.job
+  const files = [
+    `${BACKEND_MIGRATIONS}/20261124000400_mp_reconcile_cron.sql`,
+    `${BACKEND_MIGRATIONS}/20261130000300_mp_public_edges.sql`,
+  ];
+  // Re-running them in order (as postgres, whose job it is) changes nothing.
+  await backendDb().begin(async (tx) => {
+    await tx.unsafe("set local role postgres");
+    for (const file of files) await tx.unsafe(await Deno.readTextFile(file));
+  });
+  const jobs = await backendDb()`select schedule, command, active, username from cron.job
     where jobname = 'mp-reconcile'`;
   assert.equal(jobs.length, 1);
-  assert.equal(jobs[0].schedule, "37 * * * *");
+  assert.equal(jobs[0].schedule, "*/5 * * * *");
+  assert.equal(jobs[0].username, "postgres", "the job runs as postgres");
   assert.match(jobs[0].command, /name = 'project_url'/);
   assert.match(jobs[0].command, /name = 'mp_sync_secret_key'/);
   assert.match(jobs[0].command, /timeout_milliseconds := \d{5,}/);
   const [{ recorded }] = await backendDb()`select count(*)::int as recorded
-    from supabase_migrations.schema_migrations where version = '20261124000400'`;
-  assert.equal(recorded, 1);
+    from supabase_migrations.schema_migrations where version in ('20261124000400', '20261130000300')`;
+  assert.equal(recorded, 2);
 
   // What the job runs reaches mp-reconcile with the Vault key and gets a 200.
   const [queued] = await backendDb().unsafe(jobs[0].command);

@@ -85,6 +85,11 @@ async function checkDatabase(sql: Sql, expected: string[]) {
                     or has_column_privilege(${role}, ${g.relation}, col, 'INSERT')), '{}') as cols
           from unnest(${g.columns}::text[]) as col`;
       assert.equal(priv.table, false, `${role} has no table-wide SELECT on ${g.relation}`);
+      if (g.schema === "public") {
+        const [{ any }] = await sql`select has_table_privilege(${role}, ${g.relation},
+          'TRUNCATE, TRIGGER, REFERENCES') as any`;
+        assert.equal(any, false, `${role} has no TRUNCATE, TRIGGER or REFERENCES on ${g.relation}`);
+      }
       assert.deepEqual(priv.cols, [], `${role} reaches no MP column of ${g.relation}`);
       if (g.whole) {
         assert.equal(priv.any_column, false, `${role} reads no column of ${g.relation}`);

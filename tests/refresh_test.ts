@@ -76,7 +76,7 @@ const quietLog = createLogger({ test: "refresh" });
 
 async function refreshJob() {
   const [job] = await backendDb()`
-    select jobid, schedule, command, active from cron.job where jobname = 'mp-refresh'`;
+    select jobid, schedule, command, active, username from cron.job where jobname = 'mp-refresh'`;
   return job;
 }
 
@@ -84,6 +84,7 @@ Deno.test("the Backend migration schedules mp-refresh every 10 minutes via pg_ne
   const job = await refreshJob();
   assert.ok(job, "cron job mp-refresh exists");
   assert.equal(job.schedule, "*/10 * * * *");
+  assert.equal(job.username, "postgres", "owned by and run as postgres, not a superuser");
   assert.match(job.command, /net\.http_post\(/);
   assert.match(job.command, /name = 'project_url'\)\s*\|\| '\/functions\/v1\/mp-refresh'/);
   assert.match(job.command, /'Bearer ' \|\| \(select decrypted_secret[\s\S]*'mp_sync_secret_key'/);
@@ -612,9 +613,10 @@ Deno.test("the real pg_cron job (on a 1-minute test schedule) refreshes a due ac
       account_id: a.id,
       status: "refreshed",
     });
-    const [run] = await backendDb()`select status from cron.job_run_details
+    const [run] = await backendDb()`select status, username from cron.job_run_details
       where jobid = ${job.jobid}::bigint and start_time >= ${start} order by start_time limit 1`;
     assert.equal(run.status, "succeeded");
+    assert.equal(run.username, "postgres", "the job fired as postgres");
   } finally {
     await backendDb()`select cron.alter_job(${job.jobid}::bigint, schedule := '*/10 * * * *',
       active := true)`;

@@ -6,6 +6,9 @@ import assert from "node:assert/strict";
 import { parse } from "smol-toml";
 import { findPostgres, MissingPrerequisite } from "../local/postgres.ts";
 import { parseEnvFile } from "../scripts/test.ts";
+import { isAlive } from "../local/pooler.ts";
+import { connect } from "../shared/db.ts";
+import { call, stack } from "./_stack.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
@@ -76,6 +79,8 @@ Deno.test("a second stack starts beside this one and SIGTERM stops every process
       BACKEND_DB_PORT: "31422",
       ADMIN_DB_PORT: "31423",
       SANDBOX_PORT: "31424",
+      BACKEND_POOLER_PORT: "31425",
+      ADMIN_POOLER_PORT: "31426",
     },
     stdout: "piped",
     stderr: "piped",
@@ -93,14 +98,67 @@ Deno.test("a second stack starts beside this one and SIGTERM stops every process
   await health.body?.cancel();
   const pids = [env.BACKEND_PGDATA, env.ADMIN_PGDATA].map((d) => `${d}/postmaster.pid`);
   for (const pid of pids) await Deno.stat(pid);
+  // A pgbouncer per cluster, TLS required, answering as postgres (not a superuser).
+  const poolerPids: number[] = [];
+  for (const [url, port] of [[env.BACKEND_POOLER_URL, "31425"], [env.ADMIN_POOLER_URL, "31426"]]) {
+    assert.equal(new URL(url).port, port);
+    assert.equal(new URL(url).searchParams.get("sslmode"), "require");
+    const sql = connect(url, { max: 1 });
+    const [row] = await sql`select current_user as user,
+      (select rolsuper from pg_roles where rolname = current_user) as rolsuper`;
+    await sql.end();
+    assert.deepEqual({ ...row }, { user: "postgres", rolsuper: false });
+    const plain = connect(url.replace("sslmode=require", "sslmode=disable"), { max: 1 });
+    await assert.rejects(plain`select 1`, /SSL required/);
+    await plain.end();
+    const pid = Number(
+      (await Deno.readTextFile(
+        `${env.BACKEND_PGDATA}/../${
+          url === env.BACKEND_POOLER_URL ? "backend" : "admin"
+        }-pooler/pgbouncer.pid`,
+      )).trim(),
+    );
+    assert.ok(await isAlive(pid), "pgbouncer runs");
+    poolerPids.push(pid);
+  }
 
   child.kill("SIGTERM");
   const { code, stdout } = await output;
   assert.equal(code, 0);
   assert.match(new TextDecoder().decode(stdout), /Local stack stopped/);
   for (const pid of pids) await assert.rejects(Deno.stat(pid), Deno.errors.NotFound);
+  for (const pid of poolerPids) assert.equal(await isAlive(pid), false, "pgbouncer stopped");
   await assert.rejects(fetch(`${env.SUPABASE_URL}/health`));
-  for (const port of [env.BACKEND_DB_PORT, env.ADMIN_DB_PORT, env.SANDBOX_PORT]) {
+  for (
+    const port of [
+      env.BACKEND_DB_PORT,
+      env.ADMIN_DB_PORT,
+      env.SANDBOX_PORT,
+      env.BACKEND_POOLER_PORT,
+      env.ADMIN_POOLER_PORT,
+    ]
+  ) {
     await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: Number(port) }));
+  }
+});
+
+Deno.test("the functions reach both databases through the poolers, as postgres", async () => {
+  // An unknown client: the fast path misses, the fallback looks in the Admin DB.
+  const res = await call("get-mp-config", { client_id: crypto.randomUUID() });
+  assert.equal(res.status, 404);
+  for (const name of ["BACKEND_POOLER_URL", "ADMIN_POOLER_URL"]) {
+    const consoleUrl = new URL(stack.env(name));
+    consoleUrl.pathname = "/pgbouncer";
+    const out = await new Deno.Command(`${stack.env("PG_BIN")}/psql`, {
+      args: [consoleUrl.href, "-AtF", "|", "-c", "show clients"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    // type|user|database|…: the console itself is on database `pgbouncer`; the rest are pools.
+    const clients = new TextDecoder().decode(out.stdout).trim().split("\n")
+      .map((l) => l.split("|")).filter((c) => c[2] === "postgres");
+    assert.ok(clients.length > 0, `${name}: the functions' pool is connected`);
+    for (const c of clients) assert.equal(c[1], "postgres", `${name}: as postgres`);
   }
 });

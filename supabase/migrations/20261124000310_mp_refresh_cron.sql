@@ -9,22 +9,30 @@
 --
 -- pg_cron works only in the database named by `cron.database_name` (`postgres` on Supabase)
 -- and only when preloaded; in any other database (a scratch copy, a branch without it) this
--- migration warns and schedules nothing rather than failing.
+-- migration warns and schedules nothing rather than failing. The setting is readable only
+-- by a superuser or a member of pg_read_all_settings; anyone else assumes `postgres`.
+-- pg_cron goes where Supabase documents it (`with schema pg_catalog`; its objects live in
+-- the `cron` schema), and pg_net `with schema extensions`.
 
 do $do$
+declare
+  cron_db text := 'postgres';
 begin
+  if pg_has_role(current_user, 'pg_read_all_settings', 'usage') then
+    cron_db := coalesce(current_setting('cron.database_name', true), cron_db);
+  end if;
   if not exists (select 1 from pg_extension where extname = 'pg_cron')
-     and coalesce(current_setting('cron.database_name', true), '') <> current_database() then
+     and cron_db <> current_database() then
     raise warning 'pg_cron is not usable in database %: mp-refresh is not scheduled',
       current_database();
     return;
   end if;
-  create extension if not exists pg_cron;
+  create extension if not exists pg_cron with schema pg_catalog;
 
   -- pg_net owns the `net` schema; where something already provides it (the real extension,
   -- or the local stack's stand-in) there is nothing to create.
   if not exists (select 1 from pg_namespace where nspname = 'net') then
-    create extension if not exists pg_net;
+    create extension if not exists pg_net with schema extensions;
   end if;
 
   perform cron.schedule(

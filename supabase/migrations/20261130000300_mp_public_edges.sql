@@ -24,13 +24,19 @@ end
 $$;
 
 do $do$
+declare
+  cron_db text := 'postgres';
 begin
+  -- The setting is readable only by a superuser or pg_read_all_settings; others assume postgres.
+  if pg_has_role(current_user, 'pg_read_all_settings', 'usage') then
+    cron_db := coalesce(current_setting('cron.database_name', true), cron_db);
+  end if;
   if not exists (select 1 from pg_extension where extname = 'pg_cron')
-     and coalesce(current_setting('cron.database_name', true), '') <> current_database() then
+     and cron_db <> current_database() then
     raise warning 'pg_cron is not usable in database %: nothing is scheduled', current_database();
     return;
   end if;
-  create extension if not exists pg_cron;
+  create extension if not exists pg_cron with schema pg_catalog;
 
   perform cron.schedule(
     'mp-reconcile',
