@@ -178,7 +178,10 @@ Deno.test("deauthorization while MercadoPago is unreachable: 503, and the redeli
 Deno.test("attack: replays of a used OAuth state write one audit row at most, request ids bounded", async () => {
   const accountId = await newAccount();
   const started = await call("mp-oauth-start", { account_id: accountId });
-  const authorized = await fetch(started.body.url, { redirect: "manual" });
+  // The seller declines: the state is used up with no connection, so a replay is refused.
+  const declineUrl = new URL(started.body.url);
+  declineUrl.searchParams.set("deny", "1");
+  const authorized = await fetch(declineUrl, { redirect: "manual" });
   await authorized.body?.cancel();
   const back = authorized.headers.get("location")!;
   const first = await fetch(back, { redirect: "manual" });

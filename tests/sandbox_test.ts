@@ -445,6 +445,7 @@ Deno.test("reset clears counters and faults but keeps tokens", async () => {
     refresh_token_reuse: 0,
     authorizations: 0,
     refreshes: 0,
+    users_me_calls: 0,
   });
   await json(refresh(sb, first.refresh_token), 200);
 });
@@ -474,7 +475,82 @@ Deno.test("grants seed many connected sellers whose refresh tokens work", async 
 
 Deno.test("anything else is 404 not_found in MercadoPago's shape", async () => {
   const sb = setup();
-  await assertMpError(get(sb, "/users/me"), 404, "not_found");
+  await assertMpError(get(sb, "/users/mine"), 404, "not_found");
   await assertMpError(get(sb, "/oauth/token"), 404, "not_found");
   await assertMpError(post(sb, "/__sandbox/nope", {}), 404, "not_found");
+});
+
+Deno.test("GET /users/me: the seller of a working token; 401 for an unknown one", async () => {
+  const sb = setup();
+  const grant = await json(exchange(sb, await authorize(sb, { user_id: "4242" })), 200);
+  const me = (token: string) =>
+    sb.handler(new Request(`${BASE}/users/me`, { headers: { authorization: `Bearer ${token}` } }));
+  const ok = await json(me(grant.access_token), 200);
+  assert.equal(ok.id, 4242);
+  assert.equal(typeof ok.nickname, "string");
+  assert.equal(typeof ok.site_id, "string");
+  await assertMpError(me("APP_USR-unknown"), 401, "unauthorized");
+  await assertMpError(get(sb, "/users/me"), 401, "unauthorized");
+  assert.equal((await stats(sb)).users_me_calls, 3);
+});
+
+Deno.test("deauthorize: the seller's tokens stop working; the notification is signed as MercadoPago signs it", async () => {
+  const secret = "webhook-secret-for-the-sandbox-test";
+  const sb = createSandbox({
+    clientId: CLIENT_ID,
+    clientSecret: CLIENT_SECRET,
+    webhookSecret: secret,
+  });
+  const a = await json(exchange(sb, await authorize(sb, { user_id: "777" })), 200);
+  const other = await json(exchange(sb, await authorize(sb, { user_id: "778" })), 200);
+  let delivered: Request | undefined;
+  let body = "";
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    delivered = req;
+    body = await req.text();
+    return new Response("ok");
+  });
+  try {
+    const res = await json(
+      post(sb, "/__sandbox/deauthorize", {
+        user_id: 777,
+        notify_url: `http://127.0.0.1:${server.addr.port}/hook`,
+      }),
+      200,
+    );
+    assert.equal(res.notified, 200);
+    assert.equal(res.revoked, 2, "its access and refresh token");
+  } finally {
+    await server.shutdown();
+  }
+  const me = (token: string) =>
+    sb.handler(new Request(`${BASE}/users/me`, { headers: { authorization: `Bearer ${token}` } }));
+  await assertMpError(me(a.access_token), 401, "unauthorized");
+  await assertMpError(refresh(sb, a.refresh_token), 400, "invalid_grant");
+  assert.equal((await stats(sb)).refresh_token_reuse, 0, "a revoked token is not a reuse");
+  assert.equal((await json(me(other.access_token), 200)).id, 778, "other sellers keep working");
+
+  const url = new URL(delivered!.url);
+  const dataId = url.searchParams.get("data.id")!;
+  const requestId = delivered!.headers.get("x-request-id")!;
+  const [, ts, v1] = /^ts=(\d+),v1=([0-9a-f]{64})$/.exec(delivered!.headers.get("x-signature")!)!;
+  const key = await crypto.subtle.importKey(
+    "raw",
+    new TextEncoder().encode(secret),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const mac = new Uint8Array(
+    await crypto.subtle.sign(
+      "HMAC",
+      key,
+      new TextEncoder().encode(`id:${dataId};request-id:${requestId};ts:${ts};`),
+    ),
+  );
+  assert.equal(v1, [...mac].map((b) => b.toString(16).padStart(2, "0")).join(""));
+  const note = JSON.parse(body);
+  assert.equal(note.action, "application.deauthorized");
+  assert.equal(note.user_id, 777);
+  assert.equal(note.data.id, dataId);
 });
