@@ -171,7 +171,8 @@ Deno.test("deno serve + TLS poolers: provision, connect, checkout, refresh, reco
     assert.match(fast.body.access_token, /^APP_USR-/);
 
     // An emptied cache: the fallback answers from the master and repairs the cache.
-    await backendDb()`update clients set mp_access_token = null where id = ${clientId}`;
+    await backendDb()`update clients set mp_access_token = null, mp_token_version = null
+      where id = ${clientId}`;
     const fallback = await post(url["get-mp-config"], { client_id: clientId });
     assert.equal(fallback.body.source, "fallback");
     assert.equal(fallback.body.access_token, fast.body.access_token);

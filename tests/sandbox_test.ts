@@ -503,10 +503,10 @@ Deno.test("deauthorize: the seller's tokens stop working; the notification is si
   });
   const a = await json(exchange(sb, await authorize(sb, { user_id: "777" })), 200);
   const other = await json(exchange(sb, await authorize(sb, { user_id: "778" })), 200);
-  let delivered: Request | undefined;
+  let delivered: { url: string; headers: Headers } | undefined;
   let body = "";
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
-    delivered = req;
+    delivered = { url: req.url, headers: new Headers(req.headers) };
     body = await req.text();
     return new Response("ok");
   });
