@@ -633,6 +633,15 @@ async function webhookCase(fn: string, env: Env, seeded: Seeded): Promise<Case> 
       "other request id",
       `ts=${nowSec},v1=${await signManifest(env.webhookSecret, manifest(nowSec, dataId, ruuid()))}`,
     ],
+    // A valid signature dressed up: every variation must be refused, never read as new.
+    async () => [
+      "signature with an extra part",
+      `${await signed()}${pick([",v1=00", ",x=1", " ,", ",", ",ts=1"])}`,
+    ],
+    async () => ["signature with upper-case keys", (await signed()).replace("ts=", "TS=")],
+    async () => ["signature with spaces", (await signed()).replace(",", " , ")],
+    async () => ["signature in reverse order, twice", `${await signed()},${await signed()}`],
+    async () => ["3 KB signature", `${await signed()},${"v1=0".repeat(750)}`],
   ])();
   const [bodyLabel, body, bodyStatus] = chance(0.5)
     ? ["deauthorization", JSON.stringify(deauth), 400] as const
@@ -642,11 +651,29 @@ async function webhookCase(fn: string, env: Env, seeded: Seeded): Promise<Case> 
     "x-request-id": requestId,
   };
   if (signature !== undefined) headers["x-signature"] = signature;
+  // The request id and data.id must have their shapes too (a valid MAC over a bad shape).
+  let finalQuery = query;
+  if (chance(0.15)) {
+    const bad = pick(["a b", "x".repeat(129), "id;ts:1", "ümlaut", ""]);
+    headers["x-request-id"] = bad;
+    headers["x-signature"] = `ts=${nowSec},v1=${await signManifest(
+      env.webhookSecret,
+      manifest(nowSec, dataId, bad),
+    )}`;
+    if (bad === "") delete headers["x-request-id"];
+  } else if (chance(0.15)) {
+    const bad = pick([`${dataId};request-id:${requestId}`, "1-2", "a.b", "%00"]);
+    finalQuery = `?data.id=${encodeURIComponent(bad)}&type=mp-connect`;
+    headers["x-signature"] = `ts=${nowSec},v1=${await signManifest(
+      env.webhookSecret,
+      manifest(nowSec, bad.toLowerCase()),
+    )}`;
+  }
   return {
     fn,
     label: `${label}, ${bodyLabel}`,
     method: "POST",
-    query,
+    query: finalQuery,
     headers,
     body,
     expect: bodyStatus === 413 ? expectStatus(401, 413) : expectStatus(401),
