@@ -42,27 +42,15 @@ export type LinkResult =
   | "account_linked_elsewhere"
   | "client_fed_by_another_account";
 
-/** Links `accountId` to `clientId` unless it already feeds another client (atomic). */
+/** Links `accountId` to `clientId` unless it already feeds another client (`mp_link_account`). */
 export async function linkAccount(
   sql: Sql,
   accountId: string,
   clientId: string,
 ): Promise<LinkResult> {
-  try {
-    const [row] = await sql<{ linked: boolean; found: boolean }[]>`
-      with upd as (
-        update nv_accounts set backend_client_id = ${clientId}, mp_updated_at = now()
-         where id = ${accountId}
-           and (backend_client_id is null or backend_client_id = ${clientId})
-        returning 1)
-      select exists (select 1 from upd) as linked,
-             exists (select 1 from nv_accounts where id = ${accountId}) as found`;
-    if (row.linked) return "linked";
-    return row.found ? "account_linked_elsewhere" : "account_not_found";
-  } catch (err) {
-    if ((err as { code?: string }).code === "23505") return "client_fed_by_another_account";
-    throw err;
-  }
+  const [row] = await sql<{ result: LinkResult }[]>`
+    select mp_link_account(${accountId}::uuid, ${clientId}::uuid) as result`;
+  return row.result;
 }
 
 /** An account's state after a revoke. */
@@ -73,26 +61,11 @@ export interface Revoked {
 }
 
 /**
- * Clears an account's credentials and bumps its version in one statement; an account with
- * nothing left to clear keeps its version (revoking twice is not a change).
+ * Clears an account's credentials and bumps its version (`mp_revoke_account`, one statement);
+ * an account with nothing left to clear keeps its version (revoking twice is not a change).
  */
 export async function revokeAccount(sql: Sql, accountId: string): Promise<Revoked | undefined> {
-  const [row] = await sql<Revoked[]>`
-    with upd as (
-      update nv_accounts set
-        mp_connected = false, mp_access_token_encrypted = null, mp_refresh_token = null,
-        mp_public_key = null, mp_token_expires_at = null, mp_token_version = mp_token_version + 1,
-        mp_needs_reauth = false, mp_refresh_failures = 0, mp_refresh_next_attempt_at = null,
-        mp_refresh_last_error = null, mp_refresh_lease_owner = null,
-        mp_refresh_lease_expires_at = null, mp_updated_at = now()
-       where id = ${accountId}
-         and (coalesce(mp_connected, false) or mp_access_token_encrypted is not null
-              or mp_refresh_token is not null or mp_public_key is not null)
-      returning backend_client_id, mp_token_version, true as changed)
-    select * from upd
-    union all
-    select backend_client_id, mp_token_version, false from nv_accounts
-     where id = ${accountId} and not exists (select 1 from upd)`;
+  const [row] = await sql<Revoked[]>`select * from mp_revoke_account(${accountId}::uuid)`;
   return row;
 }
 

@@ -68,13 +68,7 @@ export async function bumpAccountVersions(
   const versions = pgArray(seen.map((s) => s.version));
   const past = pgArray(seen.map((s) => s.past));
   return await sql<AccountRow[]>`
-    update nv_accounts a
-       set mp_token_version = greatest(a.mp_token_version, x.past) + 1, mp_updated_at = now()
-      from unnest(${ids}::uuid[], ${versions}::bigint[], ${past}::bigint[]) as x(id, version, past)
-     where a.id = any(${ids}::uuid[]) and a.id = x.id and a.mp_token_version = x.version
-       and a.mp_refresh_lease_owner is null
-    returning a.id, a.backend_client_id, coalesce(a.mp_connected, false) as mp_connected,
-              a.mp_access_token_encrypted, a.mp_public_key, a.mp_token_version`;
+    select * from mp_bump_account_versions(${ids}::uuid[], ${versions}::bigint[], ${past}::bigint[])`;
 }
 
 /** What a batched sync did for one account (`cleared`: a disconnected account's cache emptied). */
