@@ -35,26 +35,26 @@ export interface CacheWriteResult extends CachedCredentials {
 
 /**
  * Writes the cache only when it holds an older version than `write.version`, in one
- * statement; reports "already_current" (and the newer contents) otherwise.
+ * statement; reports "already_current" otherwise, with what the cache holds now: read by a
+ * second statement, so a newer write that committed while this one waited (a revoke, a
+ * refresh) is what is reported, not the row as it was when this write began.
  */
 export async function writeCache(
   sql: Sql,
   clientId: string,
   write: CacheWrite,
 ): Promise<CacheWriteResult> {
-  const [row] = await sql<(CachedCredentials & { updated: boolean })[]>`
-    with upd as (
-      update clients set mp_access_token = ${write.accessToken},
-                         mp_public_key = ${write.publicKey},
-                         mp_token_version = ${write.version},
-                         mp_synced_at = now()
-       where id = ${clientId} and coalesce(mp_token_version, -1) < ${write.version}
-      returning mp_access_token, mp_public_key, mp_token_version, true as updated)
-    select * from upd
-    union all
-    select mp_access_token, mp_public_key, mp_token_version, false from clients
-     where id = ${clientId} and not exists (select 1 from upd)`;
-  if (!row) {
+  const [written] = await sql<CachedCredentials[]>`
+    update clients set mp_access_token = ${write.accessToken},
+                       mp_public_key = ${write.publicKey},
+                       mp_token_version = ${write.version},
+                       mp_synced_at = now()
+     where id = ${clientId} and coalesce(mp_token_version, -1) < ${write.version}
+    returning mp_access_token, mp_public_key, mp_token_version`;
+  if (written) return { result: "synced", ...written };
+  const [now] = await sql<CachedCredentials[]>`
+    select mp_access_token, mp_public_key, mp_token_version from clients where id = ${clientId}`;
+  if (!now) {
     return {
       result: "client_not_found",
       mp_access_token: null,
@@ -62,8 +62,7 @@ export async function writeCache(
       mp_token_version: null,
     };
   }
-  const { updated, ...cached } = row;
-  return { result: updated ? "synced" : "already_current", ...cached };
+  return { result: "already_current", ...now };
 }
 
 /** One client's part of a batched cache write. */

@@ -50,7 +50,9 @@ export const handler = defineFunction({
     if (backendUp) {
       try {
         const repaired = await ctx.backend((sql) => writeCache(sql, client_id, write));
-        // A newer version landed meanwhile (a refresh or a revoke): answer with that instead.
+        // A newer version landed meanwhile (a refresh or a revoke, even one that committed
+        // while this repair waited for the row): answer with that instead, so a revoke that
+        // completed is honoured (a revoked cache has no token: 404 below).
         if (
           repaired.result === "already_current" && (repaired.mp_token_version ?? -1) > write.version
         ) {
