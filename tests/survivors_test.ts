@@ -71,7 +71,8 @@ Deno.test("a read-repair held between its Admin read and its cache write answers
   let answer;
   try {
     await lock`begin`;
-    await lock`lock table clients in share mode`; // holds every cache write back
+    // Holds the client's row: the repair's write starts (its snapshot taken) and waits.
+    await lock`select 1 from clients where id = ${clientId} for update`;
     const inFlight = call("get-mp-config", { client_id: clientId });
     // Wait until the read-repair has read the master and waits to write the cache.
     await eventually(async () => {
