@@ -22,6 +22,9 @@ import { writeCache, writeCacheBatch } from "../shared/clients.ts";
 import { encryptSecret } from "../shared/crypto.ts";
 import { keyRing } from "./_stack.ts";
 
+/** The test pools close once, after every test of this file. */
+Deno.test.afterAll(closeDbs);
+
 /** Seed of the races' jitter: `JITTER_SEED=<n>` replays a failing interleaving. */
 const JITTER_SEED = Number(Deno.env.get("JITTER_SEED") ?? 20261130);
 
@@ -417,13 +420,6 @@ Deno.test("the Backend DB stopped → fallback answers; both stopped → 503; re
     return res.status === 200 && res.body.source === "fast_path" && res;
   }, 20_000);
   assert.equal(back.body.access_token, grant.access_token);
-});
-
-Deno.test({
-  name: "close pools",
-  fn: closeDbs,
-  sanitizeOps: false,
-  sanitizeResources: false,
 });
 
 Deno.test("invariant 1 (deterministic): an older or duplicate version after a newer one changes nothing", async () => {

@@ -16,6 +16,9 @@ import {
   sandbox,
 } from "./_stack.ts";
 
+/** The test pools close once, after every test of this file. */
+Deno.test.afterAll(closeDbs);
+
 /** A connected account linked to a client whose cache is filled (fast path). */
 async function syncedPair() {
   const [grant] = await sandbox.grants(1);
@@ -227,11 +230,4 @@ Deno.test("both databases hanging → 503 within the bound, then everything reco
   for (const res of answers) assertUnavailable(res, "both hanging");
   await closeDbs();
   await assertRecovered(synced, unsynced);
-});
-
-Deno.test({
-  name: "close pools",
-  fn: closeDbs,
-  sanitizeOps: false,
-  sanitizeResources: false,
 });

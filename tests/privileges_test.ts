@@ -8,6 +8,9 @@ import assert from "node:assert/strict";
 import { adminDb, backendDb, closeDbs } from "./_stack.ts";
 import type { Sql } from "../shared/db.ts";
 
+/** The test pools close once, after every test of this file. */
+Deno.test.afterAll(closeDbs);
+
 const CACHE_TABLES = new Set(["public.clients", "public.nv_accounts"]);
 const SECRETISH = "(^mp_|token|secret|verifier|escrow)";
 
@@ -135,11 +138,4 @@ Deno.test("Admin DB: anon and authenticated cannot read MP columns nor MP tables
     assert.ok(accounts.columns.includes(col), `nv_accounts.${col} is checked`);
   }
   assert.ok(found.find((g) => g.relation === "public.mp_oauth_states")!.whole);
-});
-
-Deno.test({
-  name: "close pools",
-  fn: closeDbs,
-  sanitizeOps: false,
-  sanitizeResources: false,
 });

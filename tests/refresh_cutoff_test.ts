@@ -139,7 +139,7 @@ Deno.test("mp-refresh cut off by beforeunload: no call after it, answers in time
     const stopped = results.filter((r) => r.error === "shutting_down").length;
     const tally = JSON.stringify(
       Object.groupBy(results, (r) => `${r.status}:${r.error ?? ""}`),
-      (k, v) => (Array.isArray(v) ? v.length : v),
+      (_k, v) => (Array.isArray(v) ? v.length : v),
     );
     assert.ok(refreshed > 0, `it refreshed until beforeunload: ${tally}`);
     assert.ok(stopped > 0, `after beforeunload it started no new call: ${tally}`);

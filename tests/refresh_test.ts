@@ -80,6 +80,16 @@ async function refreshJob() {
   return job;
 }
 
+// The scheduled job is paused while this file's tests run (a scheduled run would take their
+// accounts) and active again after them; the pools close after the last test.
+Deno.test.beforeAll(async () => {
+  await backendDb()`update cron.job set active = false where jobname = 'mp-refresh'`;
+});
+Deno.test.afterAll(async () => {
+  await backendDb()`update cron.job set active = true where jobname = 'mp-refresh'`;
+  await closeDbs();
+});
+
 Deno.test("the Backend migration schedules mp-refresh every 10 minutes via pg_net and Vault", async () => {
   const job = await refreshJob();
   assert.ok(job, "cron job mp-refresh exists");
@@ -93,9 +103,6 @@ Deno.test("the Backend migration schedules mp-refresh every 10 minutes via pg_ne
     select count(*)::int as n from vault.decrypted_secrets
      where name in ('project_url', 'mp_sync_secret_key')`;
   assert.equal(n, 2);
-  // Paused while the other tests run, so a scheduled run never takes their accounts.
-  await backendDb()`select cron.alter_job(${job.jobid}::bigint, active := false)`;
-  assert.equal((await refreshJob()).active, false);
 });
 
 Deno.test("mp-refresh checks its caller and body", async () => {
@@ -618,22 +625,14 @@ Deno.test("the real pg_cron job (on a 1-minute test schedule) refreshes a due ac
     assert.equal(run.status, "succeeded");
     assert.equal(run.username, "postgres", "the job fired as postgres");
   } finally {
+    // Back to the real schedule, paused again until this file's tests are over.
     await backendDb()`select cron.alter_job(${job.jobid}::bigint, schedule := '*/10 * * * *',
-      active := true)`;
+      active := false)`;
   }
   const row = await account(a.id);
   assert.equal(
     (await cache(a.clientId)).mp_access_token,
     await decrypt(a.id, "access_token", row.mp_access_token_encrypted),
   );
-  const restored = await refreshJob();
-  assert.equal(restored.schedule, "*/10 * * * *");
-  assert.equal(restored.active, true);
-});
-
-Deno.test({
-  name: "close pools",
-  fn: closeDbs,
-  sanitizeOps: false,
-  sanitizeResources: false,
+  assert.equal((await refreshJob()).schedule, "*/10 * * * *");
 });
