@@ -347,7 +347,6 @@ Deno.test("the real functions run in isolates: a call without a key answers 401 
 
 Deno.test({
   name: "the stack serves the functions through the gateway and logs each request's CPU",
-  ignore: !Deno.env.get("FUNCTIONS_URL") || !Deno.env.get("STACK_LOG"),
   async fn() {
     const rid = `edge-test-${crypto.randomUUID()}`;
     const res = await fetch(`${Deno.env.get("FUNCTIONS_URL")}/mp-health`, {

@@ -17,6 +17,7 @@ import { scratchDatabase } from "../local/bootstrap.ts";
 
 type Sql = postgres.Sql;
 
+// Set by `deno task test`; without them every test here fails (nothing is skipped).
 const BACKEND_URL = Deno.env.get("BACKEND_DB_URL") ?? "";
 const ADMIN_URL = Deno.env.get("ADMIN_DB_URL") ?? "";
 const CACHE_FILE = "20261124000100_mp_credentials_cache.sql";
@@ -150,7 +151,6 @@ const ADMIN_TABLES = ["public.mp_oauth_states", "public.mp_credential_events"];
 
 Deno.test({
   name: "backend migrations keep existing clients data and hide its MP columns",
-  ignore: !BACKEND_URL,
   fn: () =>
     withScratchDb(BACKEND_URL, async (url, sql) => {
       await sql.unsafe(`
@@ -193,7 +193,6 @@ Deno.test({
 
 Deno.test({
   name: "admin migrations keep existing nv_accounts data, add columns and tables, hide MP columns",
-  ignore: !ADMIN_URL,
   fn: () =>
     withScratchDb(ADMIN_URL, async (url, sql) => {
       await sql.unsafe(`
@@ -250,7 +249,6 @@ Deno.test({
 
 Deno.test({
   name: "migrations create everything on fresh empty databases",
-  ignore: !BACKEND_URL || !ADMIN_URL,
   fn: async () => {
     await withScratchDb(BACKEND_URL, async (url, sql) => {
       await migrateTwice(url, BACKEND_PROJECT, CACHE_FILE);
@@ -313,7 +311,6 @@ async function tempProject(files: Record<string, string>): Promise<string> {
 
 Deno.test({
   name: "CLI push: statements recorded as the CLI splits them, a failing file leaves nothing",
-  ignore: !BACKEND_URL,
   fn: () =>
     withScratchDb(BACKEND_URL, async (url, sql) => {
       const dir = await tempProject({
@@ -356,7 +353,6 @@ insert into "probe" values ('it''s;');
 
 Deno.test({
   name: "CLI push as postgres: a migration that needs a superuser fails, as on deploy",
-  ignore: !BACKEND_URL,
   fn: () =>
     withScratchDb(BACKEND_URL, async (url, sql) => {
       const statements = [
@@ -388,7 +384,6 @@ Deno.test({
 
 Deno.test({
   name: "every migration file of both projects runs as postgres on the stack's databases",
-  ignore: !BACKEND_URL || !ADMIN_URL,
   fn: async () => {
     // The stack pushed them at start (as postgres); a second push is a no-op.
     for (
