@@ -7,9 +7,9 @@
  * passed in runs tiny sizes.
  */
 import type { Bench, BenchRow } from "./types.ts";
-import { connect, type Sql } from "../shared/db.ts";
-import { encryptSecret, importKeyRing } from "../shared/crypto.ts";
-import { parseKeyRing } from "../shared/config.ts";
+import { connect, type Sql } from "../shared/platform/db.ts";
+import { encryptSecret, importKeyRing } from "../shared/platform/crypto.ts";
+import { parseKeyRing } from "../shared/platform/config.ts";
 import { functionEntrypoints } from "../local/gateway.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;

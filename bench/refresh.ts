@@ -7,9 +7,9 @@
  * Run alone against a running stack: `deno run -A bench/refresh.ts [.local/dev]`.
  */
 import type { Bench, BenchRow } from "./types.ts";
-import { loadConfig, parseKeyRing } from "../shared/config.ts";
-import { encryptSecret, importKeyRing } from "../shared/crypto.ts";
-import { connect, pgArray } from "../shared/db.ts";
+import { loadConfig, parseKeyRing } from "../shared/platform/config.ts";
+import { encryptSecret, importKeyRing } from "../shared/platform/crypto.ts";
+import { connect, pgArray } from "../shared/platform/db.ts";
 import { parseEnvFile } from "../scripts/test.ts";
 import type { MpGrant as Grant } from "../tests/_stack.ts";
 

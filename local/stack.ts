@@ -9,8 +9,8 @@
  * SIGINT/SIGTERM.
  */
 import { parseArgs } from "node:util";
-import { connect } from "../shared/db.ts";
-import { createLogger } from "../shared/log.ts";
+import { connect } from "../shared/platform/db.ts";
+import { createLogger } from "../shared/platform/log.ts";
 import { ADMIN_PROJECT, BACKEND_PROJECT, migrate } from "../scripts/migrate.ts";
 import { Cluster, ensureReachable, findPostgres, MissingPrerequisite } from "./postgres.ts";
 import { bootstrap } from "./bootstrap.ts";

@@ -4,8 +4,13 @@
  */
 import cliProgress from "cli-progress";
 import process from "node:process";
-import { loadConfig, MisconfiguredError, type Need, requireConfig } from "../shared/config.ts";
-import { type Context, createContext } from "../shared/context.ts";
+import {
+  loadConfig,
+  MisconfiguredError,
+  type Need,
+  requireConfig,
+} from "../shared/platform/config.ts";
+import { type Context, createContext } from "../shared/platform/context.ts";
 
 /** Prints `<script>: <message>` on stderr and exits with `code`. */
 export function fail(script: string, message: string, code = 2): never {

@@ -5,8 +5,8 @@
  * Exits 1 when any account failed (or a database became unreachable; rerun to resume).
  */
 import { parseArgs } from "node:util";
-import { type BackfillSummary, runBackfill } from "../shared/backfill.ts";
-import { createLogger } from "../shared/log.ts";
+import { type BackfillSummary, runBackfill } from "../shared/operations/backfill.ts";
+import { createLogger } from "../shared/platform/log.ts";
 import { fail, progressBar, scriptContext } from "./_cli.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -6,9 +6,13 @@
  * Exits 1 when a value failed to decrypt or some remain.
  */
 import { parseArgs } from "node:util";
-import { recordEvent } from "../shared/audit.ts";
-import { createLogger } from "../shared/log.ts";
-import { KeyMismatchError, rotateKeys, type RotationSummary } from "../shared/rotation.ts";
+import { recordEvent } from "../shared/store/audit.ts";
+import { createLogger } from "../shared/platform/log.ts";
+import {
+  KeyMismatchError,
+  rotateKeys,
+  type RotationSummary,
+} from "../shared/operations/rotation.ts";
 import { fail, progressBar, scriptContext } from "./_cli.ts";
 
 /** The summary as the lines an operator reads. */

@@ -9,8 +9,8 @@ import {
   accountStatuses,
   fastPathMisses,
   scanOrphans,
-} from "../shared/health.ts";
-import { scrub } from "../shared/log.ts";
+} from "../shared/operations/health.ts";
+import { scrub } from "../shared/platform/log.ts";
 import { fail, scriptContext } from "./_cli.ts";
 
 /** The totals printed under the table (and under `totals` with --json). */

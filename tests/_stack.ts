@@ -4,9 +4,9 @@
  * `deno task test`), database handles, a supabase-js client, sandbox controls and seeding.
  */
 import { createClient } from "@supabase/supabase-js";
-import { connect, type Sql } from "../shared/db.ts";
-import { encryptSecret, importKeyRing, type KeyRing } from "../shared/crypto.ts";
-import { parseKeyRing } from "../shared/config.ts";
+import { connect, type Sql } from "../shared/platform/db.ts";
+import { encryptSecret, importKeyRing, type KeyRing } from "../shared/platform/crypto.ts";
+import { parseKeyRing } from "../shared/platform/config.ts";
 import { Cluster } from "../local/postgres.ts";
 
 function need(name: string): string {

@@ -10,8 +10,8 @@
 import assert from "node:assert/strict";
 import { functionEntrypoints } from "../local/gateway.ts";
 import { knownSecrets } from "../local/leaks.ts";
-import type { Sql } from "../shared/db.ts";
-import { signManifest } from "../shared/webhook.ts";
+import type { Sql } from "../shared/platform/db.ts";
+import { signManifest } from "../shared/mercadopago/signature.ts";
 import {
   adminDb,
   backendDb,
@@ -661,6 +661,7 @@ async function webhookCase(fn: string, env: Env, seeded: Seeded): Promise<Case> 
       manifest(nowSec, dataId, bad),
     )}`;
     if (bad === "") delete headers["x-request-id"];
+    // deno-lint-ignore no-dupe-else-if -- each chance() draws anew
   } else if (chance(0.15)) {
     const bad = pick([`${dataId};request-id:${requestId}`, "1-2", "a.b", "%00"]);
     finalQuery = `?data.id=${encodeURIComponent(bad)}&type=mp-connect`;

@@ -18,8 +18,8 @@ import {
   supabase,
 } from "./_stack.ts";
 import { getMpConfig, MpConfigError } from "../client/mp_config.ts";
-import { writeCache, writeCacheBatch } from "../shared/clients.ts";
-import { encryptSecret } from "../shared/crypto.ts";
+import { writeCache, writeCacheBatch } from "../shared/store/clients.ts";
+import { encryptSecret } from "../shared/platform/crypto.ts";
 import { keyRing } from "./_stack.ts";
 
 /** Seed of the races' jitter: `JITTER_SEED=<n>` replays a failing interleaving. */

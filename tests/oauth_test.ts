@@ -19,10 +19,10 @@ import {
   stack,
   stackLog,
 } from "./_stack.ts";
-import { decryptSecret, encryptSecret } from "../shared/crypto.ts";
-import type { Sql } from "../shared/db.ts";
-import { hashState, pkceChallenge, randomToken } from "../shared/oauth_states.ts";
-import { signatureManifest, signManifest } from "../shared/webhook.ts";
+import { decryptSecret, encryptSecret } from "../shared/platform/crypto.ts";
+import type { Sql } from "../shared/platform/db.ts";
+import { hashState, pkceChallenge, randomToken } from "../shared/store/oauth_states.ts";
+import { signatureManifest, signManifest } from "../shared/mercadopago/signature.ts";
 
 const CALLBACK_URL = () => `${stack.functionsUrl}/mp-oauth-callback`;
 

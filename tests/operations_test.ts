@@ -7,9 +7,14 @@
 import assert from "node:assert/strict";
 import { ADMIN_PROJECT, BACKEND_MIGRATIONS, BACKEND_PROJECT, migrate } from "../scripts/migrate.ts";
 import { scratchDatabase } from "../local/bootstrap.ts";
-import { parseKeyRing } from "../shared/config.ts";
-import { decryptSecret, encryptSecret, importKeyRing, type KeyRing } from "../shared/crypto.ts";
-import { connect, pgArray, type Sql } from "../shared/db.ts";
+import { parseKeyRing } from "../shared/platform/config.ts";
+import {
+  decryptSecret,
+  encryptSecret,
+  importKeyRing,
+  type KeyRing,
+} from "../shared/platform/crypto.ts";
+import { connect, pgArray, type Sql } from "../shared/platform/db.ts";
 import {
   adminDb,
   backendDb,

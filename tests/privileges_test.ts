@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { adminDb, backendDb, closeDbs } from "./_stack.ts";
-import type { Sql } from "../shared/db.ts";
+import type { Sql } from "../shared/platform/db.ts";
 
 const CACHE_TABLES = new Set(["public.clients", "public.nv_accounts"]);
 const SECRETISH = "(^mp_|token|secret|verifier|escrow)";

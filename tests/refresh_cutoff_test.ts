@@ -8,8 +8,8 @@
 import assert from "node:assert/strict";
 import { createGateway } from "../local/gateway.ts";
 import { functionEntrypoints } from "../local/gateway.ts";
-import { decryptSecret } from "../shared/crypto.ts";
-import { pgArray } from "../shared/db.ts";
+import { decryptSecret } from "../shared/platform/crypto.ts";
+import { pgArray } from "../shared/platform/db.ts";
 import { adminDb, backendDb, closeDbs, keyRing, newAccount, sandbox, stack } from "./_stack.ts";
 
 /** The functions' environment as the stack gives it, through the poolers. */
@@ -139,7 +139,7 @@ Deno.test("mp-refresh cut off by beforeunload: no call after it, answers in time
     const stopped = results.filter((r) => r.error === "shutting_down").length;
     const tally = JSON.stringify(
       Object.groupBy(results, (r) => `${r.status}:${r.error ?? ""}`),
-      (k, v) => (Array.isArray(v) ? v.length : v),
+      (_k, v) => (Array.isArray(v) ? v.length : v),
     );
     assert.ok(refreshed > 0, `it refreshed until beforeunload: ${tally}`);
     assert.ok(stopped > 0, `after beforeunload it started no new call: ${tally}`);

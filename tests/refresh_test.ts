@@ -21,12 +21,12 @@ import {
   newClient,
   sandbox,
 } from "./_stack.ts";
-import { decryptSecret, encryptSecret, type SecretField } from "../shared/crypto.ts";
-import { loadConfig } from "../shared/config.ts";
-import { createContext } from "../shared/context.ts";
-import { createLogger } from "../shared/log.ts";
-import { pgArray } from "../shared/db.ts";
-import { runRefresh } from "../shared/refresh.ts";
+import { decryptSecret, encryptSecret, type SecretField } from "../shared/platform/crypto.ts";
+import { loadConfig } from "../shared/platform/config.ts";
+import { createContext } from "../shared/platform/context.ts";
+import { createLogger } from "../shared/platform/log.ts";
+import { pgArray } from "../shared/platform/db.ts";
+import { runRefresh } from "../shared/refresh/run.ts";
 
 const DAY = 86_400_000;
 

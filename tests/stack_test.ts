@@ -7,7 +7,7 @@ import { parse } from "smol-toml";
 import { findPostgres, MissingPrerequisite } from "../local/postgres.ts";
 import { parseEnvFile } from "../scripts/test.ts";
 import { isAlive } from "../local/pooler.ts";
-import { connect } from "../shared/db.ts";
+import { connect } from "../shared/platform/db.ts";
 import { call, stack } from "./_stack.ts";
 
 const ROOT = new URL("../", import.meta.url);

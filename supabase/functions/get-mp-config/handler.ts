@@ -1,11 +1,11 @@
 import * as v from "valibot";
-import { defineFunction, HttpError, json, uuid } from "../../../shared/http.ts";
-import { readCache } from "../../../shared/clients.ts";
-import { readAccountByClient } from "../../../shared/accounts.ts";
-import { UnavailableError } from "../../../shared/db.ts";
-import { cacheContents } from "../../../shared/sync.ts";
-import { writeCache } from "../../../shared/clients.ts";
-import { recordEvent } from "../../../shared/audit.ts";
+import { defineFunction, HttpError, json, uuid } from "../../../shared/platform/http.ts";
+import { readCache } from "../../../shared/store/clients.ts";
+import { readAccountByClient } from "../../../shared/store/accounts.ts";
+import { UnavailableError } from "../../../shared/platform/db.ts";
+import { cacheContents } from "../../../shared/sync/sync.ts";
+import { writeCache } from "../../../shared/store/clients.ts";
+import { recordEvent } from "../../../shared/store/audit.ts";
 
 /**
  * get-mp-config: checkout's MercadoPago credentials for a client. Fast path: one primary-key

@@ -1,8 +1,8 @@
-import { type Call, defineFunction, errorResponse } from "../../../shared/http.ts";
-import type { Context } from "../../../shared/context.ts";
-import type { Logger } from "../../../shared/log.ts";
-import { decryptSecret } from "../../../shared/crypto.ts";
-import { exchangeCode, MpError } from "../../../shared/mercadopago.ts";
+import { type Call, defineFunction, errorResponse } from "../../../shared/platform/http.ts";
+import type { Context } from "../../../shared/platform/context.ts";
+import type { Logger } from "../../../shared/platform/log.ts";
+import { decryptSecret } from "../../../shared/platform/crypto.ts";
+import { exchangeCode, MpError } from "../../../shared/mercadopago/api.ts";
 import {
   consumeState,
   hashState,
@@ -10,9 +10,9 @@ import {
   readState,
   recordOutcome,
   rejectState,
-} from "../../../shared/oauth_states.ts";
-import { saveConnection } from "../../../shared/connection.ts";
-import { recordEvent } from "../../../shared/audit.ts";
+} from "../../../shared/store/oauth_states.ts";
+import { saveConnection } from "../../../shared/connection/connection.ts";
+import { recordEvent } from "../../../shared/store/audit.ts";
 
 /** Where the browser goes back to: `mp=connected&account_id=…` or `mp=error&reason=…`. */
 type Result = { mp: "connected"; account_id: string } | { mp: "error"; reason: string };

@@ -1,14 +1,14 @@
 import * as v from "valibot";
-import { defineFunction, HttpError, json, uuid } from "../../../shared/http.ts";
-import { encryptSecret } from "../../../shared/crypto.ts";
-import { authorizationUrl } from "../../../shared/mercadopago.ts";
+import { defineFunction, HttpError, json, uuid } from "../../../shared/platform/http.ts";
+import { encryptSecret } from "../../../shared/platform/crypto.ts";
+import { authorizationUrl } from "../../../shared/mercadopago/api.ts";
 import {
   createState,
   hashState,
   pkceChallenge,
   randomToken,
-} from "../../../shared/oauth_states.ts";
-import { recordEvent } from "../../../shared/audit.ts";
+} from "../../../shared/store/oauth_states.ts";
+import { recordEvent } from "../../../shared/store/audit.ts";
 
 /**
  * mp-oauth-start: a single-use, 10-minute state bound to the account (only its hash stored),

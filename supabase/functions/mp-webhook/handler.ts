@@ -1,9 +1,19 @@
 import * as v from "valibot";
-import { defineFunction, HttpError, json, readInput, validate } from "../../../shared/http.ts";
-import { recordEvent } from "../../../shared/audit.ts";
-import { confirmDeauthorization } from "../../../shared/deauthorization.ts";
-import { MpError } from "../../../shared/mercadopago.ts";
-import { claimDelivery, finishDelivery, verifySignature } from "../../../shared/webhook.ts";
+import {
+  defineFunction,
+  HttpError,
+  json,
+  readInput,
+  validate,
+} from "../../../shared/platform/http.ts";
+import { recordEvent } from "../../../shared/store/audit.ts";
+import { confirmDeauthorization } from "../../../shared/connection/deauthorization.ts";
+import { MpError } from "../../../shared/mercadopago/api.ts";
+import {
+  claimDelivery,
+  finishDelivery,
+  verifySignature,
+} from "../../../shared/mercadopago/signature.ts";
 
 /** A MercadoPago seller id, as a number or a numeric string. */
 const sellerId = v.union([

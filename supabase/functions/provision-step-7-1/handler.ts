@@ -1,9 +1,9 @@
 import * as v from "valibot";
-import { defineFunction, HttpError, json, uuid } from "../../../shared/http.ts";
-import { linkAccount } from "../../../shared/accounts.ts";
-import { readCache } from "../../../shared/clients.ts";
-import { syncMpCredentialsToBackend } from "../../../shared/sync.ts";
-import { recordEvent } from "../../../shared/audit.ts";
+import { defineFunction, HttpError, json, uuid } from "../../../shared/platform/http.ts";
+import { linkAccount } from "../../../shared/store/accounts.ts";
+import { readCache } from "../../../shared/store/clients.ts";
+import { syncMpCredentialsToBackend } from "../../../shared/sync/sync.ts";
+import { recordEvent } from "../../../shared/store/audit.ts";
 
 /** provision-step-7-1: links an approved client to its account and syncs its credentials. */
 export const handler = defineFunction({

@@ -5,13 +5,13 @@
  * token is tried (`GET /users/me`): only a 401 confirms the deauthorization, and the account
  * is then revoked exactly as mp-revoke does. A token that still works is left alone.
  */
-import { connectedAccountsOfSeller } from "./accounts.ts";
-import { recordEvent } from "./audit.ts";
+import { connectedAccountsOfSeller } from "../store/accounts.ts";
+import { recordEvent } from "../store/audit.ts";
 import { revokeConnection } from "./connection.ts";
-import type { Context } from "./context.ts";
-import { DecryptError, decryptSecret } from "./crypto.ts";
-import type { Logger } from "./log.ts";
-import { checkAccessToken } from "./mercadopago.ts";
+import type { Context } from "../platform/context.ts";
+import { DecryptError, decryptSecret } from "../platform/crypto.ts";
+import type { Logger } from "../platform/log.ts";
+import { checkAccessToken } from "../mercadopago/api.ts";
 
 /** What checking a deauthorization did, per account. */
 export interface DeauthorizationOutcome {

@@ -8,7 +8,7 @@
  * Deliveries are claimed (Admin `mp_webhook_deliveries`) before they are acted on, so a
  * replay is a no-op; a delivery whose handling failed can be claimed again.
  */
-import type { Sql } from "./db.ts";
+import type { Sql } from "../platform/db.ts";
 
 /** How far the signed timestamp may be from now, either way (replays beyond it are refused). */
 export const MAX_SIGNATURE_AGE_MS = 5 * 60 * 1000;

@@ -3,10 +3,10 @@
  * (Backend `clients`), used by every sync point: provisioning, OAuth, refresh, revoke,
  * read-repair, reconciliation.
  */
-import { type AccountRow, readAccount } from "./accounts.ts";
-import { type CacheWriteResult, writeCache } from "./clients.ts";
-import type { Context } from "./context.ts";
-import { decryptSecret } from "./crypto.ts";
+import { type AccountRow, readAccount } from "../store/accounts.ts";
+import { type CacheWriteResult, writeCache } from "../store/clients.ts";
+import type { Context } from "../platform/context.ts";
+import { decryptSecret } from "../platform/crypto.ts";
 
 /** What a sync did. */
 export type SyncResult =

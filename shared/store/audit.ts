@@ -2,8 +2,8 @@
  * The credential audit trail in the Admin DB (`mp_credential_events`): what happened to
  * which account, never a secret. Recording is best effort: a failure is logged, not thrown.
  */
-import type { Context } from "./context.ts";
-import type { Logger } from "./log.ts";
+import type { Context } from "../platform/context.ts";
+import type { Logger } from "../platform/log.ts";
 
 /** One credential event. `detail` holds codes and counts only. */
 export interface AuditEvent {

@@ -4,12 +4,12 @@
  * version-fenced statement per page (`writeCacheBatch`), with the outcomes `syncAccountRow`
  * reports for one account.
  */
-import type { AccountRow } from "./accounts.ts";
-import { type BatchCacheWrite, readCacheStates, writeCacheBatch } from "./clients.ts";
-import type { Context } from "./context.ts";
-import { DecryptError, decryptSecret } from "./crypto.ts";
-import { pgArray, type Sql } from "./db.ts";
-import type { Logger } from "./log.ts";
+import type { AccountRow } from "../store/accounts.ts";
+import { type BatchCacheWrite, readCacheStates, writeCacheBatch } from "../store/clients.ts";
+import type { Context } from "../platform/context.ts";
+import { DecryptError, decryptSecret } from "../platform/crypto.ts";
+import { pgArray, type Sql } from "../platform/db.ts";
+import type { Logger } from "../platform/log.ts";
 import type { SyncResult } from "./sync.ts";
 
 const NO_ID = "00000000-0000-0000-0000-000000000000";

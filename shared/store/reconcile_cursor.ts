@@ -2,7 +2,7 @@
  * Where mp-reconcile's slices resume: one row per scan (`accounts`, `orphans`) in the Backend
  * table `mp_reconcile_cursor`, holding the last id the previous run checked.
  */
-import type { Sql } from "./db.ts";
+import type { Sql } from "../platform/db.ts";
 
 /** The two scans a reconcile run slices. */
 export type CursorScan = "accounts" | "orphans";

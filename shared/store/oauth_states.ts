@@ -3,7 +3,7 @@
  * stored only as its SHA-256, living 10 minutes, consumed by one atomic statement, and the
  * PKCE S256 verifier/challenge pair that goes with it.
  */
-import type { Sql } from "./db.ts";
+import type { Sql } from "../platform/db.ts";
 
 /** How long a state may wait for its callback. */
 export const STATE_TTL_MINUTES = 10;

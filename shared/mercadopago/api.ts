@@ -3,7 +3,7 @@
  * exchange and the refresh (`POST /oauth/token`, JSON), with a timeout and typed failures.
  */
 import * as v from "valibot";
-import type { Config } from "./config.ts";
+import type { Config } from "../platform/config.ts";
 
 /** A validated token response. `public_key`, `live_mode`, `scope` may be absent on refresh. */
 export interface MpTokens {

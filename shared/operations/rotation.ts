@@ -6,10 +6,15 @@
  * meanwhile wins. The plaintext is unchanged, so `mp_token_version` is not touched: refresh
  * saves are fenced by version and lease, never by ciphertext, and run safely alongside.
  */
-import type { Context } from "./context.ts";
-import { DecryptError, decryptSecret, encryptSecret, type SecretField } from "./crypto.ts";
-import { pgArray, type Sql } from "./db.ts";
-import type { Logger } from "./log.ts";
+import type { Context } from "../platform/context.ts";
+import {
+  DecryptError,
+  decryptSecret,
+  encryptSecret,
+  type SecretField,
+} from "../platform/crypto.ts";
+import { pgArray, type Sql } from "../platform/db.ts";
+import type { Logger } from "../platform/log.ts";
 
 /** One encrypted column: where it lives, its row key, and the account id its AAD names. */
 interface Target {

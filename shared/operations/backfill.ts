@@ -3,15 +3,15 @@
  * batched, version-fenced sync, page by page (keyset on the account id). Idempotent, so an
  * interrupted run is resumed by running it again.
  */
-import type { AccountRow } from "./accounts.ts";
-import type { Context } from "./context.ts";
-import { type Logger, scrub } from "./log.ts";
+import type { AccountRow } from "../store/accounts.ts";
+import type { Context } from "../platform/context.ts";
+import { type Logger, scrub } from "../platform/log.ts";
 import {
   type BatchOutcome,
   countAccountPages,
   readAccountPage,
   SyncPipeline,
-} from "./sync_batch.ts";
+} from "../sync/sync_batch.ts";
 
 /** What a backfill did (or, with `dry_run`, would do). */
 export interface BackfillSummary {

@@ -4,7 +4,7 @@
  * failure and invalid_grant recorders, lease release).
  */
 import type { AccountRow } from "./accounts.ts";
-import { pgArray, type Sql } from "./db.ts";
+import { pgArray, type Sql } from "../platform/db.ts";
 
 /** An account a run claimed: its version, encrypted refresh token and lease. */
 export interface ClaimedAccount {

@@ -3,10 +3,10 @@
  * `deno task status`: drift between the Admin versions and the cache (compared by version
  * and presence, never by secret), totals for monitoring, and one status row per account.
  */
-import { type CacheState, readCachedClientPage, readCacheStates } from "./clients.ts";
-import type { AccountRow } from "./accounts.ts";
-import type { Context } from "./context.ts";
-import { pgArray, type Sql } from "./db.ts";
+import { type CacheState, readCachedClientPage, readCacheStates } from "../store/clients.ts";
+import type { AccountRow } from "../store/accounts.ts";
+import type { Context } from "../platform/context.ts";
+import { pgArray, type Sql } from "../platform/db.ts";
 
 const NO_ID = "00000000-0000-0000-0000-000000000000";
 const MAX_ID = "ffffffff-ffff-ffff-ffff-ffffffffffff";

@@ -2,7 +2,7 @@
  * The Backend DB's `mp_refresh_escrow`: rotated token pairs (still encrypted as the Admin
  * master holds them) that MercadoPago handed out but the Admin DB would not take yet.
  */
-import { pgArray, type Sql } from "./db.ts";
+import { pgArray, type Sql } from "../platform/db.ts";
 import type { StoredPair } from "./refresh_store.ts";
 
 /** An escrowed pair and the Admin version it was refreshed from. */

@@ -2,7 +2,7 @@
  * The Backend DB's `clients`: the plain-text runtime cache checkout reads. Every write is
  * fenced by the Admin version it carries (SPEC §5 invariant 1).
  */
-import { pgArray, type Sql } from "./db.ts";
+import { pgArray, type Sql } from "../platform/db.ts";
 
 /** What the cache holds for one client. */
 export interface CachedCredentials {

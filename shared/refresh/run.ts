@@ -8,20 +8,20 @@
  * a pair MercadoPago handed out is always kept in one database, and a call starts only while
  * the lease outlasts the call, the save and the escrow, so no later claimer can precede it.
  */
-import type { AccountRow } from "./accounts.ts";
-import { type AuditEvent, recordEvents } from "./audit.ts";
-import type { Context } from "./context.ts";
-import { DecryptError, decryptSecret, encryptSecret } from "./crypto.ts";
+import type { AccountRow } from "../store/accounts.ts";
+import { type AuditEvent, recordEvents } from "../store/audit.ts";
+import type { Context } from "../platform/context.ts";
+import { DecryptError, decryptSecret, encryptSecret } from "../platform/crypto.ts";
 import {
   deleteEscrow,
   type EscrowEntry,
   listEscrowed,
   readEscrows,
   writeEscrow,
-} from "./escrow.ts";
-import { sharedLimiter } from "./limiter.ts";
-import type { Logger } from "./log.ts";
-import { MpError, type MpTokens, refreshTokens } from "./mercadopago.ts";
+} from "../store/escrow.ts";
+import { sharedLimiter } from "../platform/limiter.ts";
+import type { Logger } from "../platform/log.ts";
+import { MpError, type MpTokens, refreshTokens } from "../mercadopago/api.ts";
 import {
   type Backoff,
   claimDueAccounts,
@@ -32,9 +32,9 @@ import {
   releaseLeases,
   saveRefreshed,
   type StoredPair,
-} from "./refresh_store.ts";
-import { syncAccountRow } from "./sync.ts";
-import { latestStart, shutdownReason } from "./worker_life.ts";
+} from "../store/refresh_store.ts";
+import { syncAccountRow } from "../sync/sync.ts";
+import { latestStart, shutdownReason } from "../platform/worker_life.ts";
 
 /** Accounts a run claims when the caller gives no limit. */
 export const DEFAULT_LIMIT = 100;

@@ -3,14 +3,14 @@
  * then the cache at the new version, and only then reports success (SPEC §5 invariant 2).
  * Connect stores the master first, then syncs the cache.
  */
-import { revokeAccount, storeConnection } from "./accounts.ts";
-import { writeCache } from "./clients.ts";
-import type { Context } from "./context.ts";
-import { recordEvent } from "./audit.ts";
-import type { Logger } from "./log.ts";
-import { encryptSecret } from "./crypto.ts";
-import type { MpTokens } from "./mercadopago.ts";
-import { syncAccountRow, type SyncResult } from "./sync.ts";
+import { revokeAccount, storeConnection } from "../store/accounts.ts";
+import { writeCache } from "../store/clients.ts";
+import type { Context } from "../platform/context.ts";
+import { recordEvent } from "../store/audit.ts";
+import type { Logger } from "../platform/log.ts";
+import { encryptSecret } from "../platform/crypto.ts";
+import type { MpTokens } from "../mercadopago/api.ts";
+import { syncAccountRow, type SyncResult } from "../sync/sync.ts";
 
 /** Revokes account `accountId` in both databases; false when the account does not exist. */
 export async function revokeConnection(

@@ -3,9 +3,9 @@
  * version and presence — never by comparing secrets — and repairs it through the batched,
  * version-fenced sync. Only drifted accounts are read with their ciphertext and decrypted.
  */
-import type { AccountRow } from "./accounts.ts";
-import { type CacheState, clearOrphanedCache } from "./clients.ts";
-import type { Context } from "./context.ts";
+import type { AccountRow } from "../store/accounts.ts";
+import { type CacheState, clearOrphanedCache } from "../store/clients.ts";
+import type { Context } from "../platform/context.ts";
 import {
   type Drift,
   DRIFT_KINDS,
@@ -14,16 +14,16 @@ import {
   type ScanEnd,
   scanOrphans,
   type ScanRange,
-} from "./health.ts";
-import { readCursors, saveCursors } from "./reconcile_cursor.ts";
-import { pgArray } from "./db.ts";
-import type { Logger } from "./log.ts";
+} from "../operations/health.ts";
+import { readCursors, saveCursors } from "../store/reconcile_cursor.ts";
+import { pgArray } from "../platform/db.ts";
+import type { Logger } from "../platform/log.ts";
 import {
   type BatchOutcome,
   bumpAccountVersions,
   readAccounts,
   SyncPipeline,
-} from "./sync_batch.ts";
+} from "../sync/sync_batch.ts";
 
 /** What a reconciliation found and did; the drift kinds count what was found. */
 export interface ReconcileSummary extends Record<(typeof DRIFT_KINDS)[number], number> {

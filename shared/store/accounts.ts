@@ -2,7 +2,7 @@
  * The Admin DB's `nv_accounts`: the encrypted master copy of each seller's MercadoPago
  * credentials. Every change of the credentials is one statement that bumps the version.
  */
-import type { Sql } from "./db.ts";
+import type { Sql } from "../platform/db.ts";
 
 /** What the sync and checkout need of an account. */
 export interface AccountRow {
