@@ -171,7 +171,7 @@ export const backfillBench: Bench = async (env) => {
 };
 
 if (import.meta.main) {
-  const { parseEnvFile } = await import("../scripts/test.ts");
+  const { parseEnvFile } = await import("../local/launch.ts");
   const dir = Deno.args[0] ?? ".local/dev";
   const env = parseEnvFile(await Deno.readTextFile(`${dir}/stack.env`));
   const rows = await backfillBench(env);

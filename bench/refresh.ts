@@ -10,8 +10,8 @@ import type { Bench, BenchRow } from "./types.ts";
 import { loadConfig, parseKeyRing } from "../shared/platform/config.ts";
 import { encryptSecret, importKeyRing } from "../shared/platform/crypto.ts";
 import { connect, pgArray } from "../shared/platform/db.ts";
-import { parseEnvFile } from "../scripts/test.ts";
-import type { MpGrant as Grant } from "../tests/_stack.ts";
+import { parseEnvFile } from "../local/launch.ts";
+import type { MpGrant as Grant } from "../local/sandbox.ts";
 
 const ACCOUNTS = { full: 10_000, quick: 300 };
 const LATENCY_MS = 50;

@@ -4,6 +4,17 @@
  * serves both MP_AUTH_URL (`/authorization`) and MP_API_URL (`/oauth/token`). It logs nothing.
  */
 
+/** A MercadoPago token response (what the sandbox grants; tests and bench share it). */
+export interface MpGrant {
+  access_token: string;
+  refresh_token: string;
+  public_key: string;
+  user_id: number;
+  expires_in: number;
+  live_mode: boolean;
+  scope: string;
+}
+
 /** Options for {@link createSandbox}: the one registered application and an optional clock. */
 export interface SandboxOptions {
   clientId: string;

@@ -1,16 +1,14 @@
 /**
- * `deno task test`: starts the local stack on its own ports (`--profile test`, so it runs
+ * `deno task test` (the test harness): starts the local stack on its own ports (`--profile test`, so it runs
  * beside `deno task dev`), runs every test against it, lints both databases with
  * `supabase db lint` (whole suite only), scans all the output for leaked secrets, stops the stack, and ends with the line `tests: N passed, N failed`.
  * `STACK_PORT_BASE` and `STACK_STATE_DIR` move it, so several runs can share a machine.
  */
-import { type LaunchedStack, launchStack, parseEnvFile, pump } from "../local/launch.ts";
-import { findLeaks, knownSecrets } from "../local/leaks.ts";
-import { lintDatabases } from "./lint_db.ts";
+import { type LaunchedStack, launchStack, pump } from "../../local/launch.ts";
+import { findLeaks, knownSecrets } from "../../local/leaks.ts";
+import { lintDatabases } from "../../local/lint_db.ts";
 
-export { parseEnvFile };
-
-const ROOT = new URL("../", import.meta.url).pathname;
+const ROOT = new URL("../../", import.meta.url).pathname;
 const STATE_DIR = Deno.env.get("STACK_STATE_DIR") ?? ".local/test";
 const STATE = `${ROOT}${STATE_DIR}`;
 const STACK_LOG = `${STATE}/stack.log`;
