@@ -8,8 +8,8 @@ import {
   type AccountStatus,
   accountStatuses,
   fastPathMisses,
-  scanOrphans,
 } from "../shared/operations/health.ts";
+import { scanOrphans } from "../shared/reconcile/drift.ts";
 import { scrub } from "../shared/platform/log.ts";
 import { fail, scriptContext } from "./_cli.ts";
 

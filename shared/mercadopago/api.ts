@@ -68,12 +68,13 @@ export function authorizationUrl(
   return url.href;
 }
 
-function retryAfterMs(header: string | null): number | undefined {
+/** A `Retry-After` header (seconds or an HTTP date) in milliseconds from now; undefined if absent or unreadable. */
+export function retryAfterMs(header: string | null, now = Date.now()): number | undefined {
   if (!header) return undefined;
   const seconds = Number(header);
   if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
   const at = Date.parse(header);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
 /** A request to MercadoPago bounded by `MP_HTTP_TIMEOUT_MS`; network failures become MpError. */

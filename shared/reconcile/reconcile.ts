@@ -14,7 +14,7 @@ import {
   type ScanEnd,
   scanOrphans,
   type ScanRange,
-} from "../operations/health.ts";
+} from "./drift.ts";
 import { readCursors, saveCursors } from "../store/reconcile_cursor.ts";
 import { pgArray } from "../platform/db.ts";
 import type { Logger } from "../platform/log.ts";
