@@ -1,5 +1,5 @@
 /**
- * The checkout benchmarks (issue 7): get-mp-config's fast path under concurrent load against
+ * The checkout benchmarks (docs/contract.md, get-mp-config): get-mp-config's fast path under concurrent load against
  * the floor (bench/floor.ts: a bare server doing the same primary-key SELECT), the logged
  * fallback as a ratio to the fast path, and the cold start of every function against a bare
  * `deno serve` of the floor. Each server runs as its own `deno serve` process with the same

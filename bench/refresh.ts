@@ -1,5 +1,5 @@
 /**
- * mp-refresh throughput (issue 5): 10,000 due accounts against the sandbox with 50 ms of
+ * mp-refresh throughput (docs/contract.md, mp-refresh): 10,000 due accounts against the sandbox with 50 ms of
  * latency per token call, refreshed by back-to-back mp-refresh runs (two callers, 500
  * accounts each). Measured in accounts/s against the bound the concurrency sets:
  * MP_REFRESH_CONCURRENCY ÷ latency. Target: ≥ 0.8 of the bound. `BENCH_QUICK=1` in the

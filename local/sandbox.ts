@@ -1,5 +1,5 @@
 /**
- * In-memory stand-in for MercadoPago's OAuth endpoints (SPEC §7), speaking MercadoPago's wire
+ * In-memory stand-in for MercadoPago's OAuth endpoints (docs/local-stack.md), speaking MercadoPago's wire
  * format, plus `/__sandbox/*` controls that let tests inject faults and latency. One handler
  * serves both MP_AUTH_URL (`/authorization`) and MP_API_URL (`/oauth/token`). It logs nothing.
  */

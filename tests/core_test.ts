@@ -232,7 +232,7 @@ Deno.test("decrypt_failed: a ciphertext moved to another account is a 500 naming
   assert.equal(prov.body.error.code, "decrypt_failed");
 });
 
-Deno.test("SPEC §6 errors: 400, 401, 405, 413 with the error body", async () => {
+Deno.test("docs/contract.md errors: 400, 401, 405, 413 with the error body", async () => {
   const cases: [string, unknown, Record<string, unknown>, number, string][] = [
     ["get-mp-config", "{not json", {}, 400, "invalid_request"],
     ["get-mp-config", {}, {}, 400, "invalid_request"],

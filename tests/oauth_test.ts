@@ -1,6 +1,6 @@
 // deno-lint-ignore-file no-explicit-any
 /**
- * OAuth connect and deauthorization (issue 4), as a browser and MercadoPago drive them:
+ * OAuth connect and deauthorization (docs/contract.md, mp-oauth-callback, mp-webhook), as a browser and MercadoPago drive them:
  * mp-oauth-start → the sandbox's authorization redirect → mp-oauth-callback → 302 to
  * APP_RETURN_URL, following Location headers by hand; and signed mp-webhook notifications.
  */

@@ -1,6 +1,6 @@
 // deno-lint-ignore-file no-explicit-any
 /**
- * Operations (issue 6): the backfill, key rotation and status scripts run as subprocesses
+ * Operations (README, Operating it): the backfill, key rotation and status scripts run as subprocesses
  * against scratch databases of their own (so their counts are exact), and mp-reconcile,
  * mp-health and the hourly cron job against the running stack.
  */

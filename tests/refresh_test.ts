@@ -1,6 +1,6 @@
 // deno-lint-ignore-file no-explicit-any
 /**
- * mp-refresh (issue 5): claiming under leases, the compare-and-swap save, sandbox faults,
+ * mp-refresh (docs/contract.md, mp-refresh): claiming under leases, the compare-and-swap save, sandbox faults,
  * the escrow that keeps a rotated refresh token when the Admin DB is down, ten runs in
  * parallel, and the real pg_cron job firing through the local pg_net stand-in.
  * The 10-minute schedule is paused while these tests run (so it claims nothing of theirs)

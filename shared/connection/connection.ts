@@ -1,6 +1,6 @@
 /**
  * Changes of a seller's connection that span both databases. Revoke clears the master,
- * then the cache at the new version, and only then reports success (SPEC §5 invariant 2).
+ * then the cache at the new version, and only then reports success (docs/invariants.md, invariant 2).
  * Connect stores the master first, then syncs the cache.
  */
 import { revokeAccount, storeConnection } from "../store/accounts.ts";

@@ -1,5 +1,5 @@
 /**
- * The functions' configuration (SPEC §2), read and validated once from the environment.
+ * The functions' configuration (docs/contract.md, common rules), read and validated once from the environment.
  * Nothing else in the project reads environment variables.
  */
 

@@ -1,5 +1,5 @@
 /**
- * AES-256-GCM for secrets at rest (SPEC §3): `v1:<key_id>:<base64(iv ‖ ciphertext ‖ tag)>`,
+ * AES-256-GCM for secrets at rest (docs/contract.md, ciphertext format): `v1:<key_id>:<base64(iv ‖ ciphertext ‖ tag)>`,
  * with AAD `mp:<account_id>:<field>` binding each value to its row and column.
  */
 import type { KeySpec } from "./config.ts";

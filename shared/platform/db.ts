@@ -17,7 +17,7 @@ export class UnavailableError extends Error {
 
 /**
  * Connections a function's isolate opens at most per database. An isolate serves one
- * request at a time (SPEC §7), and a request runs a few queries concurrently at most (a
+ * request at a time (docs/local-stack.md), and a request runs a few queries concurrently at most (a
  * refresh run's bounded MercadoPago calls save through the same pool, one statement each),
  * so 3 per database keeps an isolate cheap for the pooler: with Supavisor's or pgbouncer's
  * pool in front, many isolates share a small number of server connections.

@@ -1,6 +1,6 @@
 /**
  * The HTTP layer every function shares: methods, server-key authentication, the 64 KiB
- * body limit, input validation, the SPEC §6 error body, request ids and one log line per
+ * body limit, input validation, the error body of docs/contract.md, request ids and one log line per
  * failure.
  */
 import * as v from "valibot";
@@ -10,10 +10,10 @@ import { DecryptError } from "./crypto.ts";
 import { UnavailableError } from "./db.ts";
 import { createLogger, type Logger } from "./log.ts";
 
-/** Largest accepted request body (SPEC §6). */
+/** Largest accepted request body (docs/contract.md, common rules). */
 export const MAX_BODY_BYTES = 64 * 1024;
 
-/** An error that becomes an HTTP answer with the SPEC §6 body. */
+/** An error that becomes an HTTP answer with the error body of docs/contract.md. */
 export class HttpError extends Error {
   constructor(readonly status: number, readonly code: string, message: string) {
     super(message);
@@ -42,7 +42,7 @@ export function json(status: number, body: unknown, headers?: HeadersInit): Resp
   return Response.json(body, { status, headers });
 }
 
-/** A SPEC §6 error answer: `{"error":{"code","message"}}`. */
+/** An error answer (docs/contract.md, errors): `{"error":{"code","message"}}`. */
 export function errorBody(status: number, code: string, message: string): Response {
   return json(status, { error: { code, message } });
 }
@@ -164,7 +164,7 @@ export interface FunctionSpec<S extends v.GenericSchema> {
   run(call: Call<v.InferOutput<S>>): Promise<Response>;
 }
 
-/** Answers a thrown error with its SPEC §6 status and code, logging what a person needs. */
+/** Answers a thrown error with its status and code (docs/contract.md, errors), logging what a person needs. */
 export function errorResponse(err: unknown, log: Logger): Response {
   if (err instanceof HttpError) return errorBody(err.status, err.code, err.message);
   if (err instanceof MisconfiguredError) {

@@ -1,6 +1,6 @@
 /**
  * The Backend DB's `clients`: the plain-text runtime cache checkout reads. Every write is
- * fenced by the Admin version it carries (SPEC §5 invariant 1).
+ * fenced by the Admin version it carries (docs/invariants.md, invariant 1).
  */
 import { pgArray, type Sql } from "../platform/db.ts";
 
