@@ -8,7 +8,7 @@ import { writeCache } from "../store/clients.ts";
 import type { Context } from "../platform/context.ts";
 import { recordEvent } from "../store/audit.ts";
 import type { Logger } from "../platform/log.ts";
-import { encryptSecret } from "../platform/crypto.ts";
+import { encryptTokenPair } from "../platform/crypto.ts";
 import type { MpTokens } from "../mercadopago/api.ts";
 import { syncAccountRow, type SyncResult } from "../sync/sync.ts";
 
@@ -76,13 +76,7 @@ export async function saveConnection(
   const keys = await ctx.keys();
   const write = {
     mpUserId: tokens.user_id,
-    accessTokenEncrypted: await encryptSecret(keys, accountId, "access_token", tokens.access_token),
-    refreshTokenEncrypted: await encryptSecret(
-      keys,
-      accountId,
-      "refresh_token",
-      tokens.refresh_token,
-    ),
+    ...await encryptTokenPair(keys, accountId, tokens),
     publicKey: tokens.public_key,
     expiresIn: tokens.expires_in,
     liveMode: tokens.live_mode ?? null,

@@ -9,7 +9,7 @@ import { connectedAccountsOfSeller } from "../store/accounts.ts";
 import { recordEvent } from "../store/audit.ts";
 import { revokeConnection } from "./connection.ts";
 import type { Context } from "../platform/context.ts";
-import { DecryptError, decryptSecret } from "../platform/crypto.ts";
+import { DecryptError, decryptSecret, logDecryptFailure } from "../platform/crypto.ts";
 import type { Logger } from "../platform/log.ts";
 import { checkAccessToken } from "../mercadopago/api.ts";
 
@@ -50,10 +50,7 @@ export async function confirmDeauthorization(
       );
     } catch (err) {
       if (!(err instanceof DecryptError)) throw err;
-      log.error("Stored MP credential failed to decrypt", {
-        account_id: account.id,
-        field: "access_token",
-      });
+      logDecryptFailure(log, account.id, "access_token");
       out.undecryptable.push(account.id);
       continue;
     }

@@ -11,6 +11,7 @@ import {
   DecryptError,
   decryptSecret,
   encryptSecret,
+  logDecryptFailure,
   type SecretField,
 } from "../platform/crypto.ts";
 import { pgArray, type Sql } from "../platform/db.ts";
@@ -207,11 +208,7 @@ async function rotateColumn(
         news.push(fresh);
       } catch (err) {
         if (!(err instanceof DecryptError)) throw err;
-        log.error("Stored MP credential failed to decrypt", {
-          account_id: r.account,
-          field: t.field,
-          table: t.table,
-        });
+        logDecryptFailure(log, r.account, t.field, { table: t.table });
         out.failed++;
       }
     }));

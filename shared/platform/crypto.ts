@@ -3,6 +3,7 @@
  * with AAD `mp:<account_id>:<field>` binding each value to its row and column.
  */
 import type { KeySpec } from "./config.ts";
+import type { Fields, Logger } from "./log.ts";
 
 /** The columns whose values are encrypted; part of the AAD. */
 export type SecretField = "access_token" | "refresh_token" | "code_verifier";
@@ -114,7 +115,29 @@ export async function decryptSecret(
   }
 }
 
-/** The key id a stored value was encrypted with, or undefined when it is not v1. */
-export function keyIdOf(value: string): string | undefined {
-  return FORMAT.exec(value)?.[1];
+/** Encrypts an access and refresh token pair for an account's master columns. */
+export async function encryptTokenPair(
+  keys: KeyRing,
+  accountId: string,
+  tokens: { access_token: string; refresh_token: string },
+): Promise<{ accessTokenEncrypted: string; refreshTokenEncrypted: string }> {
+  return {
+    accessTokenEncrypted: await encryptSecret(keys, accountId, "access_token", tokens.access_token),
+    refreshTokenEncrypted: await encryptSecret(
+      keys,
+      accountId,
+      "refresh_token",
+      tokens.refresh_token,
+    ),
+  };
+}
+
+/** Logs the one error line of a stored credential that will not decrypt: account and field, never the value. */
+export function logDecryptFailure(
+  log: Logger,
+  accountId: string,
+  field: SecretField,
+  extra: Fields = {},
+): void {
+  log.error("Stored MP credential failed to decrypt", { account_id: accountId, field, ...extra });
 }

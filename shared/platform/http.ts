@@ -6,7 +6,7 @@
 import * as v from "valibot";
 import { MisconfiguredError, type Need, requireConfig } from "./config.ts";
 import { type Context, getContext } from "./context.ts";
-import { DecryptError } from "./crypto.ts";
+import { DecryptError, logDecryptFailure } from "./crypto.ts";
 import { UnavailableError } from "./db.ts";
 import { createLogger, type Logger } from "./log.ts";
 
@@ -172,10 +172,7 @@ export function errorResponse(err: unknown, log: Logger): Response {
     return errorBody(500, "misconfigured", `${err.variable} is missing or malformed`);
   }
   if (err instanceof DecryptError) {
-    log.error("Stored MP credential failed to decrypt", {
-      account_id: err.accountId,
-      field: err.field,
-    });
+    logDecryptFailure(log, err.accountId, err.field);
     return errorBody(500, "decrypt_failed", "stored MP credentials could not be decrypted");
   }
   if (err instanceof UnavailableError) {

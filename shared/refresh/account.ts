@@ -3,7 +3,7 @@
  * its version, else take a MercadoPago slot, check time and lease, call, and hand the outcome
  * to the save or the recorders.
  */
-import { DecryptError, decryptSecret } from "../platform/crypto.ts";
+import { DecryptError, decryptSecret, logDecryptFailure } from "../platform/crypto.ts";
 import { sharedLimiter } from "../platform/limiter.ts";
 import { shutdownReason } from "../platform/worker_life.ts";
 import { MpError, type MpTokens, refreshTokens } from "../mercadopago/api.ts";
@@ -62,10 +62,7 @@ export async function refreshAccount(
     case "tokens":
       return await saveTokens(run, account, outcome.tokens, outcome.receivedAt);
     case "decrypt_error":
-      run.log.error("Stored MP credential failed to decrypt", {
-        account_id: id,
-        field: "refresh_token",
-      });
+      logDecryptFailure(run.log, id, "refresh_token");
       return await recordFailed(run, account, "decrypt_failed");
     case "mp_error":
       if (outcome.error.kind === "invalid_grant") return await recordNeedsReauth(run, account);

@@ -4,7 +4,7 @@
  * of calling MercadoPago (docs/invariants.md, invariant 3).
  */
 import type { AccountRow } from "../store/accounts.ts";
-import { DecryptError, decryptSecret, encryptSecret } from "../platform/crypto.ts";
+import { DecryptError, decryptSecret, encryptTokenPair } from "../platform/crypto.ts";
 import type { MpTokens } from "../mercadopago/api.ts";
 import { deleteEscrow, type EscrowEntry, writeEscrow } from "../store/escrow.ts";
 import {
@@ -27,13 +27,7 @@ async function storedPair(
 ): Promise<StoredPair> {
   const keys = await run.ctx.keys();
   return {
-    accessTokenEncrypted: await encryptSecret(keys, accountId, "access_token", tokens.access_token),
-    refreshTokenEncrypted: await encryptSecret(
-      keys,
-      accountId,
-      "refresh_token",
-      tokens.refresh_token,
-    ),
+    ...await encryptTokenPair(keys, accountId, tokens),
     expiresIn: tokens.expires_in,
     tokenExpiresAt: new Date(receivedAt + tokens.expires_in * 1000),
     userId: tokens.user_id ?? null,

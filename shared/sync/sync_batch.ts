@@ -7,7 +7,7 @@
 import type { AccountRow } from "../store/accounts.ts";
 import { type BatchCacheWrite, readCacheStates, writeCacheBatch } from "../store/clients.ts";
 import type { Context } from "../platform/context.ts";
-import { DecryptError, decryptSecret } from "../platform/crypto.ts";
+import { DecryptError, decryptSecret, logDecryptFailure } from "../platform/crypto.ts";
 import { pgArray, type Sql } from "../platform/db.ts";
 import type { Logger } from "../platform/log.ts";
 import type { SyncResult } from "./sync.ts";
@@ -124,7 +124,7 @@ async function decryptRows(ctx: Context, log: Logger, rows: AccountRow[]): Promi
       });
     } catch (err) {
       if (!(err instanceof DecryptError)) throw err;
-      log.error("Stored MP credential failed to decrypt", { account_id: a.id, field: err.field });
+      logDecryptFailure(log, a.id, err.field);
       done.out.set(a.id, outcome(a, "failed"));
     }
   };
