@@ -3,15 +3,10 @@
  * batched, version-fenced sync, page by page (keyset on the account id). Idempotent, so an
  * interrupted run is resumed by running it again.
  */
-import type { AccountRow } from "../store/accounts.ts";
+import { type AccountRow, countAccountPages, readAccountPage } from "../store/accounts.ts";
 import type { Context } from "../platform/context.ts";
 import { type Logger, scrub } from "../platform/log.ts";
-import {
-  type BatchOutcome,
-  countAccountPages,
-  readAccountPage,
-  SyncPipeline,
-} from "../sync/sync_batch.ts";
+import { type BatchOutcome, SyncPipeline } from "../sync/sync_batch.ts";
 
 /** What a backfill did (or, with `dry_run`, would do). */
 export interface BackfillSummary {

@@ -4,13 +4,13 @@
  * `shared/reconcile/drift.ts`).
  */
 import type { Context } from "../platform/context.ts";
+import { type AccountStatusRow, countConnections, readStatusPage } from "../store/accounts.ts";
 import { readCacheStates } from "../store/clients.ts";
 import {
   type AccountState,
   type Drift,
   DRIFT_KINDS,
   driftOf,
-  NO_ID,
   SCAN_PAGE,
   scanDrift,
   scanOrphans,
@@ -60,16 +60,8 @@ export interface HealthTotals {
 
 /** Counts the monitoring totals over both databases. */
 export async function healthTotals(ctx: Context): Promise<HealthTotals> {
-  const [[counts], drift, misses] = await Promise.all([
-    ctx.admin((sql) =>
-      sql<{ connected: number; expiring_7d: number; needs_reauth: number }[]>`
-        select count(*) filter (where mp_connected)::int as connected,
-               count(*) filter (where mp_connected
-                                  and mp_token_expires_at < now() + interval '7 days')::int
-                 as expiring_7d,
-               count(*) filter (where mp_needs_reauth)::int as needs_reauth
-          from nv_accounts where mp_connected or mp_needs_reauth`
-    ),
+  const [counts, drift, misses] = await Promise.all([
+    ctx.admin((sql) => countConnections(sql)),
     countDrift(ctx),
     fastPathMisses(ctx),
   ]);
@@ -109,15 +101,7 @@ const ATTENTION_ORDER: AccountStatus["attention"][] = [
   "ok",
 ];
 
-interface StatusRow extends AccountState {
-  backend_client_id: string;
-  expires_at: Date | null;
-  last_refresh_at: Date | null;
-  failures: number;
-  last_error: string | null;
-  needs_reauth: boolean;
-  mp_connected: boolean;
-}
+type StatusRow = AccountStatusRow & AccountState;
 
 /**
  * Every connected, linked or re-authorization-needing account with its health, the ones that
@@ -129,19 +113,7 @@ export async function accountStatuses(ctx: Context): Promise<AccountStatus[]> {
   const now = Date.now();
   let after: string | null = null;
   for (;;) {
-    const page: StatusRow[] = await ctx.admin((sql) =>
-      sql<StatusRow[]>`
-        select id, backend_client_id, coalesce(mp_connected, false) as mp_connected,
-               coalesce(mp_connected, false) and mp_access_token_encrypted is not null
-                 as connected,
-               mp_token_version, mp_token_expires_at as expires_at,
-               mp_last_refreshed_at as last_refresh_at, mp_refresh_failures as failures,
-               mp_refresh_last_error as last_error, mp_needs_reauth as needs_reauth
-          from nv_accounts
-         where (coalesce(mp_connected, false) or backend_client_id is not null or mp_needs_reauth)
-           and id > ${after ?? NO_ID}::uuid
-         order by id limit ${SCAN_PAGE}`
-    );
+    const page: StatusRow[] = await ctx.admin((sql) => readStatusPage(sql, after, SCAN_PAGE));
     if (page.length === 0) break;
     const linked = page.filter((r) => r.backend_client_id);
     const caches = new Map(

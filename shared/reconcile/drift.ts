@@ -4,13 +4,18 @@
  * secret, scanned in bounded pages over the id keyspace.
  */
 import { type CacheState, readCachedClientPage, readCacheStates } from "../store/clients.ts";
-import type { AccountRow } from "../store/accounts.ts";
+import {
+  type AccountRow,
+  type AccountStateRow,
+  linkedClientIds,
+  readLinkedStateRows,
+  readStateRows,
+} from "../store/accounts.ts";
 import type { Context } from "../platform/context.ts";
-import { pgArray, type Sql } from "../platform/db.ts";
+import type { Sql } from "../platform/db.ts";
 
 /** The lowest uuid: a keyset scan "after" it starts at the beginning. */
 export const NO_ID = "00000000-0000-0000-0000-000000000000";
-const MAX_ID = "ffffffff-ffff-ffff-ffff-ffffffffffff";
 
 /**
  * Where a bounded scan runs over the id keyspace: ids after `after` and up to `until` (null:
@@ -56,11 +61,8 @@ export interface Drift {
   kind: DriftKind | "client_missing";
 }
 
-interface StateRow extends AccountRow {
-  connected: boolean;
-}
-
-function toState(r: StateRow, withRow: boolean): AccountState {
+/** An account's drift state from its row (keeping the row itself when asked for). */
+function toState(r: AccountStateRow, withRow: boolean): AccountState {
   const { connected, ...row } = r;
   return {
     id: r.id,
@@ -82,29 +84,13 @@ export async function readLinkedStatePage(
   withRow = false,
   until: string | null = null,
 ): Promise<AccountState[]> {
-  const rows = await sql<StateRow[]>`
-    select id, backend_client_id,
-           coalesce(mp_connected, false) and mp_access_token_encrypted is not null as connected,
-           mp_token_version, coalesce(mp_connected, false) as mp_connected,
-           ${withRow ? sql`mp_access_token_encrypted` : sql`null::text`}
-             as mp_access_token_encrypted,
-           mp_public_key
-      from nv_accounts
-     where backend_client_id is not null and id > ${after ?? NO_ID}::uuid
-       and id <= ${until ?? MAX_ID}::uuid
-     order by id limit ${limit}`;
+  const rows = await readLinkedStateRows(sql, { after, limit, withRow, until });
   return rows.map((r) => toState(r, withRow));
 }
 
 /** The versions of the accounts `ids`, in one query. */
 async function readStates(sql: Sql, ids: string[]): Promise<AccountState[]> {
-  const rows = await sql<StateRow[]>`
-    select id, backend_client_id,
-           coalesce(mp_connected, false) and mp_access_token_encrypted is not null as connected,
-           mp_token_version, coalesce(mp_connected, false) as mp_connected,
-           null::text as mp_access_token_encrypted, mp_public_key
-      from nv_accounts where id = any(${pgArray(ids)}::uuid[]) and backend_client_id is not null`;
-  return rows.map((r) => toState(r, false));
+  return (await readStateRows(sql, ids)).map((r) => toState(r, false));
 }
 
 /** How `cache` differs from `account`, or null when it holds what the account's version says. */
@@ -198,10 +184,7 @@ export async function scanOrphans(
     if (page.length === 0) return { last: after, done: true, rows: max - left };
     left -= page.length;
     const linked = new Set(
-      (await ctx.admin((sql) =>
-        sql<{ id: string }[]>`select backend_client_id as id from nv_accounts
-          where backend_client_id = any(${pgArray(page.map((c) => c.id))}::uuid[])`
-      )).map((r) => r.id),
+      await ctx.admin((sql) => linkedClientIds(sql, page.map((c) => c.id))),
     );
     const orphans = page.filter((c) => !linked.has(c.id));
     if (orphans.length > 0) await onPage(orphans);

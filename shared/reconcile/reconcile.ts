@@ -3,7 +3,7 @@
  * version and presence — never by comparing secrets — and repairs it through the batched,
  * version-fenced sync. Only drifted accounts are read with their ciphertext and decrypted.
  */
-import type { AccountRow } from "../store/accounts.ts";
+import { type AccountRow, bumpAccountVersions, readAccounts } from "../store/accounts.ts";
 import { type CacheState, clearOrphanedCache } from "../store/clients.ts";
 import type { Context } from "../platform/context.ts";
 import {
@@ -18,12 +18,7 @@ import {
 import { readCursors, saveCursors } from "../store/reconcile_cursor.ts";
 import { pgArray } from "../platform/db.ts";
 import type { Logger } from "../platform/log.ts";
-import {
-  type BatchOutcome,
-  bumpAccountVersions,
-  readAccounts,
-  SyncPipeline,
-} from "../sync/sync_batch.ts";
+import { type BatchOutcome, SyncPipeline } from "../sync/sync_batch.ts";
 
 /** What a reconciliation found and did; the drift kinds count what was found. */
 export interface ReconcileSummary extends Record<(typeof DRIFT_KINDS)[number], number> {

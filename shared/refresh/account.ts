@@ -8,7 +8,7 @@ import { sharedLimiter } from "../platform/limiter.ts";
 import { shutdownReason } from "../platform/worker_life.ts";
 import { MpError, type MpTokens, refreshTokens } from "../mercadopago/api.ts";
 import { deleteEscrow, type EscrowEntry } from "../store/escrow.ts";
-import type { ClaimedAccount } from "../store/refresh_store.ts";
+import type { ClaimedAccount } from "../store/accounts.ts";
 import { mayStartCall } from "./may_start_call.ts";
 import { mpPausedUntil, pauseAfterRateLimit } from "./rate_limit_pause.ts";
 import { buildEvent, recordFailed, recordNeedsReauth } from "./record.ts";

@@ -2,13 +2,13 @@
  * The recorders of a refresh run's outcomes: each writes what happened to one account (the
  * master's failure or re-authorization state, a log line) and queues its audit event.
  */
-import type { AccountRow } from "../store/accounts.ts";
 import type { AuditEvent } from "../store/audit.ts";
 import {
+  type AccountRow,
   type ClaimedAccount,
   recordFailure,
   recordReauthRequired,
-} from "../store/refresh_store.ts";
+} from "../store/accounts.ts";
 import { syncAccountRow } from "../sync/sync.ts";
 import { BACKOFF, type RefreshResult, type Run } from "./types.ts";
 

@@ -16,7 +16,7 @@ import { recordEvents } from "../store/audit.ts";
 import type { Context } from "../platform/context.ts";
 import { type EscrowEntry, listEscrowed, readEscrows } from "../store/escrow.ts";
 import type { Logger } from "../platform/log.ts";
-import { claimDueAccounts, releaseLeases } from "../store/refresh_store.ts";
+import { claimDueAccounts, releaseLeases } from "../store/accounts.ts";
 import { refreshAccount } from "./account.ts";
 import {
   DEFAULT_LIMIT,

@@ -3,17 +3,18 @@
  * else escrow it in the Backend DB (retrying); and applying a verified escrowed pair instead
  * of calling MercadoPago (docs/invariants.md, invariant 3).
  */
-import type { AccountRow } from "../store/accounts.ts";
 import { DecryptError, decryptSecret, encryptTokenPair } from "../platform/crypto.ts";
 import type { MpTokens } from "../mercadopago/api.ts";
 import { deleteEscrow, type EscrowEntry, writeEscrow } from "../store/escrow.ts";
 import {
+  type AccountRow,
   type ClaimedAccount,
   readIfHolds,
+  readSellerId,
   releaseLeases,
   saveRefreshed,
   type StoredPair,
-} from "../store/refresh_store.ts";
+} from "../store/accounts.ts";
 import { ESCROW_RETRY_MS, SAVE_RETRY_MS } from "./may_start_call.ts";
 import { buildEvent, recordSuperseded, recordSynced } from "./record.ts";
 import { type RefreshResult, type Run, sleep } from "./types.ts";
@@ -166,11 +167,8 @@ async function verifyEscrow(
     if (err instanceof DecryptError) return "decrypt_failed";
     throw err;
   }
-  const [stored] = await run.ctx.admin((sql) =>
-    sql<{ mp_user_id: number | null }[]>`
-      select mp_user_id from nv_accounts where id = ${account.id}`
-  );
-  if (escrow.userId !== null && stored?.mp_user_id != null && escrow.userId !== stored.mp_user_id) {
+  const storedSeller = await run.ctx.admin((sql) => readSellerId(sql, account.id));
+  if (escrow.userId !== null && storedSeller != null && escrow.userId !== storedSeller) {
     return "seller_mismatch";
   }
   const latest = Date.now() + (escrow.expiresIn + 86_400) * 1000;

@@ -5,7 +5,7 @@
 import type { AuditEvent } from "../store/audit.ts";
 import type { Context } from "../platform/context.ts";
 import type { Logger } from "../platform/log.ts";
-import type { Backoff } from "../store/refresh_store.ts";
+import type { Backoff } from "../store/accounts.ts";
 
 /** Accounts a run claims when the caller gives no limit. */
 export const DEFAULT_LIMIT = 100;

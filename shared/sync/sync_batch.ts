@@ -8,74 +8,11 @@ import type { AccountRow } from "../store/accounts.ts";
 import { type BatchCacheWrite, readCacheStates, writeCacheBatch } from "../store/clients.ts";
 import type { Context } from "../platform/context.ts";
 import { DecryptError, decryptSecret, logDecryptFailure } from "../platform/crypto.ts";
-import { pgArray, type Sql } from "../platform/db.ts";
 import type { Logger } from "../platform/log.ts";
 import type { SyncResult } from "./sync.ts";
 
-const NO_ID = "00000000-0000-0000-0000-000000000000";
-
 /** Decrypts in flight at once: enough to keep the crypto threads fed, not one per row. */
 const DECRYPT_CONCURRENCY = 64;
-
-/**
- * A page (by id, after `after`) of the accounts a backfill looks at: connected or linked to
- * a client; `accountId` narrows it to that one account.
- */
-export async function readAccountPage(
-  sql: Sql,
-  opts: { after: string | null; limit: number; accountId?: string },
-): Promise<AccountRow[]> {
-  return await sql<AccountRow[]>`
-    select id, backend_client_id, coalesce(mp_connected, false) as mp_connected,
-           mp_access_token_encrypted, mp_public_key, mp_token_version
-      from nv_accounts
-     where (coalesce(mp_connected, false) or backend_client_id is not null)
-       and id > ${opts.after ?? NO_ID}::uuid
-       ${opts.accountId ? sql`and id = ${opts.accountId}` : sql``}
-     order by id limit ${opts.limit}`;
-}
-
-/** How many accounts `readAccountPage` walks through (for a progress bar). */
-export async function countAccountPages(sql: Sql, accountId?: string): Promise<number> {
-  const [row] = await sql<{ n: number }[]>`
-    select count(*)::int as n from nv_accounts
-     where (coalesce(mp_connected, false) or backend_client_id is not null)
-       ${accountId ? sql`and id = ${accountId}` : sql``}`;
-  return row.n;
-}
-
-/** Reads the accounts `ids` in one query (missing ones are left out). */
-export async function readAccounts(sql: Sql, ids: string[]): Promise<AccountRow[]> {
-  if (ids.length === 0) return [];
-  return await sql<AccountRow[]>`
-    select id, backend_client_id, coalesce(mp_connected, false) as mp_connected,
-           mp_access_token_encrypted, mp_public_key, mp_token_version
-      from nv_accounts where id = any(${pgArray(ids)}::uuid[])`;
-}
-
-/**
- * Moves accounts' versions past a cache that is level with or ahead of them, so that a fenced
- * sync can overwrite it, in one statement: each only while it still has the version it was
- * seen with and no refresher owns it (a refresher saves only at the version it claimed, so a bump
- * under a live or stale lease could cost a rotated refresh token). Credentials are untouched. Returns the rows bumped.
- */
-export async function bumpAccountVersions(
-  sql: Sql,
-  seen: { id: string; version: number; past: number }[],
-): Promise<AccountRow[]> {
-  if (seen.length === 0) return [];
-  const ids = pgArray(seen.map((s) => s.id));
-  const versions = pgArray(seen.map((s) => s.version));
-  const past = pgArray(seen.map((s) => s.past));
-  return await sql<AccountRow[]>`
-    update nv_accounts a
-       set mp_token_version = greatest(a.mp_token_version, x.past) + 1, mp_updated_at = now()
-      from unnest(${ids}::uuid[], ${versions}::bigint[], ${past}::bigint[]) as x(id, version, past)
-     where a.id = any(${ids}::uuid[]) and a.id = x.id and a.mp_token_version = x.version
-       and a.mp_refresh_lease_owner is null
-    returning a.id, a.backend_client_id, coalesce(a.mp_connected, false) as mp_connected,
-              a.mp_access_token_encrypted, a.mp_public_key, a.mp_token_version`;
-}
 
 /** What a batched sync did for one account (`cleared`: a disconnected account's cache emptied). */
 export interface BatchOutcome {
