@@ -56,17 +56,19 @@ export interface WebhookAnswer {
   unconfirmed?: number;
 }
 
-/** Verifies, claims and acts on one delivery (HttpError 400/401/503 when it must not be acted on). */
-export async function handleNotification(
+/**
+ * The notification behind a delivery whose signature holds (HttpError 401 when it does not,
+ * 400 when the body is malformed or a deauthorization names no seller).
+ */
+async function verifiedNotification(
   ctx: Context,
   log: Logger,
   delivery: Delivery,
-  requestId: string,
-): Promise<WebhookAnswer> {
-  const { mpRequestId, body, malformed } = delivery;
+): Promise<{ action: string; type?: string; mpUserId: number | null }> {
+  const { body, malformed } = delivery;
   const check = await verifySignature(ctx.config.mpWebhookSecret!, {
     header: delivery.signature,
-    requestId: mpRequestId,
+    requestId: delivery.mpRequestId,
     dataId: dataId(delivery.url, body),
   });
   if (!check.ok) {
@@ -76,25 +78,26 @@ export async function handleNotification(
   if (malformed) throw malformed;
   const note = validate(Notification, body);
   const action = note.action ?? note.type ?? "unknown";
-  const deauthorized = action === "application.deauthorized";
-  if (deauthorized && note.user_id === undefined) {
+  if (action === "application.deauthorized" && note.user_id === undefined) {
     throw new HttpError(400, "invalid_request", "user_id: required for application.deauthorized");
   }
-  const deliveryId = mpRequestId!;
-  const mpUserId = note.user_id ?? null;
-  if (!(await ctx.admin((sql) => claimDelivery(sql, deliveryId, action, mpUserId)))) {
-    log.info("MP webhook delivery already handled", { action, mp_user_id: mpUserId });
-    return { received: true, action, duplicate: true, revoked: 0 };
-  }
-  if (!deauthorized) {
-    await ctx.admin((sql) => finishDelivery(sql, deliveryId, "done"));
-    log.info("MP webhook acknowledged", { action, type: note.type, mp_user_id: mpUserId });
-    return { received: true, action };
-  }
+  return { action, type: note.type, mpUserId: note.user_id ?? null };
+}
 
+/**
+ * A claimed `application.deauthorized`: confirms and revokes the seller's accounts, then
+ * finishes the delivery (failed, so it can be claimed again, when MercadoPago cannot be asked: 503).
+ */
+async function handleDeauthorization(
+  ctx: Context,
+  log: Logger,
+  deliveryId: string,
+  mpUserId: number,
+  requestId: string,
+): Promise<{ revoked: number; unconfirmed: number }> {
   let outcome;
   try {
-    outcome = await confirmDeauthorization(ctx, log, mpUserId!, requestId);
+    outcome = await confirmDeauthorization(ctx, log, mpUserId, requestId);
   } catch (err) {
     await ctx.admin((sql) => finishDelivery(sql, deliveryId, "failed")).catch(() => {});
     if (!(err instanceof MpError)) throw err;
@@ -121,10 +124,27 @@ export async function handleNotification(
     unconfirmed: outcome.unconfirmed,
     undecryptable: outcome.undecryptable,
   });
-  return {
-    received: true,
-    action,
-    revoked: outcome.revoked.length,
-    unconfirmed: outcome.unconfirmed.length,
-  };
+  return { revoked: outcome.revoked.length, unconfirmed: outcome.unconfirmed.length };
+}
+
+/** Verifies, claims and acts on one delivery (HttpError 400/401/503 when it must not be acted on). */
+export async function handleNotification(
+  ctx: Context,
+  log: Logger,
+  delivery: Delivery,
+  requestId: string,
+): Promise<WebhookAnswer> {
+  const { action, type, mpUserId } = await verifiedNotification(ctx, log, delivery);
+  const deliveryId = delivery.mpRequestId!;
+  if (!(await ctx.admin((sql) => claimDelivery(sql, deliveryId, action, mpUserId)))) {
+    log.info("MP webhook delivery already handled", { action, mp_user_id: mpUserId });
+    return { received: true, action, duplicate: true, revoked: 0 };
+  }
+  if (action !== "application.deauthorized") {
+    await ctx.admin((sql) => finishDelivery(sql, deliveryId, "done"));
+    log.info("MP webhook acknowledged", { action, type, mp_user_id: mpUserId });
+    return { received: true, action };
+  }
+  const counts = await handleDeauthorization(ctx, log, deliveryId, mpUserId!, requestId);
+  return { received: true, action, ...counts };
 }

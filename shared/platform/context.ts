@@ -2,7 +2,7 @@
  * What every function shares in one isolate: the configuration (read once from the
  * environment), the two database pools and the imported key ring, each created on first use.
  */
-import { type Config, loadConfig, MisconfiguredError, type Need, requireConfig } from "./config.ts";
+import { type Config, loadConfig, type Need, requireConfig } from "./config.ts";
 import { connect, FUNCTION_POOL_MAX, Pool, query, type Sql } from "./db.ts";
 import { importKeyRing, type KeyRing } from "./crypto.ts";
 
@@ -63,12 +63,3 @@ export function getContext(): Context {
   shared ??= createContext(loadConfig(Deno.env.toObject()));
   return shared;
 }
-
-/** Closes the isolate's pools (the local gateway calls this on shutdown). */
-export async function closeContext(): Promise<void> {
-  const ctx = shared;
-  shared = undefined;
-  await ctx?.close();
-}
-
-export { MisconfiguredError };

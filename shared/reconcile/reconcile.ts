@@ -118,6 +118,33 @@ async function repairRows(ctx: Context, drifts: Drift[]): Promise<AccountRow[]> 
 /** Accounts (and cached clients) one scan page reads: small enough that the stages overlap. */
 const PAGE = 2000;
 
+/** A summary with every count at zero. */
+function emptySummary(): ReconcileSummary {
+  return {
+    checked: 0,
+    drifted: 0,
+    repaired: 0,
+    failed: 0,
+    skipped: 0,
+    client_missing: 0,
+    wrapped: false,
+    ...(Object.fromEntries(DRIFT_KINDS.map((k) => [k, 0])) as Record<
+      (typeof DRIFT_KINDS)[number],
+      number
+    >),
+  };
+}
+
+/** Clears the caches of `orphans` page by page (each fenced by the version seen); returns how many were cleared. */
+async function clearOrphans(ctx: Context, orphans: CacheState[]): Promise<number> {
+  let cleared = 0;
+  for (let i = 0; i < orphans.length; i += PAGE) {
+    const seen = orphans.slice(i, i + PAGE).map((o) => ({ id: o.id, version: o.mp_token_version }));
+    cleared += (await ctx.backend((sql) => clearOrphanedCache(sql, seen))).length;
+  }
+  return cleared;
+}
+
 /**
  * Finds and repairs drift over one slice of both databases (at most `slice` rows of each,
  * continuing from the saved cursors), at most `limit` repairs; saves the cursors and logs.
@@ -131,19 +158,7 @@ export async function reconcile(
   const slice = opts.slice ?? RECONCILE_SLICE;
   const cursors = await ctx.backend((sql) => readCursors(sql));
   let budget = limit;
-  const summary: ReconcileSummary = {
-    checked: 0,
-    drifted: 0,
-    repaired: 0,
-    failed: 0,
-    skipped: 0,
-    client_missing: 0,
-    wrapped: false,
-    ...(Object.fromEntries(DRIFT_KINDS.map((k) => [k, 0])) as Record<
-      (typeof DRIFT_KINDS)[number],
-      number
-    >),
-  };
+  const summary = emptySummary();
   const started = performance.now();
   // Caches no account feeds are looked for while the drift is repaired (ids and versions,
   // at most `limit` kept) and cleared after it with the budget it leaves; the clear is fenced
@@ -201,11 +216,7 @@ export async function reconcile(
   await ctx.backend((sql) =>
     saveCursors(sql, { accounts: accountsEnd.next, orphans: orphansEnd.next })
   );
-  const take = orphans.slice(0, Math.max(budget, 0));
-  for (let i = 0; i < take.length; i += PAGE) {
-    const seen = take.slice(i, i + PAGE).map((o) => ({ id: o.id, version: o.mp_token_version }));
-    summary.repaired += (await ctx.backend((sql) => clearOrphanedCache(sql, seen))).length;
-  }
+  summary.repaired += await clearOrphans(ctx, orphans.slice(0, Math.max(budget, 0)));
   summary.skipped = summary.drifted - summary.repaired - summary.failed;
   log.info("MP reconcile finished", {
     ...summary,

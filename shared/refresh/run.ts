@@ -16,7 +16,7 @@ import { recordEvents } from "../store/audit.ts";
 import type { Context } from "../platform/context.ts";
 import { type EscrowEntry, listEscrowed, readEscrows } from "../store/escrow.ts";
 import type { Logger } from "../platform/log.ts";
-import { claimDueAccounts, releaseLeases } from "../store/accounts.ts";
+import { claimDueAccounts, type ClaimedAccount, releaseLeases } from "../store/accounts.ts";
 import { refreshAccount } from "./account.ts";
 import {
   DEFAULT_LIMIT,
@@ -47,6 +47,31 @@ export async function runRefresh(
     unused: [],
   };
   const limit = opts.limit ?? DEFAULT_LIMIT;
+  const { claimed, escrows } = await claimWithEscrows(run, opts, limit);
+  const results = await Promise.all(
+    claimed.map((account) =>
+      refreshAccount(run, account, escrows).catch((err): RefreshResult => {
+        // One account's surprise must not take the run (and the others' answers) down with it;
+        // its lease runs out on its own.
+        run.log.error("MP refresh failed unexpectedly", { account_id: account.id, error: err });
+        return { account_id: account.id, status: "failed", error: "internal" };
+      })
+    ),
+  );
+
+  return await finishRun(run, { claimed: claimed.length, results, limit, opts, started });
+}
+
+/**
+ * Claims the due accounts (and those with a pair waiting in escrow) under this run's lease, and
+ * reads their escrowed pairs; `escrows` is undefined when the escrow could not be checked.
+ */
+async function claimWithEscrows(
+  run: Run,
+  opts: RefreshOptions,
+  limit: number,
+): Promise<{ claimed: ClaimedAccount[]; escrows: Map<string, EscrowEntry> | undefined }> {
+  const { ctx, owner } = run;
   // Pairs waiting in escrow make their accounts claimable even when not due.
   let escrowed: string[] | undefined;
   let backendError: unknown;
@@ -81,17 +106,22 @@ export async function runRefresh(
       error: backendError,
     });
   }
-  const results = await Promise.all(
-    claimed.map((account) =>
-      refreshAccount(run, account, escrows).catch((err): RefreshResult => {
-        // One account's surprise must not take the run (and the others' answers) down with it;
-        // its lease runs out on its own.
-        run.log.error("MP refresh failed unexpectedly", { account_id: account.id, error: err });
-        return { account_id: account.id, status: "failed", error: "internal" };
-      })
-    ),
-  );
+  return { claimed, escrows };
+}
 
+/** Releases the leases not used, records the run's audit events, logs and returns the report. */
+async function finishRun(
+  run: Run,
+  at: {
+    claimed: number;
+    results: RefreshResult[];
+    limit: number;
+    opts: RefreshOptions;
+    started: number;
+  },
+): Promise<RefreshReport> {
+  const { ctx, owner } = run;
+  const { results, limit, opts, started } = at;
   if (run.unused.length > 0) {
     await ctx.admin((sql) => releaseLeases(sql, owner, run.unused)).catch((err) =>
       run.log.warn("Could not release unused refresh leases", {
@@ -105,7 +135,7 @@ export async function runRefresh(
   const count = (...statuses: RefreshStatus[]) =>
     results.filter((r) => statuses.includes(r.status)).length;
   const report: RefreshReport = {
-    claimed: claimed.length,
+    claimed: at.claimed,
     refreshed: count("refreshed", "escrow_applied"),
     failed: count("failed", "escrowed"),
     reauth_required: count("reauth_required"),
