@@ -48,8 +48,22 @@ export async function saveTokens(
   tokens: MpTokens,
   receivedAt: number,
 ): Promise<RefreshResult> {
-  const { ctx, log } = run;
   const pair = await storedPair(run, account.id, tokens, receivedAt);
+  const saved = await saveWithRetries(run, account, pair);
+  if ("result" in saved) return saved.result;
+  return await escrowWithRetries(run, account, pair, saved.saveError);
+}
+
+/**
+ * The compare-and-swap save of `pair`, retried; its outcome once recorded, or the last error
+ * when the Admin DB took none of the attempts.
+ */
+async function saveWithRetries(
+  run: Run,
+  account: ClaimedAccount,
+  pair: StoredPair,
+): Promise<{ result: RefreshResult } | { saveError: unknown }> {
+  const { ctx } = run;
   let saveError: unknown;
   for (let attempt = 0; attempt <= SAVE_RETRY_MS.length; attempt++) {
     try {
@@ -60,14 +74,24 @@ export async function saveTokens(
       if (!saved && saveError !== undefined) {
         saved = await ctx.admin((sql) => readIfHolds(sql, account.id, pair.refreshTokenEncrypted));
       }
-      if (!saved) return recordSuperseded(run, account);
-      return await recordSynced(run, account, saved, "refreshed");
+      if (!saved) return { result: recordSuperseded(run, account) };
+      return { result: await recordSynced(run, account, saved, "refreshed") };
     } catch (err) {
       saveError = err;
       if (attempt < SAVE_RETRY_MS.length) await sleep(SAVE_RETRY_MS[attempt]);
     }
   }
+  return { saveError };
+}
 
+/** Escrows a pair the Admin DB would not take in the Backend DB, retried; `token_lost` when neither took it. */
+async function escrowWithRetries(
+  run: Run,
+  account: ClaimedAccount,
+  pair: StoredPair,
+  saveError: unknown,
+): Promise<RefreshResult> {
+  const { ctx, log } = run;
   const entry: EscrowEntry = {
     ...pair,
     accountId: account.id,
