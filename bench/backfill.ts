@@ -9,13 +9,13 @@
  * from `<state dir>/stack.env` (default `.local/dev`).
  */
 import type { Bench, BenchRow } from "./types.ts";
-import { loadConfig, parseKeyRing } from "../shared/config.ts";
-import { createContext } from "../shared/context.ts";
-import { encryptSecret, importKeyRing } from "../shared/crypto.ts";
-import { connect, pgArray, type Sql } from "../shared/db.ts";
-import { createLogger } from "../shared/log.ts";
-import { runBackfill } from "../shared/backfill.ts";
-import { syncMpCredentialsToBackend } from "../shared/sync.ts";
+import { loadConfig, parseKeyRing } from "../shared/platform/config.ts";
+import { createContext } from "../shared/platform/context.ts";
+import { encryptSecret, importKeyRing } from "../shared/platform/crypto.ts";
+import { connect, pgArray, type Sql } from "../shared/platform/db.ts";
+import { createLogger } from "../shared/platform/log.ts";
+import { runBackfill } from "../shared/operations/backfill.ts";
+import { syncMpCredentialsToBackend } from "../shared/sync/sync.ts";
 
 const CHUNK = 5000;
 
@@ -171,7 +171,7 @@ export const backfillBench: Bench = async (env) => {
 };
 
 if (import.meta.main) {
-  const { parseEnvFile } = await import("../scripts/test.ts");
+  const { parseEnvFile } = await import("../local/launch.ts");
   const dir = Deno.args[0] ?? ".local/dev";
   const env = parseEnvFile(await Deno.readTextFile(`${dir}/stack.env`));
   const rows = await backfillBench(env);

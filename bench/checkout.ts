@@ -1,5 +1,5 @@
 /**
- * The checkout benchmarks (issue 7): get-mp-config's fast path under concurrent load against
+ * The checkout benchmarks (docs/contract.md, get-mp-config): get-mp-config's fast path under concurrent load against
  * the floor (bench/floor.ts: a bare server doing the same primary-key SELECT), the logged
  * fallback as a ratio to the fast path, and the cold start of every function against a bare
  * `deno serve` of the floor. Each server runs as its own `deno serve` process with the same
@@ -7,9 +7,9 @@
  * passed in runs tiny sizes.
  */
 import type { Bench, BenchRow } from "./types.ts";
-import { connect, type Sql } from "../shared/db.ts";
-import { encryptSecret, importKeyRing } from "../shared/crypto.ts";
-import { parseKeyRing } from "../shared/config.ts";
+import { connect, type Sql } from "../shared/platform/db.ts";
+import { encryptSecret, importKeyRing } from "../shared/platform/crypto.ts";
+import { parseKeyRing } from "../shared/platform/config.ts";
 import { functionEntrypoints } from "../local/gateway.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;

@@ -1,5 +1,5 @@
 /**
- * mp-refresh throughput (issue 5): 10,000 due accounts against the sandbox with 50 ms of
+ * mp-refresh throughput (docs/contract.md, mp-refresh): 10,000 due accounts against the sandbox with 50 ms of
  * latency per token call, refreshed by back-to-back mp-refresh runs (two callers, 500
  * accounts each). Measured in accounts/s against the bound the concurrency sets:
  * MP_REFRESH_CONCURRENCY ÷ latency. Target: ≥ 0.8 of the bound. `BENCH_QUICK=1` in the
@@ -7,11 +7,11 @@
  * Run alone against a running stack: `deno run -A bench/refresh.ts [.local/dev]`.
  */
 import type { Bench, BenchRow } from "./types.ts";
-import { loadConfig, parseKeyRing } from "../shared/config.ts";
-import { encryptSecret, importKeyRing } from "../shared/crypto.ts";
-import { connect, pgArray } from "../shared/db.ts";
-import { parseEnvFile } from "../scripts/test.ts";
-import type { MpGrant as Grant } from "../tests/_stack.ts";
+import { loadConfig, parseKeyRing } from "../shared/platform/config.ts";
+import { encryptSecret, importKeyRing } from "../shared/platform/crypto.ts";
+import { connect, pgArray } from "../shared/platform/db.ts";
+import { parseEnvFile } from "../local/launch.ts";
+import type { MpGrant as Grant } from "../local/sandbox.ts";
 
 const ACCOUNTS = { full: 10_000, quick: 300 };
 const LATENCY_MS = 50;

@@ -13,7 +13,7 @@ export interface MpConfig {
   token_version: number;
 }
 
-/** get-mp-config answered with an error (SPEC §6 code, HTTP status). */
+/** get-mp-config answered with an error (docs/contract.md code, HTTP status). */
 export class MpConfigError extends Error {
   constructor(readonly status: number, readonly code: string, message: string) {
     super(message);

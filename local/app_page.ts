@@ -4,8 +4,8 @@
  * Revoke call mp-oauth-start and mp-revoke server side with the stack's secret key.
  */
 import type { Fetch } from "./gateway.ts";
-import { connect, type Sql } from "../shared/db.ts";
-import { createLogger } from "../shared/log.ts";
+import { connect, type Sql } from "../shared/platform/db.ts";
+import { createLogger } from "../shared/platform/log.ts";
 
 /** What the page needs: where the functions are and the key it calls them with. */
 export interface AppPageOptions {

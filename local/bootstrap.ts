@@ -5,7 +5,7 @@
  * stand-ins (`stand_ins.sql`). Run as `supabase_admin`; never part of the migrations.
  */
 import postgres from "postgres";
-import type { Sql } from "../shared/db.ts";
+import type { Sql } from "../shared/platform/db.ts";
 
 const sqlFile = (file: string) => Deno.readTextFile(new URL(file, import.meta.url));
 

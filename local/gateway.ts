@@ -1,5 +1,5 @@
 /**
- * The local stand-in for the Supabase edge runtime behind `/functions/v1/<name>` (SPEC §7).
+ * The local stand-in for the Supabase edge runtime behind `/functions/v1/<name>` (docs/local-stack.md).
  *
  * Each function runs in isolates bound to it, each serving ONE request at a time with its
  * own module state (its own import of the function's index.ts); concurrent requests get more

@@ -1,6 +1,6 @@
 /**
  * The leak scan of `deno task test`: every secret a run created (the sandbox's tokens and
- * codes, the stack's keys) is looked for in the run's whole output (SPEC §5 invariant 5).
+ * codes, the stack's keys) is looked for in the run's whole output (docs/invariants.md, invariant 5).
  */
 
 /** Every secret the run created (sandbox tokens and codes, the stack's keys), for the scan. */

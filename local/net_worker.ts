@@ -3,8 +3,8 @@
  * each request with its timeout, and records the answer in `net._http_response`, as pg_net's
  * background worker does.
  */
-import type { Sql } from "../shared/db.ts";
-import type { Logger } from "../shared/log.ts";
+import type { Sql } from "../shared/platform/db.ts";
+import type { Logger } from "../shared/platform/log.ts";
 
 interface Queued {
   id: number;

@@ -1,8 +1,19 @@
 /**
- * In-memory stand-in for MercadoPago's OAuth endpoints (SPEC §7), speaking MercadoPago's wire
+ * In-memory stand-in for MercadoPago's OAuth endpoints (docs/local-stack.md), speaking MercadoPago's wire
  * format, plus `/__sandbox/*` controls that let tests inject faults and latency. One handler
  * serves both MP_AUTH_URL (`/authorization`) and MP_API_URL (`/oauth/token`). It logs nothing.
  */
+
+/** A MercadoPago token response (what the sandbox grants; tests and bench share it). */
+export interface MpGrant {
+  access_token: string;
+  refresh_token: string;
+  public_key: string;
+  user_id: number;
+  expires_in: number;
+  live_mode: boolean;
+  scope: string;
+}
 
 /** Options for {@link createSandbox}: the one registered application and an optional clock. */
 export interface SandboxOptions {

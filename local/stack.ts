@@ -9,9 +9,9 @@
  * SIGINT/SIGTERM.
  */
 import { parseArgs } from "node:util";
-import { connect } from "../shared/db.ts";
-import { createLogger } from "../shared/log.ts";
-import { ADMIN_PROJECT, BACKEND_PROJECT, migrate } from "../scripts/migrate.ts";
+import { connect } from "../shared/platform/db.ts";
+import { createLogger } from "../shared/platform/log.ts";
+import { ADMIN_PROJECT, BACKEND_PROJECT, migrate } from "./migrate.ts";
 import { Cluster, ensureReachable, findPostgres, MissingPrerequisite } from "./postgres.ts";
 import { bootstrap } from "./bootstrap.ts";
 import { findPgbouncer, makeCertificate, Pooler } from "./pooler.ts";

@@ -1,16 +1,44 @@
 /**
  * What the operator scripts share: the configuration read once from the environment (the
- * same `shared/config.ts` the functions use), one-line errors, and a progress bar on a TTY.
+ * same `shared/platform/config.ts` the functions use), flag parsing, one-line errors, and a
+ * progress bar on a TTY.
  */
 import cliProgress from "cli-progress";
 import process from "node:process";
-import { loadConfig, MisconfiguredError, type Need, requireConfig } from "../shared/config.ts";
-import { type Context, createContext } from "../shared/context.ts";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import {
+  loadConfig,
+  MisconfiguredError,
+  type Need,
+  requireConfig,
+} from "../shared/platform/config.ts";
+import { type Context, createContext } from "../shared/platform/context.ts";
 
 /** Prints `<script>: <message>` on stderr and exits with `code`. */
 export function fail(script: string, message: string, code = 2): never {
   console.error(`${script}: ${message}`);
   Deno.exit(code);
+}
+
+/** The script's command-line flags (node's `parseArgs`); an unknown or ill-typed flag exits with one line. */
+export function parseFlags<const O extends NonNullable<ParseArgsConfig["options"]>>(
+  script: string,
+  options: O,
+) {
+  try {
+    return parseArgs({ args: Deno.args, options }).values;
+  } catch (err) {
+    fail(script, (err as Error).message);
+  }
+}
+
+/** `--batch` as an integer from 1 to 20000; anything else exits with one line. */
+export function batchFlag(script: string, text: string): number {
+  const size = Number(text);
+  if (!Number.isInteger(size) || size < 1 || size > 20_000) {
+    fail(script, "--batch must be an integer from 1 to 20000");
+  }
+  return size;
 }
 
 /** A context over the environment's configuration; exits with one line when a need is unmet. */

@@ -4,10 +4,9 @@
  * the version-fenced batched sync. Needs BACKEND_DB_URL, ADMIN_DB_URL and MP_TOKEN_KEYS.
  * Exits 1 when any account failed (or a database became unreachable; rerun to resume).
  */
-import { parseArgs } from "node:util";
-import { type BackfillSummary, runBackfill } from "../shared/backfill.ts";
-import { createLogger } from "../shared/log.ts";
-import { fail, progressBar, scriptContext } from "./_cli.ts";
+import { type BackfillSummary, runBackfill } from "../shared/operations/backfill.ts";
+import { createLogger } from "../shared/platform/log.ts";
+import { batchFlag, fail, parseFlags, progressBar, scriptContext } from "./_cli.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -29,25 +28,14 @@ export function formatBackfill(s: BackfillSummary): string {
 }
 
 async function main(): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: Deno.args,
-      options: {
-        "dry-run": { type: "boolean", default: false },
-        account: { type: "string" },
-        batch: { type: "string", default: "2000" },
-        json: { type: "boolean", default: false },
-      },
-    }));
-  } catch (err) {
-    fail("backfill", (err as Error).message);
-  }
+  const values = parseFlags("backfill", {
+    "dry-run": { type: "boolean", default: false },
+    account: { type: "string" },
+    batch: { type: "string", default: "2000" },
+    json: { type: "boolean", default: false },
+  });
   if (values.account && !UUID.test(values.account)) fail("backfill", "--account must be a UUID");
-  const batchSize = Number(values.batch);
-  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 20_000) {
-    fail("backfill", "--batch must be an integer from 1 to 20000");
-  }
+  const batchSize = batchFlag("backfill", values.batch);
   const ctx = scriptContext("backfill", ["backendDbUrl", "adminDbUrl", "tokenKeys"]);
   const bar = progressBar("backfill");
   try {

@@ -5,11 +5,14 @@
  * while refreshes run. When it reports 0 remaining, the old keys can leave the ring.
  * Exits 1 when a value failed to decrypt or some remain.
  */
-import { parseArgs } from "node:util";
-import { recordEvent } from "../shared/audit.ts";
-import { createLogger } from "../shared/log.ts";
-import { KeyMismatchError, rotateKeys, type RotationSummary } from "../shared/rotation.ts";
-import { fail, progressBar, scriptContext } from "./_cli.ts";
+import { recordEvent } from "../shared/store/audit.ts";
+import { createLogger } from "../shared/platform/log.ts";
+import {
+  KeyMismatchError,
+  rotateKeys,
+  type RotationSummary,
+} from "../shared/operations/rotation.ts";
+import { batchFlag, parseFlags, progressBar, scriptContext } from "./_cli.ts";
 
 /** The summary as the lines an operator reads. */
 export function formatRotation(s: RotationSummary): string {
@@ -28,22 +31,11 @@ export function formatRotation(s: RotationSummary): string {
 }
 
 async function main(): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: Deno.args,
-      options: {
-        batch: { type: "string", default: "1000" },
-        json: { type: "boolean", default: false },
-      },
-    }));
-  } catch (err) {
-    fail("rotate-keys", (err as Error).message);
-  }
-  const batchSize = Number(values.batch);
-  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 20_000) {
-    fail("rotate-keys", "--batch must be an integer from 1 to 20000");
-  }
+  const values = parseFlags("rotate-keys", {
+    batch: { type: "string", default: "1000" },
+    json: { type: "boolean", default: false },
+  });
+  const batchSize = batchFlag("rotate-keys", values.batch);
   const ctx = scriptContext("rotate-keys", ["backendDbUrl", "adminDbUrl", "tokenKeys"]);
   const log = createLogger({ component: "rotate-keys" });
   const bar = progressBar("rotate-keys");

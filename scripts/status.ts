@@ -3,15 +3,14 @@
  * connected, expires in, last refresh, failures, needs re-authorization, cache in sync —
  * the ones that need a person first, then totals. Needs BACKEND_DB_URL and ADMIN_DB_URL.
  */
-import { parseArgs } from "node:util";
 import {
   type AccountStatus,
   accountStatuses,
   fastPathMisses,
-  scanOrphans,
-} from "../shared/health.ts";
-import { scrub } from "../shared/log.ts";
-import { fail, scriptContext } from "./_cli.ts";
+} from "../shared/operations/health.ts";
+import { scanOrphans } from "../shared/reconcile/drift.ts";
+import { scrub } from "../shared/platform/log.ts";
+import { fail, parseFlags, scriptContext } from "./_cli.ts";
 
 /** The totals printed under the table (and under `totals` with --json). */
 export interface StatusTotals {
@@ -99,15 +98,7 @@ export function formatStatus(rows: AccountStatus[], totals: StatusTotals): strin
 }
 
 async function main(): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: Deno.args,
-      options: { json: { type: "boolean", default: false } },
-    }));
-  } catch (err) {
-    fail("status", (err as Error).message);
-  }
+  const values = parseFlags("status", { json: { type: "boolean", default: false } });
   const ctx = scriptContext("status", ["backendDbUrl", "adminDbUrl"]);
   try {
     const rows = await accountStatuses(ctx);

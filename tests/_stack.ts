@@ -4,10 +4,13 @@
  * `deno task test`), database handles, a supabase-js client, sandbox controls and seeding.
  */
 import { createClient } from "@supabase/supabase-js";
-import { connect, type Sql } from "../shared/db.ts";
-import { encryptSecret, importKeyRing, type KeyRing } from "../shared/crypto.ts";
-import { parseKeyRing } from "../shared/config.ts";
+import { connect, type Sql } from "../shared/platform/db.ts";
+import { encryptSecret, importKeyRing, type KeyRing } from "../shared/platform/crypto.ts";
+import { parseKeyRing } from "../shared/platform/config.ts";
 import { Cluster } from "../local/postgres.ts";
+import type { MpGrant } from "../local/sandbox.ts";
+
+export type { MpGrant };
 
 function need(name: string): string {
   const v = Deno.env.get(name);
@@ -151,17 +154,6 @@ export const sandbox = {
   faults: (mode: string, count: number) => sandbox.post("faults", { mode, count }),
   latency: (ms: number) => sandbox.post("latency", { ms }),
 };
-
-/** A MercadoPago token response. */
-export interface MpGrant {
-  access_token: string;
-  refresh_token: string;
-  public_key: string;
-  user_id: number;
-  expires_in: number;
-  live_mode: boolean;
-  scope: string;
-}
 
 let ring: Promise<KeyRing> | undefined;
 

@@ -1,17 +1,17 @@
 // deno-lint-ignore-file no-explicit-any
 /**
- * Bad input (issue 7): a seeded generator of at least 1,000 malformed requests for every
+ * Bad input (docs/contract.md, errors; docs/invariants.md, invariant 8): a seeded generator of at least 1,000 malformed requests for every
  * function in supabase/config.toml — broken JSON, wrong types, missing and extra fields, huge
  * and deep bodies, non-UUIDs, unicode, SQL-looking strings, wrong methods, keys and content
- * types — sent through the gateway. Each must get its SPEC §6 status and error body (the
+ * types — sent through the gateway. Each must get its docs/contract.md status and error body (the
  * callback: a 302 with `mp=error`; the webhook: 400/401), never a 5xx, never a token, and
  * both databases must be unchanged afterwards. `BAD_INPUT_SEED` replays another sequence.
  */
 import assert from "node:assert/strict";
 import { functionEntrypoints } from "../local/gateway.ts";
 import { knownSecrets } from "../local/leaks.ts";
-import type { Sql } from "../shared/db.ts";
-import { signManifest } from "../shared/webhook.ts";
+import type { Sql } from "../shared/platform/db.ts";
+import { signManifest } from "../shared/mercadopago/signature.ts";
 import {
   adminDb,
   backendDb,
@@ -173,7 +173,7 @@ function deep(): string {
 
 type FieldKind = "uuid" | "limit" | "count" | "bool";
 
-/** What a function accepts, from SPEC §6; a case is malformed against this. */
+/** What a function accepts, from docs/contract.md; a case is malformed against this. */
 interface FnSpec {
   methods: string[];
   kind: "server" | "callback" | "webhook";
@@ -830,7 +830,7 @@ async function settledSnapshot() {
   throw new Error("the databases never settled");
 }
 
-Deno.test("bad input: ≥1,000 malformed requests per function → SPEC §6 answers, no 5xx, no token, databases unchanged", async () => {
+Deno.test("bad input: ≥1,000 malformed requests per function → docs/contract.md answers, no 5xx, no token, databases unchanged", async () => {
   const env: Env = {
     secretKey: stack.secretKey,
     webhookSecret: stack.webhookSecret,

@@ -18,8 +18,8 @@ import {
   supabase,
 } from "./_stack.ts";
 import { getMpConfig, MpConfigError } from "../client/mp_config.ts";
-import { writeCache, writeCacheBatch } from "../shared/clients.ts";
-import { encryptSecret } from "../shared/crypto.ts";
+import { writeCache, writeCacheBatch } from "../shared/store/clients.ts";
+import { encryptSecret } from "../shared/platform/crypto.ts";
 import { keyRing } from "./_stack.ts";
 
 /** The test pools close once, after every test of this file. */
@@ -235,7 +235,7 @@ Deno.test("decrypt_failed: a ciphertext moved to another account is a 500 naming
   assert.equal(prov.body.error.code, "decrypt_failed");
 });
 
-Deno.test("SPEC §6 errors: 400, 401, 405, 413 with the error body", async () => {
+Deno.test("docs/contract.md errors: 400, 401, 405, 413 with the error body", async () => {
   const cases: [string, unknown, Record<string, unknown>, number, string][] = [
     ["get-mp-config", "{not json", {}, 400, "invalid_request"],
     ["get-mp-config", {}, {}, 400, "invalid_request"],

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
-import { parseKeyRing } from "../shared/config.ts";
-import { DecryptError, decryptSecret, encryptSecret, importKeyRing } from "../shared/crypto.ts";
+import { parseKeyRing } from "../shared/platform/config.ts";
+import {
+  DecryptError,
+  decryptSecret,
+  encryptSecret,
+  importKeyRing,
+} from "../shared/platform/crypto.ts";
 
 const KEY_A = randomBytes(32);
 const KEY_B = randomBytes(32);

@@ -1,5 +1,5 @@
 /**
- * The local gateway behaves like the Supabase edge runtime (SPEC §7): isolates bound to one
+ * The local gateway behaves like the Supabase edge runtime (docs/local-stack.md): isolates bound to one
  * function serving one request at a time with their own module state, and the CPU, memory,
  * wall-clock and request-timeout limits with the runtime's answers. Each test starts its own
  * gateway in this process, with tests/fixtures/probe mounted and small limits.

@@ -1,6 +1,6 @@
 // deno-lint-ignore-file no-explicit-any
 /**
- * Database faults through the gateway (issue 7): a stopped Backend DB, a stopped Admin DB,
+ * Database faults through the gateway (docs/invariants.md, invariants 2 and 3): a stopped Backend DB, a stopped Admin DB,
  * both, their return without restarting the functions, and databases that hang (SIGSTOP)
  * instead of refusing. Every test puts the clusters back in a `finally`.
  */

@@ -1,5 +1,5 @@
 /**
- * The leak scan `deno task test` ends with (SPEC §5 invariant 5): proof that it would catch
+ * The leak scan `deno task test` ends with (docs/invariants.md, invariant 5): proof that it would catch
  * a secret, and that the secrets it looks for include what the sandbox issued to the tests.
  * Nothing here prints a secret: the run's own scan would fail if it did.
  */

@@ -12,7 +12,7 @@ import {
   BACKEND_PROJECT,
   migrate,
   MigrationError,
-} from "../scripts/migrate.ts";
+} from "../local/migrate.ts";
 import { scratchDatabase } from "../local/bootstrap.ts";
 
 type Sql = postgres.Sql;

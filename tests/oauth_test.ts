@@ -1,6 +1,6 @@
 // deno-lint-ignore-file no-explicit-any
 /**
- * OAuth connect and deauthorization (issue 4), as a browser and MercadoPago drive them:
+ * OAuth connect and deauthorization (docs/contract.md, mp-oauth-callback, mp-webhook), as a browser and MercadoPago drive them:
  * mp-oauth-start → the sandbox's authorization redirect → mp-oauth-callback → 302 to
  * APP_RETURN_URL, following Location headers by hand; and signed mp-webhook notifications.
  */
@@ -19,10 +19,10 @@ import {
   stack,
   stackLog,
 } from "./_stack.ts";
-import { decryptSecret, encryptSecret } from "../shared/crypto.ts";
-import type { Sql } from "../shared/db.ts";
-import { hashState, pkceChallenge, randomToken } from "../shared/oauth_states.ts";
-import { signatureManifest, signManifest } from "../shared/webhook.ts";
+import { decryptSecret, encryptSecret } from "../shared/platform/crypto.ts";
+import type { Sql } from "../shared/platform/db.ts";
+import { hashState, pkceChallenge, randomToken } from "../shared/store/oauth_states.ts";
+import { signatureManifest, signManifest } from "../shared/mercadopago/signature.ts";
 
 const CALLBACK_URL = () => `${stack.functionsUrl}/mp-oauth-callback`;
 

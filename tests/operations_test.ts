@@ -1,15 +1,20 @@
 // deno-lint-ignore-file no-explicit-any
 /**
- * Operations (issue 6): the backfill, key rotation and status scripts run as subprocesses
+ * Operations (README, Operating it): the backfill, key rotation and status scripts run as subprocesses
  * against scratch databases of their own (so their counts are exact), and mp-reconcile,
  * mp-health and the hourly cron job against the running stack.
  */
 import assert from "node:assert/strict";
-import { ADMIN_PROJECT, BACKEND_MIGRATIONS, BACKEND_PROJECT, migrate } from "../scripts/migrate.ts";
+import { ADMIN_PROJECT, BACKEND_MIGRATIONS, BACKEND_PROJECT, migrate } from "../local/migrate.ts";
 import { scratchDatabase } from "../local/bootstrap.ts";
-import { parseKeyRing } from "../shared/config.ts";
-import { decryptSecret, encryptSecret, importKeyRing, type KeyRing } from "../shared/crypto.ts";
-import { connect, pgArray, type Sql } from "../shared/db.ts";
+import { parseKeyRing } from "../shared/platform/config.ts";
+import {
+  decryptSecret,
+  encryptSecret,
+  importKeyRing,
+  type KeyRing,
+} from "../shared/platform/crypto.ts";
+import { connect, pgArray, type Sql } from "../shared/platform/db.ts";
 import {
   adminDb,
   backendDb,

@@ -1,12 +1,12 @@
 /**
- * Privileges in both databases (SPEC §4): `anon` and `authenticated` cannot read any MP
+ * Privileges in both databases (docs/contract.md, schema): `anon` and `authenticated` cannot read any MP
  * column nor any MP table (OAuth states, audit trail, escrow…), while `service_role` can.
  * Checked by `set local role` inside a transaction as the postgres user, and by a catalog
  * sweep that also catches views and columns added later.
  */
 import assert from "node:assert/strict";
 import { adminDb, backendDb, closeDbs } from "./_stack.ts";
-import type { Sql } from "../shared/db.ts";
+import type { Sql } from "../shared/platform/db.ts";
 
 /** The test pools close once, after every test of this file. */
 Deno.test.afterAll(closeDbs);

@@ -18,9 +18,9 @@ import {
   stack,
   stackLog,
 } from "./_stack.ts";
-import { signatureManifest, signManifest } from "../shared/webhook.ts";
-import { encryptSecret } from "../shared/crypto.ts";
-import type { Sql } from "../shared/db.ts";
+import { signatureManifest, signManifest } from "../shared/mercadopago/signature.ts";
+import { encryptSecret } from "../shared/platform/crypto.ts";
+import type { Sql } from "../shared/platform/db.ts";
 
 /** A MercadoPago seller id no other test uses. */
 function newSeller(): number {

@@ -4,8 +4,8 @@
  * and a series of runs checks every id.
  */
 import assert from "node:assert/strict";
-import type { ScanEnd, ScanRange } from "../shared/health.ts";
-import { scanSlice } from "../shared/reconcile.ts";
+import type { ScanEnd, ScanRange } from "../shared/reconcile/drift.ts";
+import { scanSlice } from "../shared/reconcile/reconcile.ts";
 
 /** A fake keyspace of sorted ids, scanned as the database would (after < id <= until). */
 function keyspace(n: number) {

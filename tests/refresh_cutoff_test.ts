@@ -8,8 +8,8 @@
 import assert from "node:assert/strict";
 import { createGateway } from "../local/gateway.ts";
 import { functionEntrypoints } from "../local/gateway.ts";
-import { decryptSecret } from "../shared/crypto.ts";
-import { pgArray } from "../shared/db.ts";
+import { decryptSecret } from "../shared/platform/crypto.ts";
+import { pgArray } from "../shared/platform/db.ts";
 import { adminDb, backendDb, closeDbs, keyRing, newAccount, sandbox, stack } from "./_stack.ts";
 
 /** The functions' environment as the stack gives it, through the poolers. */

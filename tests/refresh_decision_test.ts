@@ -3,8 +3,8 @@
  * runtime's shutdown, the run budget, the isolate's wall clock and the lease, in that order.
  */
 import assert from "node:assert/strict";
-import { loadConfig } from "../shared/config.ts";
-import { finishNeededMs, leaseNeededMs, mayStartCall } from "../shared/refresh.ts";
+import { loadConfig } from "../shared/platform/config.ts";
+import { finishNeededMs, leaseNeededMs, mayStartCall } from "../shared/refresh/may_start_call.ts";
 
 const config = loadConfig({ MP_HTTP_TIMEOUT_MS: "1000", DB_TIMEOUT_MS: "500" });
 const bootedAt = 1_000_000;

@@ -1,6 +1,6 @@
 // deno-lint-ignore-file no-explicit-any
 /**
- * mp-refresh (issue 5): claiming under leases, the compare-and-swap save, sandbox faults,
+ * mp-refresh (docs/contract.md, mp-refresh): claiming under leases, the compare-and-swap save, sandbox faults,
  * the escrow that keeps a rotated refresh token when the Admin DB is down, ten runs in
  * parallel, and the real pg_cron job firing through the local pg_net stand-in.
  * The 10-minute schedule is paused while these tests run (so it claims nothing of theirs)
@@ -21,12 +21,12 @@ import {
   newClient,
   sandbox,
 } from "./_stack.ts";
-import { decryptSecret, encryptSecret, type SecretField } from "../shared/crypto.ts";
-import { loadConfig } from "../shared/config.ts";
-import { createContext } from "../shared/context.ts";
-import { createLogger } from "../shared/log.ts";
-import { pgArray } from "../shared/db.ts";
-import { runRefresh } from "../shared/refresh.ts";
+import { decryptSecret, encryptSecret, type SecretField } from "../shared/platform/crypto.ts";
+import { loadConfig } from "../shared/platform/config.ts";
+import { createContext } from "../shared/platform/context.ts";
+import { createLogger } from "../shared/platform/log.ts";
+import { pgArray } from "../shared/platform/db.ts";
+import { runRefresh } from "../shared/refresh/run.ts";
 
 const DAY = 86_400_000;
 

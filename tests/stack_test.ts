@@ -5,9 +5,9 @@
 import assert from "node:assert/strict";
 import { parse } from "smol-toml";
 import { findPostgres, MissingPrerequisite } from "../local/postgres.ts";
-import { parseEnvFile } from "../scripts/test.ts";
+import { parseEnvFile } from "../local/launch.ts";
 import { isAlive } from "../local/pooler.ts";
-import { connect } from "../shared/db.ts";
+import { connect } from "../shared/platform/db.ts";
 import { call, stack } from "./_stack.ts";
 
 const ROOT = new URL("../", import.meta.url);

@@ -15,7 +15,7 @@ import {
   newClient,
   sandbox,
 } from "./_stack.ts";
-import { clearOrphanedCache, writeCache } from "../shared/clients.ts";
+import { clearOrphanedCache, writeCache } from "../shared/store/clients.ts";
 
 Deno.test.afterAll(closeDbs);
 

@@ -6,7 +6,7 @@
  */
 import { decode, encode, lines, MARK, writeAllSync } from "./channel.ts";
 import type { FromIsolate, ToIsolate, WireRequest } from "./protocol.ts";
-import { scrub } from "../../shared/log.ts";
+import { scrub } from "../../shared/platform/log.ts";
 
 type Fetch = (req: Request, info: Deno.ServeHandlerInfo) => Response | Promise<Response>;
 

@@ -1,4 +1,4 @@
--- Backend DB: MercadoPago credentials, plain-text runtime cache (SPEC §4).
+-- Backend DB: MercadoPago credentials, plain-text runtime cache (docs/contract.md, schema).
 -- clients gains the columns it lacks. Idempotent and non-destructive: only `if not exists`,
 -- a guarded DO block and privilege changes; no existing value is dropped or rewritten.
 

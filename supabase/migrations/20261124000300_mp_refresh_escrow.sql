@@ -1,4 +1,4 @@
--- Backend DB: escrow for rotated MercadoPago token pairs (issue 5, SPEC §5 invariant 3).
+-- Backend DB: escrow for rotated MercadoPago token pairs (docs/invariants.md, invariant 3).
 -- When MercadoPago answered a refresh but the Admin DB would not take the new pair, the
 -- refresher parks the pair here, still ENCRYPTED exactly as the Admin master columns hold
 -- it (AAD mp:<account_id>:<field>), with the Admin version it was refreshed from. The next

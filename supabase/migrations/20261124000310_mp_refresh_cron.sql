@@ -1,4 +1,4 @@
--- Backend DB: schedule mp-refresh every 10 minutes with pg_cron and pg_net (issue 5).
+-- Backend DB: schedule mp-refresh every 10 minutes with pg_cron and pg_net (docs/contract.md, mp-refresh).
 -- The project URL and the server key come from two Vault secrets an operator creates once:
 --   select vault.create_secret('https://<project-ref>.supabase.co', 'project_url');
 --   select vault.create_secret('<a secret key of the project>', 'mp_sync_secret_key');

@@ -1,4 +1,4 @@
--- Backend DB: schedule mp-reconcile hourly with pg_cron and pg_net (issue 6).
+-- Backend DB: schedule mp-reconcile hourly with pg_cron and pg_net (docs/contract.md, mp-reconcile).
 -- Same Vault secrets as the refresh schedule, created once by an operator:
 --   select vault.create_secret('https://<project-ref>.supabase.co', 'project_url');
 --   select vault.create_secret('<a secret key of the project>', 'mp_sync_secret_key');

@@ -1,5 +1,5 @@
 -- Backend DB: anon and authenticated get no TRUNCATE, TRIGGER or REFERENCES on clients
--- (SPEC §4). A Supabase project's default privileges grant every privilege on a new table in
+-- (docs/contract.md, schema). A Supabase project's default privileges grant every privilege on a new table in
 -- public to the API roles (and an existing clients table has them likewise); the cache
 -- migration narrowed SELECT/INSERT/UPDATE to the non-MP columns, this takes away what no API
 -- role needs. DELETE stays as the existing system had it. Idempotent: revokes only.

@@ -1,4 +1,4 @@
--- Admin DB: MercadoPago credentials, encrypted master copy (SPEC §4).
+-- Admin DB: MercadoPago credentials, encrypted master copy (docs/contract.md, schema).
 -- nv_accounts gains the columns it lacks; single-use OAuth states and the credential audit
 -- trail get tables of their own. Idempotent and non-destructive: only `if not exists`,
 -- guarded DO blocks and privilege changes; no existing value is dropped or rewritten.

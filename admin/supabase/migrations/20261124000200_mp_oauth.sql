@@ -1,4 +1,4 @@
--- Admin DB: OAuth connect and MercadoPago deauthorization (SPEC §6 mp-oauth-*, mp-webhook).
+-- Admin DB: OAuth connect and MercadoPago deauthorization (docs/contract.md, mp-oauth-start / mp-oauth-callback, mp-webhook).
 -- Adds the outcome of each consumed OAuth state (so a double-clicked callback can tell the
 -- person what the first click did), the webhook deliveries already handled (so a replayed
 -- notification is a no-op), and mp_save_connection(), the one atomic write of a new

@@ -1,4 +1,4 @@
--- Admin DB: the scheduled refresh's atomic steps (issue 5, SPEC §5 invariants 3 and 4).
+-- Admin DB: the scheduled refresh's atomic steps (docs/invariants.md, invariants 3 and 4; docs/atomic-state.md).
 -- Each step is one statement in a SQL function, so no refresher ever reads, decides in
 -- TypeScript and writes back: claim (lease with owner and expiry, FOR UPDATE SKIP LOCKED),
 -- compare-and-swap save, failure and invalid_grant recorders, lease release.

@@ -98,3 +98,20 @@ begin
   end loop;
 end
 $$;
+
+-- The refresh transitions (…_mp_refresh.sql) get the same pinned search_path as every other.
+do $$
+declare
+  f regprocedure;
+begin
+  for f in
+    select p.oid::regprocedure
+      from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+     where n.nspname = 'public'
+       and p.proname in ('mp_claim_due_accounts', 'mp_save_refreshed', 'mp_record_refresh_failure',
+                         'mp_record_reauth_required', 'mp_release_refresh_leases')
+  loop
+    execute format('alter function %s set search_path = public, pg_temp', f);
+  end loop;
+end
+$$;

@@ -1,6 +1,6 @@
 import * as v from "valibot";
-import { defineFunction, json } from "../../../shared/http.ts";
-import { healthTotals } from "../../../shared/health.ts";
+import { defineFunction, json } from "../../../shared/platform/http.ts";
+import { healthTotals } from "../../../shared/operations/health.ts";
 
 /**
  * mp-health (monitoring): totals over both databases — connected, expiring within 7 days,

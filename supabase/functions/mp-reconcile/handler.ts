@@ -1,7 +1,7 @@
 import * as v from "valibot";
-import { defineFunction, json } from "../../../shared/http.ts";
-import { reconcile, RECONCILE_LIMIT } from "../../../shared/reconcile.ts";
-import { recordEvent } from "../../../shared/audit.ts";
+import { defineFunction, json } from "../../../shared/platform/http.ts";
+import { reconcile, RECONCILE_LIMIT } from "../../../shared/reconcile/reconcile.ts";
+import { recordEvent } from "../../../shared/store/audit.ts";
 
 /**
  * mp-reconcile (pg_cron, hourly): finds accounts whose cache differs from the Admin master

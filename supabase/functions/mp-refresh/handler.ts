@@ -6,9 +6,9 @@ import {
   readInput,
   uuid,
   validate,
-} from "../../../shared/http.ts";
-import { readAccount } from "../../../shared/accounts.ts";
-import { runRefresh } from "../../../shared/refresh.ts";
+} from "../../../shared/platform/http.ts";
+import { readAccount } from "../../../shared/store/accounts.ts";
+import { runRefresh } from "../../../shared/refresh/run.ts";
 
 const Body = v.strictObject({
   limit: v.optional(

@@ -1,6 +1,6 @@
 import * as v from "valibot";
-import { defineFunction, HttpError, json, uuid } from "../../../shared/http.ts";
-import { revokeConnection } from "../../../shared/connection.ts";
+import { defineFunction, HttpError, json, uuid } from "../../../shared/platform/http.ts";
+import { revokeConnection } from "../../../shared/connection/connection.ts";
 
 /** mp-revoke: clears an account's MercadoPago credentials in both databases; idempotent. */
 export const handler = defineFunction({

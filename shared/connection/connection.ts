@@ -1,0 +1,126 @@
+/**
+ * Changes of a seller's connection that span both databases. Revoke clears the master,
+ * then the cache at the new version, and only then reports success (docs/invariants.md, invariant 2).
+ * Connect stores the master first, then syncs the cache.
+ */
+import { revokeAccount, storeConnection } from "../store/accounts.ts";
+import { writeCache } from "../store/clients.ts";
+import type { Context } from "../platform/context.ts";
+import { recordEvent } from "../store/audit.ts";
+import type { Logger } from "../platform/log.ts";
+import { encryptTokenPair } from "../platform/crypto.ts";
+import type { MpTokens } from "../mercadopago/api.ts";
+import { syncAccountRow, type SyncResult } from "../sync/sync.ts";
+
+/** Revokes account `accountId` in both databases; false when the account does not exist. */
+export async function revokeConnection(
+  ctx: Context,
+  log: Logger,
+  accountId: string,
+  opts: { requestId?: string; reason?: string } = {},
+): Promise<boolean> {
+  const revoked = await ctx.admin((sql) => revokeAccount(sql, accountId));
+  if (!revoked) return false;
+  const clientId = revoked.backend_client_id;
+  if (clientId) {
+    await ctx.backend((sql) =>
+      writeCache(sql, clientId, {
+        accessToken: null,
+        publicKey: null,
+        version: revoked.mp_token_version,
+      })
+    );
+  }
+  if (revoked.changed) {
+    await recordEvent(ctx, log, {
+      event: "revoked",
+      accountId,
+      clientId,
+      detail: { reason: opts.reason ?? "admin", token_version: revoked.mp_token_version },
+      requestId: opts.requestId,
+    });
+  }
+  log.info("MP connection revoked", {
+    account_id: accountId,
+    client_id: clientId,
+    token_version: revoked.mp_token_version,
+    changed: revoked.changed,
+  });
+  return true;
+}
+
+/** What saving a connection did; `sync` is "failed" when the cache write did not happen. */
+export type SaveOutcome =
+  | {
+    result: "connected";
+    version: number;
+    clientId: string | null;
+    sync: SyncResult | "failed";
+  }
+  | { result: "mp_account_in_use"; otherAccountId: string }
+  | { result: "seller_mismatch" }
+  | { result: "account_not_found" };
+
+/**
+ * Stores a token set exchanged for `accountId` (encrypted, version +1, connected) and syncs
+ * it to the linked client. The Admin write is the master: a failed sync after it is logged
+ * and left to read-repair and reconciliation, never undone.
+ */
+export async function saveConnection(
+  ctx: Context,
+  log: Logger,
+  accountId: string,
+  tokens: MpTokens & { public_key: string },
+  opts: { requestId?: string; replaceSeller?: boolean } = {},
+): Promise<SaveOutcome> {
+  const keys = await ctx.keys();
+  const write = {
+    mpUserId: tokens.user_id,
+    ...await encryptTokenPair(keys, accountId, tokens),
+    publicKey: tokens.public_key,
+    expiresIn: tokens.expires_in,
+    liveMode: tokens.live_mode ?? null,
+    scope: tokens.scope ?? null,
+    replaceSeller: opts.replaceSeller ?? false,
+  };
+  const stored = await ctx.admin((sql) => storeConnection(sql, accountId, write));
+  if (stored.result !== "connected") return stored;
+  const { account } = stored;
+  let sync: SyncResult | "failed" = "not_linked";
+  try {
+    sync = (await syncAccountRow(ctx, account)).result;
+  } catch (err) {
+    sync = "failed";
+    log.warn("Sync after connect failed; read-repair and reconciliation will fix the cache", {
+      account_id: accountId,
+      client_id: account.backend_client_id,
+      token_version: account.mp_token_version,
+      error: err,
+    });
+  }
+  await recordEvent(ctx, log, {
+    event: "connected",
+    accountId,
+    clientId: account.backend_client_id,
+    detail: {
+      mp_user_id: tokens.user_id,
+      token_version: account.mp_token_version,
+      live_mode: tokens.live_mode ?? null,
+      sync,
+    },
+    requestId: opts.requestId,
+  });
+  log.info("MP connection saved", {
+    account_id: accountId,
+    client_id: account.backend_client_id,
+    mp_user_id: tokens.user_id,
+    token_version: account.mp_token_version,
+    sync,
+  });
+  return {
+    result: "connected",
+    version: account.mp_token_version,
+    clientId: account.backend_client_id,
+    sync,
+  };
+}

@@ -1,0 +1,76 @@
+/**
+ * MercadoPago's `application.deauthorized` notification is a claim, not a command: its
+ * signature does not cover the body, so the seller it names is checked with MercadoPago
+ * before anything is revoked. For each connected account of that seller the stored access
+ * token is tried (`GET /users/me`): only a 401 confirms the deauthorization, and the account
+ * is then revoked exactly as mp-revoke does. A token that still works is left alone.
+ */
+import { connectedAccountsOfSeller } from "../store/accounts.ts";
+import { recordEvent } from "../store/audit.ts";
+import { revokeConnection } from "./connection.ts";
+import type { Context } from "../platform/context.ts";
+import { DecryptError, decryptSecret, logDecryptFailure } from "../platform/crypto.ts";
+import type { Logger } from "../platform/log.ts";
+import { checkAccessToken } from "../mercadopago/api.ts";
+
+/** What checking a deauthorization did, per account. */
+export interface DeauthorizationOutcome {
+  revoked: string[];
+  unconfirmed: string[];
+  /** Accounts whose stored token could not be decrypted (left alone, logged). */
+  undecryptable: string[];
+}
+
+/**
+ * Confirms with MercadoPago, account by account, that seller `mpUserId` removed the
+ * application, and revokes the confirmed ones. Throws MpError when MercadoPago could not be
+ * asked (the caller answers 503 so MercadoPago delivers again); accounts revoked before that
+ * stay revoked (a revoke is idempotent).
+ */
+export async function confirmDeauthorization(
+  ctx: Context,
+  log: Logger,
+  mpUserId: number,
+  requestId: string,
+): Promise<DeauthorizationOutcome> {
+  const out: DeauthorizationOutcome = { revoked: [], unconfirmed: [], undecryptable: [] };
+  const accounts = await ctx.admin((sql) => connectedAccountsOfSeller(sql, mpUserId));
+  const keys = await ctx.keys();
+  for (const account of accounts) {
+    let token: string;
+    try {
+      if (!account.mp_access_token_encrypted) {
+        throw new DecryptError(account.id, "access_token", "missing");
+      }
+      token = await decryptSecret(
+        keys,
+        account.id,
+        "access_token",
+        account.mp_access_token_encrypted,
+      );
+    } catch (err) {
+      if (!(err instanceof DecryptError)) throw err;
+      logDecryptFailure(log, account.id, "access_token");
+      out.undecryptable.push(account.id);
+      continue;
+    }
+    const check = await checkAccessToken(ctx.config, token);
+    if (check.status === "invalid") {
+      await revokeConnection(ctx, log, account.id, { requestId, reason: "mp_deauthorized" });
+      out.revoked.push(account.id);
+    } else {
+      log.warn("MP deauthorization not confirmed: the stored token still works", {
+        account_id: account.id,
+        mp_user_id: mpUserId,
+      });
+      await recordEvent(ctx, log, {
+        event: "deauthorization_unconfirmed",
+        accountId: account.id,
+        detail: { mp_user_id: mpUserId },
+        requestId,
+      });
+      out.unconfirmed.push(account.id);
+    }
+  }
+  return out;
+}

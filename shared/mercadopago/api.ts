@@ -1,0 +1,179 @@
+/**
+ * MercadoPago's OAuth as its documentation gives it: the authorization URL, the code
+ * exchange and the refresh (`POST /oauth/token`, JSON), with a timeout and typed failures.
+ */
+import * as v from "valibot";
+import type { Config } from "../platform/config.ts";
+
+/** A validated token response. `public_key`, `live_mode`, `scope` may be absent on refresh. */
+export interface MpTokens {
+  access_token: string;
+  refresh_token: string;
+  expires_in: number;
+  user_id: number;
+  public_key?: string;
+  live_mode?: boolean;
+  scope?: string;
+}
+
+/** How a call to MercadoPago failed; `transient` failures are worth retrying later. */
+export type MpFailure =
+  | "invalid_grant"
+  | "rate_limited"
+  | "timeout"
+  | "network"
+  | "server_error"
+  | "rejected"
+  | "bad_response";
+
+/** A failed MercadoPago call. Its message never holds a token or the client secret. */
+export class MpError extends Error {
+  constructor(
+    readonly kind: MpFailure,
+    message: string,
+    readonly status?: number,
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+    this.name = "MpError";
+  }
+}
+
+const TokenResponse = v.object({
+  access_token: v.pipe(v.string(), v.minLength(1)),
+  token_type: v.pipe(v.string(), v.check((t) => t.toLowerCase() === "bearer", "not bearer")),
+  expires_in: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  user_id: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  refresh_token: v.pipe(v.string(), v.minLength(1)),
+  public_key: v.optional(v.string()),
+  live_mode: v.optional(v.boolean()),
+  scope: v.optional(v.string()),
+});
+
+/** The authorization URL the seller's browser is sent to. */
+export function authorizationUrl(
+  config: Config,
+  params: { state: string; codeChallenge?: string },
+): string {
+  const url = new URL("/authorization", config.mpAuthUrl);
+  url.searchParams.set("client_id", config.mpClientId!);
+  url.searchParams.set("response_type", "code");
+  url.searchParams.set("platform_id", "mp");
+  url.searchParams.set("state", params.state);
+  url.searchParams.set("redirect_uri", config.mpRedirectUri!);
+  if (params.codeChallenge) {
+    url.searchParams.set("code_challenge", params.codeChallenge);
+    url.searchParams.set("code_challenge_method", "S256");
+  }
+  return url.href;
+}
+
+/** A `Retry-After` header (seconds or an HTTP date) in milliseconds from now; undefined if absent or unreadable. */
+export function retryAfterMs(header: string | null, now = Date.now()): number | undefined {
+  if (!header) return undefined;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const at = Date.parse(header);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+/** A request to MercadoPago bounded by `MP_HTTP_TIMEOUT_MS`; network failures become MpError. */
+async function mpFetch(config: Config, path: string, init: RequestInit): Promise<Response> {
+  try {
+    return await fetch(new URL(path, config.mpApiUrl), {
+      ...init,
+      signal: AbortSignal.timeout(config.mpTimeoutMs),
+    });
+  } catch (err) {
+    const name = (err as Error).name;
+    if (name === "TimeoutError" || name === "AbortError") {
+      throw new MpError("timeout", `MercadoPago did not answer in ${config.mpTimeoutMs} ms`);
+    }
+    throw new MpError("network", "MercadoPago could not be reached");
+  }
+}
+
+async function tokenCall(config: Config, body: Record<string, string>): Promise<MpTokens> {
+  const res = await mpFetch(config, "/oauth/token", {
+    method: "POST",
+    headers: { "content-type": "application/json", accept: "application/json" },
+    body: JSON.stringify({
+      client_id: config.mpClientId,
+      client_secret: config.mpClientSecret,
+      ...body,
+    }),
+  });
+  const payload = await res.json().catch(() => undefined) as Record<string, unknown> | undefined;
+  if (res.ok) {
+    const parsed = v.safeParse(TokenResponse, payload);
+    if (!parsed.success) {
+      const field = v.getDotPath(parsed.issues[0]) ?? "body";
+      throw new MpError(
+        "bad_response",
+        `MercadoPago token response invalid at ${field}`,
+        res.status,
+      );
+    }
+    return parsed.output;
+  }
+  const code = typeof payload?.error === "string" ? payload.error : "";
+  if (res.status === 429) {
+    throw new MpError(
+      "rate_limited",
+      "MercadoPago rate limited the call",
+      429,
+      retryAfterMs(res.headers.get("retry-after")),
+    );
+  }
+  if (code === "invalid_grant") {
+    throw new MpError("invalid_grant", "MercadoPago answered invalid_grant", res.status);
+  }
+  if (res.status >= 500) {
+    throw new MpError("server_error", `MercadoPago answered ${res.status}`, res.status);
+  }
+  throw new MpError("rejected", `MercadoPago answered ${res.status} ${code}`.trim(), res.status);
+}
+
+/** Exchanges an authorization code (with its PKCE verifier when one was sent). */
+export function exchangeCode(
+  config: Config,
+  params: { code: string; codeVerifier?: string },
+): Promise<MpTokens> {
+  return tokenCall(config, {
+    grant_type: "authorization_code",
+    code: params.code,
+    redirect_uri: config.mpRedirectUri!,
+    ...(params.codeVerifier ? { code_verifier: params.codeVerifier } : {}),
+  });
+}
+
+/** Uses a (single-use) refresh token; MercadoPago answers with a new pair. */
+export function refreshTokens(config: Config, refreshToken: string): Promise<MpTokens> {
+  return tokenCall(config, { grant_type: "refresh_token", refresh_token: refreshToken });
+}
+
+/**
+ * Asks MercadoPago whether an access token still works (`GET /users/me`): `valid` with the
+ * seller's id, or `invalid` on a 401 (unknown, expired or deauthorized token). Anything else
+ * (timeout, 5xx, 429, another status) throws MpError: nothing can be concluded from it.
+ */
+export async function checkAccessToken(
+  config: Config,
+  accessToken: string,
+): Promise<{ status: "valid"; userId: number | null } | { status: "invalid" }> {
+  const res = await mpFetch(config, "/users/me", {
+    headers: { authorization: `Bearer ${accessToken}`, accept: "application/json" },
+  });
+  const payload = await res.json().catch(() => undefined) as Record<string, unknown> | undefined;
+  if (res.status === 401) return { status: "invalid" };
+  if (res.ok) {
+    return { status: "valid", userId: typeof payload?.id === "number" ? payload.id : null };
+  }
+  if (res.status === 429) {
+    throw new MpError("rate_limited", "MercadoPago rate limited the call", 429);
+  }
+  if (res.status >= 500) {
+    throw new MpError("server_error", `MercadoPago answered ${res.status}`, res.status);
+  }
+  throw new MpError("rejected", `MercadoPago answered ${res.status} to /users/me`, res.status);
+}

@@ -1,0 +1,139 @@
+/**
+ * MercadoPago webhook signatures: the `x-signature` header (`ts=…,v1=…`) is the hex
+ * HMAC-SHA256, keyed with the application's webhook secret, of the manifest
+ * `id:<data.id>;request-id:<x-request-id>;ts:<ts>;` (parts whose value is absent are left
+ * out, as MercadoPago documents). Parsing is strict — the header is exactly one `ts` and one
+ * `v1`, `x-request-id` is required, `data.id` is alphanumeric — so no variation of a signed
+ * delivery reads as a new one. Checked in constant time, with a bounded timestamp age.
+ * Deliveries are claimed (Admin `mp_webhook_deliveries`) before they are acted on, so a
+ * replay is a no-op; a delivery whose handling failed can be claimed again.
+ */
+import type { Sql } from "../platform/db.ts";
+
+/** How far the signed timestamp may be from now, either way (replays beyond it are refused). */
+export const MAX_SIGNATURE_AGE_MS = 5 * 60 * 1000;
+
+/** Why a signature was refused; `ok` carries the signed time in epoch milliseconds. */
+export type SignatureCheck =
+  | { ok: true; signedAtMs: number }
+  | { ok: false; reason: "missing" | "malformed" | "stale" | "mismatch" };
+
+/** What MercadoPago's `x-request-id` looks like; anything else is refused. */
+export const MP_REQUEST_ID = /^[A-Za-z0-9-]{1,128}$/;
+
+/** What a notification's `data.id` looks like; anything else is refused. */
+export const DATA_ID = /^[A-Za-z0-9]{1,64}$/;
+
+/**
+ * The parts of an `x-signature` header, which must be exactly `ts=<digits>` and
+ * `v1=<64 lowercase hex>` separated by one comma (either order), nothing more; else undefined.
+ */
+export function parseSignature(header: string | null): { ts: string; v1: string } | undefined {
+  if (header === null || header.length > 100) return undefined;
+  const parts = header.split(",");
+  if (parts.length !== 2) return undefined;
+  const found: Record<string, string> = {};
+  for (const part of parts) {
+    const m = /^(ts|v1)=(.+)$/.exec(part);
+    if (!m || m[1] in found) return undefined;
+    found[m[1]] = m[2];
+  }
+  if (!/^\d{1,16}$/.test(found.ts ?? "") || !/^[0-9a-f]{64}$/.test(found.v1 ?? "")) {
+    return undefined;
+  }
+  return { ts: found.ts, v1: found.v1 };
+}
+
+/** MercadoPago's `ts` in epoch milliseconds; it may come in seconds or in milliseconds. */
+export function signedAtMs(ts: string): number | undefined {
+  if (!/^\d{1,16}$/.test(ts)) return undefined;
+  const n = Number(ts);
+  return n >= 1e12 ? n : n * 1000;
+}
+
+/** The signed manifest; `dataId` is lowercased, as MercadoPago does for alphanumeric ids. */
+export function signatureManifest(
+  parts: { dataId?: string | null; requestId?: string | null; ts: string },
+): string {
+  let manifest = "";
+  if (parts.dataId) manifest += `id:${parts.dataId.toLowerCase()};`;
+  if (parts.requestId) manifest += `request-id:${parts.requestId};`;
+  return `${manifest}ts:${parts.ts};`;
+}
+
+function fromHex(hex: string): Uint8Array | undefined {
+  if (!/^[0-9a-fA-F]{64}$/.test(hex)) return undefined;
+  return Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16));
+}
+
+/** Hex HMAC-SHA256 of the manifest: what MercadoPago puts in `v1` (tests sign with it). */
+export async function signManifest(secret: string, manifest: string): Promise<string> {
+  const key = await crypto.subtle.importKey(
+    "raw",
+    new TextEncoder().encode(secret),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const mac = new Uint8Array(
+    await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(manifest)),
+  );
+  return Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Verifies a notification's `x-signature` against the secret: the HMAC is compared byte by
+ * byte without early exit, and a timestamp older (or newer) than 5 minutes is refused.
+ */
+export async function verifySignature(
+  secret: string,
+  request: { header: string | null; requestId: string | null; dataId: string | null },
+  now = Date.now(),
+): Promise<SignatureCheck> {
+  if (!request.header) return { ok: false, reason: "missing" };
+  const parsed = parseSignature(request.header);
+  const at = parsed && signedAtMs(parsed.ts);
+  if (!parsed || at === undefined) return { ok: false, reason: "malformed" };
+  if (request.requestId === null || !MP_REQUEST_ID.test(request.requestId)) {
+    return { ok: false, reason: "malformed" };
+  }
+  if (request.dataId !== null && !DATA_ID.test(request.dataId)) {
+    return { ok: false, reason: "malformed" };
+  }
+  const manifest = signatureManifest({
+    dataId: request.dataId,
+    requestId: request.requestId,
+    ts: parsed.ts,
+  });
+  const expected = fromHex(await signManifest(secret, manifest))!;
+  const given = fromHex(parsed.v1)!;
+  let diff = 0;
+  for (let i = 0; i < expected.length; i++) diff |= expected[i] ^ given[i];
+  if (diff !== 0) return { ok: false, reason: "mismatch" };
+  if (Math.abs(now - at) > MAX_SIGNATURE_AGE_MS) return { ok: false, reason: "stale" };
+  return { ok: true, signedAtMs: at };
+}
+
+/**
+ * Claims a delivery before it is acted on (one statement): true for a new one, or for one
+ * whose earlier handling failed or was abandoned; false for a repeat of a handled delivery.
+ */
+export async function claimDelivery(
+  sql: Sql,
+  requestId: string,
+  action: string,
+  mpUserId: number | null,
+): Promise<boolean> {
+  const [row] = await sql<{ claimed: boolean }[]>`
+    select mp_claim_webhook_delivery(${requestId}, ${action}, ${mpUserId}::bigint) as claimed`;
+  return row.claimed;
+}
+
+/** Marks a claimed delivery handled (`done`) or `failed` (MercadoPago will deliver it again). */
+export async function finishDelivery(
+  sql: Sql,
+  requestId: string,
+  status: "done" | "failed",
+): Promise<void> {
+  await sql`select mp_finish_webhook_delivery(${requestId}, ${status})`;
+}

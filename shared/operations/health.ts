@@ -1,0 +1,160 @@
+/**
+ * Read-only views of the credentials' health, shared by `mp-health` and `deno task status`:
+ * totals for monitoring and one status row per account (drift itself is found by
+ * `shared/reconcile/drift.ts`).
+ */
+import type { Context } from "../platform/context.ts";
+import { type AccountStatusRow, countConnections, readStatusPage } from "../store/accounts.ts";
+import { readCacheStates } from "../store/clients.ts";
+import {
+  type AccountState,
+  type Drift,
+  DRIFT_KINDS,
+  driftOf,
+  SCAN_PAGE,
+  scanDrift,
+  scanOrphans,
+} from "../reconcile/drift.ts";
+
+/** Fast-path misses recorded by get-mp-config in the last hour (from the audit trail). */
+export async function fastPathMisses(ctx: Context): Promise<number> {
+  const [row] = await ctx.admin((sql) =>
+    sql<{ n: number }[]>`select count(*)::int as n from mp_credential_events
+      where event = 'fast_path_miss' and occurred_at > now() - interval '1 hour'`
+  );
+  return row.n;
+}
+
+/** Drift counted over both databases: per kind, total, and linked accounts without a client. */
+export async function countDrift(ctx: Context) {
+  const kinds = Object.fromEntries(DRIFT_KINDS.map((k) => [k, 0])) as Record<
+    (typeof DRIFT_KINDS)[number],
+    number
+  >;
+  let clientMissing = 0;
+  let checked = 0;
+  await scanDrift(ctx, (n, drifts) => {
+    checked += n;
+    for (const d of drifts) {
+      if (d.kind === "client_missing") clientMissing++;
+      else kinds[d.kind]++;
+    }
+  });
+  await scanOrphans(ctx, (orphans) => {
+    kinds.unlinked += orphans.length;
+  });
+  const drifted = Object.values(kinds).reduce((a, b) => a + b, 0);
+  return { checked, drifted, kinds, clientMissing };
+}
+
+/** The monitoring totals `mp-health` answers with. */
+export interface HealthTotals {
+  connected: number;
+  expiring_7d: number;
+  needs_reauth: number;
+  drifted: number;
+  fast_path_misses_1h: number;
+  client_missing: number;
+  drift_by_kind: Record<(typeof DRIFT_KINDS)[number], number>;
+}
+
+/** Counts the monitoring totals over both databases. */
+export async function healthTotals(ctx: Context): Promise<HealthTotals> {
+  const [counts, drift, misses] = await Promise.all([
+    ctx.admin((sql) => countConnections(sql)),
+    countDrift(ctx),
+    fastPathMisses(ctx),
+  ]);
+  return {
+    connected: counts.connected,
+    expiring_7d: counts.expiring_7d,
+    needs_reauth: counts.needs_reauth,
+    drifted: drift.drifted,
+    fast_path_misses_1h: misses,
+    client_missing: drift.clientMissing,
+    drift_by_kind: drift.kinds,
+  };
+}
+
+/** One account's line in `deno task status`. */
+export interface AccountStatus {
+  account_id: string;
+  client_id: string | null;
+  connected: boolean;
+  expires_at: string | null;
+  last_refresh_at: string | null;
+  failures: number;
+  last_error: string | null;
+  needs_reauth: boolean;
+  /** "in_sync", a drift kind, "client_missing", or "not_linked". */
+  cache: "in_sync" | Drift["kind"] | "not_linked";
+  /** What a person should do first; "ok" when nothing. */
+  attention: "reauthorize" | "expired" | "failing" | "drift" | "expiring" | "ok";
+}
+
+const ATTENTION_ORDER: AccountStatus["attention"][] = [
+  "reauthorize",
+  "expired",
+  "failing",
+  "drift",
+  "expiring",
+  "ok",
+];
+
+type StatusRow = AccountStatusRow & AccountState;
+
+/**
+ * Every connected, linked or re-authorization-needing account with its health, the ones that
+ * need a person first (then by expiry). The cache column compares versions across the two
+ * databases in bulk.
+ */
+export async function accountStatuses(ctx: Context): Promise<AccountStatus[]> {
+  const out: AccountStatus[] = [];
+  const now = Date.now();
+  let after: string | null = null;
+  for (;;) {
+    const page: StatusRow[] = await ctx.admin((sql) => readStatusPage(sql, after, SCAN_PAGE));
+    if (page.length === 0) break;
+    const linked = page.filter((r) => r.backend_client_id);
+    const caches = new Map(
+      (await ctx.backend((sql) => readCacheStates(sql, linked.map((r) => r.backend_client_id))))
+        .map((c) => [c.id, c]),
+    );
+    for (const r of page) {
+      const cache = r.backend_client_id
+        ? driftOf(r, caches.get(r.backend_client_id)) ?? "in_sync"
+        : "not_linked";
+      const expires = r.expires_at?.getTime();
+      const attention: AccountStatus["attention"] = r.needs_reauth
+        ? "reauthorize"
+        : r.mp_connected && expires !== undefined && expires <= now
+        ? "expired"
+        : r.failures > 0
+        ? "failing"
+        : cache !== "in_sync" && cache !== "not_linked"
+        ? "drift"
+        : r.mp_connected && expires !== undefined && expires < now + 7 * 86_400_000
+        ? "expiring"
+        : "ok";
+      out.push({
+        account_id: r.id,
+        client_id: r.backend_client_id,
+        connected: r.mp_connected,
+        expires_at: r.expires_at?.toISOString() ?? null,
+        last_refresh_at: r.last_refresh_at?.toISOString() ?? null,
+        failures: r.failures,
+        last_error: r.last_error,
+        needs_reauth: r.needs_reauth,
+        cache,
+        attention,
+      });
+    }
+    if (page.length < SCAN_PAGE) break;
+    after = page[page.length - 1].id;
+  }
+  const rank = (s: AccountStatus) => ATTENTION_ORDER.indexOf(s.attention);
+  const expiry = (s: AccountStatus) => (s.expires_at ? Date.parse(s.expires_at) : Infinity);
+  return out.sort((a, b) =>
+    rank(a) - rank(b) || expiry(a) - expiry(b) || a.account_id.localeCompare(b.account_id)
+  );
+}

@@ -1,0 +1,216 @@
+/**
+ * The HTTP layer every function shares: methods, server-key authentication, the 64 KiB
+ * body limit, input validation, the error body of docs/contract.md, request ids and one log line per
+ * failure.
+ */
+import * as v from "valibot";
+import { MisconfiguredError, type Need, requireConfig } from "./config.ts";
+import { type Context, getContext } from "./context.ts";
+import { DecryptError, logDecryptFailure } from "./crypto.ts";
+import { UnavailableError } from "./db.ts";
+import { createLogger, type Logger } from "./log.ts";
+
+/** Largest accepted request body (docs/contract.md, common rules). */
+export const MAX_BODY_BYTES = 64 * 1024;
+
+/** An error that becomes an HTTP answer with the error body of docs/contract.md. */
+export class HttpError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string) {
+    super(message);
+    this.name = "HttpError";
+  }
+}
+
+/** What an incoming `x-request-id` must look like to be used (logs, audit, echo). */
+export const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
+
+/** The request's `x-request-id` when it is well-formed, else a fresh UUID. */
+export function requestIdOf(req: Request): string {
+  const given = req.headers.get("x-request-id");
+  return given !== null && REQUEST_ID.test(given) ? given : crypto.randomUUID();
+}
+
+/** Sets what every answer carries: its request id and `cache-control: no-store`. */
+function finish(res: Response, requestId: string): Response {
+  res.headers.set("x-request-id", requestId);
+  res.headers.set("cache-control", "no-store");
+  return res;
+}
+
+/** A JSON answer. */
+export function json(status: number, body: unknown, headers?: HeadersInit): Response {
+  return Response.json(body, { status, headers });
+}
+
+/** An error answer (docs/contract.md, errors): `{"error":{"code","message"}}`. */
+export function errorBody(status: number, code: string, message: string): Response {
+  return json(status, { error: { code, message } });
+}
+
+/** A lowercase canonical UUID (input in any case is accepted and lowercased). */
+export const uuid = v.pipe(
+  v.string("must be a string"),
+  v.regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, "must be a UUID"),
+  v.toLowerCase(),
+);
+
+/**
+ * Compares a presented key with a secret in constant time: the loop runs over the presented
+ * value only and never exits early, so its timing tells nothing about the secret.
+ */
+export function safeEqual(presented: string, secret: string): boolean {
+  let diff = presented.length ^ secret.length;
+  for (let i = 0; i < presented.length; i++) {
+    diff |= presented.charCodeAt(i) ^ (secret.charCodeAt(i) | 0);
+  }
+  return diff === 0;
+}
+
+function matchesAny(presented: string | null | undefined, keys: string[]): boolean {
+  if (!presented) return false;
+  let ok = false;
+  for (const key of keys) ok = safeEqual(presented, key) || ok;
+  return ok;
+}
+
+/** True when the request carries one of `keys` as `apikey` or `Authorization: Bearer`. */
+export function hasServerKey(req: Request, keys: string[]): boolean {
+  if (matchesAny(req.headers.get("apikey"), keys)) return true;
+  const auth = req.headers.get("authorization");
+  return !!auth && /^bearer /i.test(auth) && matchesAny(auth.slice(7).trim(), keys);
+}
+
+async function readBody(req: Request): Promise<string> {
+  const length = req.headers.get("content-length");
+  if (Number(length) > MAX_BODY_BYTES) {
+    throw new HttpError(413, "payload_too_large", "body over 64 KiB");
+  }
+  if (length !== null && /^\d+$/.test(length)) return decodeUtf8(await req.arrayBuffer());
+  if (!req.body) return "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of req.body) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) throw new HttpError(413, "payload_too_large", "body over 64 KiB");
+    chunks.push(chunk);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) all.set(c, (at += c.length) - c.length);
+  return decodeUtf8(all);
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+function decodeUtf8(bytes: ArrayBuffer | Uint8Array): string {
+  if (bytes.byteLength > MAX_BODY_BYTES) {
+    throw new HttpError(413, "payload_too_large", "body over 64 KiB");
+  }
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    throw new HttpError(400, "invalid_request", "body is not UTF-8");
+  }
+}
+
+/** Reads a JSON object body, or the query string for GET; 400 when it is not one. */
+export async function readInput(req: Request): Promise<Record<string, unknown>> {
+  if (req.method === "GET" || req.method === "HEAD") {
+    return Object.fromEntries(new URL(req.url).searchParams);
+  }
+  const text = await readBody(req);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new HttpError(400, "invalid_request", "body is not valid JSON");
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new HttpError(400, "invalid_request", "body must be a JSON object");
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/** Validates `input` against `schema`; 400 `invalid_request` naming the first bad field. */
+export function validate<S extends v.GenericSchema>(schema: S, input: unknown): v.InferOutput<S> {
+  const result = v.safeParse(schema, input);
+  if (result.success) return result.output;
+  const issue = result.issues[0];
+  const path = v.getDotPath(issue);
+  const message = issue.type === "strict_object" && issue.input !== undefined
+    ? `unknown field ${path ?? ""}`.trim()
+    : `${path ? `${path}: ` : ""}${issue.message}`;
+  throw new HttpError(400, "invalid_request", message);
+}
+
+/** What a function's body receives for one request. */
+export interface Call<I> {
+  req: Request;
+  input: I;
+  ctx: Context;
+  log: Logger;
+  requestId: string;
+}
+
+/** How a function is declared: name, methods, caller check, configuration needs, input. */
+export interface FunctionSpec<S extends v.GenericSchema> {
+  name: string;
+  methods: string[];
+  /** `server`: a project secret key is required; `public`: the function checks its caller. */
+  auth: "server" | "public";
+  needs: Need[];
+  /** Schema of the JSON body (or query string for GET); omit to read the request yourself. */
+  input?: S;
+  run(call: Call<v.InferOutput<S>>): Promise<Response>;
+}
+
+/** Answers a thrown error with its status and code (docs/contract.md, errors), logging what a person needs. */
+export function errorResponse(err: unknown, log: Logger): Response {
+  if (err instanceof HttpError) return errorBody(err.status, err.code, err.message);
+  if (err instanceof MisconfiguredError) {
+    log.error("Function misconfigured", { variable: err.variable, reason: err.reason });
+    return errorBody(500, "misconfigured", `${err.variable} is missing or malformed`);
+  }
+  if (err instanceof DecryptError) {
+    logDecryptFailure(log, err.accountId, err.field);
+    return errorBody(500, "decrypt_failed", "stored MP credentials could not be decrypted");
+  }
+  if (err instanceof UnavailableError) {
+    log.error("Database unavailable", { database: err.database, error: err.cause });
+    return errorBody(503, "unavailable", "the database could not be reached");
+  }
+  log.error("Unhandled error", { error: err });
+  return errorBody(500, "internal", "internal error");
+}
+
+/** Turns a function declaration into a plain `(Request) => Promise<Response>` handler. */
+export function defineFunction<S extends v.GenericSchema>(
+  spec: FunctionSpec<S>,
+): (req: Request) => Promise<Response> {
+  const needs: Need[] = spec.auth === "server" ? ["serverKeys", ...spec.needs] : spec.needs;
+  let checked: Context | undefined; // the context whose configuration passed `needs`
+  return async (req) => {
+    const requestId = requestIdOf(req);
+    const log = createLogger({ function: spec.name, request_id: requestId });
+    try {
+      if (!spec.methods.includes(req.method)) {
+        const res = errorBody(405, "method_not_allowed", `use ${spec.methods.join(" or ")}`);
+        res.headers.set("allow", spec.methods.join(", "));
+        return finish(res, requestId);
+      }
+      const ctx = getContext();
+      if (checked !== ctx) {
+        requireConfig(ctx.config, needs);
+        checked = ctx;
+      }
+      if (spec.auth === "server" && !hasServerKey(req, ctx.config.serverKeys!)) {
+        throw new HttpError(401, "unauthorized", "a valid server key is required");
+      }
+      const input = spec.input ? validate(spec.input, await readInput(req)) : undefined;
+      const res = await spec.run({ req, input: input as v.InferOutput<S>, ctx, log, requestId });
+      return finish(res, requestId);
+    } catch (err) {
+      return finish(errorResponse(err, log), requestId);
+    }
+  };
+}

@@ -1,0 +1,52 @@
+/**
+ * The pure decision "may this run start a MercadoPago call now", and the time bounds it is
+ * made from: a call starts only if it, its save (or escrow) and the run's answer fit before
+ * the isolate's wall clock and the lease (docs/invariants.md, invariant 4).
+ */
+import type { Context } from "../platform/context.ts";
+import { latestStart } from "../platform/worker_life.ts";
+
+/** Slack a MercadoPago call needs in its lease beyond the call, save and escrow bounds. */
+export const LEASE_SLACK_MS = 5_000;
+/** Pauses between attempts to save a pair MercadoPago handed out (then: escrow). */
+export const SAVE_RETRY_MS = [200, 800];
+/** Pauses between attempts to escrow a pair the Admin DB would not take. */
+export const ESCROW_RETRY_MS = [200, 800];
+
+/**
+ * How much lease a MercadoPago call needs left when it starts: the call's timeout, every
+ * save and escrow attempt at the database time bound, their pauses, and some slack.
+ */
+export function leaseNeededMs(config: Context["config"]): number {
+  return finishNeededMs(config) + LEASE_SLACK_MS;
+}
+
+/**
+ * How long a MercadoPago call may take to be over and its pair kept: the call's timeout and
+ * every save and escrow attempt at the database time bound, with their pauses.
+ */
+export function finishNeededMs(config: Context["config"]): number {
+  const attempts = SAVE_RETRY_MS.length + 1 + ESCROW_RETRY_MS.length + 1;
+  const pauses = [...SAVE_RETRY_MS, ...ESCROW_RETRY_MS].reduce((a, b) => a + b, 0);
+  return config.mpTimeoutMs + attempts * config.dbTimeoutMs + pauses;
+}
+
+/**
+ * Why a MercadoPago call may not start now, or undefined when it may: the runtime asked the
+ * isolate to shut down, the run's budget is spent, the isolate's wall clock would end before
+ * the call, its save and the run's answer, or the lease would end first. Pure: the clock,
+ * the isolate's boot time and the shutdown reason are passed in.
+ */
+export function mayStartCall(
+  config: Context["config"],
+  at: { now: number; budgetEnd: number; leaseEnd: number; bootedAt?: number; unload?: string },
+): string | undefined {
+  if (at.unload) return "shutting_down";
+  if (at.now >= at.budgetEnd) return "time_budget";
+  const reserve = finishNeededMs(config) + 2 * config.dbTimeoutMs;
+  if (config.wallClockMs > 0 && at.now >= latestStart(config.wallClockMs, reserve, at.bootedAt)) {
+    return "wall_clock";
+  }
+  if (at.leaseEnd - at.now < leaseNeededMs(config)) return "lease_too_short";
+  return undefined;
+}

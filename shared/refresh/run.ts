@@ -1,0 +1,159 @@
+/**
+ * The scheduled refresh of MercadoPago tokens (docs/contract.md, mp-refresh; docs/invariants.md, invariants 3 and 4).
+ * One run: claim due accounts under a lease → look up escrowed pairs for them → per
+ * account: apply its escrowed pair if one waits, else (bounded concurrency toward
+ * MercadoPago) refresh at MercadoPago → save as a compare-and-swap (escrow the pair in the
+ * Backend DB when the Admin DB will not take it) → sync `clients` → audit.
+ * A refresh token is never sent twice: accounts whose escrow cannot be checked are skipped,
+ * a pair MercadoPago handed out is always kept in one database, and a call starts only while
+ * the lease outlasts the call, the save and the escrow, so no later claimer can precede it.
+ *
+ * The steps live beside it: `account.ts` (one account), `may_start_call.ts` (the time
+ * decision), `rate_limit_pause.ts` (the 429 pause), `save.ts` (save, retry, escrow),
+ * `record.ts` (outcomes and audit events), `types.ts` (the run's shapes).
+ */
+import { recordEvents } from "../store/audit.ts";
+import type { Context } from "../platform/context.ts";
+import { type EscrowEntry, listEscrowed, readEscrows } from "../store/escrow.ts";
+import type { Logger } from "../platform/log.ts";
+import { claimDueAccounts, type ClaimedAccount, releaseLeases } from "../store/accounts.ts";
+import { refreshAccount } from "./account.ts";
+import {
+  DEFAULT_LIMIT,
+  LEASE_MS,
+  type RefreshOptions,
+  type RefreshReport,
+  type RefreshResult,
+  type RefreshStatus,
+  type Run,
+  RUN_BUDGET_MS,
+} from "./types.ts";
+
+/** Runs one refresh pass and reports what happened to every claimed account. */
+export async function runRefresh(
+  ctx: Context,
+  log: Logger,
+  opts: RefreshOptions = {},
+): Promise<RefreshReport> {
+  const started = Date.now();
+  const owner = crypto.randomUUID();
+  const run: Run = {
+    ctx,
+    log: log.child({ refresh_run: owner }),
+    owner,
+    requestId: opts.requestId,
+    budgetEnd: started + (opts.budgetMs ?? RUN_BUDGET_MS),
+    events: [],
+    unused: [],
+  };
+  const limit = opts.limit ?? DEFAULT_LIMIT;
+  const { claimed, escrows } = await claimWithEscrows(run, opts, limit);
+  const results = await Promise.all(
+    claimed.map((account) =>
+      refreshAccount(run, account, escrows).catch((err): RefreshResult => {
+        // One account's surprise must not take the run (and the others' answers) down with it;
+        // its lease runs out on its own.
+        run.log.error("MP refresh failed unexpectedly", { account_id: account.id, error: err });
+        return { account_id: account.id, status: "failed", error: "internal" };
+      })
+    ),
+  );
+
+  return await finishRun(run, { claimed: claimed.length, results, limit, opts, started });
+}
+
+/**
+ * Claims the due accounts (and those with a pair waiting in escrow) under this run's lease, and
+ * reads their escrowed pairs; `escrows` is undefined when the escrow could not be checked.
+ */
+async function claimWithEscrows(
+  run: Run,
+  opts: RefreshOptions,
+  limit: number,
+): Promise<{ claimed: ClaimedAccount[]; escrows: Map<string, EscrowEntry> | undefined }> {
+  const { ctx, owner } = run;
+  // Pairs waiting in escrow make their accounts claimable even when not due.
+  let escrowed: string[] | undefined;
+  let backendError: unknown;
+  try {
+    escrowed = await ctx.backend((sql) => listEscrowed(sql, limit));
+  } catch (err) {
+    backendError = err;
+  }
+  const claimed = await ctx.admin((sql) =>
+    claimDueAccounts(sql, {
+      owner,
+      limit,
+      dueWithinDays: ctx.config.refreshWindowDays,
+      leaseMs: opts.leaseMs ?? LEASE_MS,
+      accountId: opts.accountId,
+      force: opts.force ?? false,
+      escrowed: escrowed ?? [],
+    })
+  );
+  let escrows: Map<string, EscrowEntry> | undefined;
+  if (claimed.length > 0 && escrowed) {
+    try {
+      escrows = await ctx.backend((sql) => readEscrows(sql, claimed.map((a) => a.id)));
+    } catch (err) {
+      backendError = err;
+    }
+  }
+  if (claimed.length > 0 && !escrows) {
+    // Without knowing whether a newer pair waits, a stored refresh token may be used up.
+    run.log.warn("Escrow check failed; the claimed accounts are skipped this run", {
+      accounts: claimed.length,
+      error: backendError,
+    });
+  }
+  return { claimed, escrows };
+}
+
+/** Releases the leases not used, records the run's audit events, logs and returns the report. */
+async function finishRun(
+  run: Run,
+  at: {
+    claimed: number;
+    results: RefreshResult[];
+    limit: number;
+    opts: RefreshOptions;
+    started: number;
+  },
+): Promise<RefreshReport> {
+  const { ctx, owner } = run;
+  const { results, limit, opts, started } = at;
+  if (run.unused.length > 0) {
+    await ctx.admin((sql) => releaseLeases(sql, owner, run.unused)).catch((err) =>
+      run.log.warn("Could not release unused refresh leases", {
+        accounts: run.unused.length,
+        error: err,
+      })
+    );
+  }
+  await recordEvents(ctx, run.log, run.events);
+
+  const count = (...statuses: RefreshStatus[]) =>
+    results.filter((r) => statuses.includes(r.status)).length;
+  const report: RefreshReport = {
+    claimed: at.claimed,
+    refreshed: count("refreshed", "escrow_applied"),
+    failed: count("failed", "escrowed"),
+    reauth_required: count("reauth_required"),
+    results,
+  };
+  run.log.info("MP refresh run finished", {
+    claimed: report.claimed,
+    refreshed: report.refreshed,
+    failed: report.failed,
+    reauth_required: report.reauth_required,
+    escrow_applied: count("escrow_applied"),
+    escrowed: count("escrowed"),
+    superseded: count("superseded"),
+    skipped: count("skipped"),
+    limit,
+    account_id: opts.accountId,
+    force: opts.force ?? false,
+    duration_ms: Date.now() - started,
+  });
+  return report;
+}

@@ -1,0 +1,72 @@
+/**
+ * What a refresh run is asked, what it answers, and the state its steps share
+ * (docs/contract.md, mp-refresh).
+ */
+import type { AuditEvent } from "../store/audit.ts";
+import type { Context } from "../platform/context.ts";
+import type { Logger } from "../platform/log.ts";
+import type { Backoff } from "../store/accounts.ts";
+
+/** Accounts a run claims when the caller gives no limit. */
+export const DEFAULT_LIMIT = 100;
+/** After this long a run starts no new MercadoPago call (Edge Functions stop at 150 s). */
+export const RUN_BUDGET_MS = 100_000;
+/** How long a claim holds an account: far longer than a run plus one MercadoPago call. */
+export const LEASE_MS = 5 * 60_000;
+/** Backoff of transient failures: 5 min · 2^failures, at most 6 h. */
+export const BACKOFF: Backoff = { baseMs: 5 * 60_000, capMs: 6 * 3600_000 };
+
+/** What one run is asked to do. */
+export interface RefreshOptions {
+  /** How many due accounts to claim (1–500). */
+  limit?: number;
+  /** Only this account. */
+  accountId?: string;
+  /** Refresh even when not due, backing off or needing re-authorization (never a live lease). */
+  force?: boolean;
+  requestId?: string;
+  /** Overrides {@link RUN_BUDGET_MS}. */
+  budgetMs?: number;
+  /** Overrides {@link LEASE_MS}. */
+  leaseMs?: number;
+}
+
+/** What happened to one claimed account. */
+export type RefreshStatus =
+  | "refreshed"
+  | "escrow_applied"
+  | "escrowed"
+  | "failed"
+  | "reauth_required"
+  | "superseded"
+  | "skipped";
+
+/** One account's line in the answer: its status and, when not refreshed, why. */
+export interface RefreshResult {
+  account_id: string;
+  status: RefreshStatus;
+  error?: string;
+}
+
+/** The answer of a run (docs/contract.md, mp-refresh). */
+export interface RefreshReport {
+  claimed: number;
+  refreshed: number;
+  failed: number;
+  reauth_required: number;
+  results: RefreshResult[];
+}
+
+/** Shared state of one run: its owner (the lease holder), budget, audit events and accounts to release. */
+export interface Run {
+  ctx: Context;
+  log: Logger;
+  owner: string;
+  requestId?: string;
+  budgetEnd: number;
+  events: AuditEvent[];
+  unused: string[];
+}
+
+/** Waits `ms` milliseconds. */
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

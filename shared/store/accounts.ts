@@ -1,0 +1,429 @@
+/**
+ * The Admin DB's `nv_accounts`: the encrypted master copy of each seller's MercadoPago
+ * credentials. ALL SQL on `nv_accounts` lives here (reads for sync, checkout, drift and status;
+ * the refresh's atomic steps; link, revoke, connect, version bump). Every change of the
+ * credentials is one statement that bumps the version (docs/atomic-state.md).
+ */
+import { pgArray, type Sql } from "../platform/db.ts";
+
+/** The lowest uuid: a keyset page "after" it starts at the beginning. */
+const NO_ID = "00000000-0000-0000-0000-000000000000";
+/** The highest uuid: a keyset page "until" it runs to the end. */
+const MAX_ID = "ffffffff-ffff-ffff-ffff-ffffffffffff";
+
+/** What the sync and checkout need of an account. */
+export interface AccountRow {
+  id: string;
+  backend_client_id: string | null;
+  mp_connected: boolean;
+  mp_access_token_encrypted: string | null;
+  mp_public_key: string | null;
+  mp_token_version: number;
+}
+
+/** The select list of an {@link AccountRow}, as one SQL fragment (no table alias). */
+export function accountColumns(sql: Sql) {
+  return sql`id, backend_client_id, coalesce(mp_connected, false) as mp_connected,
+           mp_access_token_encrypted, mp_public_key, mp_token_version`;
+}
+
+/** Reads one account by id. */
+export async function readAccount(sql: Sql, accountId: string): Promise<AccountRow | undefined> {
+  const [row] = await sql<AccountRow[]>`
+    select ${accountColumns(sql)}
+      from nv_accounts where id = ${accountId}`;
+  return row;
+}
+
+/** Reads the account that feeds Backend client `clientId`. */
+export async function readAccountByClient(
+  sql: Sql,
+  clientId: string,
+): Promise<AccountRow | undefined> {
+  const [row] = await sql<AccountRow[]>`
+    select ${accountColumns(sql)}
+      from nv_accounts where backend_client_id = ${clientId}`;
+  return row;
+}
+
+/** Result of linking an account to a Backend client. */
+export type LinkResult =
+  | "linked"
+  | "account_not_found"
+  | "account_linked_elsewhere"
+  | "client_fed_by_another_account";
+
+/** Links `accountId` to `clientId` unless it already feeds another client (`mp_link_account`). */
+export async function linkAccount(
+  sql: Sql,
+  accountId: string,
+  clientId: string,
+): Promise<LinkResult> {
+  const [row] = await sql<{ result: LinkResult }[]>`
+    select mp_link_account(${accountId}::uuid, ${clientId}::uuid) as result`;
+  return row.result;
+}
+
+/** An account's state after a revoke. */
+export interface Revoked {
+  backend_client_id: string | null;
+  mp_token_version: number;
+  changed: boolean;
+}
+
+/**
+ * Clears an account's credentials and bumps its version (`mp_revoke_account`, one statement);
+ * an account with nothing left to clear keeps its version (revoking twice is not a change).
+ */
+export async function revokeAccount(sql: Sql, accountId: string): Promise<Revoked | undefined> {
+  const [row] = await sql<Revoked[]>`select * from mp_revoke_account(${accountId}::uuid)`;
+  return row;
+}
+
+/** A token set to store for an account, its secrets already encrypted. */
+export interface ConnectionWrite {
+  mpUserId: number;
+  accessTokenEncrypted: string;
+  refreshTokenEncrypted: string;
+  publicKey: string;
+  expiresIn: number;
+  liveMode: boolean | null;
+  scope: string | null;
+  /** The connect was started to replace the account's seller. */
+  replaceSeller: boolean;
+}
+
+/** What storing a connection did; `account` is the stored row when connected. */
+export type StoredConnection =
+  | { result: "connected"; account: AccountRow }
+  | { result: "mp_account_in_use"; otherAccountId: string }
+  | { result: "seller_mismatch" }
+  | { result: "account_not_found" };
+
+/**
+ * Stores a new connection through `mp_save_connection()` (one transaction: version +1,
+ * connected, every re-authorization/failure/lease field cleared), unless another connected
+ * account already holds the same MercadoPago seller, or the seller is not the account's own
+ * and the connect was not started to replace it.
+ */
+export async function storeConnection(
+  sql: Sql,
+  accountId: string,
+  write: ConnectionWrite,
+): Promise<StoredConnection> {
+  const [row] = await sql<(AccountRow & { result: string; other_account_id: string | null })[]>`
+    select result, id, backend_client_id, mp_connected, mp_access_token_encrypted,
+           mp_public_key, mp_token_version, other_account_id
+      from mp_save_connection(${accountId}::uuid, ${write.mpUserId}::bigint,
+        ${write.accessTokenEncrypted}::text, ${write.refreshTokenEncrypted}::text,
+        ${write.publicKey}::text, ${write.expiresIn}::integer, ${write.liveMode}::boolean,
+        ${write.scope}::text, ${write.replaceSeller}::boolean)`;
+  if (row.result === "seller_mismatch") return { result: "seller_mismatch" };
+  if (row.result === "mp_account_in_use") {
+    return { result: "mp_account_in_use", otherAccountId: row.other_account_id! };
+  }
+  if (row.result !== "connected") return { result: "account_not_found" };
+  const { result: _r, other_account_id: _o, ...account } = row;
+  return { result: "connected", account };
+}
+
+/** The connected accounts whose MercadoPago seller is `mpUserId`, with their stored token. */
+export async function connectedAccountsOfSeller(
+  sql: Sql,
+  mpUserId: number,
+): Promise<{ id: string; mp_access_token_encrypted: string | null }[]> {
+  return await sql<{ id: string; mp_access_token_encrypted: string | null }[]>`
+    select id, mp_access_token_encrypted from nv_accounts
+     where mp_user_id = ${mpUserId}::bigint and coalesce(mp_connected, false)
+     order by id`;
+}
+
+// ---- Pages and batches (backfill, reconciliation) ----
+
+/**
+ * A page (by id, after `after`) of the accounts a backfill looks at: connected or linked to
+ * a client; `accountId` narrows it to that one account.
+ */
+export async function readAccountPage(
+  sql: Sql,
+  opts: { after: string | null; limit: number; accountId?: string },
+): Promise<AccountRow[]> {
+  return await sql<AccountRow[]>`
+    select ${accountColumns(sql)}
+      from nv_accounts
+     where (coalesce(mp_connected, false) or backend_client_id is not null)
+       and id > ${opts.after ?? NO_ID}::uuid
+       ${opts.accountId ? sql`and id = ${opts.accountId}` : sql``}
+     order by id limit ${opts.limit}`;
+}
+
+/** How many accounts `readAccountPage` walks through (for a progress bar). */
+export async function countAccountPages(sql: Sql, accountId?: string): Promise<number> {
+  const [row] = await sql<{ n: number }[]>`
+    select count(*)::int as n from nv_accounts
+     where (coalesce(mp_connected, false) or backend_client_id is not null)
+       ${accountId ? sql`and id = ${accountId}` : sql``}`;
+  return row.n;
+}
+
+/** Reads the accounts `ids` in one query (missing ones are left out). */
+export async function readAccounts(sql: Sql, ids: string[]): Promise<AccountRow[]> {
+  if (ids.length === 0) return [];
+  return await sql<AccountRow[]>`
+    select ${accountColumns(sql)}
+      from nv_accounts where id = any(${pgArray(ids)}::uuid[])`;
+}
+
+/**
+ * Moves accounts' versions past a cache that is level with or ahead of them, so that a fenced
+ * sync can overwrite it, in one statement: each only while it still has the version it was
+ * seen with and no refresher owns it (a refresher saves only at the version it claimed, so a bump
+ * under a live or stale lease could cost a rotated refresh token). Credentials are untouched. Returns the rows bumped.
+ */
+export async function bumpAccountVersions(
+  sql: Sql,
+  seen: { id: string; version: number; past: number }[],
+): Promise<AccountRow[]> {
+  if (seen.length === 0) return [];
+  const ids = pgArray(seen.map((s) => s.id));
+  const versions = pgArray(seen.map((s) => s.version));
+  const past = pgArray(seen.map((s) => s.past));
+  return await sql<AccountRow[]>`
+    select * from mp_bump_account_versions(${ids}::uuid[], ${versions}::bigint[], ${past}::bigint[])`;
+}
+
+// ---- The scheduled refresh's atomic steps: SQL functions of the Admin migration …_mp_refresh.sql ----
+
+/** An account a run claimed: its version, encrypted refresh token and lease. */
+export interface ClaimedAccount {
+  id: string;
+  mp_token_version: number;
+  mp_refresh_token: string;
+  backend_client_id: string | null;
+  lease_expires_at: Date;
+  db_now: Date;
+}
+
+/** What to claim: how many, the due window, the lease, one account only, forced. */
+export interface ClaimRequest {
+  owner: string;
+  limit: number;
+  dueWithinDays: number;
+  leaseMs: number;
+  accountId?: string;
+  force: boolean;
+  /** Accounts with a pair waiting in the Backend escrow: claimable whether due or not. */
+  escrowed: string[];
+}
+
+/** Claims due accounts under a lease owned by `req.owner` (FOR UPDATE SKIP LOCKED). */
+export function claimDueAccounts(sql: Sql, req: ClaimRequest): Promise<ClaimedAccount[]> {
+  return sql<ClaimedAccount[]>`
+    select * from mp_claim_due_accounts(
+      ${req.owner}::uuid, ${req.limit}::int, make_interval(days => ${req.dueWithinDays}::int),
+      make_interval(secs => ${req.leaseMs / 1000}::float8), ${req.accountId ?? null}::uuid,
+      ${req.force}::boolean, ${pgArray(req.escrowed)}::uuid[])`;
+}
+
+/** A refreshed pair as stored: ciphertexts plus what MercadoPago said about it. */
+export interface StoredPair {
+  accessTokenEncrypted: string;
+  refreshTokenEncrypted: string;
+  expiresIn: number;
+  tokenExpiresAt: Date;
+  userId: number | null;
+  publicKey: string | null;
+  liveMode: boolean | null;
+  scope: string | null;
+}
+
+/**
+ * Saves a refreshed pair only while the account is still at `baseVersion` and leased by
+ * `owner`; returns the saved row for the sync, or undefined when the CAS was lost.
+ */
+export async function saveRefreshed(
+  sql: Sql,
+  accountId: string,
+  owner: string,
+  baseVersion: number,
+  pair: StoredPair,
+): Promise<AccountRow | undefined> {
+  const [row] = await sql<AccountRow[]>`
+    select * from mp_save_refreshed(
+      ${accountId}::uuid, ${owner}::uuid, ${baseVersion}::bigint,
+      ${pair.accessTokenEncrypted}, ${pair.refreshTokenEncrypted}, ${pair.expiresIn}::int,
+      ${pair.tokenExpiresAt}::timestamptz, ${pair.userId}::bigint, ${pair.publicKey}::text,
+      ${pair.liveMode}::boolean, ${pair.scope}::text)`;
+  return row;
+}
+
+/** The backoff state a recorded failure left. */
+export interface FailureState {
+  failures: number;
+  next_attempt_at: Date;
+}
+
+/** Backoff of transient failures: base · 2^failures, capped. */
+export interface Backoff {
+  baseMs: number;
+  capMs: number;
+}
+
+/** Records a transient failure (counted, backed off or Retry-After) and releases the lease. */
+export async function recordFailure(
+  sql: Sql,
+  accountId: string,
+  owner: string,
+  baseVersion: number,
+  error: string,
+  backoff: Backoff,
+  retryAfterMs?: number,
+): Promise<FailureState | undefined> {
+  const seconds = (ms: number | undefined) => ms === undefined ? null : ms / 1000;
+  const [row] = await sql<FailureState[]>`
+    select * from mp_record_refresh_failure(
+      ${accountId}::uuid, ${owner}::uuid, ${baseVersion}::bigint, ${error},
+      make_interval(secs => ${seconds(retryAfterMs)}::float8),
+      make_interval(secs => ${seconds(backoff.baseMs)}::float8),
+      make_interval(secs => ${seconds(backoff.capMs)}::float8))`;
+  return row;
+}
+
+/** Marks the account as needing re-authorization and releases the lease; false if not owner. */
+export async function recordReauthRequired(
+  sql: Sql,
+  accountId: string,
+  owner: string,
+  baseVersion: number,
+): Promise<boolean> {
+  const [row] = await sql<{ ok: boolean }[]>`
+    select mp_record_reauth_required(${accountId}::uuid, ${owner}::uuid, ${baseVersion}::bigint)
+      as ok`;
+  return row.ok;
+}
+
+/** Releases the leases `owner` holds on `accountIds`; returns how many it released. */
+export async function releaseLeases(
+  sql: Sql,
+  owner: string,
+  accountIds: string[],
+): Promise<number> {
+  if (accountIds.length === 0) return 0;
+  const [row] = await sql<{ n: number }[]>`
+    select mp_release_refresh_leases(${owner}::uuid, ${pgArray(accountIds)}::uuid[]) as n`;
+  return row.n;
+}
+
+/** The account as the sync needs it, when it holds exactly this refresh-token ciphertext. */
+export async function readIfHolds(
+  sql: Sql,
+  accountId: string,
+  refreshTokenEncrypted: string,
+): Promise<AccountRow | undefined> {
+  const [row] = await sql<AccountRow[]>`
+    select ${accountColumns(sql)}
+      from nv_accounts where id = ${accountId} and mp_refresh_token = ${refreshTokenEncrypted}`;
+  return row;
+}
+
+// ---- Drift detection and status (read-only) ----
+
+/** An account row with whether it is connected with a token stored (what the drift scan reads). */
+export interface AccountStateRow extends AccountRow {
+  connected: boolean;
+}
+
+/**
+ * A page (by id, in `(after, until]`) of the linked accounts' versions; with `withRow`, their
+ * access-token ciphertexts too, otherwise no secret leaves the database.
+ */
+export async function readLinkedStateRows(
+  sql: Sql,
+  opts: { after: string | null; limit: number; withRow: boolean; until: string | null },
+): Promise<AccountStateRow[]> {
+  return await sql<AccountStateRow[]>`
+    select id, backend_client_id,
+           coalesce(mp_connected, false) and mp_access_token_encrypted is not null as connected,
+           mp_token_version, coalesce(mp_connected, false) as mp_connected,
+           ${opts.withRow ? sql`mp_access_token_encrypted` : sql`null::text`}
+             as mp_access_token_encrypted,
+           mp_public_key
+      from nv_accounts
+     where backend_client_id is not null and id > ${opts.after ?? NO_ID}::uuid
+       and id <= ${opts.until ?? MAX_ID}::uuid
+     order by id limit ${opts.limit}`;
+}
+
+/** The versions (no ciphertext) of the linked accounts among `ids`, in one query. */
+export async function readStateRows(sql: Sql, ids: string[]): Promise<AccountStateRow[]> {
+  return await sql<AccountStateRow[]>`
+    select id, backend_client_id,
+           coalesce(mp_connected, false) and mp_access_token_encrypted is not null as connected,
+           mp_token_version, coalesce(mp_connected, false) as mp_connected,
+           null::text as mp_access_token_encrypted, mp_public_key
+      from nv_accounts where id = any(${pgArray(ids)}::uuid[]) and backend_client_id is not null`;
+}
+
+/** Which of the clients `clientIds` some account is linked to. */
+export async function linkedClientIds(sql: Sql, clientIds: string[]): Promise<string[]> {
+  const rows = await sql<{ id: string }[]>`select backend_client_id as id from nv_accounts
+          where backend_client_id = any(${pgArray(clientIds)}::uuid[])`;
+  return rows.map((r) => r.id);
+}
+
+/** The connection totals `mp-health` reports. */
+export async function countConnections(
+  sql: Sql,
+): Promise<{ connected: number; expiring_7d: number; needs_reauth: number }> {
+  const [counts] = await sql<{ connected: number; expiring_7d: number; needs_reauth: number }[]>`
+        select count(*) filter (where mp_connected)::int as connected,
+               count(*) filter (where mp_connected
+                                  and mp_token_expires_at < now() + interval '7 days')::int
+                 as expiring_7d,
+               count(*) filter (where mp_needs_reauth)::int as needs_reauth
+          from nv_accounts where mp_connected or mp_needs_reauth`;
+  return counts;
+}
+
+/** One account's line in `deno task status`, as read from the master. */
+export interface AccountStatusRow {
+  id: string;
+  backend_client_id: string;
+  connected: boolean;
+  mp_token_version: number;
+  expires_at: Date | null;
+  last_refresh_at: Date | null;
+  failures: number;
+  last_error: string | null;
+  needs_reauth: boolean;
+  mp_connected: boolean;
+}
+
+/** A page (by id) of the connected, linked or re-authorization-needing accounts with their health. */
+export async function readStatusPage(
+  sql: Sql,
+  after: string | null,
+  limit: number,
+): Promise<AccountStatusRow[]> {
+  return await sql<AccountStatusRow[]>`
+        select id, backend_client_id, coalesce(mp_connected, false) as mp_connected,
+               coalesce(mp_connected, false) and mp_access_token_encrypted is not null
+                 as connected,
+               mp_token_version, mp_token_expires_at as expires_at,
+               mp_last_refreshed_at as last_refresh_at, mp_refresh_failures as failures,
+               mp_refresh_last_error as last_error, mp_needs_reauth as needs_reauth
+          from nv_accounts
+         where (coalesce(mp_connected, false) or backend_client_id is not null or mp_needs_reauth)
+           and id > ${after ?? NO_ID}::uuid
+         order by id limit ${limit}`;
+}
+
+/** The account's MercadoPago seller as stored (null when none, undefined when no such account). */
+export async function readSellerId(
+  sql: Sql,
+  accountId: string,
+): Promise<number | null | undefined> {
+  const [row] = await sql<{ mp_user_id: number | null }[]>`
+      select mp_user_id from nv_accounts where id = ${accountId}`;
+  return row?.mp_user_id;
+}

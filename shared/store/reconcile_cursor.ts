@@ -1,0 +1,29 @@
+/**
+ * Where mp-reconcile's slices resume: one row per scan (`accounts`, `orphans`) in the Backend
+ * table `mp_reconcile_cursor`, holding the last id the previous run checked.
+ */
+import type { Sql } from "../platform/db.ts";
+
+/** The two scans a reconcile run slices. */
+export type CursorScan = "accounts" | "orphans";
+
+/** The saved cursors (null: start from the first id). */
+export async function readCursors(sql: Sql): Promise<Record<CursorScan, string | null>> {
+  const rows = await sql<{ scan: CursorScan; after_id: string | null }[]>`
+    select scan, after_id from mp_reconcile_cursor where scan in ('accounts', 'orphans')`;
+  const out: Record<CursorScan, string | null> = { accounts: null, orphans: null };
+  for (const r of rows) out[r.scan] = r.after_id;
+  return out;
+}
+
+/** Saves both cursors in one statement. */
+export async function saveCursors(
+  sql: Sql,
+  cursors: Record<CursorScan, string | null>,
+): Promise<void> {
+  await sql`
+    insert into mp_reconcile_cursor (scan, after_id, updated_at)
+    values ('accounts', ${cursors.accounts}::uuid, now()),
+           ('orphans', ${cursors.orphans}::uuid, now())
+    on conflict (scan) do update set after_id = excluded.after_id, updated_at = now()`;
+}

@@ -1,0 +1,78 @@
+/**
+ * The one sync from the encrypted master (Admin `nv_accounts`) to the plain-text cache
+ * (Backend `clients`), used by every sync point: provisioning, OAuth, refresh, revoke,
+ * read-repair, reconciliation.
+ */
+import { type AccountRow, readAccount } from "../store/accounts.ts";
+import { type CacheWriteResult, writeCache } from "../store/clients.ts";
+import type { Context } from "../platform/context.ts";
+import { decryptSecret } from "../platform/crypto.ts";
+
+/** What a sync did. */
+export type SyncResult =
+  | "synced"
+  | "already_current"
+  | "mp_not_connected"
+  | "client_not_found"
+  | "account_not_found"
+  | "not_linked";
+
+/** The outcome of a sync and the Admin version it carried. */
+export interface SyncOutcome {
+  result: SyncResult;
+  version?: number;
+}
+
+/** The plaintext cache contents for an account row (decrypting its access token). */
+export async function cacheContents(ctx: Context, account: AccountRow) {
+  const connected = account.mp_connected && account.mp_access_token_encrypted !== null;
+  const accessToken = connected
+    ? await decryptSecret(
+      await ctx.keys(),
+      account.id,
+      "access_token",
+      account.mp_access_token_encrypted!,
+    )
+    : null;
+  return {
+    connected,
+    write: {
+      accessToken,
+      publicKey: connected ? account.mp_public_key : null,
+      version: account.mp_token_version,
+    },
+  };
+}
+
+/** Writes an already-read account row to its client's cache, fenced by the row's version. */
+export async function syncAccountRow(
+  ctx: Context,
+  account: AccountRow,
+): Promise<SyncOutcome & { cache?: CacheWriteResult }> {
+  if (!account.backend_client_id) return { result: "not_linked" };
+  const { connected, write } = await cacheContents(ctx, account);
+  const cache = await ctx.backend((sql) => writeCache(sql, account.backend_client_id!, write));
+  const result = cache.result === "client_not_found"
+    ? "client_not_found"
+    : connected
+    ? cache.result
+    : "mp_not_connected";
+  return { result, version: account.mp_token_version, cache };
+}
+
+/**
+ * Syncs account `accountId` to Backend client `clientId` (the client it is linked to):
+ * reads the master, decrypts, and writes the cache version-fenced in one statement.
+ * Disconnected accounts sync as NULLs with their version.
+ */
+export async function syncMpCredentialsToBackend(
+  ctx: Context,
+  accountId: string,
+  clientId: string,
+): Promise<SyncOutcome> {
+  const account = await ctx.admin((sql) => readAccount(sql, accountId));
+  if (!account) return { result: "account_not_found" };
+  if (account.backend_client_id !== clientId) return { result: "not_linked" };
+  const { result, version } = await syncAccountRow(ctx, account);
+  return { result, version };
+}

@@ -1,0 +1,163 @@
+/**
+ * The sync of `shared/sync.ts` for many accounts at once (backfill, reconciliation): pages of
+ * accounts read from the Admin DB in one query, decrypted, and written to the cache in ONE
+ * version-fenced statement per page (`writeCacheBatch`), with the outcomes `syncAccountRow`
+ * reports for one account.
+ */
+import type { AccountRow } from "../store/accounts.ts";
+import { type BatchCacheWrite, readCacheStates, writeCacheBatch } from "../store/clients.ts";
+import type { Context } from "../platform/context.ts";
+import { DecryptError, decryptSecret, logDecryptFailure } from "../platform/crypto.ts";
+import type { Logger } from "../platform/log.ts";
+import type { SyncResult } from "./sync.ts";
+
+/** Decrypts in flight at once: enough to keep the crypto threads fed, not one per row. */
+const DECRYPT_CONCURRENCY = 64;
+
+/** What a batched sync did for one account (`cleared`: a disconnected account's cache emptied). */
+export interface BatchOutcome {
+  accountId: string;
+  clientId: string | null;
+  result: SyncResult | "failed";
+  version: number;
+  cleared: boolean;
+}
+
+function outcome(a: AccountRow, result: BatchOutcome["result"], cleared = false): BatchOutcome {
+  return {
+    accountId: a.id,
+    clientId: a.backend_client_id,
+    result,
+    version: a.mp_token_version,
+    cleared,
+  };
+}
+
+/** Rows decrypted by `decryptRows`: the cache writes, and the outcomes already known. */
+interface Decrypted {
+  rows: AccountRow[];
+  writes: (BatchCacheWrite & { account: AccountRow; connected: boolean })[];
+  out: Map<string, BatchOutcome>;
+}
+
+/** Decrypts each connected, linked row; one that fails to decrypt is logged and "failed". */
+async function decryptRows(ctx: Context, log: Logger, rows: AccountRow[]): Promise<Decrypted> {
+  const ring = await ctx.keys();
+  const done: Decrypted = { rows, writes: [], out: new Map() };
+  const decrypt = async (a: AccountRow) => {
+    if (!a.backend_client_id) return done.out.set(a.id, outcome(a, "not_linked"));
+    const connected = a.mp_connected && a.mp_access_token_encrypted !== null;
+    try {
+      const accessToken = connected
+        ? await decryptSecret(ring, a.id, "access_token", a.mp_access_token_encrypted!)
+        : null;
+      done.writes.push({
+        account: a,
+        connected,
+        clientId: a.backend_client_id,
+        accessToken,
+        publicKey: connected ? a.mp_public_key : null,
+        version: a.mp_token_version,
+      });
+    } catch (err) {
+      if (!(err instanceof DecryptError)) throw err;
+      logDecryptFailure(log, a.id, err.field);
+      done.out.set(a.id, outcome(a, "failed"));
+    }
+  };
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(DECRYPT_CONCURRENCY, rows.length) }, async () => {
+      while (next < rows.length) await decrypt(rows[next++]);
+    }),
+  );
+  return done;
+}
+
+/** Writes decrypted rows in one version-fenced statement (or, dry, reads what it would do). */
+async function writeRows(
+  ctx: Context,
+  { rows, writes, out }: Decrypted,
+  opts: { dryRun?: boolean },
+): Promise<BatchOutcome[]> {
+  const results = opts.dryRun
+    ? await ctx.backend(async (sql) => {
+      const states = new Map(
+        (await readCacheStates(sql, writes.map((w) => w.clientId))).map((s) => [s.id, s]),
+      );
+      return writes.map((w) => {
+        const s = states.get(w.clientId);
+        const newer = s && (s.mp_token_version ?? -1) < w.version;
+        return {
+          result: !s
+            ? "client_not_found" as const
+            : newer
+            ? "synced" as const
+            : "already_current" as const,
+          hadCredentials: !!s && (s.has_token || s.has_public_key),
+        };
+      });
+    })
+    : await ctx.backend((sql) => writeCacheBatch(sql, writes));
+  writes.forEach((w, i) => {
+    const r = results[i];
+    const result = r.result === "client_not_found"
+      ? "client_not_found"
+      : w.connected
+      ? r.result
+      : "mp_not_connected";
+    out.set(
+      w.account.id,
+      outcome(w.account, result, !w.connected && r.result === "synced" && r.hadCredentials),
+    );
+  });
+  return rows.map((a) => out.get(a.id)!);
+}
+
+/** Pages a `SyncPipeline` holds at once (read or decrypted, waiting or being written). */
+const PIPELINE_DEPTH = 3;
+
+/**
+ * Syncs pages of already-read account rows to their clients' caches: decrypts each connected
+ * one and writes each page in one version-fenced statement. A value that fails to decrypt is
+ * logged (account id only) and reported as "failed"; the others still sync. With `dryRun`,
+ * nothing is written: the cache versions are read and the outcome the write would have is
+ * reported. One page is decrypted at a time while the ones before it are written, so the
+ * decrypting and the database work side by side. `add` resolves once there is room for the
+ * next page; `finish` waits for all of them. The first error is rethrown by the next `add` or
+ * by `finish`.
+ */
+export class SyncPipeline {
+  #decrypting: Promise<unknown> = Promise.resolve();
+  #inFlight: Promise<void>[] = [];
+  #failure: unknown;
+
+  constructor(
+    private ctx: Context,
+    private log: Logger,
+    private opts: { dryRun?: boolean } = {},
+  ) {}
+
+  /** Queues the page `rows` resolves to; `done` gets its outcomes once it is written. */
+  async add(
+    rows: AccountRow[] | Promise<AccountRow[]>,
+    done: (outcomes: BatchOutcome[]) => void,
+  ): Promise<void> {
+    const decrypted = Promise.all([rows, this.#decrypting])
+      .then(([page]) => decryptRows(this.ctx, this.log, page));
+    this.#decrypting = decrypted.catch(() => {});
+    this.#inFlight.push(
+      decrypted.then((d) => writeRows(this.ctx, d, this.opts)).then(done).catch((err) => {
+        this.#failure ??= err;
+      }),
+    );
+    if (this.#inFlight.length >= PIPELINE_DEPTH) await this.#inFlight.shift();
+    if (this.#failure) throw this.#failure;
+  }
+
+  /** Waits for every page added; rethrows the first error. */
+  async finish(): Promise<void> {
+    await Promise.all(this.#inFlight.splice(0));
+    if (this.#failure) throw this.#failure;
+  }
+}
