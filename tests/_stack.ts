@@ -227,3 +227,49 @@ export function logLine(...needles: string[]): Promise<string> {
 export async function stackLog(): Promise<string> {
   return await Deno.readTextFile(need("STACK_LOG"));
 }
+
+/** A MercadoPago seller id no other test uses. */
+export function newSeller(): number {
+  return 700_000_000 + (crypto.getRandomValues(new Uint32Array(1))[0] % 200_000_000);
+}
+
+/**
+ * A connected account of `seller` (a sandbox grant), linked to a new client and provisioned
+ * through provision-step-7-1, so its cache is filled.
+ */
+export async function provisionedPair(seller = newSeller()) {
+  const { grants: [grant] } = await sandbox.post("grants", { count: 1, user_id: seller });
+  const clientId = await newClient();
+  const accountId = await newAccount({ grant, clientId });
+  const res = await call("provision-step-7-1", { account_id: accountId, client_id: clientId });
+  if (res.body?.synced !== true) throw new Error(`provisioning failed: ${res.status}`);
+  return { accountId, clientId, grant: grant as MpGrant, seller };
+}
+
+/**
+ * The functions' environment as the stack gives its isolates: what Supabase injects, with
+ * both databases on the TLS poolers, plus the project's secrets and `extra`.
+ */
+export function functionEnv(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    SUPABASE_URL: need("SUPABASE_URL"),
+    SUPABASE_DB_URL: need("BACKEND_POOLER_URL"),
+    ADMIN_DB_URL: need("ADMIN_POOLER_URL"),
+    SUPABASE_SERVICE_ROLE_KEY: need("SERVICE_ROLE_KEY"),
+    SUPABASE_SECRET_KEYS: JSON.stringify({ default: need("SECRET_KEY") }),
+    ...Object.fromEntries(
+      [
+        "MP_TOKEN_KEYS",
+        "MP_CLIENT_ID",
+        "MP_CLIENT_SECRET",
+        "MP_REDIRECT_URI",
+        "MP_API_URL",
+        "MP_AUTH_URL",
+        "MP_OAUTH_PKCE",
+        "MP_WEBHOOK_SECRET",
+        "APP_RETURN_URL",
+      ].map((name) => [name, need(name)]),
+    ),
+    ...extra,
+  };
+}

@@ -12,6 +12,7 @@ import {
   backendDb,
   closeDbs,
   eventually,
+  functionEnv,
   newAccount,
   newClient,
   stack,
@@ -31,33 +32,16 @@ type Name = (typeof FUNCTIONS)[number];
 /** Ports below the ephemeral range, away from the stacks'. */
 const PORT_BASE = 31_600;
 
-/** What Supabase injects plus the project's secrets: pooled URLs, no direct database URL. */
-function functionEnv(): Record<string, string> {
-  const e = stack.env;
-  const pooled = [e("BACKEND_POOLER_URL"), e("ADMIN_POOLER_URL")];
-  for (const url of pooled) {
+/** What `deno serve` needs to run, plus the functions' environment on the TLS poolers. */
+function serveEnv(): Record<string, string> {
+  const env = functionEnv();
+  for (const url of [env.SUPABASE_DB_URL, env.ADMIN_DB_URL]) {
     assert.equal(new URL(url).searchParams.get("sslmode"), "require", "the pooler needs TLS");
   }
-  return {
-    PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-    HOME: Deno.env.get("HOME") ?? "/tmp",
-    DENO_DIR: Deno.env.get("DENO_DIR") ?? "",
-    NO_COLOR: "1",
-    SUPABASE_URL: e("SUPABASE_URL"),
-    SUPABASE_DB_URL: pooled[0],
-    ADMIN_DB_URL: pooled[1],
-    SUPABASE_SERVICE_ROLE_KEY: e("SERVICE_ROLE_KEY"),
-    SUPABASE_SECRET_KEYS: JSON.stringify({ default: e("SECRET_KEY") }),
-    MP_TOKEN_KEYS: e("MP_TOKEN_KEYS"),
-    MP_CLIENT_ID: e("MP_CLIENT_ID"),
-    MP_CLIENT_SECRET: e("MP_CLIENT_SECRET"),
-    MP_REDIRECT_URI: e("MP_REDIRECT_URI"),
-    MP_API_URL: e("MP_API_URL"),
-    MP_AUTH_URL: e("MP_AUTH_URL"),
-    MP_OAUTH_PKCE: "true",
-    MP_WEBHOOK_SECRET: e("MP_WEBHOOK_SECRET"),
-    APP_RETURN_URL: e("APP_RETURN_URL"),
-  };
+  const host = Object.fromEntries(
+    ["PATH", "HOME", "DENO_DIR"].flatMap((k) => Deno.env.get(k) ? [[k, Deno.env.get(k)!]] : []),
+  );
+  return { ...host, NO_COLOR: "1", ...env };
 }
 
 interface Served {
@@ -68,7 +52,7 @@ interface Served {
 
 /** Starts each function in a `deno serve` process of its own and waits until all answer. */
 async function serveAll(): Promise<Served> {
-  const env = Object.fromEntries(Object.entries(functionEnv()).filter(([, v]) => v !== ""));
+  const env = serveEnv();
   const children = FUNCTIONS.map((name, i) =>
     new Deno.Command(Deno.execPath(), {
       args: [

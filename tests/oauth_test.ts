@@ -15,6 +15,8 @@ import {
   keyRing,
   newAccount,
   newClient,
+  newSeller,
+  provisionedPair,
   sandbox,
   stack,
   stackLog,
@@ -98,11 +100,6 @@ async function stateOf(accountId: string): Promise<any[]> {
     select * from mp_oauth_states where account_id = ${accountId} order by created_at`;
 }
 
-/** A MercadoPago seller id no other test uses. */
-function newSeller(): number {
-  return 700_000_000 + (crypto.getRandomValues(new Uint32Array(1))[0] % 200_000_000);
-}
-
 const sellerOf = (callbackUrl: URL) => Number(callbackUrl.searchParams.get("code")!.split("-")[2]);
 
 /** Sends a signed mp-connect notification as MercadoPago does. */
@@ -145,16 +142,6 @@ function deauthorization(userId: number) {
     user_id: userId,
     version: 1,
   };
-}
-
-/** A connected account (seeded from a sandbox grant of `seller`) with a filled cache. */
-async function connectedPair(seller: number) {
-  const { grants: [grant] } = await sandbox.post("grants", { count: 1, user_id: seller });
-  const clientId = await newClient();
-  const accountId = await newAccount({ grant, clientId });
-  const res = await call("provision-step-7-1", { account_id: accountId, client_id: clientId });
-  assert.equal(res.body.synced, true);
-  return { accountId, clientId, grant };
 }
 
 Deno.test("connect: start → authorization → callback → connected; master encrypted, cache plain", async () => {
@@ -565,9 +552,9 @@ Deno.test("mp-oauth-start: key, input, unknown account, method", async () => {
 
 Deno.test("webhook: a confirmed application.deauthorized revokes every account of the seller; replay is a no-op", async () => {
   const seller = newSeller();
-  const one = await connectedPair(seller);
-  const two = await connectedPair(seller);
-  const other = await connectedPair(newSeller());
+  const one = await provisionedPair(seller);
+  const two = await provisionedPair(seller);
+  const other = await provisionedPair(newSeller());
   for (const p of [one, two]) {
     assert.equal((await call("get-mp-config", { client_id: p.clientId })).status, 200);
   }
@@ -616,7 +603,7 @@ Deno.test("webhook: a confirmed application.deauthorized revokes every account o
 
 Deno.test("webhook: bad, stale, missing or misapplied signatures → 401 and nothing changes", async () => {
   const seller = newSeller();
-  const pair = await connectedPair(seller);
+  const pair = await provisionedPair(seller);
   const note = deauthorization(seller);
   const old = String(Math.floor(Date.now() / 1000) - 6 * 60);
   const cases: [string, Parameters<typeof webhook>[1]][] = [

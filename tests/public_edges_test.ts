@@ -14,6 +14,8 @@ import {
   keyRing,
   newAccount,
   newClient,
+  newSeller,
+  provisionedPair,
   sandbox,
   stack,
   stackLog,
@@ -21,21 +23,6 @@ import {
 import { signatureManifest, signManifest } from "../shared/mercadopago/signature.ts";
 import { encryptSecret } from "../shared/platform/crypto.ts";
 import type { Sql } from "../shared/platform/db.ts";
-
-/** A MercadoPago seller id no other test uses. */
-function newSeller(): number {
-  return 300_000_000 + (crypto.getRandomValues(new Uint32Array(1))[0] % 200_000_000);
-}
-
-/** A connected, linked account of `seller` with a filled cache. */
-async function connectedPair(seller = newSeller()) {
-  const { grants: [grant] } = await sandbox.post("grants", { count: 1, user_id: seller });
-  const clientId = await newClient();
-  const accountId = await newAccount({ grant, clientId });
-  const res = await call("provision-step-7-1", { account_id: accountId, client_id: clientId });
-  assert.equal(res.body.synced, true);
-  return { accountId, clientId, grant, seller };
-}
 
 /** Headers MercadoPago would send for a notification with `dataId` and `requestId`. */
 async function signed(dataId: string, requestId = crypto.randomUUID(), ts = nowTs()) {
@@ -67,7 +54,7 @@ async function isConnected(accountId: string): Promise<boolean> {
 }
 
 Deno.test("attack: replayed headers of one signed notification cannot deauthorize anybody", async () => {
-  const victim = await connectedPair();
+  const victim = await provisionedPair();
   // A genuine, signed notification of another kind, captured by the attacker.
   const h = await signed("5551234");
   const genuine = await deliver(
@@ -106,7 +93,7 @@ Deno.test("attack: replayed headers of one signed notification cannot deauthoriz
 });
 
 Deno.test("attack: variations of a signed delivery are refused (401), nothing stored", async () => {
-  const victim = await connectedPair();
+  const victim = await provisionedPair();
   const body = deauthorization(victim.seller, "123");
   const h = await signed("123");
   const [{ n: before }] = await adminDb()`select count(*)::int as n from mp_webhook_deliveries`;
@@ -137,9 +124,9 @@ Deno.test("attack: variations of a signed delivery are refused (401), nothing st
 });
 
 Deno.test("deauthorization end to end: seller removes the app in the sandbox → notification → confirmed → revoked", async () => {
-  const one = await connectedPair();
-  const two = await connectedPair(one.seller);
-  const other = await connectedPair();
+  const one = await provisionedPair();
+  const two = await provisionedPair(one.seller);
+  const other = await provisionedPair();
   const res = await sandbox.post("deauthorize", {
     user_id: one.seller,
     notify_url: `${stack.functionsUrl}/mp-webhook`,
@@ -157,7 +144,7 @@ Deno.test("deauthorization end to end: seller removes the app in the sandbox →
 });
 
 Deno.test("deauthorization while MercadoPago is unreachable: 503, and the redelivery revokes", async () => {
-  const pair = await connectedPair();
+  const pair = await provisionedPair();
   await sandbox.post("deauthorize", { user_id: pair.seller });
   const h = await signed("9090");
   const headers = { "x-signature": h["x-signature"], "x-request-id": h.requestId };
@@ -224,7 +211,7 @@ Deno.test("attack: a request id cannot forge log lines or be echoed unvalidated"
 });
 
 Deno.test("attack: a forged escrow row is discarded; the master keeps the seller's real tokens", async () => {
-  const pair = await connectedPair();
+  const pair = await provisionedPair();
   const [before] = await adminDb()`select * from nv_accounts where id = ${pair.accountId}`;
   const ring = await keyRing();
   const rows = [
@@ -349,7 +336,7 @@ Deno.test("attack: anon and authenticated hold no TRUNCATE, TRIGGER or REFERENCE
 });
 
 Deno.test("attack: token answers are not cacheable (GET included)", async () => {
-  const pair = await connectedPair();
+  const pair = await provisionedPair();
   const res = await call("get-mp-config", undefined, {
     method: "GET",
     query: `?client_id=${pair.clientId}`,
@@ -362,7 +349,7 @@ Deno.test("attack: token answers are not cacheable (GET included)", async () => 
 });
 
 Deno.test("attack: rotate-keys refuses a current key id reused for other key material", async () => {
-  const pair = await connectedPair();
+  const pair = await provisionedPair();
   assert.ok(pair.accountId);
   const [id] = stack.env("MP_TOKEN_KEYS").split(":");
   const other = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))));

@@ -6,29 +6,19 @@
  * is terminated mid-run). Every token left in the master still works at MercadoPago.
  */
 import assert from "node:assert/strict";
-import { createGateway } from "../local/gateway.ts";
-import { functionEntrypoints } from "../local/gateway.ts";
+import { createGateway, functionEntrypoints } from "../local/gateway.ts";
 import { decryptSecret } from "../shared/platform/crypto.ts";
 import { pgArray } from "../shared/platform/db.ts";
-import { adminDb, backendDb, closeDbs, keyRing, newAccount, sandbox, stack } from "./_stack.ts";
-
-/** The functions' environment as the stack gives it, through the poolers. */
-function functionEnv(extra: Record<string, string>): Record<string, string> {
-  const e = stack.env;
-  return {
-    SUPABASE_URL: e("SUPABASE_URL"),
-    SUPABASE_DB_URL: e("BACKEND_POOLER_URL"),
-    ADMIN_DB_URL: e("ADMIN_POOLER_URL"),
-    SUPABASE_SECRET_KEYS: JSON.stringify({ default: e("SECRET_KEY") }),
-    SUPABASE_SERVICE_ROLE_KEY: e("SERVICE_ROLE_KEY"),
-    MP_TOKEN_KEYS: e("MP_TOKEN_KEYS"),
-    MP_CLIENT_ID: e("MP_CLIENT_ID"),
-    MP_CLIENT_SECRET: e("MP_CLIENT_SECRET"),
-    MP_API_URL: e("MP_API_URL"),
-    MP_AUTH_URL: e("MP_AUTH_URL"),
-    ...extra,
-  };
-}
+import {
+  adminDb,
+  backendDb,
+  closeDbs,
+  functionEnv,
+  keyRing,
+  newAccount,
+  sandbox,
+  stack,
+} from "./_stack.ts";
 
 /** `count` due accounts (expiring tomorrow), connected with fresh sandbox grants. */
 async function dueAccounts(count: number): Promise<string[]> {
@@ -93,16 +83,11 @@ async function cutOffRun(opts: {
     log: (line) => lines.push(line),
   });
   try {
-    const payload = JSON.stringify({ limit: opts.ids.length });
     const res = await gw.fetch(
       new Request("http://gateway.local/functions/v1/mp-refresh", {
         method: "POST",
-        headers: {
-          apikey: stack.secretKey,
-          "content-type": "application/json",
-          "content-length": String(payload.length), // as the HTTP hop would have it
-        },
-        body: payload,
+        headers: { apikey: stack.secretKey, "content-type": "application/json" },
+        body: JSON.stringify({ limit: opts.ids.length }),
       }),
     );
     const text = await res.text();

@@ -20,6 +20,7 @@ import {
   newAccount,
   newClient,
   sandbox,
+  stack,
 } from "./_stack.ts";
 import { decryptSecret, encryptSecret, type SecretField } from "../shared/platform/crypto.ts";
 import { loadConfig } from "../shared/platform/config.ts";
@@ -128,6 +129,19 @@ Deno.test("mp-refresh checks its caller and body", async () => {
   assert.equal(missing.status, 404);
   assert.equal(missing.body.error.code, "account_not_found");
   assert.equal((await call("mp-refresh", undefined, { method: "GET" })).status, 405);
+  // No body at all (pg_cron without one, a bare curl) means the defaults; so does an empty
+  // chunked one. Anything else must be a JSON object.
+  for (const body of [undefined, new ReadableStream({ start: (c) => c.close() })]) {
+    const res = await fetch(`${stack.functionsUrl}/mp-refresh`, {
+      method: "POST",
+      headers: { apikey: stack.secretKey },
+      body,
+    });
+    const answer = await res.json();
+    assert.equal(res.status, 200, JSON.stringify(answer).slice(0, 200));
+    assert.equal(typeof answer.claimed, "number");
+  }
+  assert.equal((await call("mp-refresh", "  ")).status, 400, "whitespace is not a body");
 });
 
 Deno.test("acceptance 3: a refresh updates clients.mp_access_token together with nv_accounts", async () => {

@@ -11,22 +11,12 @@ import {
   closeDbs,
   cluster,
   eventually,
-  newAccount,
   newClient,
-  sandbox,
+  provisionedPair,
 } from "./_stack.ts";
 import { clearOrphanedCache, writeCache } from "../shared/store/clients.ts";
 
 Deno.test.afterAll(closeDbs);
-
-async function connectedPair() {
-  const [grant] = await sandbox.grants(1);
-  const clientId = await newClient();
-  const accountId = await newAccount({ grant, clientId });
-  const res = await call("provision-step-7-1", { account_id: accountId, client_id: clientId });
-  assert.equal(res.body.synced, true);
-  return { grant, clientId, accountId };
-}
 
 async function cacheOf(clientId: string) {
   const [row] = await backendDb()`select mp_access_token, mp_public_key, mp_token_version
@@ -35,7 +25,7 @@ async function cacheOf(clientId: string) {
 }
 
 Deno.test("revoke retried after the Backend failed: the retry clears the cache (invariant 2)", async () => {
-  const { clientId, accountId } = await connectedPair();
+  const { clientId, accountId } = await provisionedPair();
   const backend = cluster("backend");
   await backend.stop();
   let failed;
@@ -63,7 +53,7 @@ Deno.test("revoke retried after the Backend failed: the retry clears the cache (
 });
 
 Deno.test("a read-repair held between its Admin read and its cache write answers 404 once the revoke landed", async () => {
-  const { clientId, accountId } = await connectedPair();
+  const { clientId, accountId } = await provisionedPair();
   // An empty cache sends get-mp-config to the fallback: Admin read, then a repair write.
   await backendDb()`update clients set mp_access_token = null, mp_token_version = null
     where id = ${clientId}`;

@@ -113,12 +113,19 @@ function decodeUtf8(bytes: ArrayBuffer | Uint8Array): string {
   }
 }
 
-/** Reads a JSON object body, or the query string for GET; 400 when it is not one. */
-export async function readInput(req: Request): Promise<Record<string, unknown>> {
+/**
+ * Reads a JSON object body, or the query string for GET; 400 when it is not one. With
+ * `emptyIsObject`, an empty body (none at all, or zero bytes however framed) reads as `{}`.
+ */
+export async function readInput(
+  req: Request,
+  opts: { emptyIsObject?: boolean } = {},
+): Promise<Record<string, unknown>> {
   if (req.method === "GET" || req.method === "HEAD") {
     return Object.fromEntries(new URL(req.url).searchParams);
   }
   const text = await readBody(req);
+  if (opts.emptyIsObject && text === "") return {};
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);

@@ -7,14 +7,9 @@
  */
 
 /** When this isolate booted (epoch ms): its wall clock runs from here. */
-export const isolateStartedAt = Date.now();
+const isolateStartedAt = Date.now();
 
 let unloadReason: string | undefined;
-
-/** Marks the isolate as shutting down (what the `beforeunload` listener does). */
-export function markShuttingDown(reason = "beforeunload"): void {
-  unloadReason ??= reason;
-}
 
 /** Why the runtime told this isolate to shut down, or undefined while it has not. */
 export function shutdownReason(): string | undefined {
@@ -24,7 +19,7 @@ export function shutdownReason(): string | undefined {
 if (typeof globalThis.addEventListener === "function") {
   globalThis.addEventListener("beforeunload", (event: Event) => {
     const detail = (event as CustomEvent<{ reason?: string } | undefined>).detail;
-    markShuttingDown(typeof detail?.reason === "string" ? detail.reason : "beforeunload");
+    unloadReason ??= typeof detail?.reason === "string" ? detail.reason : "beforeunload";
   });
 }
 

@@ -129,66 +129,79 @@ export function isLevel(d: Drift): boolean {
 }
 
 /**
+ * Pages through a keyspace by id within `range` (at most `range.maxRows` rows), handing each
+ * page to `onPage`; says where it stopped. The one keyset loop both scans share.
+ */
+async function pageThrough<T extends { id: string }>(
+  readPage: (after: string | null, size: number, until: string | null) => Promise<T[]>,
+  onPage: (page: T[]) => Promise<void>,
+  range: ScanRange,
+  pageSize = SCAN_PAGE,
+): Promise<ScanEnd> {
+  let after: string | null = range.after ?? null;
+  const max = range.maxRows ?? Infinity;
+  let rows = 0;
+  for (;;) {
+    const size = Math.min(pageSize, max - rows);
+    if (size <= 0) return { last: after, done: false, rows };
+    const page = await readPage(after, size, range.until ?? null);
+    rows += page.length;
+    if (page.length > 0) {
+      await onPage(page);
+      after = page[page.length - 1].id;
+    }
+    if (page.length < size) return { last: after, done: true, rows };
+  }
+}
+
+/**
  * Walks every linked account page by page and calls `onPage` with the page's size and the
  * drift found in it (with `withRows`, each drift carries the account row it was found on;
  * confirmed drift does not). A cache level with or ahead of its account is confirmed by reading both
  * sides again, so a refresh landing between the two reads is not reported as drift.
  */
-export async function scanDrift(
+export function scanDrift(
   ctx: Context,
   onPage: (checked: number, drifts: Drift[]) => Promise<void> | void,
   opts: { pageSize?: number; withRows?: boolean } & ScanRange = {},
 ): Promise<ScanEnd> {
-  let after: string | null = opts.after ?? null;
-  const max = opts.maxRows ?? Infinity;
-  let left = max;
-  for (;;) {
-    const pageSize = Math.min(opts.pageSize ?? SCAN_PAGE, left);
-    if (pageSize <= 0) return { last: after, done: false, rows: max - left };
-    const page: AccountState[] = await ctx.admin((sql) =>
-      readLinkedStatePage(sql, after, pageSize, opts.withRows, opts.until ?? null)
-    );
-    if (page.length === 0) return { last: after, done: true, rows: max - left };
-    left -= page.length;
-    const drifts = await compare(ctx, page);
-    const older = drifts.filter((d) => !d.cache || !isLevel(d));
-    const level = drifts.filter((d) => d.cache && isLevel(d));
-    if (level.length > 0) {
-      const again = await ctx.admin((sql) => readStates(sql, level.map((d) => d.account.id)));
-      older.push(...await compare(ctx, again));
-    }
-    await onPage(page.length, older);
-    after = page[page.length - 1].id;
-    if (page.length < pageSize) return { last: after, done: true, rows: max - left };
-  }
+  return pageThrough(
+    (after, size, until) =>
+      ctx.admin((sql) => readLinkedStatePage(sql, after, size, opts.withRows, until)),
+    async (page: AccountState[]) => {
+      const drifts = await compare(ctx, page);
+      const older = drifts.filter((d) => !d.cache || !isLevel(d));
+      const level = drifts.filter((d) => d.cache && isLevel(d));
+      if (level.length > 0) {
+        const again = await ctx.admin((sql) => readStates(sql, level.map((d) => d.account.id)));
+        older.push(...await compare(ctx, again));
+      }
+      await onPage(page.length, older);
+    },
+    opts,
+    opts.pageSize,
+  );
 }
 
 /**
  * Walks the clients whose cache holds credentials and calls `onPage` with those no account
  * is linked to (ids and versions only).
  */
-export async function scanOrphans(
+export function scanOrphans(
   ctx: Context,
   onPage: (orphans: CacheState[]) => Promise<void> | void,
   opts: { pageSize?: number } & ScanRange = {},
 ): Promise<ScanEnd> {
-  let after: string | null = opts.after ?? null;
-  const max = opts.maxRows ?? Infinity;
-  let left = max;
-  for (;;) {
-    const pageSize = Math.min(opts.pageSize ?? SCAN_PAGE, left);
-    if (pageSize <= 0) return { last: after, done: false, rows: max - left };
-    const page: CacheState[] = await ctx.backend((sql) =>
-      readCachedClientPage(sql, after, pageSize, opts.until ?? null)
-    );
-    if (page.length === 0) return { last: after, done: true, rows: max - left };
-    left -= page.length;
-    const linked = new Set(
-      await ctx.admin((sql) => linkedClientIds(sql, page.map((c) => c.id))),
-    );
-    const orphans = page.filter((c) => !linked.has(c.id));
-    if (orphans.length > 0) await onPage(orphans);
-    after = page[page.length - 1].id;
-    if (page.length < pageSize) return { last: after, done: true, rows: max - left };
-  }
+  return pageThrough(
+    (after, size, until) => ctx.backend((sql) => readCachedClientPage(sql, after, size, until)),
+    async (page: CacheState[]) => {
+      const linked = new Set(
+        await ctx.admin((sql) => linkedClientIds(sql, page.map((c) => c.id))),
+      );
+      const orphans = page.filter((c) => !linked.has(c.id));
+      if (orphans.length > 0) await onPage(orphans);
+    },
+    opts,
+    opts.pageSize,
+  );
 }

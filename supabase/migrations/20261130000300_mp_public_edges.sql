@@ -1,6 +1,6 @@
 -- Backend DB: the public edges hardened, and the schedules that keep the cache in shape.
--- * anon/authenticated hold no TRUNCATE, TRIGGER or REFERENCES on clients or any MP table
---   (row level security does not apply to TRUNCATE).
+-- * anon/authenticated hold no TRUNCATE, TRIGGER or REFERENCES on the MP tables (clients:
+--   …_api_roles_no_truncate.sql); row level security does not apply to TRUNCATE.
 -- * mp-reconcile runs every 5 minutes: each run checks a bounded slice and continues where
 --   the last stopped (mp_reconcile_cursor), so every account is checked within the hour.
 -- * A daily retention job deletes pg_cron's run history older than 7 days, which otherwise
@@ -12,7 +12,8 @@ declare
   grantee_role text;
   tbl text;
 begin
-  foreach tbl in array array['public.clients', 'public.mp_refresh_escrow', 'public.mp_reconcile_cursor'] loop
+  -- (clients itself: …_api_roles_no_truncate.sql)
+  foreach tbl in array array['public.mp_refresh_escrow', 'public.mp_reconcile_cursor'] loop
     execute format('revoke truncate, trigger, references on table %s from public', tbl);
     foreach grantee_role in array array['anon', 'authenticated'] loop
       if exists (select 1 from pg_roles where rolname = grantee_role) then

@@ -202,9 +202,9 @@ begin
     end if;
   end loop;
 
+  -- (nv_accounts itself: …_api_roles_no_truncate.sql)
   foreach tbl in array array[
-    'public.nv_accounts', 'public.mp_oauth_states', 'public.mp_credential_events',
-    'public.mp_webhook_deliveries'
+    'public.mp_oauth_states', 'public.mp_credential_events', 'public.mp_webhook_deliveries'
   ] loop
     execute format('revoke truncate, trigger, references on table %s from public', tbl);
     foreach grantee_role in array array['anon', 'authenticated'] loop

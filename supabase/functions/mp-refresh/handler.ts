@@ -34,11 +34,7 @@ export const handler = defineFunction({
   auth: "server",
   needs: ["adminDbUrl", "backendDbUrl", "tokenKeys", "mpClientId", "mpClientSecret"],
   async run({ req, ctx, log, requestId }) {
-    // HTTP/1.1: a request with neither Content-Length nor Transfer-Encoding has no body.
-    const length = req.headers.get("content-length");
-    const empty = req.body === null ||
-      (length === null ? !req.headers.has("transfer-encoding") : length.trim() === "0");
-    const input = validate(Body, empty ? {} : await readInput(req));
+    const input = validate(Body, await readInput(req, { emptyIsObject: true }));
     if (input.force && !input.account_id) {
       throw new HttpError(400, "invalid_request", "force: needs account_id");
     }
