@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { ADMIN_PROJECT, BACKEND_MIGRATIONS, BACKEND_PROJECT, migrate } from "../local/migrate.ts";
 import { scratchDatabase } from "../local/bootstrap.ts";
-import { parseKeyRing } from "../shared/platform/config.ts";
+import { loadConfig, parseKeyRing } from "../shared/platform/config.ts";
 import {
   decryptSecret,
   encryptSecret,
@@ -15,6 +15,9 @@ import {
   type KeyRing,
 } from "../shared/platform/crypto.ts";
 import { connect, pgArray, type Sql } from "../shared/platform/db.ts";
+import { createContext } from "../shared/platform/context.ts";
+import { createLogger } from "../shared/platform/log.ts";
+import { reconcile } from "../shared/reconcile/reconcile.ts";
 import {
   adminDb,
   backendDb,
@@ -774,3 +777,29 @@ async function cronJob() {
   assert.equal(response.status_code, 200, response.content);
   assert.equal(typeof JSON.parse(response.content).checked, "number");
 }
+
+Deno.test("mp-reconcile checks one slice per run and the next run continues from the saved cursor", async () => {
+  await withoutReconcileCron(async () => {
+    // Enough linked accounts that a slice of 3 cannot cover them in one run.
+    for (let i = 0; i < 4; i++) await newAccount({ clientId: await newClient() });
+    const ctx = createContext(loadConfig(Deno.env.toObject()));
+    const log = createLogger({ test: "reconcile-slice" });
+    try {
+      const cursor = async () => {
+        const [row] = await backendDb()`select after_id from mp_reconcile_cursor
+          where scan = 'accounts'`;
+        return row?.after_id as string | null | undefined;
+      };
+      const first = await reconcile(ctx, log, { slice: 3 });
+      assert.equal(first.checked, 3, "a run checks its slice, no more");
+      const afterFirst = await cursor();
+      assert.ok(afterFirst, "the cursor is saved");
+      const second = await reconcile(ctx, log, { slice: 3 });
+      assert.ok(second.checked >= 1 && second.checked <= 3);
+      const afterSecond = await cursor();
+      assert.notEqual(afterSecond, afterFirst, "the second run went on from the first");
+    } finally {
+      await ctx.close();
+    }
+  });
+});

@@ -375,9 +375,18 @@ Deno.test("retention: mp_prune_retention deletes expired states, old deliveries 
   await db`insert into mp_credential_events (event, account_id, occurred_at) values
     ('retention_probe', ${accountId}, now() - interval '401 days'),
     ('retention_probe', ${accountId}, now() - interval '399 days')`;
+  const oldDelivery = `retention-old-${crypto.randomUUID()}`;
+  const newDelivery = `retention-new-${crypto.randomUUID()}`;
+  await db`insert into mp_webhook_deliveries (request_id, action, received_at) values
+    (${oldDelivery}, 'payment.created', now() - interval '31 days'),
+    (${newDelivery}, 'payment.created', now() - interval '29 days')`;
   const [pruned] = await db`select * from mp_prune_retention()`;
   assert.ok(Number(pruned.oauth_states) >= 1);
   assert.ok(Number(pruned.credential_events) >= 1);
+  assert.ok(Number(pruned.webhook_deliveries) >= 1);
+  const deliveries = await db`select request_id from mp_webhook_deliveries
+    where request_id in (${oldDelivery}, ${newDelivery})`;
+  assert.deepEqual(deliveries.map((d) => d.request_id), [newDelivery], "30 days kept");
   const states = await db`select state_hash from mp_oauth_states where account_id = ${accountId}`;
   assert.equal(states.length, 1);
   assert.ok(states[0].state_hash.startsWith("new-"));
@@ -398,4 +407,18 @@ Deno.test("retention: mp_prune_retention deletes expired states, old deliveries 
     where jobname = 'mp-retention'`;
   assert.ok(backendJob, "the Backend project schedules its retention job");
   await closeDbs();
+});
+
+Deno.test("the anon key (a valid project JWT, but not a server key) is refused as a server key", async () => {
+  const anon = stack.env("SUPABASE_ANON_KEY");
+  assert.ok(anon.length >= 16);
+  const ways: Record<string, string>[] = [{ apikey: anon }, { authorization: `Bearer ${anon}` }];
+  for (const headers of ways) {
+    const res = await call("get-mp-config", { client_id: crypto.randomUUID() }, {
+      key: null,
+      headers,
+    });
+    assert.equal(res.status, 401);
+    assert.equal(res.body.error.code, "unauthorized");
+  }
 });

@@ -2,7 +2,7 @@
 -- * anon/authenticated hold no TRUNCATE, TRIGGER or REFERENCES on the MP tables (clients:
 --   …_api_roles_no_truncate.sql); row level security does not apply to TRUNCATE.
 -- * mp-reconcile runs every 5 minutes: each run checks a bounded slice and continues where
---   the last stopped (mp_reconcile_cursor), so every account is checked within the hour.
+--   the last stopped (mp_reconcile_cursor): 20,000 accounts a run, 240,000 an hour.
 -- * A daily retention job deletes pg_cron's run history older than 7 days, which otherwise
 --   grows forever with a job every 5 minutes.
 -- Idempotent and non-destructive; cron.schedule upserts by job name.
