@@ -1,7 +1,10 @@
 /**
- * In-memory stand-in for MercadoPago's OAuth endpoints (docs/local-stack.md), speaking MercadoPago's wire
- * format, plus `/__sandbox/*` controls that let tests inject faults and latency. One handler
- * serves both MP_AUTH_URL (`/authorization`) and MP_API_URL (`/oauth/token`). It logs nothing.
+ * In-memory stand-in for MercadoPago's OAuth endpoints (docs/local-stack.md), speaking
+ * MercadoPago's wire format, plus `/__sandbox/*` controls that let tests inject faults and
+ * latency. One handler serves both MP_AUTH_URL (`/authorization`) and MP_API_URL
+ * (`/oauth/token`, `/users/me`). Faults and latency apply to the next API calls of either
+ * kind, `/users/me` included (so the webhook's confirmation can be made to fail). It logs
+ * nothing.
  */
 
 /** A MercadoPago token response (what the sandbox grants; tests and bench share it). */
