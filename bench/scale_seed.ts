@@ -14,12 +14,11 @@
  * On its own: `deno run -A bench/scale_seed.ts [<state dir>] [<accounts>|clear]` against a
  * stack already running from `<state dir>/stack.env` (default `.local/dev`).
  */
-import { Buffer } from "node:buffer";
-import { createCipheriv, randomFillSync } from "node:crypto";
+import { randomFillSync } from "node:crypto";
 import { once } from "node:events";
 import type { Writable } from "node:stream";
 import { parseKeyRing } from "../shared/platform/config.ts";
-import type { SecretField } from "../shared/platform/crypto.ts";
+import { encryptSecretSync, importKeyRing } from "../shared/platform/crypto.ts";
 import type { Sql } from "../shared/platform/db.ts";
 
 /** The id prefix of every seeded account (`nv_accounts.id`). */
@@ -33,27 +32,6 @@ export const SCALE_MP_USER_BASE = 7_000_000_000;
 const CHUNK = 5000;
 const DAY_MS = 86_400_000;
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
-
-/**
- * Encrypts `plaintext` for `field` of `accountId` under `key` (32 raw bytes, id `keyId`)
- * synchronously with node:crypto, producing exactly the format of `encryptSecret`
- * (`v1:<key_id>:<base64(iv ‖ ciphertext ‖ tag)>`, random 12-byte IV, AAD `mp:<id>:<field>`).
- */
-export function encryptSecretSync(
-  key: Uint8Array,
-  keyId: string,
-  accountId: string,
-  field: SecretField,
-  plaintext: string,
-  iv: Uint8Array = randomFillSync(new Uint8Array(12)),
-): string {
-  const cipher = createCipheriv("aes-256-gcm", key, iv);
-  cipher.setAAD(Buffer.from(`mp:${accountId.toLowerCase()}:${field}`, "utf8"));
-  const head = cipher.update(plaintext, "utf8");
-  const tail = cipher.final();
-  const out = Buffer.concat([iv, head, tail, cipher.getAuthTag()]);
-  return `v1:${keyId}:${out.toString("base64")}`;
-}
 
 /** Account number `i` as a seeded id with `prefix` (12 hex digits). */
 function scaleId(prefix: string, i: number): string {
@@ -127,7 +105,7 @@ async function end(stream: Writable): Promise<void> {
   await done;
 }
 
-/** Streams rows `from` to `to` (exclusive) into one COPY, `CHUNK` rows at a time. */
+/** Streams rows 0 to `n` (exclusive) into one COPY, `CHUNK` rows at a time. */
 async function copy(
   stream: Writable,
   n: number,
@@ -170,7 +148,7 @@ export async function seedScale(
   const n = opts.accounts;
   if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new Error("accounts: 0 to 2^32-1");
   const driftPermille = Math.round((opts.driftFraction ?? 0.1) * 1000);
-  const [current] = parseKeyRing(keys);
+  const ring = await importKeyRing(parseKeyRing(keys));
   const salt = randomFillSync(new Uint32Array(1))[0];
   await clearScale(admin, backend);
 
@@ -180,20 +158,8 @@ export async function seedScale(
   const now = new Date().toISOString();
   const adminLine = (i: number) => {
     const a = account(i, salt, driftPermille);
-    const access = encryptSecretSync(
-      current.raw,
-      current.id,
-      a.accountId,
-      "access_token",
-      a.accessToken,
-    );
-    const refresh = encryptSecretSync(
-      current.raw,
-      current.id,
-      a.accountId,
-      "refresh_token",
-      a.refreshToken,
-    );
+    const access = encryptSecretSync(ring, a.accountId, "access_token", a.accessToken);
+    const refresh = encryptSecretSync(ring, a.accountId, "refresh_token", a.refreshToken);
     return `${a.accountId}\t${a.clientId}\tt\t${a.userId}\t${access}\t${refresh}\t${a.publicKey}\t` +
       `15552000\t${a.expiresAt}\t1\tt\toffline_access read write\t${now}\t${now}\n`;
   };
