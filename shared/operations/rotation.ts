@@ -1,34 +1,46 @@
 /**
  * Key rotation: every ciphertext at rest that is not under the current (first) key of
  * `MP_TOKEN_KEYS` is decrypted with the ring and re-encrypted with the current key, page by
- * page. Each page is written in one statement that replaces a value only while it still holds
- * the ciphertext that was read (compare-and-swap), so a refresh, connect or revoke landing
- * meanwhile wins. The plaintext is unchanged, so `mp_token_version` is not touched: refresh
- * saves are fenced by version and lease, never by ciphertext, and run safely alongside.
+ * page (keyset on the row key), every ciphertext column of a table in the same pass. Each page
+ * is written in one statement that replaces each value only while it still holds the
+ * ciphertext that was read (compare-and-swap, column by column), so a refresh, connect or
+ * revoke landing meanwhile wins. The plaintext is unchanged, so `mp_token_version` is not
+ * touched: refresh saves are fenced by version and lease, never by ciphertext, and run safely
+ * alongside.
+ *
+ * Built for a million accounts: the crypto is the synchronous node:crypto path (no thread hop
+ * per value), the next page is read while the current one is re-encrypted and written, two
+ * page writes may be in flight, and memory holds only those pages.
  */
 import type { Context } from "../platform/context.ts";
 import {
   DecryptError,
   decryptSecret,
-  encryptSecret,
+  decryptSecretSync,
+  encryptSecretSync,
   logDecryptFailure,
   type SecretField,
 } from "../platform/crypto.ts";
 import { pgArray, type Sql } from "../platform/db.ts";
 import type { Logger } from "../platform/log.ts";
 
-/** One encrypted column: where it lives, its row key, and the account id its AAD names. */
+/** One encrypted column of a table and the field its AAD names. */
+interface Column {
+  column: string;
+  field: SecretField;
+}
+
+/** A table holding ciphertext: where it lives, its row key, the account id its AAD names. */
 interface Target {
   db: "admin" | "backend";
   table: string;
   key: string;
   keyType: "uuid" | "text";
   account: string;
-  column: string;
-  field: SecretField;
+  columns: Column[];
 }
 
-/** Every column holding ciphertext (the refresh escrow only where its migration ran). */
+/** Every table and column holding ciphertext (the refresh escrow only where its migration ran). */
 const TARGETS: Target[] = [
   {
     db: "admin",
@@ -36,17 +48,10 @@ const TARGETS: Target[] = [
     key: "id",
     keyType: "uuid",
     account: "id",
-    column: "mp_access_token_encrypted",
-    field: "access_token",
-  },
-  {
-    db: "admin",
-    table: "nv_accounts",
-    key: "id",
-    keyType: "uuid",
-    account: "id",
-    column: "mp_refresh_token",
-    field: "refresh_token",
+    columns: [
+      { column: "mp_access_token_encrypted", field: "access_token" },
+      { column: "mp_refresh_token", field: "refresh_token" },
+    ],
   },
   {
     db: "admin",
@@ -54,8 +59,7 @@ const TARGETS: Target[] = [
     key: "state_hash",
     keyType: "text",
     account: "account_id",
-    column: "code_verifier_encrypted",
-    field: "code_verifier",
+    columns: [{ column: "code_verifier_encrypted", field: "code_verifier" }],
   },
   {
     db: "backend",
@@ -63,17 +67,10 @@ const TARGETS: Target[] = [
     key: "account_id",
     keyType: "uuid",
     account: "account_id",
-    column: "access_token_encrypted",
-    field: "access_token",
-  },
-  {
-    db: "backend",
-    table: "mp_refresh_escrow",
-    key: "account_id",
-    keyType: "uuid",
-    account: "account_id",
-    column: "refresh_token_encrypted",
-    field: "refresh_token",
+    columns: [
+      { column: "access_token_encrypted", field: "access_token" },
+      { column: "refresh_token_encrypted", field: "refresh_token" },
+    ],
   },
 ];
 
@@ -112,17 +109,33 @@ async function exists(ctx: Context, t: Target): Promise<boolean> {
   return row.ok;
 }
 
-/** Values of `t` not under key `keyId`. */
-async function countStale(ctx: Context, t: Target, keyId: string): Promise<number> {
-  const [row] = await run(
-    ctx,
-    t,
-    (sql) =>
-      sql<{ n: number }[]>`select count(*)::int as n from ${sql(t.table)}
-      where ${sql(t.column)} is not null
-        and not starts_with(${sql(t.column)}, ${`v1:${keyId}:`})`,
-  );
-  return row.n;
+/** `fragments` joined with commas, as one SQL fragment. */
+// deno-lint-ignore no-explicit-any
+function commas(sql: Sql, fragments: any[]): ReturnType<Sql> {
+  return fragments.reduce((list, f) => sql`${list}, ${f}`);
+}
+
+/** Whether column `c` holds a value not under the key of `prefix`, as a SQL condition. */
+function stale(sql: Sql, c: Column, prefix: string, alias?: string) {
+  const col = alias ? sql`${sql(alias)}.${sql(c.column)}` : sql(c.column);
+  return sql`(${col} is not null and not starts_with(${col}, ${prefix}))`;
+}
+
+/** Values of each column of `t` not under key `keyId`, in one scan. */
+async function countStale(ctx: Context, t: Target, keyId: string): Promise<number[]> {
+  const prefix = `v1:${keyId}:`;
+  const [row] = await run(ctx, t, (sql) =>
+    sql<Record<string, number>[]>`
+      select ${
+      commas(
+        sql,
+        t.columns.map((c, i) =>
+          sql`count(*) filter (where ${stale(sql, c, prefix)})::int as ${sql(`n${i}`)}`
+        ),
+      )
+    }
+        from ${sql(t.table)}`);
+  return t.columns.map((_, i) => row[`n${i}`]);
 }
 
 /** Raised when values labelled with the current key id do not decrypt with that key. */
@@ -148,87 +161,161 @@ export async function verifyCurrentKey(ctx: Context): Promise<void> {
   const prefix = `v1:${ring.current.id}:`;
   for (const t of TARGETS) {
     if (!(await exists(ctx, t))) continue;
-    const rows = await run(
-      ctx,
-      t,
-      (sql) =>
-        sql<{ account: string; value: string }[]>`
-          select ${sql(t.account)}::text as account, ${sql(t.column)} as value
-            from ${sql(t.table)}
-           where starts_with(${sql(t.column)}, ${prefix}) limit ${KEY_CHECK_SAMPLE}`,
-    );
-    for (const r of rows) {
-      try {
-        await decryptSecret(ring, r.account, t.field, r.value);
-      } catch (err) {
-        if (err instanceof DecryptError) throw new KeyMismatchError(ring.current.id, t.column);
-        throw err;
+    for (const c of t.columns) {
+      const rows = await run(
+        ctx,
+        t,
+        (sql) =>
+          sql<{ account: string; value: string }[]>`
+            select ${sql(t.account)}::text as account, ${sql(c.column)} as value
+              from ${sql(t.table)}
+             where starts_with(${sql(c.column)}, ${prefix}) limit ${KEY_CHECK_SAMPLE}`,
+      );
+      for (const r of rows) {
+        try {
+          await decryptSecret(ring, r.account, c.field, r.value);
+        } catch (err) {
+          if (err instanceof DecryptError) throw new KeyMismatchError(ring.current.id, c.column);
+          throw err;
+        }
       }
     }
   }
 }
 
-interface StaleRow {
-  key: string;
-  account: string;
-  value: string;
-}
+/** A row with a value to rotate: its key, account and each column's value (`v0`, `v1`, …). */
+type StaleRow = { key: string; account: string } & Record<`v${number}`, string | null>;
 
-/** Re-encrypts every value of one column; `onProgress` gets the values handled so far. */
-async function rotateColumn(
+/** Page writes of one table in flight at once, while the next page is read and re-encrypted. */
+const WRITES_IN_FLIGHT = 2;
+
+/**
+ * Re-encrypts every stale value of one table, every column in the same pass; `onProgress`
+ * gets the values handled by each page once it is written.
+ */
+async function rotateTable(
   ctx: Context,
   log: Logger,
   t: Target,
   batchSize: number,
   onProgress: (n: number) => void,
-): Promise<Omit<ColumnRotation, "remaining">> {
+): Promise<Omit<ColumnRotation, "remaining">[]> {
   const ring = await ctx.keys();
   const prefix = `v1:${ring.current.id}:`;
-  const out = { column: `${t.table}.${t.column}`, rotated: 0, changed_meanwhile: 0, failed: 0 };
-  let after: string | null = null;
-  for (;;) {
-    const page: StaleRow[] = await run(ctx, t, (sql) =>
+  const out = t.columns.map((c) => ({
+    column: `${t.table}.${c.column}`,
+    rotated: 0,
+    changed_meanwhile: 0,
+    failed: 0,
+  }));
+  const read = (after: string | null) =>
+    run(ctx, t, (sql) =>
       sql<StaleRow[]>`
         select ${sql(t.key)}::text as key, ${sql(t.account)}::text as account,
-               ${sql(t.column)} as value
+               ${commas(sql, t.columns.map((c, i) => sql`${sql(c.column)} as ${sql(`v${i}`)}`))}
           from ${sql(t.table)}
-         where ${sql(t.column)} is not null and not starts_with(${sql(t.column)}, ${prefix})
+         where (${t.columns.map((c) => stale(sql, c, prefix)).reduce((x, y) => sql`${x} or ${y}`)})
            ${after === null ? sql`` : sql`and ${sql(t.key)} > ${after}`}
          order by ${sql(t.key)} limit ${batchSize}`);
-    if (page.length === 0) break;
+
+  /** Decrypts and re-encrypts a page's stale values (synchronously); the write's arrays. */
+  const reencrypt = (page: StaleRow[]) => {
     const keys: string[] = [];
-    const olds: string[] = [];
-    const news: string[] = [];
-    await Promise.all(page.map(async (r) => {
-      try {
-        const plain = await decryptSecret(ring, r.account, t.field, r.value);
-        const fresh = await encryptSecret(ring, r.account, t.field, plain);
-        keys.push(r.key);
-        olds.push(r.value);
-        news.push(fresh);
-      } catch (err) {
-        if (!(err instanceof DecryptError)) throw err;
-        logDecryptFailure(log, r.account, t.field, { table: t.table });
-        out.failed++;
-      }
-    }));
-    const written = keys.length === 0 ? [] : await run(ctx, t, (sql) => {
-      const list = pgArray(keys);
+    const olds: (string | null)[][] = t.columns.map(() => []);
+    const news: (string | null)[][] = t.columns.map(() => []);
+    const tried = t.columns.map(() => 0);
+    let handled = 0;
+    for (const r of page) {
+      let any = false;
+      const row = t.columns.map((c, i) => {
+        const value = r[`v${i}`];
+        if (value === null || value.startsWith(prefix)) return [null, null];
+        handled++;
+        try {
+          const plain = decryptSecretSync(ring, r.account, c.field, value);
+          tried[i]++;
+          any = true;
+          return [value, encryptSecretSync(ring, r.account, c.field, plain)];
+        } catch (err) {
+          if (!(err instanceof DecryptError)) throw err;
+          logDecryptFailure(log, r.account, c.field, { table: t.table });
+          out[i].failed++;
+          return [null, null];
+        }
+      });
+      if (!any) continue;
+      keys.push(r.key);
+      row.forEach(([o, n], i) => {
+        olds[i].push(o);
+        news[i].push(n);
+      });
+    }
+    return { keys, olds, news, tried, handled };
+  };
+
+  /** Writes a page in one statement, each column swapped only while it holds what was read. */
+  const write = async (b: ReturnType<typeof reencrypt>) => {
+    const written = b.keys.length === 0 ? [] : await run(ctx, t, (sql) => {
+      const list = pgArray(b.keys);
       const ids = t.keyType === "uuid" ? sql`${list}::uuid[]` : sql`${list}::text[]`;
-      return sql`
-        update ${sql(t.table)} as t set ${sql(t.column)} = x.new
-          from unnest(${ids}, ${pgArray(olds)}::text[], ${pgArray(news)}::text[])
-               as x(key, old, new)
+      const arrays = t.columns.flatMap((_, i) => [
+        sql`${pgArray(b.olds[i])}::text[]`,
+        sql`${pgArray(b.news[i])}::text[]`,
+      ]);
+      const names = t.columns.flatMap((_, i) => [sql(`old${i}`), sql(`new${i}`)]);
+      const col = (i: number) => sql(t.columns[i].column);
+      return sql<Record<`done${number}`, boolean>[]>`
+        update ${sql(t.table)} as t set ${
+        commas(
+          sql,
+          t.columns.map((_, i) =>
+            sql`${col(i)} = case when t.${col(i)} = x.${sql(`old${i}`)}
+                                 then x.${sql(`new${i}`)} else t.${col(i)} end`
+          ),
+        )
+      }
+          from unnest(${ids}, ${commas(sql, arrays)}) as x(key, ${commas(sql, names)})
          where t.${sql(t.key)} = any(${ids}) and t.${sql(t.key)} = x.key
-           and t.${sql(t.column)} = x.old
-        returning 1`;
+           and (${
+        t.columns.map((_, i) => sql`t.${col(i)} = x.${sql(`old${i}`)}`)
+          .reduce((x, y) => sql`${x} or ${y}`)
+      })
+        returning ${
+        commas(
+          sql,
+          t.columns.map((_, i) =>
+            sql`coalesce(t.${col(i)} = x.${sql(`new${i}`)}, false) as ${sql(`done${i}`)}`
+          ),
+        )
+      }`;
     });
-    out.rotated += written.length;
-    out.changed_meanwhile += keys.length - written.length;
-    onProgress(page.length);
-    if (page.length < batchSize) break;
-    after = page[page.length - 1].key;
+    t.columns.forEach((_, i) => {
+      const rotated = written.filter((w) => w[`done${i}`]).length;
+      out[i].rotated += rotated;
+      out[i].changed_meanwhile += b.tried[i] - rotated;
+    });
+    onProgress(b.handled);
+  };
+
+  const writing: Promise<void>[] = [];
+  let failure: unknown;
+  let next: Promise<StaleRow[]> | undefined = read(null);
+  while (next) {
+    const page: StaleRow[] = await next;
+    next = page.length === batchSize ? read(page[page.length - 1].key) : undefined;
+    next?.catch(() => {}); // awaited on the next turn; an early exit must not leave it unhandled
+    if (page.length > 0) {
+      writing.push(
+        write(reencrypt(page)).catch((err) => {
+          failure ??= err;
+        }),
+      );
+    }
+    if (writing.length >= WRITES_IN_FLIGHT) await writing.shift();
+    if (failure) break;
   }
+  await Promise.all(writing);
+  if (failure) throw failure;
   return out;
 }
 
@@ -246,17 +333,22 @@ export async function rotateKeys(
   await verifyCurrentKey(ctx);
   const targets: Target[] = [];
   for (const t of TARGETS) if (await exists(ctx, t)) targets.push(t);
-  let total = 0;
-  for (const t of targets) total += await countStale(ctx, t, ring.current.id);
+  const counts = await Promise.all(targets.map((t) => countStale(ctx, t, ring.current.id)));
+  const total = counts.flat().reduce((a, n) => a + n, 0);
   let done = 0;
-  const columns: ColumnRotation[] = [];
+  const rotated: Omit<ColumnRotation, "remaining">[][] = [];
   for (const t of targets) {
-    const r = await rotateColumn(ctx, log, t, opts.batchSize ?? 1000, (n) => {
-      done += n;
-      opts.onProgress?.(done, Math.max(total, done));
-    });
-    columns.push({ ...r, remaining: await countStale(ctx, t, ring.current.id) });
+    rotated.push(
+      await rotateTable(ctx, log, t, opts.batchSize ?? 1000, (n) => {
+        done += n;
+        opts.onProgress?.(done, Math.max(total, done));
+      }),
+    );
   }
+  const remaining = await Promise.all(targets.map((t) => countStale(ctx, t, ring.current.id)));
+  const columns: ColumnRotation[] = rotated.flatMap((cols, t) =>
+    cols.map((c, i) => ({ ...c, remaining: remaining[t][i] }))
+  );
   const sum = (k: "rotated" | "changed_meanwhile" | "failed" | "remaining") =>
     columns.reduce((a, c) => a + c[k], 0);
   return {
