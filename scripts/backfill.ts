@@ -4,7 +4,11 @@
  * the version-fenced batched sync. Needs BACKEND_DB_URL, ADMIN_DB_URL and MP_TOKEN_KEYS.
  * Exits 1 when any account failed (or a database became unreachable; rerun to resume).
  */
-import { type BackfillSummary, runBackfill } from "../shared/operations/backfill.ts";
+import {
+  BACKFILL_BATCH,
+  type BackfillSummary,
+  runBackfill,
+} from "../shared/operations/backfill.ts";
 import { createLogger } from "../shared/platform/log.ts";
 import { batchFlag, fail, parseFlags, progressBar, scriptContext } from "./_cli.ts";
 
@@ -31,7 +35,7 @@ async function main(): Promise<number> {
   const values = parseFlags("backfill", {
     "dry-run": { type: "boolean", default: false },
     account: { type: "string" },
-    batch: { type: "string", default: "2000" },
+    batch: { type: "string", default: String(BACKFILL_BATCH) },
     json: { type: "boolean", default: false },
   });
   if (values.account && !UUID.test(values.account)) fail("backfill", "--account must be a UUID");

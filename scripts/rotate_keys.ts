@@ -10,6 +10,7 @@ import { createLogger } from "../shared/platform/log.ts";
 import {
   KeyMismatchError,
   rotateKeys,
+  ROTATION_BATCH,
   type RotationSummary,
 } from "../shared/operations/rotation.ts";
 import { batchFlag, parseFlags, progressBar, scriptContext } from "./_cli.ts";
@@ -32,7 +33,7 @@ export function formatRotation(s: RotationSummary): string {
 
 async function main(): Promise<number> {
   const values = parseFlags("rotate-keys", {
-    batch: { type: "string", default: "1000" },
+    batch: { type: "string", default: String(ROTATION_BATCH) },
     json: { type: "boolean", default: false },
   });
   const batchSize = batchFlag("rotate-keys", values.batch);

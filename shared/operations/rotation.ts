@@ -186,6 +186,9 @@ export async function verifyCurrentKey(ctx: Context): Promise<void> {
 /** A row with a value to rotate: its key, account and each column's value (`v0`, `v1`, …). */
 type StaleRow = { key: string; account: string } & Record<`v${number}`, string | null>;
 
+/** Rows per page by default (each with up to two values to re-encrypt). */
+export const ROTATION_BATCH = 5000;
+
 /** Page writes of one table in flight at once, while the next page is read and re-encrypted. */
 const WRITES_IN_FLIGHT = 2;
 
@@ -339,7 +342,7 @@ export async function rotateKeys(
   const rotated: Omit<ColumnRotation, "remaining">[][] = [];
   for (const t of targets) {
     rotated.push(
-      await rotateTable(ctx, log, t, opts.batchSize ?? 1000, (n) => {
+      await rotateTable(ctx, log, t, opts.batchSize ?? ROTATION_BATCH, (n) => {
         done += n;
         opts.onProgress?.(done, Math.max(total, done));
       }),
