@@ -73,7 +73,8 @@ export async function runBackfill(
     });
     counting.catch(() => {}); // awaited below; an early exit must not leave it unhandled
     // While one page is written, the next is decrypted and the one after is read.
-    const sync = new SyncPipeline(ctx, log, { dryRun: opts.dryRun });
+    // Most caches are current on a rerun: only the ones behind are sent to the fenced write.
+    const sync = new SyncPipeline(ctx, log, { dryRun: opts.dryRun, skipCurrent: true });
     let next: Promise<AccountRow[]> | undefined = page(null);
     try {
       while (next) {

@@ -5,8 +5,14 @@
  * reports for one account.
  */
 import type { AccountRow } from "../store/accounts.ts";
-import { type BatchCacheWrite, readCacheStates, writeCacheBatch } from "../store/clients.ts";
+import {
+  type BatchCacheResult,
+  type BatchCacheWrite,
+  readCacheStates,
+  writeCacheBatch,
+} from "../store/clients.ts";
 import type { Context } from "../platform/context.ts";
+import type { Sql } from "../platform/db.ts";
 import { DecryptError, decryptSecretSync, logDecryptFailure } from "../platform/crypto.ts";
 import type { Logger } from "../platform/log.ts";
 import type { SyncResult } from "./sync.ts";
@@ -72,11 +78,49 @@ async function decryptRows(ctx: Context, log: Logger, rows: AccountRow[]): Promi
   return done;
 }
 
+/** Options of a `SyncPipeline`. */
+export interface SyncOptions {
+  /** Write nothing: read the cache versions and report what the write would do. */
+  dryRun?: boolean;
+  /**
+   * Read the page's cache versions first (ids and versions, never the tokens) and send to the
+   * fenced write only the accounts whose cache is behind or missing: the others are
+   * "already_current", exactly what the fence would answer, since a cache version only goes
+   * up. Every row is still decrypted (a value that fails is still "failed"). For passes where
+   * most caches are current (a backfill rerun); one small query more per page.
+   */
+  skipCurrent?: boolean;
+}
+
+/** The fenced write of `writes`, sending only the ones behind their version (`skipCurrent`). */
+async function writeBehind(sql: Sql, writes: BatchCacheWrite[]): Promise<BatchCacheResult[]> {
+  const states = new Map(
+    (await readCacheStates(sql, writes.map((w) => w.clientId))).map((s) => [s.id, s]),
+  );
+  const current = (w: BatchCacheWrite) => {
+    const s = states.get(w.clientId.toLowerCase());
+    return !!s && (s.mp_token_version ?? -1) >= w.version;
+  };
+  const behind = writes.filter((w) => !current(w));
+  const written = new Map<BatchCacheWrite, BatchCacheResult>();
+  (await writeCacheBatch(sql, behind)).forEach((r, i) => written.set(behind[i], r));
+  return writes.map((w) => {
+    const done = written.get(w);
+    if (done) return done;
+    const s = states.get(w.clientId.toLowerCase())!;
+    return {
+      clientId: w.clientId,
+      result: "already_current",
+      hadCredentials: s.has_token || s.has_public_key,
+    };
+  });
+}
+
 /** Writes decrypted rows in one version-fenced statement (or, dry, reads what it would do). */
 async function writeRows(
   ctx: Context,
   { rows, writes, out }: Decrypted,
-  opts: { dryRun?: boolean },
+  opts: SyncOptions,
 ): Promise<BatchOutcome[]> {
   const results = opts.dryRun
     ? await ctx.backend(async (sql) => {
@@ -96,6 +140,8 @@ async function writeRows(
         };
       });
     })
+    : opts.skipCurrent
+    ? await ctx.backend((sql) => writeBehind(sql, writes))
     : await ctx.backend((sql) => writeCacheBatch(sql, writes));
   writes.forEach((w, i) => {
     const r = results[i];
@@ -133,7 +179,7 @@ export class SyncPipeline {
   constructor(
     private ctx: Context,
     private log: Logger,
-    private opts: { dryRun?: boolean } = {},
+    private opts: SyncOptions = {},
   ) {}
 
   /** Queues the page `rows` resolves to; `done` gets its outcomes once it is written. */
