@@ -24,11 +24,7 @@ export interface BackfillSummary {
   seconds: number;
 }
 
-/**
- * Accounts per page by default: at a million accounts, pages of 5,000 cost less per account
- * than pages of 2,000 (fewer statements for both databases) and keep memory small (a few
- * pages in flight).
- */
+/** Accounts per page by default: fewer statements than 2,000 at a million, still a few MB per page. */
 export const BACKFILL_BATCH = 5000;
 
 /** Options of a backfill run. */
