@@ -46,7 +46,9 @@ export function scriptContext(
   script: string,
   needs: Need[],
 ): Context & { close(): Promise<void> } {
-  const config = loadConfig(Deno.env.toObject());
+  // A scan of a million rows can take seconds: the scripts' default bound per database call is
+  // 30 s (`DB_TIMEOUT_MS` overrides it), not the functions' 5 s.
+  const config = loadConfig({ DB_TIMEOUT_MS: "30000", ...Deno.env.toObject() });
   try {
     requireConfig(config, needs);
   } catch (err) {

@@ -63,11 +63,19 @@ export async function runBackfill(
   try {
     // The total (for the progress bar) is counted while the first pages are read and synced:
     // at a million accounts the count is a scan of its own (about a second).
-    const counting = ctx.admin((sql) => countAccountPages(sql, opts.accountId)).then((n) => {
-      total = n;
-      counted = true;
-    });
-    counting.catch(() => {}); // awaited below; an early exit must not leave it unhandled
+    // The count only feeds the progress bar: when it fails, the backfill goes on without it.
+    const counting = ctx.admin((sql) => countAccountPages(sql, opts.accountId)).then(
+      (n) => {
+        total = n;
+        counted = true;
+      },
+      (err) => {
+        log.warn("Backfill could not count the accounts; the progress has no total", {
+          error: err,
+        });
+        counted = true;
+      },
+    );
     // While one page is written, the next is decrypted and the one after is read.
     // Most caches are current on a rerun: only the ones behind are sent to the fenced write.
     const sync = new SyncPipeline(ctx, log, { dryRun: opts.dryRun, skipCurrent: true });
