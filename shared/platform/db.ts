@@ -222,3 +222,14 @@ export function pgArray(values: readonly (string | number | null)[]): string {
     v === null ? "NULL" : `"${String(v).replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
   return `{${values.map(item).join(",")}}`;
 }
+
+/**
+ * One page of the reconcile scans as the database wrote it: a JSON array text that is passed
+ * on to the other database unparsed (so no row is handled in JavaScript), the last id it holds
+ * and how many rows.
+ */
+export interface JsonPage {
+  page: string;
+  last: string | null;
+  rows: number;
+}
