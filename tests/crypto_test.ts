@@ -4,7 +4,9 @@ import { parseKeyRing } from "../shared/platform/config.ts";
 import {
   DecryptError,
   decryptSecret,
+  decryptSecretSync,
   encryptSecret,
+  encryptSecretSync,
   importKeyRing,
 } from "../shared/platform/crypto.ts";
 
@@ -29,12 +31,16 @@ async function assertDecryptFails(
   accountId = ACCOUNT,
   field = "access_token" as const,
 ) {
-  await assert.rejects(decryptSecret(await ring(), accountId, field, value), (err: unknown) => {
+  const r = await ring();
+  const check = (err: unknown) => {
     assert.ok(err instanceof DecryptError);
     assert.equal(err.code, "decrypt_failed");
     assert.equal(err.accountId, accountId);
     return true;
-  });
+  };
+  await assert.rejects(decryptSecret(await ring(), accountId, field, value), check);
+  // The synchronous bulk path refuses exactly the same values.
+  assert.throws(() => decryptSecretSync(r, accountId, field, value), check);
 }
 
 Deno.test("round trip with the first key; the value has the v1 format", async () => {
@@ -75,6 +81,53 @@ Deno.test("our ciphertext decrypts with node:crypto given the SPEC's AAD", async
     decipher.final(),
   ]);
   assert.equal(plain.toString("utf8"), "APP_USR-x");
+});
+
+Deno.test("the synchronous path: same format; each path decrypts what the other encrypts", async () => {
+  const r = await ring();
+  const sync = encryptSecretSync(r, ACCOUNT, "access_token", "APP_USR-sync-ñ");
+  assert.match(sync, /^v1:a:[A-Za-z0-9+/]+=*$/);
+  assert.equal(Buffer.from(sync.split(":")[2], "base64").length, 12 + 15 + 16);
+  assert.equal(await decryptSecret(r, ACCOUNT, "access_token", sync), "APP_USR-sync-ñ");
+  assert.equal(decryptSecretSync(r, ACCOUNT, "access_token", sync), "APP_USR-sync-ñ");
+  const webcrypto = await encryptSecret(r, ACCOUNT, "refresh_token", "TG-web");
+  assert.equal(decryptSecretSync(r, ACCOUNT, "refresh_token", webcrypto), "TG-web");
+  const b = nodeEncrypt(KEY_B, "b", ACCOUNT, "code_verifier", "v-b");
+  assert.equal(decryptSecretSync(r, ACCOUNT, "code_verifier", b), "v-b");
+  assert.equal(
+    decryptSecretSync(
+      r,
+      ACCOUNT,
+      "access_token",
+      encryptSecretSync(r, ACCOUNT.toUpperCase(), "access_token", "t"),
+    ),
+    "t",
+  );
+  assert.notEqual(
+    encryptSecretSync(r, ACCOUNT, "access_token", "same"),
+    encryptSecretSync(r, ACCOUNT, "access_token", "same"),
+  );
+  // A fixed IV gives the very bytes WebCrypto gives for that IV, key and AAD.
+  const iv = randomBytes(12);
+  const key = await crypto.subtle.importKey("raw", new Uint8Array(KEY_A), "AES-GCM", false, [
+    "encrypt",
+  ]);
+  const sealed = new Uint8Array(
+    await crypto.subtle.encrypt(
+      {
+        name: "AES-GCM",
+        iv: new Uint8Array(iv),
+        additionalData: new TextEncoder().encode(`mp:${ACCOUNT}:refresh_token`),
+      },
+      key,
+      new TextEncoder().encode("TG-fixed"),
+    ),
+  );
+  assert.equal(
+    encryptSecretSync(r, ACCOUNT, "refresh_token", "TG-fixed", iv),
+    `v1:a:${Buffer.concat([iv, sealed]).toString("base64")}`,
+  );
+  await assertDecryptFails(sync, OTHER);
 });
 
 Deno.test("the account id is lowercased in the AAD", async () => {

