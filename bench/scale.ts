@@ -144,7 +144,9 @@ export const scaleBench: Bench = async (env) => {
       accounts,
       driftFraction: 0.1,
     });
-    console.log(`bench: scale: seeded ${size} accounts (${seed.drifted} drifted) in ${seed.seconds} s`);
+    console.log(
+      `bench: scale: seeded ${size} accounts (${seed.drifted} drifted) in ${seed.seconds} s`,
+    );
     await backend`delete from mp_reconcile_cursor`;
     await backend`delete from mp_reconcile_drift`;
     await Promise.all([admin`vacuum analyze nv_accounts`, backend`vacuum analyze clients`]);
@@ -167,9 +169,9 @@ export const scaleBench: Bench = async (env) => {
     rows.push(...costRows(label, runs, LIMITS.cpuMs), {
       bench: label,
       metric: "seeded drift repaired",
-      value: `${(seed.drifted - left).toLocaleString("en")} of ${
-        seed.drifted.toLocaleString("en")
-      }` + (repairedAt ? ` (all by run ${repairedAt})` : ""),
+      value:
+        `${(seed.drifted - left).toLocaleString("en")} of ${seed.drifted.toLocaleString("en")}` +
+        (repairedAt ? ` (all by run ${repairedAt})` : ""),
       baseline: `every account checked by run ${coveredAt || "—"} (${
         checked.toLocaleString("en")
       } checks in ${RECONCILE_RUNS} runs)`,
@@ -185,13 +187,21 @@ export const scaleBench: Bench = async (env) => {
     rows.push(...costRows(`mp-health at ${size} accounts`, health, LIMITS.healthCpuMs));
 
     // mp-refresh(500): due accounts with real sandbox grants, sooner than any seeded one.
-    due = await seedDueAccounts(env, admin, backend, REFRESH.accounts, new Date(Date.now() + 3_600_000));
+    due = await seedDueAccounts(
+      env,
+      admin,
+      backend,
+      REFRESH.accounts,
+      new Date(Date.now() + 3_600_000),
+    );
     await sandboxControl(env, "latency", { ms: REFRESH.latencyMs });
     const refresh: Invocation[] = [];
     for (let i = 0; i < REFRESH.accounts / REFRESH.limit; i++) {
       const run = await invoke(env, logFile, "mp-refresh", { limit: REFRESH.limit });
       if (run.status !== 200 || Number(run.body.refreshed) < 1) {
-        throw new Error(`mp-refresh answered ${run.status} ${JSON.stringify(run.body).slice(0, 200)}`);
+        throw new Error(
+          `mp-refresh answered ${run.status} ${JSON.stringify(run.body).slice(0, 200)}`,
+        );
       }
       refresh.push(run);
     }
