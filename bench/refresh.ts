@@ -6,7 +6,7 @@
  * environment passed in seeds 300 accounts instead (to prove the bench still runs).
  * Run alone against a running stack: `deno run -A bench/refresh.ts [.local/dev]`.
  */
-import type { Bench, BenchRow } from "./types.ts";
+import type { Bench } from "./types.ts";
 import { loadConfig, parseKeyRing } from "../shared/platform/config.ts";
 import { encryptSecret, importKeyRing } from "../shared/platform/crypto.ts";
 import { connect, pgArray, type Sql } from "../shared/platform/db.ts";
