@@ -170,12 +170,18 @@ export async function newClient(): Promise<string> {
 
 /**
  * Inserts an Admin account, optionally connected with `grant` (encrypted as the functions do)
- * and linked to `clientId`; `expiresInDays` sets when its token expires.
+ * and linked to `clientId`; `expiresInDays` sets when its token expires; `id` picks its id.
  */
 export async function newAccount(
-  opts: { grant?: MpGrant; clientId?: string; expiresInDays?: number; version?: number } = {},
+  opts: {
+    grant?: MpGrant;
+    clientId?: string;
+    expiresInDays?: number;
+    version?: number;
+    id?: string;
+  } = {},
 ): Promise<string> {
-  const id = crypto.randomUUID();
+  const id = opts.id ?? crypto.randomUUID();
   const g = opts.grant;
   const keys = await keyRing();
   await adminDb()`
