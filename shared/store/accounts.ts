@@ -409,7 +409,7 @@ export async function readVersionsOf(sql: Sql, ids: string[]): Promise<string> {
 
 /**
  * Of the cached clients in `page` (a JSON text of `[client id, version, has token, has public
- * key]` arrays, as the Backend wrote it), those no account is linked to.
+ * key]` arrays, as the Backend wrote it), those no account is linked to, ordered by id.
  */
 export async function unlinkedAmong(
   sql: Sql,
@@ -418,7 +418,8 @@ export async function unlinkedAmong(
   const rows = await sql<{ id: string; mp_token_version: string | null }[]>`
     select (e->>0)::uuid as id, (e->>1)::bigint as mp_token_version
       from json_array_elements(${page}::text::json) as e
-     where not exists (select 1 from nv_accounts a where a.backend_client_id = (e->>0)::uuid)`;
+     where not exists (select 1 from nv_accounts a where a.backend_client_id = (e->>0)::uuid)
+     order by 1`;
   return rows.map((r) => ({
     id: r.id,
     mp_token_version: r.mp_token_version === null ? null : Number(r.mp_token_version),
