@@ -279,3 +279,13 @@ export function functionEnv(extra: Record<string, string> = {}): Record<string, 
     ...extra,
   };
 }
+
+/** Runs `fn` with the pg_cron job `job` paused, so only the test runs that function meanwhile. */
+export async function withCronPaused(job: string, fn: () => Promise<void>): Promise<void> {
+  await backendDb()`update cron.job set active = false where jobname = ${job}`;
+  try {
+    await fn();
+  } finally {
+    await backendDb()`update cron.job set active = true where jobname = ${job}`;
+  }
+}

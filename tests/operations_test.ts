@@ -30,6 +30,7 @@ import {
   newAccount,
   newClient,
   sandbox,
+  withCronPaused,
 } from "./_stack.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -509,16 +510,6 @@ Deno.test("status --json: everyone's health, the ones that need a person first, 
   }
 });
 
-/** Runs `fn` with the hourly reconcile job paused, so only the test reconciles meanwhile. */
-async function withoutReconcileCron(fn: () => Promise<void>) {
-  await backendDb()`update cron.job set active = false where jobname = 'mp-reconcile'`;
-  try {
-    await fn();
-  } finally {
-    await backendDb()`update cron.job set active = true where jobname = 'mp-reconcile'`;
-  }
-}
-
 async function stackCache(clientId: string) {
   return await cacheOf(backendDb(), clientId);
 }
@@ -529,7 +520,7 @@ async function adminVersion(accountId: string): Promise<number> {
 }
 
 Deno.test("mp-reconcile: repairs each kind of drift, leaves in-sync and leased accounts alone", async () => {
-  await withoutReconcileCron(async () => {
+  await withCronPaused("mp-reconcile", async () => {
     const g = await sandbox.grants(9);
     const ring = await keyRing();
     const cache = (clientId: string, token: string | null, version: number) =>
@@ -641,11 +632,17 @@ Deno.test("mp-reconcile: repairs each kind of drift, leaves in-sync and leased a
       [2, 4],
     );
     assert.equal(await adminVersion(aA), 6);
+
+    // The lease ends: the next run repairs the account it had to leave.
+    await adminDb()`update nv_accounts set mp_refresh_lease_owner = null,
+      mp_refresh_lease_expires_at = null where id = ${aB}`;
+    await call("mp-reconcile", {});
+    assert.equal((await stackCache(cB)).mp_token_version, 3);
   });
 });
 
 Deno.test("mp-reconcile: limit bounds the repairs; strict input; server key; POST only", async () => {
-  await withoutReconcileCron(async () => {
+  await withCronPaused("mp-reconcile", async () => {
     const g = await sandbox.grants(2);
     for (const grant of g) await newAccount({ grant, clientId: await newClient() });
     const res = await call("mp-reconcile", { limit: 1 });
@@ -669,7 +666,7 @@ Deno.test("mp-reconcile: limit bounds the repairs; strict input; server key; POS
 });
 
 Deno.test("mp-health: totals match the databases; drift and fast-path misses move them", async () => {
-  await withoutReconcileCron(async () => {
+  await withCronPaused("mp-reconcile", async () => {
     const counts = async () => {
       const [row] = await adminDb()`
         select count(*) filter (where mp_connected)::int as connected,
@@ -813,7 +810,7 @@ async function cronJob() {
 }
 
 Deno.test("mp-reconcile checks one slice per run and the next run continues from the saved cursor", async () => {
-  await withoutReconcileCron(async () => {
+  await withCronPaused("mp-reconcile", async () => {
     // Enough linked accounts that a slice of 3 cannot cover them in one run.
     for (let i = 0; i < 4; i++) await newAccount({ clientId: await newClient() });
     const ctx = createContext(loadConfig(Deno.env.toObject()));

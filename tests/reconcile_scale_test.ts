@@ -9,19 +9,18 @@ import { loadConfig } from "../shared/platform/config.ts";
 import { createContext } from "../shared/platform/context.ts";
 import { createLogger } from "../shared/platform/log.ts";
 import { reconcile } from "../shared/reconcile/reconcile.ts";
-import { adminDb, backendDb, call, closeDbs, newAccount, newClient, sandbox } from "./_stack.ts";
+import {
+  adminDb,
+  backendDb,
+  call,
+  closeDbs,
+  newAccount,
+  newClient,
+  sandbox,
+  withCronPaused,
+} from "./_stack.ts";
 
 Deno.test.afterAll(closeDbs);
-
-/** Runs `fn` with the scheduled reconcile paused, so only the test reconciles meanwhile. */
-async function alone(fn: () => Promise<void>) {
-  await backendDb()`update cron.job set active = false where jobname = 'mp-reconcile'`;
-  try {
-    await fn();
-  } finally {
-    await backendDb()`update cron.job set active = true where jobname = 'mp-reconcile'`;
-  }
-}
 
 async function cached(clientId: string) {
   const [row] = await backendDb()`select mp_access_token, mp_token_version from clients
@@ -35,7 +34,7 @@ async function accountsCursor(): Promise<string | null> {
 }
 
 Deno.test("a run out of repair budget stops after its last repair; the next starts at the first left", async () => {
-  await alone(async () => {
+  await withCronPaused("mp-reconcile", async () => {
     const g = await sandbox.grants(3);
     // Three drifted (empty) caches whose accounts sit together in the id keyspace.
     const prefix = crypto.randomUUID().slice(0, 24);
@@ -78,7 +77,7 @@ Deno.test("a run out of repair budget stops after its last repair; the next star
 });
 
 Deno.test("two mp-reconcile runs at once: both answer 200, nothing fails, every cache repaired", async () => {
-  await alone(async () => {
+  await withCronPaused("mp-reconcile", async () => {
     const g = await sandbox.grants(20);
     const clients: string[] = [];
     for (const grant of g) {

@@ -233,3 +233,21 @@ export interface JsonPage {
   last: string | null;
   rows: number;
 }
+
+/** A fragment of SQL built with the `sql` tag, to nest in another query. */
+export type Fragment = postgres.PendingQuery<postgres.Row[]>;
+
+/**
+ * Runs `page` (a select of one page of rows with an `id` column, ordered and limited) and
+ * returns it as a {@link JsonPage}: the JSON text of `row` (a `json_build_array(…)` over the
+ * page's columns) for each row, in id order, built by the database.
+ */
+export async function selectJsonPage(sql: Sql, page: Fragment, row: Fragment): Promise<JsonPage> {
+  const [result] = await sql<JsonPage[]>`
+    with page as (${page})
+    select coalesce(json_agg(${row} order by id), '[]')::text as page,
+           (select id from page order by id desc limit 1)::text as last,
+           count(*)::int as rows
+      from page`;
+  return result;
+}

@@ -4,7 +4,7 @@
  * the refresh's atomic steps; link, revoke, connect, version bump). Every change of the
  * credentials is one statement that bumps the version (docs/atomic-state.md).
  */
-import { type JsonPage, pgArray, type Sql } from "../platform/db.ts";
+import { type JsonPage, pgArray, selectJsonPage, type Sql } from "../platform/db.ts";
 
 /** The lowest uuid: a keyset page "after" it starts at the beginning. */
 const NO_ID = "00000000-0000-0000-0000-000000000000";
@@ -381,20 +381,17 @@ export async function readLinkedVersionsPage(
   sql: Sql,
   opts: { after: string | null; until: string | null; limit: number },
 ): Promise<JsonPage> {
-  const [row] = await sql<JsonPage[]>`
-    with page as (
-      select id, backend_client_id, mp_token_version,
-             coalesce(mp_connected, false) and mp_access_token_encrypted is not null as connected
-        from nv_accounts
-       where backend_client_id is not null and id > ${opts.after ?? NO_ID}::uuid
-         and id <= ${opts.until ?? MAX_ID}::uuid
-       order by id limit ${opts.limit})
-    select coalesce(json_agg(json_build_array(id, backend_client_id, mp_token_version, connected)
-                             order by id), '[]')::text as page,
-           (select id from page order by id desc limit 1)::text as last,
-           count(*)::int as rows
-      from page`;
-  return row;
+  return await selectJsonPage(
+    sql,
+    sql`select id, backend_client_id, mp_token_version,
+               coalesce(mp_connected, false) and mp_access_token_encrypted is not null
+                 as connected
+          from nv_accounts
+         where backend_client_id is not null and id > ${opts.after ?? NO_ID}::uuid
+           and id <= ${opts.until ?? MAX_ID}::uuid
+         order by id limit ${opts.limit}`,
+    sql`json_build_array(id, backend_client_id, mp_token_version, connected)`,
+  );
 }
 
 /** The versions of the linked accounts among `ids`, in the format of {@link readLinkedVersionsPage}. */

@@ -2,7 +2,7 @@
  * The Backend DB's `clients`: the plain-text runtime cache checkout reads. Every write is
  * fenced by the Admin version it carries (docs/invariants.md, invariant 1).
  */
-import { type JsonPage, pgArray, type Sql } from "../platform/db.ts";
+import { type JsonPage, pgArray, selectJsonPage, type Sql } from "../platform/db.ts";
 
 /** What the cache holds for one client. */
 export interface CachedCredentials {
@@ -172,21 +172,17 @@ export async function readCachedClientsPage(
   sql: Sql,
   opts: { after: string | null; until: string | null; limit: number },
 ): Promise<JsonPage> {
-  const [row] = await sql<JsonPage[]>`
-    with page as (
-      select id, mp_token_version, mp_access_token is not null as has_token,
-             mp_public_key is not null as has_public_key
-        from clients
-       where (mp_access_token is not null or mp_public_key is not null)
-         and id > ${opts.after ?? "00000000-0000-0000-0000-000000000000"}::uuid
-         and id <= ${opts.until ?? "ffffffff-ffff-ffff-ffff-ffffffffffff"}::uuid
-       order by id limit ${opts.limit})
-    select coalesce(json_agg(json_build_array(id, mp_token_version, has_token, has_public_key)
-                             order by id), '[]')::text as page,
-           (select id from page order by id desc limit 1)::text as last,
-           count(*)::int as rows
-      from page`;
-  return row;
+  return await selectJsonPage(
+    sql,
+    sql`select id, mp_token_version, mp_access_token is not null as has_token,
+               mp_public_key is not null as has_public_key
+          from clients
+         where (mp_access_token is not null or mp_public_key is not null)
+           and id > ${opts.after ?? "00000000-0000-0000-0000-000000000000"}::uuid
+           and id <= ${opts.until ?? "ffffffff-ffff-ffff-ffff-ffffffffffff"}::uuid
+         order by id limit ${opts.limit}`,
+    sql`json_build_array(id, mp_token_version, has_token, has_public_key)`,
+  );
 }
 
 /** A linked account's cache that differs from it, as the Backend found it. */
