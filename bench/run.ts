@@ -12,6 +12,7 @@ import type { Bench, BenchRow } from "./types.ts";
 import { checkoutBench, checkoutNotes } from "./checkout.ts";
 import { refreshBench } from "./refresh.ts";
 import { backfillBench } from "./backfill.ts";
+import { scaleBench } from "./scale.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const STATE_DIR = ".local/bench";
@@ -24,6 +25,7 @@ const BENCHES: [string, Bench][] = [
   ["checkout", checkoutBench],
   ["refresh", refreshBench],
   ["backfill", backfillBench],
+  ["scale", scaleBench],
 ];
 
 /** Environment additions that make each benchmark small under `--quick`. */
@@ -31,6 +33,7 @@ const QUICK_ENV: Record<string, string> = {
   BENCH_QUICK: "1",
   BENCH_BACKFILL_ACCOUNTS: "1000",
   BENCH_BACKFILL_NAIVE_SAMPLE: "100",
+  BENCH_SCALE_ACCOUNTS: "2000",
 };
 
 async function text(cmd: string, args: string[]): Promise<string> {
@@ -134,6 +137,11 @@ function results(
     ...checkoutNotes.flatMap((n) => [`- ${n}`]),
     "- **Refresh and backfill.** See the header comments of `bench/refresh.ts` and " +
     "`bench/backfill.ts`.",
+    "- **Scale.** See the header comment of `bench/scale.ts` and `docs/scale.md`: CPU and peak " +
+    "heap are the local gateway's per-request figures (main-thread CPU of the isolate, as the " +
+    "edge runtime counts it; heap as the isolate reports it while it serves the request), wall " +
+    "clock is the caller's. The first request an isolate serves carries its warm-up (JIT, " +
+    "connections), which is where the max figures come from.",
     "",
   ].join("\n");
 }

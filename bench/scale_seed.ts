@@ -74,7 +74,7 @@ function account(i: number, salt: number, driftPermille: number) {
   const userId = SCALE_MP_USER_BASE + i;
   const tokenHex = hex32(mix(i, salt)) + hex32(mix(i, salt ^ 0x1)) + hex32(mix(i, salt ^ 0x2)) +
     hex32(mix(i, salt ^ 0x3));
-  const day = (mix(i, salt ^ 0x4) % 9000) / 50; // 0 to 180 days, in steps of ~29 minutes
+  const day = 1 + (mix(i, salt ^ 0x4) % 8950) / 50; // 1 to 180 days, in steps of ~29 minutes
   const d = mix(i, salt ^ 0x5) % 1_000_000;
   // Of the drifted caches, 4 in 5 were emptied and 1 in 5 hold an older token (version 0).
   const drift: Drift = d >= driftPermille * 1000 ? "none" : d % 5 === 4 ? "stale" : "emptied";

@@ -177,6 +177,7 @@ export async function createGateway(opts: GatewayOptions = {}): Promise<Gateway>
       function: name,
       status,
       cpu_ms: outcome.cpuMs,
+      ...(outcome.heapMb !== undefined ? { heap_mb: outcome.heapMb } : {}),
       wall_ms: Math.round(performance.now() - started),
       isolate: outcome.isolate ?? null,
       ...(requestId ? { request_id: requestId[1] } : {}),

@@ -170,12 +170,18 @@ export async function newClient(): Promise<string> {
 
 /**
  * Inserts an Admin account, optionally connected with `grant` (encrypted as the functions do)
- * and linked to `clientId`; `expiresInDays` sets when its token expires.
+ * and linked to `clientId`; `expiresInDays` sets when its token expires; `id` picks its id.
  */
 export async function newAccount(
-  opts: { grant?: MpGrant; clientId?: string; expiresInDays?: number; version?: number } = {},
+  opts: {
+    grant?: MpGrant;
+    clientId?: string;
+    expiresInDays?: number;
+    version?: number;
+    id?: string;
+  } = {},
 ): Promise<string> {
-  const id = crypto.randomUUID();
+  const id = opts.id ?? crypto.randomUUID();
   const g = opts.grant;
   const keys = await keyRing();
   await adminDb()`
@@ -272,4 +278,14 @@ export function functionEnv(extra: Record<string, string> = {}): Record<string, 
     ),
     ...extra,
   };
+}
+
+/** Runs `fn` with the pg_cron job `job` paused, so only the test runs that function meanwhile. */
+export async function withCronPaused(job: string, fn: () => Promise<void>): Promise<void> {
+  await backendDb()`update cron.job set active = false where jobname = ${job}`;
+  try {
+    await fn();
+  } finally {
+    await backendDb()`update cron.job set active = true where jobname = ${job}`;
+  }
 }

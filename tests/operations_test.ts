@@ -30,6 +30,7 @@ import {
   newAccount,
   newClient,
   sandbox,
+  withCronPaused,
 } from "./_stack.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -511,16 +512,6 @@ Deno.test("status --json: everyone's health, the ones that need a person first, 
   }
 });
 
-/** Runs `fn` with the hourly reconcile job paused, so only the test reconciles meanwhile. */
-async function withoutReconcileCron(fn: () => Promise<void>) {
-  await backendDb()`update cron.job set active = false where jobname = 'mp-reconcile'`;
-  try {
-    await fn();
-  } finally {
-    await backendDb()`update cron.job set active = true where jobname = 'mp-reconcile'`;
-  }
-}
-
 async function stackCache(clientId: string) {
   return await cacheOf(backendDb(), clientId);
 }
@@ -531,7 +522,7 @@ async function adminVersion(accountId: string): Promise<number> {
 }
 
 Deno.test("mp-reconcile: repairs each kind of drift, leaves in-sync and leased accounts alone", async () => {
-  await withoutReconcileCron(async () => {
+  await withCronPaused("mp-reconcile", async () => {
     const g = await sandbox.grants(9);
     const ring = await keyRing();
     const cache = (clientId: string, token: string | null, version: number) =>
@@ -643,11 +634,17 @@ Deno.test("mp-reconcile: repairs each kind of drift, leaves in-sync and leased a
       [2, 4],
     );
     assert.equal(await adminVersion(aA), 6);
+
+    // The lease ends: the next run repairs the account it had to leave.
+    await adminDb()`update nv_accounts set mp_refresh_lease_owner = null,
+      mp_refresh_lease_expires_at = null where id = ${aB}`;
+    await call("mp-reconcile", {});
+    assert.equal((await stackCache(cB)).mp_token_version, 3);
   });
 });
 
 Deno.test("mp-reconcile: limit bounds the repairs; strict input; server key; POST only", async () => {
-  await withoutReconcileCron(async () => {
+  await withCronPaused("mp-reconcile", async () => {
     const g = await sandbox.grants(2);
     for (const grant of g) await newAccount({ grant, clientId: await newClient() });
     const res = await call("mp-reconcile", { limit: 1 });
@@ -657,7 +654,7 @@ Deno.test("mp-reconcile: limit bounds the repairs; strict input; server key; POS
     assert.ok(res.body.drifted >= 2);
 
     for (
-      const bad of [{ limit: 0 }, { limit: 1.5 }, { limit: "5" }, { limit: 1_000_001 }, { x: 1 }]
+      const bad of [{ limit: 0 }, { limit: 1.5 }, { limit: "5" }, { limit: 10_001 }, { x: 1 }]
     ) {
       const r = await call("mp-reconcile", bad);
       assert.equal(r.status, 400, JSON.stringify(bad));
@@ -671,7 +668,7 @@ Deno.test("mp-reconcile: limit bounds the repairs; strict input; server key; POS
 });
 
 Deno.test("mp-health: totals match the databases; drift and fast-path misses move them", async () => {
-  await withoutReconcileCron(async () => {
+  await withCronPaused("mp-reconcile", async () => {
     const counts = async () => {
       const [row] = await adminDb()`
         select count(*) filter (where mp_connected)::int as connected,
@@ -681,7 +678,7 @@ Deno.test("mp-health: totals match the databases; drift and fast-path misses mov
                count(*) filter (where mp_needs_reauth)::int as needs_reauth from nv_accounts`;
       return { ...row };
     };
-    await call("mp-reconcile", { limit: 100_000 });
+    await call("mp-reconcile", {});
     const h0 = await call("mp-health");
     assert.equal(h0.status, 200);
     assert.deepEqual(
@@ -694,6 +691,7 @@ Deno.test("mp-health: totals match the databases; drift and fast-path misses mov
         "expiring_7d",
         "fast_path_misses_1h",
         "needs_reauth",
+        "reconcile",
       ],
     );
     assert.deepEqual(
@@ -704,8 +702,10 @@ Deno.test("mp-health: totals match the databases; drift and fast-path misses mov
       },
       await counts(),
     );
+    assert.ok(h0.body.reconcile.last_run_at, "the pass's last run is reported");
+    assert.ok(h0.body.reconcile.runs_1h >= 1 && h0.body.reconcile.checked_1h >= 1);
 
-    const g = await sandbox.grants(3);
+    const g = await sandbox.grants(4);
     const c1 = await newClient(), c2 = await newClient(), c3 = await newClient();
     await newAccount({ grant: g[0], clientId: c1 }); // drifted: empty
     await newAccount({ grant: g[1], clientId: c2 }); // drifted: empty
@@ -714,22 +714,51 @@ Deno.test("mp-health: totals match the databases; drift and fast-path misses mov
     await adminDb()`update nv_accounts set mp_needs_reauth = true where id = ${x}`;
     await backendDb()`update clients set mp_access_token = ${g[2].access_token},
       mp_token_version = 1 where id = ${c3}`;
+    // Level drift owned by a refresher: the pass leaves it (busy) — and a missing client row.
+    const cB = await newClient();
+    const busy = await newAccount({ grant: g[3], clientId: cB, version: 2 });
+    await backendDb()`update clients set mp_token_version = 2 where id = ${cB}`;
+    await adminDb()`update nv_accounts set mp_refresh_lease_owner = ${crypto.randomUUID()},
+      mp_refresh_lease_expires_at = now() + interval '5 minutes' where id = ${busy}`;
+    const missing = await newAccount({ clientId: crypto.randomUUID() });
 
     const h1 = (await call("mp-health")).body;
-    assert.equal(h1.connected, h0.body.connected + 3);
+    assert.equal(h1.connected, h0.body.connected + 4);
     assert.equal(h1.expiring_7d, h0.body.expiring_7d + 1);
     assert.equal(h1.needs_reauth, h0.body.needs_reauth + 1);
-    assert.equal(h1.drifted, h0.body.drifted + 2);
-    assert.equal(h1.drift_by_kind.empty, h0.body.drift_by_kind.empty + 2);
+    assert.equal(h1.drifted, h0.body.drifted, "drift counts as the pass last found it");
 
+    const pass = await call("mp-reconcile", {});
+    assert.ok(pass.body.repaired >= 2);
+    const h2 = (await call("mp-health")).body;
+    assert.equal(h2.drifted, h0.body.drifted + 1, "the busy account is left, and counted");
+    assert.equal(h2.drift_by_kind.empty, h0.body.drift_by_kind.empty + 1);
+    assert.equal(h2.client_missing, h0.body.client_missing + 1);
+    const [left] = await backendDb()`select reason, kind from mp_reconcile_drift
+      where account_id = ${busy}`;
+    assert.deepEqual({ ...left }, { reason: "busy", kind: "empty" });
+    assert.ok(Date.parse(h2.reconcile.last_run_at) >= Date.parse(h0.body.reconcile.last_run_at));
+    assert.equal(h2.reconcile.runs_1h, h0.body.reconcile.runs_1h + 1);
+
+    // The lease ends and the client row is deleted from the master: the next pass clears both.
+    await adminDb()`update nv_accounts set mp_refresh_lease_owner = null,
+      mp_refresh_lease_expires_at = null where id = ${busy}`;
+    await adminDb()`update nv_accounts set backend_client_id = null where id = ${missing}`;
+    await call("mp-reconcile", {});
+    const h3 = (await call("mp-health")).body;
+    assert.equal(h3.drifted, h0.body.drifted);
+    assert.equal(h3.client_missing, h0.body.client_missing);
+    assert.equal((await stackCache(cB)).mp_token_version, 3, "repaired past the level cache");
+
+    // Empty c1 again: checkout's fallback is a fast-path miss.
+    await backendDb()`update clients set mp_access_token = null where id = ${c1}`;
     const fallback = await call("get-mp-config", { client_id: c1 });
     assert.equal(fallback.body.source, "fallback");
-    const h2 = (await call("mp-health")).body;
-    assert.equal(h2.fast_path_misses_1h, h1.fast_path_misses_1h + 1);
-    assert.equal(h2.drifted, h1.drifted - 1, "the fallback repaired its cache");
+    const h4 = (await call("mp-health")).body;
+    assert.equal(h4.fast_path_misses_1h, h3.fast_path_misses_1h + 1);
     const [{ n }] = await adminDb()`select count(*)::int as n from mp_credential_events
       where event = 'fast_path_miss' and occurred_at > now() - interval '1 hour'`;
-    assert.equal(h2.fast_path_misses_1h, n);
+    assert.equal(h4.fast_path_misses_1h, n);
 
     assert.equal((await call("mp-health", undefined, { key: null })).status, 401);
     assert.equal((await call("mp-health", {})).status, 405);
@@ -738,7 +767,7 @@ Deno.test("mp-health: totals match the databases; drift and fast-path misses mov
   });
 });
 
-Deno.test("migrations schedule mp-reconcile every 5 minutes through Vault and pg_net, idempotently", async () => {
+Deno.test("migrations schedule mp-reconcile every minute through Vault and pg_net, idempotently", async () => {
   try {
     await cronJob();
   } finally {
@@ -750,6 +779,7 @@ async function cronJob() {
   const files = [
     `${BACKEND_MIGRATIONS}/20261124000400_mp_reconcile_cron.sql`,
     `${BACKEND_MIGRATIONS}/20261130000300_mp_public_edges.sql`,
+    `${BACKEND_MIGRATIONS}/20261130000400_mp_reconcile_at_scale.sql`,
   ];
   // Re-running them in order (as postgres, whose job it is) changes nothing.
   await backendDb().begin(async (tx) => {
@@ -759,14 +789,15 @@ async function cronJob() {
   const jobs = await backendDb()`select schedule, command, active, username from cron.job
     where jobname = 'mp-reconcile'`;
   assert.equal(jobs.length, 1);
-  assert.equal(jobs[0].schedule, "*/5 * * * *");
+  assert.equal(jobs[0].schedule, "* * * * *");
   assert.equal(jobs[0].username, "postgres", "the job runs as postgres");
   assert.match(jobs[0].command, /name = 'project_url'/);
   assert.match(jobs[0].command, /name = 'mp_sync_secret_key'/);
   assert.match(jobs[0].command, /timeout_milliseconds := \d{5,}/);
   const [{ recorded }] = await backendDb()`select count(*)::int as recorded
-    from supabase_migrations.schema_migrations where version in ('20261124000400', '20261130000300')`;
-  assert.equal(recorded, 2);
+    from supabase_migrations.schema_migrations
+    where version in ('20261124000400', '20261130000300', '20261130000400')`;
+  assert.equal(recorded, 3);
 
   // What the job runs reaches mp-reconcile with the Vault key and gets a 200.
   const [queued] = await backendDb().unsafe(jobs[0].command);
@@ -781,7 +812,7 @@ async function cronJob() {
 }
 
 Deno.test("mp-reconcile checks one slice per run and the next run continues from the saved cursor", async () => {
-  await withoutReconcileCron(async () => {
+  await withCronPaused("mp-reconcile", async () => {
     // Enough linked accounts that a slice of 3 cannot cover them in one run.
     for (let i = 0; i < 4; i++) await newAccount({ clientId: await newClient() });
     const ctx = createContext(loadConfig(Deno.env.toObject()));

@@ -11,13 +11,13 @@ import { decryptSecret } from "../shared/platform/crypto.ts";
 import { pgArray } from "../shared/platform/db.ts";
 import {
   adminDb,
-  backendDb,
   closeDbs,
   functionEnv,
   keyRing,
   newAccount,
   sandbox,
   stack,
+  withCronPaused,
 } from "./_stack.ts";
 
 /** `count` due accounts (expiring tomorrow), connected with fresh sandbox grants. */
@@ -51,15 +51,6 @@ async function assertNoTokenLost(ids: string[]) {
   assert.deepEqual(refused, [], "every stored refresh token still works");
   // The check used those tokens up: the accounts go, so no later run sends them again.
   await adminDb()`delete from nv_accounts where id = any(${pgArray(ids)}::uuid[])`;
-}
-
-async function withRefreshCronPaused(fn: () => Promise<void>) {
-  await backendDb()`update cron.job set active = false where jobname = 'mp-refresh'`;
-  try {
-    await fn();
-  } finally {
-    await backendDb()`update cron.job set active = true where jobname = 'mp-refresh'`;
-  }
 }
 
 /** Runs mp-refresh once in a gateway of its own; returns the answer and the log lines. */
@@ -102,7 +93,7 @@ async function cutOffRun(opts: {
 }
 
 Deno.test("mp-refresh cut off by beforeunload: no call after it, answers in time, no token lost", async () => {
-  await withRefreshCronPaused(async () => {
+  await withCronPaused("mp-refresh", async () => {
     const ids = await dueAccounts(200);
     const before = await sandbox.stats();
     await sandbox.latency(300);
@@ -140,7 +131,7 @@ Deno.test("mp-refresh cut off by beforeunload: no call after it, answers in time
 });
 
 Deno.test("mp-refresh terminated mid-run (it did not know the wall clock): no token lost", async () => {
-  await withRefreshCronPaused(async () => {
+  await withCronPaused("mp-refresh", async () => {
     const ids = await dueAccounts(200);
     const before = await sandbox.stats();
     await sandbox.latency(300);

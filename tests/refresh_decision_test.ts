@@ -28,7 +28,7 @@ Deno.test("mayStartCall: a spent run budget stops new calls", () => {
 });
 
 Deno.test("mayStartCall: no call starts unless it and its save end before the wall clock", () => {
-  const reserve = finishNeededMs(config) + 2 * config.dbTimeoutMs;
+  const reserve = finishNeededMs(config) + 3 * config.dbTimeoutMs;
   const last = bootedAt + config.wallClockMs - reserve;
   const late = { ...fresh, budgetEnd: bootedAt + 10 * config.wallClockMs };
   assert.equal(mayStartCall(config, { ...late, now: last - 1 }), undefined);

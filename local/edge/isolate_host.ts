@@ -28,6 +28,8 @@ export type LogSink = (entry: Record<string, unknown>) => void;
 export interface Outcome {
   response: WireResponse;
   cpuMs: number;
+  /** The highest heap the isolate reported while serving the request (MiB). */
+  heapMb?: number;
   isolate?: string;
 }
 
@@ -74,6 +76,9 @@ function isolateEnv(env: Record<string, string>): Record<string, string> {
   }
   return { ...out, ...env };
 }
+/** Bytes in MiB, one decimal. */
+const mib = (bytes: number) => Math.round(bytes / 2 ** 19) / 2;
+
 /** V8's heap cap: the memory limit plus a quarter (at least 16 MB). */
 const heapCapMb = (limitMb: number) => Math.ceil(limitMb + Math.max(16, limitMb / 4));
 const ms = (ns: number) => Math.round(ns / 1e5) / 10;
@@ -169,6 +174,7 @@ export class EdgeIsolate {
     job.isolate = this;
     clearTimeout(this.idle);
     this.jobStartNs = this.readCpuNs();
+    this.jobHeapPeak = this.heap;
     this.send({ type: "request", id: ++this.jobId, request: job.request });
     this.poll = setInterval(() => this.check(), this.limits.pollMs);
   }
@@ -206,7 +212,7 @@ export class EdgeIsolate {
         : reason === "BootError"
         ? bootError()
         : workerError();
-      job.finish({ response, cpuMs: jobCpuMs, isolate: this.id });
+      job.finish({ response, cpuMs: jobCpuMs, heapMb: mib(this.jobHeapPeak), isolate: this.id });
     }
     this.log({
       level: graceful || reason === "Shutdown" ? "info" : "warn",
@@ -243,6 +249,7 @@ export class EdgeIsolate {
   private receive(msg: FromIsolate) {
     if (this.state === "dead") return;
     this.heap = msg.heap;
+    if (this.job) this.jobHeapPeak = Math.max(this.jobHeapPeak, msg.heap);
     switch (msg.type) {
       case "ready": {
         this.log({
@@ -275,6 +282,7 @@ export class EdgeIsolate {
         job.finish({
           response: msg.type === "response" ? msg.response : workerError(),
           cpuMs: this.lastJobCpuMs,
+          heapMb: mib(this.jobHeapPeak),
           isolate: this.id,
         });
         if (msg.type === "error") this.retiring ??= "WorkerError";
@@ -285,6 +293,7 @@ export class EdgeIsolate {
   }
 
   private lastJobCpuMs = 0;
+  private jobHeapPeak = 0;
 
   private endJob() {
     clearInterval(this.poll);

@@ -1,19 +1,18 @@
 /**
- * Read-only views of the credentials' health, shared by `mp-health` and `deno task status`:
- * totals for monitoring and one status row per account (drift itself is found by
+ * Read-only views of the credentials' health: `mp-health`'s totals (constant time) and
+ * `deno task status`'s one row per account (drift itself is found by
  * `shared/reconcile/drift.ts`).
  */
 import type { Context } from "../platform/context.ts";
-import { type AccountStatusRow, countConnections, readStatusPage } from "../store/accounts.ts";
+import { type AccountStatusRow, readConnectionTotals, readStatusPage } from "../store/accounts.ts";
 import { readCacheStates } from "../store/clients.ts";
+import { readReconcileTotals, type ReconcileTotals } from "../store/reconcile_ledger.ts";
 import {
   type AccountState,
   type Drift,
   DRIFT_KINDS,
   driftOf,
   SCAN_PAGE,
-  scanDrift,
-  scanOrphans,
 } from "../reconcile/drift.ts";
 
 /** Fast-path misses recorded by get-mp-config in the last hour (from the audit trail). */
@@ -25,54 +24,46 @@ export async function fastPathMisses(ctx: Context): Promise<number> {
   return row.n;
 }
 
-/** Drift counted over both databases: per kind, total, and linked accounts without a client. */
-export async function countDrift(ctx: Context) {
-  const kinds = Object.fromEntries(DRIFT_KINDS.map((k) => [k, 0])) as Record<
-    (typeof DRIFT_KINDS)[number],
-    number
-  >;
-  let clientMissing = 0;
-  let checked = 0;
-  await scanDrift(ctx, (n, drifts) => {
-    checked += n;
-    for (const d of drifts) {
-      if (d.kind === "client_missing") clientMissing++;
-      else kinds[d.kind]++;
-    }
-  });
-  await scanOrphans(ctx, (orphans) => {
-    kinds.unlinked += orphans.length;
-  });
-  const drifted = Object.values(kinds).reduce((a, b) => a + b, 0);
-  return { checked, drifted, kinds, clientMissing };
-}
-
 /** The monitoring totals `mp-health` answers with. */
 export interface HealthTotals {
   connected: number;
   expiring_7d: number;
   needs_reauth: number;
+  /** Drift the reconcile pass found at its last check and has not repaired. */
   drifted: number;
   fast_path_misses_1h: number;
+  /** Linked accounts whose client row was missing at their last check. */
   client_missing: number;
   drift_by_kind: Record<(typeof DRIFT_KINDS)[number], number>;
+  /** How current the drift figures are: the pass's last run and last full pass, its last hour. */
+  reconcile: Omit<ReconcileTotals, "left">;
 }
 
-/** Counts the monitoring totals over both databases. */
+/**
+ * The monitoring totals, in constant time at any number of accounts: connection counters kept
+ * by triggers, expiring accounts over their index, misses over the audit index, and drift as
+ * the reconcile pass last found it (docs/scale.md); nothing scans every account.
+ */
 export async function healthTotals(ctx: Context): Promise<HealthTotals> {
-  const [counts, drift, misses] = await Promise.all([
-    ctx.admin((sql) => countConnections(sql)),
-    countDrift(ctx),
+  const [counts, misses, pass] = await Promise.all([
+    ctx.admin((sql) => readConnectionTotals(sql)),
     fastPathMisses(ctx),
+    ctx.backend((sql) => readReconcileTotals(sql)),
   ]);
+  const { left, ...reconcile } = pass;
+  const kinds = Object.fromEntries(DRIFT_KINDS.map((k) => [k, left[k] ?? 0])) as Record<
+    (typeof DRIFT_KINDS)[number],
+    number
+  >;
   return {
     connected: counts.connected,
     expiring_7d: counts.expiring_7d,
     needs_reauth: counts.needs_reauth,
-    drifted: drift.drifted,
+    drifted: Object.values(kinds).reduce((a, b) => a + b, 0),
     fast_path_misses_1h: misses,
-    client_missing: drift.clientMissing,
-    drift_by_kind: drift.kinds,
+    client_missing: left.client_missing ?? 0,
+    drift_by_kind: kinds,
+    reconcile,
   };
 }
 

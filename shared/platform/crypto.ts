@@ -2,10 +2,10 @@
  * AES-256-GCM for secrets at rest (docs/contract.md, ciphertext format): `v1:<key_id>:<base64(iv ‖ ciphertext ‖ tag)>`,
  * with AAD `mp:<account_id>:<field>` binding each value to its row and column.
  *
- * Two implementations of the same format: WebCrypto (`encryptSecret`, `decryptSecret`: async,
- * for one value at a time) and node:crypto (`encryptSecretSync`, `decryptSecretSync`: about 3×
- * less CPU per value and no thread hop, for the bulk paths: backfill, reconciliation and key
- * rotation). Each decrypts what the other encrypts (tests/crypto_test.ts).
+ * One implementation, node:crypto (`encryptSecretSync`, `decryptSecretSync`): about 3× less
+ * CPU per value than WebCrypto and no thread hop, which counts against the edge runtime's CPU
+ * limit on the refresh and reconcile paths (docs/scale.md). `encryptSecret`/`decryptSecret`
+ * are the same as promises. tests/crypto_test.ts checks the bytes against WebCrypto.
  */
 import { Buffer } from "node:buffer";
 import { createCipheriv, createDecipheriv, randomFillSync } from "node:crypto";
@@ -24,111 +24,52 @@ export class DecryptError extends Error {
   }
 }
 
-/** Imported keys: the first encrypts, every one decrypts. */
+/** The configured keys: the first encrypts, every one decrypts. */
 export interface KeyRing {
-  current: { id: string; key: CryptoKey };
-  byId: Map<string, CryptoKey>;
-  /** The same keys' raw bytes by id, for the synchronous node:crypto path. */
+  current: { id: string };
+  /** Each key's raw bytes by id. */
   raw: Map<string, Uint8Array>;
 }
 
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 const FORMAT = /^v1:([A-Za-z0-9_-]{1,32}):([A-Za-z0-9+/]+={0,2})$/;
 
-/** Imports the configured keys into WebCrypto once. */
-export async function importKeyRing(specs: KeySpec[]): Promise<KeyRing> {
-  const byId = new Map<string, CryptoKey>();
-  const raw = new Map<string, Uint8Array>();
-  for (const spec of specs) {
-    raw.set(spec.id, spec.raw);
-    const key = await crypto.subtle.importKey("raw", spec.raw as BufferSource, "AES-GCM", false, [
-      "encrypt",
-      "decrypt",
-    ]);
-    byId.set(spec.id, key);
-  }
-  return { current: { id: specs[0].id, key: byId.get(specs[0].id)! }, byId, raw };
+/** Builds the key ring from the configured keys (the first one encrypts). */
+export function importKeyRing(specs: KeySpec[]): Promise<KeyRing> {
+  const raw = new Map(specs.map((spec) => [spec.id, spec.raw]));
+  return Promise.resolve({ current: { id: specs[0].id }, raw });
 }
 
-function aad(accountId: string, field: SecretField): Uint8Array {
-  return encoder.encode(`mp:${accountId.toLowerCase()}:${field}`);
+function aad(accountId: string, field: SecretField): Buffer {
+  return Buffer.from(`mp:${accountId.toLowerCase()}:${field}`, "utf8");
 }
 
-function fromBase64(text: string): Uint8Array {
-  // A plain loop: `Uint8Array.from(string, mapFn)` is ~20× slower, which shows in bulk decrypts.
-  const binary = atob(text);
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  return bytes;
-}
-
-function toBase64(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(s);
-}
-
-/** Encrypts `plaintext` for `field` of `accountId` with the current key. */
-export async function encryptSecret(
+/** Encrypts `plaintext` for `field` of `accountId` with the current key (`encryptSecretSync` as a promise). */
+export function encryptSecret(
   ring: KeyRing,
   accountId: string,
   field: SecretField,
   plaintext: string,
 ): Promise<string> {
-  const iv = crypto.getRandomValues(new Uint8Array(12));
-  const sealed = new Uint8Array(
-    await crypto.subtle.encrypt(
-      { name: "AES-GCM", iv, additionalData: aad(accountId, field) as BufferSource },
-      ring.current.key,
-      encoder.encode(plaintext),
-    ),
-  );
-  const out = new Uint8Array(iv.length + sealed.length);
-  out.set(iv);
-  out.set(sealed, iv.length);
-  return `v1:${ring.current.id}:${toBase64(out)}`;
+  return Promise.resolve(encryptSecretSync(ring, accountId, field, plaintext));
 }
 
-/** Decrypts a value stored for `field` of `accountId`; throws `DecryptError` on any failure. */
-export async function decryptSecret(
+/** Decrypts a value stored for `field` of `accountId`; rejects with `DecryptError` on any failure. */
+export function decryptSecret(
   ring: KeyRing,
   accountId: string,
   field: SecretField,
   value: string,
 ): Promise<string> {
-  const match = FORMAT.exec(value);
-  if (!match) throw new DecryptError(accountId, field, "not in v1 format");
-  const key = ring.byId.get(match[1]);
-  if (!key) throw new DecryptError(accountId, field, `unknown key id ${match[1]}`);
-  let bytes: Uint8Array;
   try {
-    bytes = fromBase64(match[2]);
-  } catch {
-    throw new DecryptError(accountId, field, "not base64");
-  }
-  if (bytes.length < 12 + 16) throw new DecryptError(accountId, field, "truncated");
-  try {
-    const plain = await crypto.subtle.decrypt(
-      {
-        name: "AES-GCM",
-        iv: bytes.subarray(0, 12) as BufferSource,
-        additionalData: aad(accountId, field) as BufferSource,
-      },
-      key,
-      bytes.subarray(12) as BufferSource,
-    );
-    return decoder.decode(plain);
-  } catch {
-    throw new DecryptError(accountId, field, "authentication failed");
+    return Promise.resolve(decryptSecretSync(ring, accountId, field, value));
+  } catch (err) {
+    return Promise.reject(err);
   }
 }
 
 /**
- * `encryptSecret` done synchronously with node:crypto: the same format, key, random IV and
- * AAD, for bulk work (`iv` only for tests: never reuse one).
+ * Encrypts `plaintext` for `field` of `accountId` with the current key: random 12-byte IV,
+ * AAD `mp:<account_id>:<field>` (`iv` only for tests: never reuse one).
  */
 export function encryptSecretSync(
   ring: KeyRing,
@@ -145,10 +86,7 @@ export function encryptSecretSync(
   return `v1:${ring.current.id}:${sealed.toString("base64")}`;
 }
 
-/**
- * `decryptSecret` done synchronously with node:crypto, for bulk work: the same checks, and
- * every failure is a `DecryptError` as there.
- */
+/** Decrypts a value stored for `field` of `accountId`; throws `DecryptError` on any failure. */
 export function decryptSecretSync(
   ring: KeyRing,
   accountId: string,

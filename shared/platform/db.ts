@@ -222,3 +222,32 @@ export function pgArray(values: readonly (string | number | null)[]): string {
     v === null ? "NULL" : `"${String(v).replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
   return `{${values.map(item).join(",")}}`;
 }
+
+/**
+ * One page of the reconcile scans as the database wrote it: a JSON array text that is passed
+ * on to the other database unparsed (so no row is handled in JavaScript), the last id it holds
+ * and how many rows.
+ */
+export interface JsonPage {
+  page: string;
+  last: string | null;
+  rows: number;
+}
+
+/** A fragment of SQL built with the `sql` tag, to nest in another query. */
+export type Fragment = postgres.PendingQuery<postgres.Row[]>;
+
+/**
+ * Runs `page` (a select of one page of rows with an `id` column, ordered and limited) and
+ * returns it as a {@link JsonPage}: the JSON text of `row` (a `json_build_array(…)` over the
+ * page's columns) for each row, in id order, built by the database.
+ */
+export async function selectJsonPage(sql: Sql, page: Fragment, row: Fragment): Promise<JsonPage> {
+  const [result] = await sql<JsonPage[]>`
+    with page as (${page})
+    select coalesce(json_agg(${row} order by id), '[]')::text as page,
+           (select id from page order by id desc limit 1)::text as last,
+           count(*)::int as rows
+      from page`;
+  return result;
+}

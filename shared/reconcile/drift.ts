@@ -1,18 +1,15 @@
 /**
- * Drift detection (read-only), used by `mp-reconcile`, `mp-health` and `deno task status`:
- * where the cache differs from the Admin versions, compared by version and presence, never by
- * secret, scanned in bounded pages over the id keyspace.
+ * Drift detection (read-only), used by `mp-reconcile` and `deno task status`: where the cache
+ * differs from the Admin versions, compared by version and presence, never by secret, in
+ * bounded pages over the id keyspace. Each page crosses as one JSON text: the Admin DB writes
+ * the accounts' versions, the Backend compares them with the caches and returns only what
+ * differs (and the other way round for caches no account feeds), so a row in sync is never
+ * handled in JavaScript (docs/scale.md).
  */
-import { type CacheState, readCachedClientPage, readCacheStates } from "../store/clients.ts";
-import {
-  type AccountRow,
-  type AccountStateRow,
-  linkedClientIds,
-  readLinkedStateRows,
-  readStateRows,
-} from "../store/accounts.ts";
+import { type CacheState, findCacheDrift, readCachedClientsPage } from "../store/clients.ts";
+import { readLinkedVersionsPage, readVersionsOf, unlinkedAmong } from "../store/accounts.ts";
 import type { Context } from "../platform/context.ts";
-import type { Sql } from "../platform/db.ts";
+import type { JsonPage } from "../platform/db.ts";
 
 /** The lowest uuid: a keyset scan "after" it starts at the beginning. */
 export const NO_ID = "00000000-0000-0000-0000-000000000000";
@@ -27,15 +24,26 @@ export interface ScanRange {
   maxRows?: number;
 }
 
-/** Where a bounded scan stopped: the last id it read, whether it reached the range's end, rows read. */
+/** Where a bounded scan stopped: the last id it handled, whether it reached the range's end, rows read. */
 export interface ScanEnd {
   last: string | null;
   done: boolean;
   rows: number;
 }
 
+/** The ids one page covers: `(after, until]` (null: from the start / to the end). */
+export interface Span {
+  after: string | null;
+  until: string | null;
+}
+
+/** What a page handler may answer: stop the scan, with everything up to `at` handled. */
+export interface Stop {
+  stopAt: string | null;
+}
+
 /** How many rows one page of a scan reads from each database. */
-export const SCAN_PAGE = 5000;
+export const SCAN_PAGE = 10_000;
 
 /** An account as the drift scan sees it: versions and presence. */
 export interface AccountState {
@@ -44,8 +52,6 @@ export interface AccountState {
   /** Connected with an access token stored. */
   connected: boolean;
   mp_token_version: number;
-  /** The row as the sync needs it (ciphertext included), when the scan was asked for it. */
-  row?: AccountRow;
 }
 
 /** How a cache differs from its account: older version, no token, a revoked account's token, ahead. */
@@ -61,39 +67,16 @@ export interface Drift {
   kind: DriftKind | "client_missing";
 }
 
-/** An account's drift state from its row (keeping the row itself when asked for). */
-function toState(r: AccountStateRow, withRow: boolean): AccountState {
-  const { connected, ...row } = r;
-  return {
-    id: r.id,
-    backend_client_id: r.backend_client_id!,
-    connected,
-    mp_token_version: r.mp_token_version,
-    row: withRow ? row : undefined,
-  };
+/** A cache no account feeds: its id and the version it holds. */
+export interface Orphan {
+  id: string;
+  mp_token_version: number | null;
 }
 
 /**
- * A page (by id) of the linked accounts' versions, in one query; with `withRow`, their
- * ciphertexts too (so a repair needs no second read), otherwise no secret leaves the database.
+ * How `cache` differs from `account`, or null when it holds what the account's version says.
+ * The Backend applies the same rule in SQL (`findCacheDrift`); a test checks they agree.
  */
-export async function readLinkedStatePage(
-  sql: Sql,
-  after: string | null,
-  limit: number,
-  withRow = false,
-  until: string | null = null,
-): Promise<AccountState[]> {
-  const rows = await readLinkedStateRows(sql, { after, limit, withRow, until });
-  return rows.map((r) => toState(r, withRow));
-}
-
-/** The versions of the accounts `ids`, in one query. */
-async function readStates(sql: Sql, ids: string[]): Promise<AccountState[]> {
-  return (await readStateRows(sql, ids)).map((r) => toState(r, false));
-}
-
-/** How `cache` differs from `account`, or null when it holds what the account's version says. */
 export function driftOf(
   account: AccountState,
   cache: CacheState | undefined,
@@ -109,74 +92,84 @@ export function driftOf(
   return cache.has_token || cache.has_public_key ? "revoked_cached" : null;
 }
 
-async function compare(ctx: Context, accounts: AccountState[]): Promise<Drift[]> {
-  const caches = new Map(
-    (await ctx.backend((sql) => readCacheStates(sql, accounts.map((a) => a.backend_client_id))))
-      .map((c) => [c.id, c]),
-  );
-  const drifts: Drift[] = [];
-  for (const account of accounts) {
-    const cache = caches.get(account.backend_client_id);
-    const kind = driftOf(account, cache);
-    if (kind) drifts.push({ account, cache, kind });
-  }
-  return drifts;
-}
-
 /** True when the cache is level with or ahead of the account (a fenced sync cannot fix it). */
 export function isLevel(d: Drift): boolean {
   return (d.cache?.mp_token_version ?? -1) >= d.account.mp_token_version;
 }
 
+/** The drift of the accounts in `page` (a JSON text from the Admin DB), found by the Backend. */
+async function compare(ctx: Context, page: string): Promise<Drift[]> {
+  const rows = await ctx.backend((sql) => findCacheDrift(sql, page));
+  return rows.map((r) => ({
+    account: {
+      id: r.account_id,
+      backend_client_id: r.client_id,
+      connected: r.connected,
+      mp_token_version: r.account_version,
+    },
+    cache: r.cache ?? undefined,
+    kind: r.kind,
+  }));
+}
+
 /**
  * Pages through a keyspace by id within `range` (at most `range.maxRows` rows), handing each
- * page to `onPage`; says where it stopped. The one keyset loop both scans share.
+ * page and the span it covers to `onPage` (the last span reaches the range's end, even when
+ * empty); `onPage` may stop the scan. Says where it stopped. The one keyset loop both scans share.
  */
-async function pageThrough<T extends { id: string }>(
-  readPage: (after: string | null, size: number, until: string | null) => Promise<T[]>,
-  onPage: (page: T[]) => Promise<void>,
+async function pageThrough(
+  readPage: (after: string | null, size: number, until: string | null) => Promise<JsonPage>,
+  onPage: (page: JsonPage, span: Span) => Promise<Stop | void>,
   range: ScanRange,
   pageSize = SCAN_PAGE,
 ): Promise<ScanEnd> {
   let after: string | null = range.after ?? null;
+  const until = range.until ?? null;
   const max = range.maxRows ?? Infinity;
   let rows = 0;
   for (;;) {
     const size = Math.min(pageSize, max - rows);
     if (size <= 0) return { last: after, done: false, rows };
-    const page = await readPage(after, size, range.until ?? null);
-    rows += page.length;
-    if (page.length > 0) {
-      await onPage(page);
-      after = page[page.length - 1].id;
-    }
-    if (page.length < size) return { last: after, done: true, rows };
+    const page = await readPage(after, size, until);
+    rows += page.rows;
+    const done = page.rows < size;
+    const stop = await onPage(page, { after, until: done ? until : page.last });
+    if (stop) return { last: stop.stopAt, done: false, rows };
+    if (done) return { last: page.last ?? after, done: true, rows };
+    after = page.last;
   }
 }
 
 /**
- * Walks every linked account page by page and calls `onPage` with the page's size and the
- * drift found in it (with `withRows`, each drift carries the account row it was found on;
- * confirmed drift does not). A cache level with or ahead of its account is confirmed by reading both
- * sides again, so a refresh landing between the two reads is not reported as drift.
+ * Walks the linked accounts page by page and calls `onPage` with the page's size, the drift
+ * found in it (by account id) and the span it covers; `onPage` may stop the scan. A cache
+ * level with or ahead of its account is confirmed by reading the account again, so a refresh
+ * landing between the two reads is not reported as drift.
  */
 export function scanDrift(
   ctx: Context,
-  onPage: (checked: number, drifts: Drift[]) => Promise<void> | void,
-  opts: { pageSize?: number; withRows?: boolean } & ScanRange = {},
+  onPage: (checked: number, drifts: Drift[], span: Span) => Promise<Stop | void> | Stop | void,
+  opts: { pageSize?: number } & ScanRange = {},
 ): Promise<ScanEnd> {
   return pageThrough(
-    (after, size, until) =>
-      ctx.admin((sql) => readLinkedStatePage(sql, after, size, opts.withRows, until)),
-    async (page: AccountState[]) => {
-      const drifts = await compare(ctx, page);
-      const older = drifts.filter((d) => !d.cache || !isLevel(d));
+    (after, limit, until) =>
+      ctx.admin((sql) => readLinkedVersionsPage(sql, { after, until, limit })),
+    async (page, span) => {
+      const drifts = page.rows > 0 ? await compare(ctx, page.page) : [];
       const level = drifts.filter((d) => d.cache && isLevel(d));
+      let found = drifts;
       if (level.length > 0) {
-        const again = await ctx.admin((sql) => readStates(sql, level.map((d) => d.account.id)));
-        older.push(...await compare(ctx, again));
+        const states = await ctx.admin((sql) =>
+          readVersionsOf(sql, level.map((d) => d.account.id))
+        );
+        const again = new Map((await compare(ctx, states)).map((d) => [d.account.id, d]));
+        found = drifts.flatMap((d) => {
+          if (!(d.cache && isLevel(d))) return [d];
+          const confirmed = again.get(d.account.id);
+          return confirmed ? [confirmed] : [];
+        });
       }
-      await onPage(page.length, older);
+      return await onPage(page.rows, found, span);
     },
     opts,
     opts.pageSize,
@@ -185,21 +178,19 @@ export function scanDrift(
 
 /**
  * Walks the clients whose cache holds credentials and calls `onPage` with those no account
- * is linked to (ids and versions only).
+ * is linked to (ids and versions only) and the span the page covers; `onPage` may stop the scan.
  */
 export function scanOrphans(
   ctx: Context,
-  onPage: (orphans: CacheState[]) => Promise<void> | void,
+  onPage: (orphans: Orphan[], span: Span) => Promise<Stop | void> | Stop | void,
   opts: { pageSize?: number } & ScanRange = {},
 ): Promise<ScanEnd> {
   return pageThrough(
-    (after, size, until) => ctx.backend((sql) => readCachedClientPage(sql, after, size, until)),
-    async (page: CacheState[]) => {
-      const linked = new Set(
-        await ctx.admin((sql) => linkedClientIds(sql, page.map((c) => c.id))),
-      );
-      const orphans = page.filter((c) => !linked.has(c.id));
-      if (orphans.length > 0) await onPage(orphans);
+    (after, limit, until) =>
+      ctx.backend((sql) => readCachedClientsPage(sql, { after, until, limit })),
+    async (page, span) => {
+      const orphans = page.rows > 0 ? await ctx.admin((sql) => unlinkedAmong(sql, page.page)) : [];
+      return await onPage(orphans, span);
     },
     opts,
     opts.pageSize,

@@ -1,26 +1,35 @@
 /**
  * Reconciliation: finds where the cache (Backend `clients`) differs from the Admin master by
  * version and presence — never by comparing secrets — and repairs it through the batched,
- * version-fenced sync. Only drifted accounts are read with their ciphertext and decrypted.
+ * version-fenced sync. The comparison runs in the databases (shared/reconcile/drift.ts); only
+ * drifted accounts are read with their ciphertext and decrypted. Each run checks one bounded
+ * slice of the keyspace from the saved cursors and stops early, where the drift it could not
+ * repair begins, when its repair budget runs out (docs/scale.md).
  */
 import { type AccountRow, bumpAccountVersions, readAccounts } from "../store/accounts.ts";
-import { type CacheState, clearOrphanedCache } from "../store/clients.ts";
+import { clearOrphanedCache } from "../store/clients.ts";
 import type { Context } from "../platform/context.ts";
 import {
   type Drift,
   DRIFT_KINDS,
   isLevel,
+  type Orphan,
   scanDrift,
   type ScanEnd,
   scanOrphans,
   type ScanRange,
+  type Span,
 } from "./drift.ts";
-import { readCursors, saveCursors } from "../store/reconcile_cursor.ts";
+import { type CursorEnd, readCursors, saveCursors } from "../store/reconcile_cursor.ts";
+import { type LeftDrift, recordRun, replaceLeftDrift } from "../store/reconcile_ledger.ts";
 import { pgArray } from "../platform/db.ts";
 import type { Logger } from "../platform/log.ts";
 import { type BatchOutcome, SyncPipeline } from "../sync/sync_batch.ts";
 
-/** What a reconciliation found and did; the drift kinds count what was found. */
+/**
+ * What a reconciliation found and did over the pages it compared; the drift kinds count what
+ * was found. Drift past the repair budget is counted (skipped) and compared again next run.
+ */
 export interface ReconcileSummary extends Record<(typeof DRIFT_KINDS)[number], number> {
   checked: number;
   drifted: number;
@@ -34,15 +43,21 @@ export interface ReconcileSummary extends Record<(typeof DRIFT_KINDS)[number], n
   wrapped: boolean;
 }
 
-/** Default and largest number of repairs one run makes. */
-export const RECONCILE_LIMIT = { default: 10_000, max: 1_000_000 };
+/**
+ * Default and largest number of repairs one run makes: each is a decrypt and a cache write,
+ * and 10,000 of them stay well inside the edge runtime's CPU limit (bench/RESULTS.md).
+ */
+export const RECONCILE_LIMIT = { default: 10_000, max: 10_000 };
 
 /**
- * Linked accounts (and, apart, cached clients) one run checks at most. It bounds the run's
- * CPU whatever its `limit` (the repairs are a subset of the rows checked): well under the
- * edge runtime's 2 s at this size. The next run continues where this one stopped.
+ * Linked accounts (and, apart, cached clients) one run checks at most. The comparison runs in
+ * the databases, so this bounds the run's wall clock rather than its CPU; run every minute it
+ * covers 3,000,000 accounts an hour.
  */
-export const RECONCILE_SLICE = 20_000;
+export const RECONCILE_SLICE = 50_000;
+
+/** A run starts no new page after this long (the edge runtime allows 150 s; we aim for ≤ 60 s). */
+export const RECONCILE_WALL_MS = 30_000;
 
 /** Where the next slice starts, how many rows this one read, and whether it wrapped around. */
 export interface SliceEnd {
@@ -85,20 +100,19 @@ async function escrowed(ctx: Context, ids: string[]): Promise<Set<string>> {
 
 /**
  * The account rows that repair drifted accounts: a cache older than the account is synced from
- * the row the scan read (the fence keeps a newer cache; a row the scan did not carry is read
- * again); a cache level with or ahead of it (which the fence would refuse) first has the
- * account's version moved past it, unless a refresher owns the account.
+ * the account as read now (the fence keeps a newer cache); a cache level with or ahead of it
+ * (which the fence would refuse) first has the account's version moved past it, unless a
+ * refresher owns the account. Accounts left out are busy.
  */
 async function repairRows(ctx: Context, drifts: Drift[]): Promise<AccountRow[]> {
-  const older = drifts.filter((d) => !isLevel(d));
+  const older = drifts.filter((d) => !isLevel(d)).map((d) => d.account.id);
   let level = drifts.filter(isLevel);
   if (level.length > 0) {
     const parked = await escrowed(ctx, level.map((d) => d.account.id));
     level = level.filter((d) => !parked.has(d.account.id));
   }
-  const unread = older.filter((d) => !d.account.row).map((d) => d.account.id);
-  const [reread, bumped] = await Promise.all([
-    unread.length ? ctx.admin((sql) => readAccounts(sql, unread)) : [],
+  const [read, bumped] = await Promise.all([
+    older.length ? ctx.admin((sql) => readAccounts(sql, older)) : [],
     level.length
       ? ctx.admin((sql) =>
         bumpAccountVersions(
@@ -112,11 +126,8 @@ async function repairRows(ctx: Context, drifts: Drift[]): Promise<AccountRow[]> 
       )
       : [],
   ]);
-  return [...older.flatMap((d) => d.account.row ? [d.account.row] : []), ...reread, ...bumped];
+  return [...read, ...bumped];
 }
-
-/** Accounts (and cached clients) one scan page reads: small enough that the stages overlap. */
-const PAGE = 2000;
 
 /** A summary with every count at zero. */
 function emptySummary(): ReconcileSummary {
@@ -135,89 +146,148 @@ function emptySummary(): ReconcileSummary {
   };
 }
 
-/** Clears the caches of `orphans` page by page (each fenced by the version seen); returns how many were cleared. */
-async function clearOrphans(ctx: Context, orphans: CacheState[]): Promise<number> {
-  let cleared = 0;
-  for (let i = 0; i < orphans.length; i += PAGE) {
-    const seen = orphans.slice(i, i + PAGE).map((o) => ({ id: o.id, version: o.mp_token_version }));
-    cleared += (await ctx.backend((sql) => clearOrphanedCache(sql, seen))).length;
+/** The spans a run checked, joined where one continues the other (at most two: the wrap). */
+function joinSpans(spans: Span[]): Span[] {
+  const out: Span[] = [];
+  for (const s of spans) {
+    const prev = out.at(-1);
+    if (prev && prev.until !== null && prev.until === s.after) prev.until = s.until;
+    else out.push({ ...s });
   }
-  return cleared;
+  return out;
+}
+
+const within = (id: string, s: Span) =>
+  (s.after === null || id > s.after) && (s.until === null || id <= s.until);
+
+/** Options of one run: repairs at most `limit`, checks at most `slice` rows of each scan. */
+export interface ReconcileOptions {
+  limit?: number;
+  slice?: number;
+  pageSize?: number;
+  /** Starts no new page after this many ms. */
+  wallMs?: number;
 }
 
 /**
  * Finds and repairs drift over one slice of both databases (at most `slice` rows of each,
- * continuing from the saved cursors), at most `limit` repairs; saves the cursors and logs.
+ * continuing from the saved cursors), at most `limit` repairs; saves the cursors, records what
+ * it left and the run, and logs.
  */
 export async function reconcile(
   ctx: Context,
   log: Logger,
-  opts: { limit?: number; slice?: number } = {},
+  opts: ReconcileOptions = {},
 ): Promise<ReconcileSummary> {
-  const limit = opts.limit ?? RECONCILE_LIMIT.default;
+  const limit = Math.min(opts.limit ?? RECONCILE_LIMIT.default, RECONCILE_LIMIT.max);
   const slice = opts.slice ?? RECONCILE_SLICE;
+  const started = performance.now();
+  const deadline = started + (opts.wallMs ?? RECONCILE_WALL_MS);
   const cursors = await ctx.backend((sql) => readCursors(sql));
   let budget = limit;
   const summary = emptySummary();
-  const started = performance.now();
-  // Caches no account feeds are looked for while the drift is repaired (ids and versions,
-  // at most `limit` kept) and cleared after it with the budget it leaves; the clear is fenced
-  // by the version seen, so a cache written meanwhile is kept.
-  const orphans: CacheState[] = [];
-  const orphanScan = scanSlice(
-    (range) =>
-      scanOrphans(ctx, (page) => {
-        summary.unlinked += page.length;
-        summary.drifted += page.length;
-        orphans.push(...page.slice(0, limit - orphans.length));
-      }, { pageSize: PAGE, ...range }),
-    cursors.orphans,
-    slice,
-  );
-  orphanScan.catch(() => {}); // awaited below; a failed drift scan must not leave it unhandled
-  // Drifted pages are repaired as the scan goes on: one decrypted while the one before is written.
+
+  // Linked accounts: drifted pages are repaired as the scan goes on (one decrypted while the
+  // one before is written). When the budget runs out, the scan stops after the last account
+  // repaired, so the next run starts at the first one left.
   const sync = new SyncPipeline(ctx, log);
-  const tally = (outcomes: BatchOutcome[]) => {
-    for (const o of outcomes) {
-      if (o.result === "synced" || o.cleared) summary.repaired++;
-      else if (o.result === "failed") summary.failed++;
-    }
-  };
-  let accountsEnd: SliceEnd;
+  const taken: Drift[] = [];
+  const missing: Drift[] = [];
+  const spans: Span[] = [];
+  const outcomes = new Map<string, BatchOutcome>();
+  let accounts: SliceEnd;
   try {
-    accountsEnd = await scanSlice(
+    accounts = await scanSlice(
       (range) =>
-        scanDrift(ctx, async (checked, drifts) => {
+        scanDrift(ctx, async (checked, drifts, span) => {
           summary.checked += checked;
           const repairable: Drift[] = [];
           for (const d of drifts) {
-            if (d.kind === "client_missing") {
-              summary.client_missing++;
-              continue;
-            }
-            summary[d.kind]++;
-            summary.drifted++;
-            repairable.push(d);
+            if (d.kind === "client_missing") missing.push(d);
+            else repairable.push(d);
           }
-          const take = repairable.slice(0, Math.max(budget, 0));
+          const take = repairable.slice(0, budget);
           budget -= take.length;
-          if (take.length > 0) await sync.add(repairRows(ctx, take), tally);
-        }, { withRows: true, pageSize: PAGE, ...range }),
+          const over = repairable.length > take.length;
+          const stopAt = over ? take.at(-1)?.account.id ?? span.after : null;
+          spans.push(over ? { after: span.after, until: stopAt } : span);
+          for (const d of drifts) {
+            if (d.kind === "client_missing") summary.client_missing++;
+            else {
+              summary[d.kind]++;
+              summary.drifted++;
+            }
+          }
+          taken.push(...take);
+          if (take.length > 0) {
+            await sync.add(repairRows(ctx, take), (done) => {
+              for (const o of done) outcomes.set(o.accountId, o);
+            });
+          }
+          if (over) return { stopAt };
+          if (performance.now() > deadline) return { stopAt: span.until };
+        }, { pageSize: opts.pageSize, ...range }),
       cursors.accounts,
       slice,
     );
+    await sync.finish();
   } catch (err) {
-    await Promise.all([sync.finish(), orphanScan].map((p) => p.catch(() => {})));
+    await sync.finish().catch(() => {});
     throw err;
   }
-  await sync.finish();
-  const orphansEnd = await orphanScan;
-  summary.wrapped = accountsEnd.wrapped;
-  await ctx.backend((sql) =>
-    saveCursors(sql, { accounts: accountsEnd.next, orphans: orphansEnd.next })
+  const left: LeftDrift[] = missing.map((d) => ({
+    account_id: d.account.id,
+    client_id: d.account.backend_client_id,
+    kind: d.kind,
+    reason: "client_missing",
+  }));
+  for (const d of taken) {
+    const o = outcomes.get(d.account.id);
+    if (o && (o.result === "synced" || o.cleared)) summary.repaired++;
+    else if (o?.result === "failed") summary.failed++;
+    if (!o || o.result === "failed") {
+      left.push({
+        account_id: d.account.id,
+        client_id: d.account.backend_client_id,
+        kind: d.kind,
+        reason: o ? "failed" : "busy",
+      });
+    }
+  }
+  await ctx.backend(async (sql) => {
+    for (const span of joinSpans(spans)) {
+      await replaceLeftDrift(sql, span, left.filter((l) => within(l.account_id, span)));
+    }
+  });
+
+  // Caches no account feeds, with the budget left: cleared page by page, each fenced by the
+  // version seen, so a cache written meanwhile is kept.
+  const orphans = await scanSlice(
+    (range) =>
+      scanOrphans(ctx, async (found: Orphan[], span) => {
+        const take = found.slice(0, budget);
+        budget -= take.length;
+        const over = found.length > take.length;
+        summary.unlinked += found.length;
+        summary.drifted += found.length;
+        if (take.length > 0) {
+          const seen = take.map((o) => ({ id: o.id, version: o.mp_token_version }));
+          summary.repaired += (await ctx.backend((sql) => clearOrphanedCache(sql, seen))).length;
+        }
+        if (over) return { stopAt: take.at(-1)?.id ?? span.after };
+        if (performance.now() > deadline) return { stopAt: span.until };
+      }, { pageSize: opts.pageSize, ...range }),
+    cursors.orphans,
+    slice,
   );
-  summary.repaired += await clearOrphans(ctx, orphans.slice(0, Math.max(budget, 0)));
+
+  summary.wrapped = accounts.wrapped;
   summary.skipped = summary.drifted - summary.repaired - summary.failed;
+  const ends: Record<"accounts" | "orphans", CursorEnd> = { accounts, orphans };
+  await ctx.backend(async (sql) => {
+    await saveCursors(sql, ends);
+    await recordRun(sql, summary);
+  });
   log.info("MP reconcile finished", {
     ...summary,
     ms: Math.round(performance.now() - started),

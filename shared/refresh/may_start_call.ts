@@ -13,6 +13,9 @@ export const SAVE_RETRY_MS = [200, 800];
 /** Pauses between attempts to escrow a pair the Admin DB would not take. */
 export const ESCROW_RETRY_MS = [200, 800];
 
+/** Statements a run makes after its last call: lease release, cache write, audit events. */
+export const RUN_END_STATEMENTS = 3;
+
 /**
  * How much lease a MercadoPago call needs left when it starts: the call's timeout, every
  * save and escrow attempt at the database time bound, their pauses, and some slack.
@@ -43,7 +46,8 @@ export function mayStartCall(
 ): string | undefined {
   if (at.unload) return "shutting_down";
   if (at.now >= at.budgetEnd) return "time_budget";
-  const reserve = finishNeededMs(config) + 2 * config.dbTimeoutMs;
+  // The run's end: release unused leases, write the saved accounts' caches, record events.
+  const reserve = finishNeededMs(config) + RUN_END_STATEMENTS * config.dbTimeoutMs;
   if (config.wallClockMs > 0 && at.now >= latestStart(config.wallClockMs, reserve, at.bootedAt)) {
     return "wall_clock";
   }

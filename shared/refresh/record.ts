@@ -9,32 +9,54 @@ import {
   recordFailure,
   recordReauthRequired,
 } from "../store/accounts.ts";
-import { syncAccountRow } from "../sync/sync.ts";
+import { SyncPipeline } from "../sync/sync_batch.ts";
 import { BACKOFF, type RefreshResult, type Run } from "./types.ts";
 
-/** Syncs a saved account to `clients` and records the success. */
-export async function recordSynced(
+/**
+ * Records a saved account; its cache is written with the others' at the end of the run
+ * (`syncSaved`). Until then checkout serves the previous access token, which MercadoPago
+ * honours until it expires; should the run die first, reconciliation repairs the cache.
+ */
+export function recordSynced(
   run: Run,
   account: ClaimedAccount,
   saved: AccountRow,
   status: "refreshed" | "escrow_applied",
-): Promise<RefreshResult> {
-  let sync: string;
+): RefreshResult {
+  run.saved.push({ account, row: saved, status });
+  return { account_id: account.id, status };
+}
+
+/** Cache rows a run writes per statement. */
+const SYNC_PAGE = 500;
+
+/**
+ * Writes the caches of the accounts saved this run, in version-fenced batches (one statement
+ * per page instead of one per account), and records each success with its sync outcome.
+ */
+export async function syncSaved(run: Run): Promise<void> {
+  const outcomes = new Map<string, string>();
+  const pipeline = new SyncPipeline(run.ctx, run.log);
   try {
-    sync = (await syncAccountRow(run.ctx, saved)).result;
+    for (let i = 0; i < run.saved.length; i += SYNC_PAGE) {
+      await pipeline.add(run.saved.slice(i, i + SYNC_PAGE).map((s) => s.row), (done) => {
+        for (const o of done) outcomes.set(o.accountId, o.result);
+      });
+    }
+    await pipeline.finish();
   } catch (err) {
-    sync = "failed";
     run.log.warn("MP credentials refreshed but not synced to the Backend DB", {
-      account_id: account.id,
-      client_id: saved.backend_client_id,
-      token_version: saved.mp_token_version,
+      accounts: run.saved.length - outcomes.size,
+      account_ids: run.saved.filter((s) => !outcomes.has(s.account.id)).map((s) => s.account.id),
       error: err,
     });
   }
-  run.events.push(
-    buildEvent(run, status, account, { token_version: saved.mp_token_version, sync }, saved),
-  );
-  return { account_id: account.id, status };
+  for (const { account, row, status } of run.saved) {
+    const sync = outcomes.get(account.id) ?? "failed";
+    run.events.push(
+      buildEvent(run, status, account, { token_version: row.mp_token_version, sync }, row),
+    );
+  }
 }
 
 /** A save that lost the compare-and-swap: newer credentials (or another owner) won. */

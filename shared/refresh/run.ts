@@ -18,6 +18,7 @@ import { type EscrowEntry, listEscrowed, readEscrows } from "../store/escrow.ts"
 import type { Logger } from "../platform/log.ts";
 import { claimDueAccounts, type ClaimedAccount, releaseLeases } from "../store/accounts.ts";
 import { refreshAccount } from "./account.ts";
+import { syncSaved } from "./record.ts";
 import {
   DEFAULT_LIMIT,
   LEASE_MS,
@@ -45,6 +46,7 @@ export async function runRefresh(
     budgetEnd: started + (opts.budgetMs ?? RUN_BUDGET_MS),
     events: [],
     unused: [],
+    saved: [],
   };
   const limit = opts.limit ?? DEFAULT_LIMIT;
   const { claimed, escrows } = await claimWithEscrows(run, opts, limit);
@@ -130,6 +132,7 @@ async function finishRun(
       })
     );
   }
+  await syncSaved(run);
   await recordEvents(ctx, run.log, run.events);
 
   const count = (...statuses: RefreshStatus[]) =>

@@ -75,7 +75,7 @@ async function saveWithRetries(
         saved = await ctx.admin((sql) => readIfHolds(sql, account.id, pair.refreshTokenEncrypted));
       }
       if (!saved) return { result: recordSuperseded(run, account) };
-      return { result: await recordSynced(run, account, saved, "refreshed") };
+      return { result: recordSynced(run, account, saved, "refreshed") };
     } catch (err) {
       saveError = err;
       if (attempt < SAVE_RETRY_MS.length) await sleep(SAVE_RETRY_MS[attempt]);
@@ -167,7 +167,7 @@ export async function applyEscrow(
       error: err,
     })
   );
-  return await recordSynced(run, account, saved, "escrow_applied");
+  return recordSynced(run, account, saved, "escrow_applied");
 }
 
 /** Longest token life an escrowed pair may claim (MercadoPago's is 180 days). */

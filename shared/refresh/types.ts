@@ -5,7 +5,7 @@
 import type { AuditEvent } from "../store/audit.ts";
 import type { Context } from "../platform/context.ts";
 import type { Logger } from "../platform/log.ts";
-import type { Backoff } from "../store/accounts.ts";
+import type { AccountRow, Backoff, ClaimedAccount } from "../store/accounts.ts";
 
 /** Accounts a run claims when the caller gives no limit. */
 export const DEFAULT_LIMIT = 100;
@@ -66,6 +66,8 @@ export interface Run {
   budgetEnd: number;
   events: AuditEvent[];
   unused: string[];
+  /** Accounts saved this run, whose caches are written together at its end (`syncSaved`). */
+  saved: { account: ClaimedAccount; row: AccountRow; status: "refreshed" | "escrow_applied" }[];
 }
 
 /** Waits `ms` milliseconds. */

@@ -4,7 +4,7 @@
  * the refresh's atomic steps; link, revoke, connect, version bump). Every change of the
  * credentials is one statement that bumps the version (docs/atomic-state.md).
  */
-import { pgArray, type Sql } from "../platform/db.ts";
+import { type JsonPage, pgArray, selectJsonPage, type Sql } from "../platform/db.ts";
 
 /** The lowest uuid: a keyset page "after" it starts at the beginning. */
 const NO_ID = "00000000-0000-0000-0000-000000000000";
@@ -328,63 +328,6 @@ export async function readIfHolds(
 
 // ---- Drift detection and status (read-only) ----
 
-/** An account row with whether it is connected with a token stored (what the drift scan reads). */
-export interface AccountStateRow extends AccountRow {
-  connected: boolean;
-}
-
-/**
- * A page (by id, in `(after, until]`) of the linked accounts' versions; with `withRow`, their
- * access-token ciphertexts too, otherwise no secret leaves the database.
- */
-export async function readLinkedStateRows(
-  sql: Sql,
-  opts: { after: string | null; limit: number; withRow: boolean; until: string | null },
-): Promise<AccountStateRow[]> {
-  return await sql<AccountStateRow[]>`
-    select id, backend_client_id,
-           coalesce(mp_connected, false) and mp_access_token_encrypted is not null as connected,
-           mp_token_version, coalesce(mp_connected, false) as mp_connected,
-           ${opts.withRow ? sql`mp_access_token_encrypted` : sql`null::text`}
-             as mp_access_token_encrypted,
-           mp_public_key
-      from nv_accounts
-     where backend_client_id is not null and id > ${opts.after ?? NO_ID}::uuid
-       and id <= ${opts.until ?? MAX_ID}::uuid
-     order by id limit ${opts.limit}`;
-}
-
-/** The versions (no ciphertext) of the linked accounts among `ids`, in one query. */
-export async function readStateRows(sql: Sql, ids: string[]): Promise<AccountStateRow[]> {
-  return await sql<AccountStateRow[]>`
-    select id, backend_client_id,
-           coalesce(mp_connected, false) and mp_access_token_encrypted is not null as connected,
-           mp_token_version, coalesce(mp_connected, false) as mp_connected,
-           null::text as mp_access_token_encrypted, mp_public_key
-      from nv_accounts where id = any(${pgArray(ids)}::uuid[]) and backend_client_id is not null`;
-}
-
-/** Which of the clients `clientIds` some account is linked to. */
-export async function linkedClientIds(sql: Sql, clientIds: string[]): Promise<string[]> {
-  const rows = await sql<{ id: string }[]>`select backend_client_id as id from nv_accounts
-          where backend_client_id = any(${pgArray(clientIds)}::uuid[])`;
-  return rows.map((r) => r.id);
-}
-
-/** The connection totals `mp-health` reports. */
-export async function countConnections(
-  sql: Sql,
-): Promise<{ connected: number; expiring_7d: number; needs_reauth: number }> {
-  const [counts] = await sql<{ connected: number; expiring_7d: number; needs_reauth: number }[]>`
-        select count(*) filter (where mp_connected)::int as connected,
-               count(*) filter (where mp_connected
-                                  and mp_token_expires_at < now() + interval '7 days')::int
-                 as expiring_7d,
-               count(*) filter (where mp_needs_reauth)::int as needs_reauth
-          from nv_accounts where mp_connected or mp_needs_reauth`;
-  return counts;
-}
-
 /** One account's line in `deno task status`, as read from the master. */
 export interface AccountStatusRow {
   id: string;
@@ -426,4 +369,72 @@ export async function readSellerId(
   const [row] = await sql<{ mp_user_id: number | null }[]>`
       select mp_user_id from nv_accounts where id = ${accountId}`;
   return row?.mp_user_id;
+}
+
+// ---- Reconciliation at scale: pages as one JSON text, compared where the other side lives ----
+
+/**
+ * A page (by id, in `(after, until]`) of the linked accounts' versions as a JSON text of
+ * `[account id, client id, version, connected]` arrays; no secret leaves the database.
+ */
+export async function readLinkedVersionsPage(
+  sql: Sql,
+  opts: { after: string | null; until: string | null; limit: number },
+): Promise<JsonPage> {
+  return await selectJsonPage(
+    sql,
+    sql`select id, backend_client_id, mp_token_version,
+               coalesce(mp_connected, false) and mp_access_token_encrypted is not null
+                 as connected
+          from nv_accounts
+         where backend_client_id is not null and id > ${opts.after ?? NO_ID}::uuid
+           and id <= ${opts.until ?? MAX_ID}::uuid
+         order by id limit ${opts.limit}`,
+    sql`json_build_array(id, backend_client_id, mp_token_version, connected)`,
+  );
+}
+
+/** The versions of the linked accounts among `ids`, in the format of {@link readLinkedVersionsPage}. */
+export async function readVersionsOf(sql: Sql, ids: string[]): Promise<string> {
+  const [row] = await sql<{ page: string }[]>`
+    select coalesce(json_agg(json_build_array(id, backend_client_id, mp_token_version,
+             coalesce(mp_connected, false) and mp_access_token_encrypted is not null)), '[]')::text
+             as page
+      from nv_accounts where id = any(${pgArray(ids)}::uuid[]) and backend_client_id is not null`;
+  return row.page;
+}
+
+/**
+ * Of the cached clients in `page` (a JSON text of `[client id, version, has token, has public
+ * key]` arrays, as the Backend wrote it), those no account is linked to, ordered by id.
+ */
+export async function unlinkedAmong(
+  sql: Sql,
+  page: string,
+): Promise<{ id: string; mp_token_version: number | null }[]> {
+  const rows = await sql<{ id: string; mp_token_version: string | null }[]>`
+    select (e->>0)::uuid as id, (e->>1)::bigint as mp_token_version
+      from json_array_elements(${page}::text::json) as e
+     where not exists (select 1 from nv_accounts a where a.backend_client_id = (e->>0)::uuid)
+     order by 1`;
+  return rows.map((r) => ({
+    id: r.id,
+    mp_token_version: r.mp_token_version === null ? null : Number(r.mp_token_version),
+  }));
+}
+
+/**
+ * The connection totals `mp-health` reports: connected and needing re-authorization from the
+ * counters the triggers keep (`mp_account_totals`), expiring within 7 days over its index.
+ */
+export async function readConnectionTotals(
+  sql: Sql,
+): Promise<{ connected: number; expiring_7d: number; needs_reauth: number }> {
+  const [row] = await sql<{ connected: number; expiring_7d: number; needs_reauth: number }[]>`
+    select coalesce((select connected from mp_account_totals where id), 0)::int as connected,
+           coalesce((select needs_reauth from mp_account_totals where id), 0)::int as needs_reauth,
+           (select count(*) from nv_accounts
+             where mp_connected and mp_token_expires_at < now() + interval '7 days')::int
+             as expiring_7d`;
+  return row;
 }

@@ -2,7 +2,7 @@
  * The Backend DB's `clients`: the plain-text runtime cache checkout reads. Every write is
  * fenced by the Admin version it carries (docs/invariants.md, invariant 1).
  */
-import { pgArray, type Sql } from "../platform/db.ts";
+import { type JsonPage, pgArray, selectJsonPage, type Sql } from "../platform/db.ts";
 
 /** What the cache holds for one client. */
 export interface CachedCredentials {
@@ -142,23 +142,6 @@ export async function readCacheStates(sql: Sql, clientIds: string[]): Promise<Ca
       from clients where id = any(${pgArray(clientIds)}::uuid[])`;
 }
 
-/** A page (by id) of the clients whose cache holds any credential: ids and versions only. */
-export async function readCachedClientPage(
-  sql: Sql,
-  after: string | null,
-  limit: number,
-  until: string | null = null,
-): Promise<CacheState[]> {
-  return await sql<CacheState[]>`
-    select id, mp_token_version, mp_access_token is not null as has_token,
-           mp_public_key is not null as has_public_key
-      from clients
-     where (mp_access_token is not null or mp_public_key is not null)
-       and id > ${after ?? "00000000-0000-0000-0000-000000000000"}::uuid
-       and id <= ${until ?? "ffffffff-ffff-ffff-ffff-ffffffffffff"}::uuid
-     order by id limit ${limit}`;
-}
-
 /**
  * Clears the cache of clients no account feeds, in one statement, each only while it still
  * holds the version it was seen with (a sync landing meanwhile carries a newer one).
@@ -178,4 +161,86 @@ export async function clearOrphanedCache(
        and (c.mp_access_token is not null or c.mp_public_key is not null)
     returning c.id`;
   return rows.map((r) => r.id);
+}
+
+/**
+ * A page (by id, in `(after, until]`) of the clients whose cache holds any credential, as a
+ * JSON text of `[client id, version, has token, has public key]` arrays (ids and versions
+ * only), passed on to the Admin DB unparsed.
+ */
+export async function readCachedClientsPage(
+  sql: Sql,
+  opts: { after: string | null; until: string | null; limit: number },
+): Promise<JsonPage> {
+  return await selectJsonPage(
+    sql,
+    sql`select id, mp_token_version, mp_access_token is not null as has_token,
+               mp_public_key is not null as has_public_key
+          from clients
+         where (mp_access_token is not null or mp_public_key is not null)
+           and id > ${opts.after ?? "00000000-0000-0000-0000-000000000000"}::uuid
+           and id <= ${opts.until ?? "ffffffff-ffff-ffff-ffff-ffffffffffff"}::uuid
+         order by id limit ${opts.limit}`,
+    sql`json_build_array(id, mp_token_version, has_token, has_public_key)`,
+  );
+}
+
+/** A linked account's cache that differs from it, as the Backend found it. */
+export interface CacheDriftRow {
+  account_id: string;
+  client_id: string;
+  account_version: number;
+  connected: boolean;
+  /** Null when the client row does not exist. */
+  cache: CacheState | null;
+  kind: "stale" | "empty" | "revoked_cached" | "ahead" | "client_missing";
+}
+
+/**
+ * Compares the accounts of `page` (a JSON text of `[account id, client id, version,
+ * connected]` arrays, as the Admin DB wrote it) with their caches, in the Backend, and
+ * returns only those that differ, ordered by account id. The rule is `driftOf`'s
+ * (shared/reconcile/drift.ts), written in SQL; a test checks they agree on every case.
+ */
+export async function findCacheDrift(sql: Sql, page: string): Promise<CacheDriftRow[]> {
+  const rows = await sql<
+    (Omit<CacheDriftRow, "cache"> & {
+      exists: boolean;
+      mp_token_version: number | null;
+      has_token: boolean;
+      has_public_key: boolean;
+    })[]
+  >`
+    with a as (
+      select (e->>0)::uuid as account_id, (e->>1)::uuid as client_id,
+             (e->>2)::bigint as account_version, (e->>3)::boolean as connected
+        from json_array_elements(${page}::text::json) as e),
+    compared as (
+      select a.*, c.id is not null as exists, c.mp_token_version,
+             c.mp_access_token is not null as has_token, c.mp_public_key is not null as has_public_key,
+             case
+               when c.id is null then 'client_missing'
+               when a.connected and c.mp_access_token is null then 'empty'
+               when a.connected and coalesce(c.mp_token_version, -1) < a.account_version then 'stale'
+               when a.connected and coalesce(c.mp_token_version, -1) > a.account_version then 'ahead'
+               when not a.connected and (c.mp_access_token is not null or c.mp_public_key is not null)
+                 then 'revoked_cached'
+             end as kind
+        from a left join clients c on c.id = a.client_id)
+    select * from compared where kind is not null order by account_id`;
+  return rows.map((r) => ({
+    account_id: r.account_id,
+    client_id: r.client_id,
+    account_version: Number(r.account_version),
+    connected: r.connected,
+    kind: r.kind,
+    cache: r.exists
+      ? {
+        id: r.client_id,
+        mp_token_version: r.mp_token_version === null ? null : Number(r.mp_token_version),
+        has_token: r.has_token,
+        has_public_key: r.has_public_key,
+      }
+      : null,
+  }));
 }

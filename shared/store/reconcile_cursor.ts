@@ -16,14 +16,23 @@ export async function readCursors(sql: Sql): Promise<Record<CursorScan, string |
   return out;
 }
 
-/** Saves both cursors in one statement. */
+/** Where a scan stopped, and whether it passed the end of the keyspace on the way. */
+export interface CursorEnd {
+  next: string | null;
+  wrapped: boolean;
+}
+
+/** Saves both cursors in one statement; a scan that wrapped records when (`wrapped_at`). */
 export async function saveCursors(
   sql: Sql,
-  cursors: Record<CursorScan, string | null>,
+  ends: Record<CursorScan, CursorEnd>,
 ): Promise<void> {
   await sql`
-    insert into mp_reconcile_cursor (scan, after_id, updated_at)
-    values ('accounts', ${cursors.accounts}::uuid, now()),
-           ('orphans', ${cursors.orphans}::uuid, now())
-    on conflict (scan) do update set after_id = excluded.after_id, updated_at = now()`;
+    insert into mp_reconcile_cursor (scan, after_id, updated_at, wrapped_at)
+    values ('accounts', ${ends.accounts.next}::uuid, now(),
+            case when ${ends.accounts.wrapped}::boolean then now() end),
+           ('orphans', ${ends.orphans.next}::uuid, now(),
+            case when ${ends.orphans.wrapped}::boolean then now() end)
+    on conflict (scan) do update set after_id = excluded.after_id, updated_at = now(),
+      wrapped_at = coalesce(excluded.wrapped_at, mp_reconcile_cursor.wrapped_at)`;
 }

@@ -59,6 +59,27 @@ export const MUTANTS: Mutant[] = [
     to: "where id = ${clientId}",
     tests: ["--filter", "invariant 1 (deterministic)", "tests/core_test.ts"],
   },
+  {
+    name: "reconcile out of budget saves the page's end as its cursor (skips the drift left)",
+    file: "shared/reconcile/reconcile.ts",
+    from: "const stopAt = over ? take.at(-1)?.account.id ?? span.after : null;",
+    to: "const stopAt = over ? span.until : null;",
+    tests: ["tests/reconcile_scale_test.ts"],
+  },
+  {
+    name: "the Backend's drift rule misses a cache one version behind",
+    file: "shared/store/clients.ts",
+    from: "coalesce(c.mp_token_version, -1) < a.account_version then 'stale'",
+    to: "coalesce(c.mp_token_version, -1) < a.account_version - 1 then 'stale'",
+    tests: ["tests/drift_sql_test.ts"],
+  },
+  {
+    name: "the account counters ignore deletes",
+    file: "admin/supabase/migrations/20261130000500_mp_account_totals.sql",
+    from: "  if tg_op in ('UPDATE', 'DELETE') then",
+    to: "  if tg_op in ('UPDATE') then",
+    tests: ["tests/reconcile_scale_test.ts"],
+  },
 ];
 
 const ROOT = new URL("../../", import.meta.url).pathname;
