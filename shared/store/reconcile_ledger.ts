@@ -17,25 +17,28 @@ export interface LeftDrift {
 }
 
 /**
- * Replaces the drift recorded for the account ids in `(after, until]` with `left`, in one
- * transaction: what this check found outstanding there is all that stays recorded.
+ * Replaces the drift recorded for the account ids in `(after, until]` with `left` (all inside
+ * that range), in one statement: what this check found outstanding there is all that stays.
  */
 export async function replaceLeftDrift(
   sql: Sql,
   range: { after: string | null; until: string | null },
   left: LeftDrift[],
 ): Promise<void> {
-  await sql.begin(async (tx) => {
-    await tx`delete from mp_reconcile_drift
-     where account_id > ${range.after ?? "00000000-0000-0000-0000-000000000000"}::uuid
-       and account_id <= ${range.until ?? "ffffffff-ffff-ffff-ffff-ffffffffffff"}::uuid`;
-    if (left.length === 0) return;
-    await tx`insert into mp_reconcile_drift (account_id, client_id, kind, reason)
-      select (e->>'account_id')::uuid, (e->>'client_id')::uuid, e->>'kind', e->>'reason'
-        from json_array_elements(${JSON.stringify(left)}::text::json) as e
-      on conflict (account_id) do update set client_id = excluded.client_id,
-        kind = excluded.kind, reason = excluded.reason, seen_at = now()`;
-  });
+  await sql`
+    with incoming as (
+      select (e->>'account_id')::uuid as account_id, (e->>'client_id')::uuid as client_id,
+             e->>'kind' as kind, e->>'reason' as reason
+        from json_array_elements(${JSON.stringify(left)}::text::json) as e),
+    gone as (
+      delete from mp_reconcile_drift d
+       where d.account_id > ${range.after ?? "00000000-0000-0000-0000-000000000000"}::uuid
+         and d.account_id <= ${range.until ?? "ffffffff-ffff-ffff-ffff-ffffffffffff"}::uuid
+         and not exists (select 1 from incoming i where i.account_id = d.account_id))
+    insert into mp_reconcile_drift (account_id, client_id, kind, reason)
+    select account_id, client_id, kind, reason from incoming
+    on conflict (account_id) do update set client_id = excluded.client_id,
+      kind = excluded.kind, reason = excluded.reason, seen_at = now()`;
 }
 
 /** The counts of one run, as `mp_reconcile_runs` keeps them. */
