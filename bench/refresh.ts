@@ -1,8 +1,9 @@
 /**
  * mp-refresh throughput (docs/contract.md, mp-refresh): 10,000 due accounts against the sandbox with 50 ms of
  * latency per token call, refreshed by back-to-back mp-refresh runs (two callers, 500
- * accounts each). Measured in accounts/s against the bound the concurrency sets:
- * MP_REFRESH_CONCURRENCY ÷ latency. Target: ≥ 0.8 of the bound. `BENCH_QUICK=1` in the
+ * accounts each). Measured in accounts/s against the bound the concurrency sets: each caller's
+ * run is served by its own isolate with its own MP_REFRESH_CONCURRENCY slots, so
+ * callers × MP_REFRESH_CONCURRENCY ÷ latency. Target: ≥ 0.8 of the bound. `BENCH_QUICK=1` in the
  * environment passed in seeds 300 accounts instead (to prove the bench still runs).
  * Run alone against a running stack: `deno run -A bench/refresh.ts [.local/dev]`.
  */
@@ -100,7 +101,7 @@ export async function dropAccounts(admin: Sql, backend: Sql, seeded: DueAccounts
 export const refreshBench: Bench = async (env) => {
   const accounts = env.BENCH_QUICK === "1" ? ACCOUNTS.quick : ACCOUNTS.full;
   const concurrency = loadConfig(env).refreshConcurrency;
-  const bound = concurrency / (LATENCY_MS / 1000);
+  const bound = (CALLERS * concurrency) / (LATENCY_MS / 1000);
   const admin = connect(env.ADMIN_DB_URL, { max: 4 });
   const backend = connect(env.BACKEND_DB_URL, { max: 4 });
   let seeded: DueAccounts = { ids: [], clientIds: [] };
@@ -138,7 +139,9 @@ export const refreshBench: Bench = async (env) => {
       bench: `mp-refresh, ${accounts} due accounts, sandbox latency ${LATENCY_MS} ms`,
       metric: "accounts/s",
       value: `${rate.toFixed(1)} (${refreshed} in ${seconds.toFixed(1)} s)`,
-      baseline: `${bound.toFixed(0)} (concurrency ${concurrency} ÷ ${LATENCY_MS} ms)`,
+      baseline: `${
+        bound.toFixed(0)
+      } (${CALLERS} callers × concurrency ${concurrency} ÷ ${LATENCY_MS} ms)`,
       ratio: ratio.toFixed(2),
       target: "≥ 0.8× bound, all refreshed",
       met: ratio >= 0.8 && refreshed === accounts,

@@ -2,8 +2,9 @@
  * `deno task bench [--quick]`: starts its own local stack (ports 30321–30326, `.local/bench`),
  * runs every benchmark against it, prints one table and writes `bench/RESULTS.md` with the
  * machine it ran on. `--quick` runs tiny sizes (to prove the bench still runs, e.g. in CI) and
- * writes `.local/bench/RESULTS.quick.md` instead. Nothing here asserts a time: the exit code
- * is 1 only when a benchmark could not run.
+ * writes `.local/bench/RESULTS.quick.md` instead. The stack's pg_cron jobs are paused (the
+ * benches drive the functions themselves). Nothing here asserts a time: the exit code is 1
+ * only when a benchmark could not run.
  */
 import { parseArgs } from "node:util";
 import postgres from "postgres";
@@ -71,6 +72,22 @@ async function machine(env: Record<string, string>): Promise<[string, string][]>
     ["PostgreSQL", pg],
     ["Date", new Date().toISOString()],
   ];
+}
+
+/**
+ * Pauses every pg_cron job of the bench's own stack (refresh every 10 minutes, reconcile every
+ * minute, retention): a scheduled run landing in a measurement is noise, and the stack is
+ * thrown away after the bench.
+ */
+async function pauseSchedules(env: Record<string, string>) {
+  for (const url of [env.BACKEND_DB_URL, env.ADMIN_DB_URL]) {
+    const sql = postgres(url, { max: 1, onnotice: () => {} });
+    try {
+      await sql`update cron.job set active = false`;
+    } finally {
+      await sql.end({ timeout: 1 });
+    }
+  }
 }
 
 const COLUMNS: (keyof BenchRow)[] = [
@@ -163,6 +180,7 @@ async function main(): Promise<number> {
   try {
     const env = { ...stack.env, BENCH_LOG_DIR: STATE_DIR, ...(quick ? QUICK_ENV : {}) };
     host = await machine(env);
+    await pauseSchedules(env);
     for (const [name, bench] of BENCHES) {
       const t = performance.now();
       console.log(`bench: ${name}${quick ? " (quick)" : ""} …`);
