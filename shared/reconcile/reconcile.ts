@@ -169,6 +169,127 @@ export interface ReconcileOptions {
   wallMs?: number;
 }
 
+/** What one run carries through its two scans: the repairs left, the counts, the deadline. */
+interface RunState {
+  budget: number;
+  summary: ReconcileSummary;
+  deadline: number;
+}
+
+/** Where the linked-accounts scan stopped, and the drift it found, took and could not repair. */
+interface AccountsPass {
+  end: SliceEnd;
+  spans: Span[];
+  left: LeftDrift[];
+}
+
+/** A drift left unrepaired, as the ledger keeps it. */
+const leftOf = (d: Drift, reason: LeftDrift["reason"]): LeftDrift => ({
+  account_id: d.account.id,
+  client_id: d.account.backend_client_id,
+  kind: d.kind,
+  reason,
+});
+
+/**
+ * Scans the linked accounts' slice from `cursor` and repairs the drift found, page by page (one
+ * decrypted while the one before is written), within the run's budget. When the budget runs
+ * out, the scan stops after the last account repaired, so the next run starts at the first
+ * one left.
+ */
+async function reconcileAccounts(
+  ctx: Context,
+  log: Logger,
+  run: RunState,
+  cursor: string | null,
+  opts: { slice: number; pageSize?: number },
+): Promise<AccountsPass> {
+  const { summary } = run;
+  const sync = new SyncPipeline(ctx, log);
+  const taken: Drift[] = [];
+  const spans: Span[] = [];
+  const left: LeftDrift[] = [];
+  const outcomes = new Map<string, BatchOutcome>();
+  let end: SliceEnd;
+  try {
+    end = await scanSlice(
+      (range) =>
+        scanDrift(ctx, async (checked, drifts, span) => {
+          summary.checked += checked;
+          const repairable: Drift[] = [];
+          for (const d of drifts) {
+            if (d.kind === "client_missing") {
+              summary.client_missing++;
+              left.push(leftOf(d, "client_missing"));
+              continue;
+            }
+            summary[d.kind]++;
+            summary.drifted++;
+            repairable.push(d);
+          }
+          const take = repairable.slice(0, run.budget);
+          run.budget -= take.length;
+          taken.push(...take);
+          const over = repairable.length > take.length;
+          const stopAt = over ? take.at(-1)?.account.id ?? span.after : null;
+          spans.push(over ? { after: span.after, until: stopAt } : span);
+          if (take.length > 0) {
+            await sync.add(repairRows(ctx, take), (done) => {
+              for (const o of done) outcomes.set(o.accountId, o);
+            });
+          }
+          if (over) return { stopAt };
+          if (performance.now() > run.deadline) return { stopAt: span.until };
+        }, { pageSize: opts.pageSize, ...range }),
+      cursor,
+      opts.slice,
+    );
+    await sync.finish();
+  } catch (err) {
+    await sync.finish().catch(() => {});
+    throw err;
+  }
+  for (const d of taken) {
+    const o = outcomes.get(d.account.id);
+    if (o && (o.result === "synced" || o.cleared)) summary.repaired++;
+    else if (o?.result === "failed") summary.failed++;
+    if (!o) left.push(leftOf(d, "busy"));
+    else if (o.result === "failed") left.push(leftOf(d, "failed"));
+  }
+  return { end, spans, left };
+}
+
+/**
+ * Scans the cached clients' slice from `cursor` and clears the caches no account feeds, with
+ * the budget left, page by page; each clear is fenced by the version seen, so a cache written
+ * meanwhile is kept.
+ */
+function clearOrphans(
+  ctx: Context,
+  run: RunState,
+  cursor: string | null,
+  opts: { slice: number; pageSize?: number },
+): Promise<SliceEnd> {
+  const { summary } = run;
+  return scanSlice(
+    (range) =>
+      scanOrphans(ctx, async (found: Orphan[], span) => {
+        const take = found.slice(0, run.budget);
+        run.budget -= take.length;
+        summary.unlinked += found.length;
+        summary.drifted += found.length;
+        if (take.length > 0) {
+          const seen = take.map((o) => ({ id: o.id, version: o.mp_token_version }));
+          summary.repaired += (await ctx.backend((sql) => clearOrphanedCache(sql, seen))).length;
+        }
+        if (found.length > take.length) return { stopAt: take.at(-1)?.id ?? span.after };
+        if (performance.now() > run.deadline) return { stopAt: span.until };
+      }, { pageSize: opts.pageSize, ...range }),
+    cursor,
+    opts.slice,
+  );
+}
+
 /**
  * Finds and repairs drift over one slice of both databases (at most `slice` rows of each,
  * continuing from the saved cursors), at most `limit` repairs; saves the cursors, records what
@@ -179,111 +300,26 @@ export async function reconcile(
   log: Logger,
   opts: ReconcileOptions = {},
 ): Promise<ReconcileSummary> {
-  const limit = Math.min(opts.limit ?? RECONCILE_LIMIT.default, RECONCILE_LIMIT.max);
-  const slice = opts.slice ?? RECONCILE_SLICE;
   const started = performance.now();
-  const deadline = started + (opts.wallMs ?? RECONCILE_WALL_MS);
+  const run: RunState = {
+    budget: Math.min(opts.limit ?? RECONCILE_LIMIT.default, RECONCILE_LIMIT.max),
+    summary: emptySummary(),
+    deadline: started + (opts.wallMs ?? RECONCILE_WALL_MS),
+  };
+  const scan = { slice: opts.slice ?? RECONCILE_SLICE, pageSize: opts.pageSize };
   const cursors = await ctx.backend((sql) => readCursors(sql));
-  let budget = limit;
-  const summary = emptySummary();
-
-  // Linked accounts: drifted pages are repaired as the scan goes on (one decrypted while the
-  // one before is written). When the budget runs out, the scan stops after the last account
-  // repaired, so the next run starts at the first one left.
-  const sync = new SyncPipeline(ctx, log);
-  const taken: Drift[] = [];
-  const missing: Drift[] = [];
-  const spans: Span[] = [];
-  const outcomes = new Map<string, BatchOutcome>();
-  let accounts: SliceEnd;
-  try {
-    accounts = await scanSlice(
-      (range) =>
-        scanDrift(ctx, async (checked, drifts, span) => {
-          summary.checked += checked;
-          const repairable: Drift[] = [];
-          for (const d of drifts) {
-            if (d.kind === "client_missing") missing.push(d);
-            else repairable.push(d);
-          }
-          const take = repairable.slice(0, budget);
-          budget -= take.length;
-          const over = repairable.length > take.length;
-          const stopAt = over ? take.at(-1)?.account.id ?? span.after : null;
-          spans.push(over ? { after: span.after, until: stopAt } : span);
-          for (const d of drifts) {
-            if (d.kind === "client_missing") summary.client_missing++;
-            else {
-              summary[d.kind]++;
-              summary.drifted++;
-            }
-          }
-          taken.push(...take);
-          if (take.length > 0) {
-            await sync.add(repairRows(ctx, take), (done) => {
-              for (const o of done) outcomes.set(o.accountId, o);
-            });
-          }
-          if (over) return { stopAt };
-          if (performance.now() > deadline) return { stopAt: span.until };
-        }, { pageSize: opts.pageSize, ...range }),
-      cursors.accounts,
-      slice,
-    );
-    await sync.finish();
-  } catch (err) {
-    await sync.finish().catch(() => {});
-    throw err;
-  }
-  const left: LeftDrift[] = missing.map((d) => ({
-    account_id: d.account.id,
-    client_id: d.account.backend_client_id,
-    kind: d.kind,
-    reason: "client_missing",
-  }));
-  for (const d of taken) {
-    const o = outcomes.get(d.account.id);
-    if (o && (o.result === "synced" || o.cleared)) summary.repaired++;
-    else if (o?.result === "failed") summary.failed++;
-    if (!o || o.result === "failed") {
-      left.push({
-        account_id: d.account.id,
-        client_id: d.account.backend_client_id,
-        kind: d.kind,
-        reason: o ? "failed" : "busy",
-      });
-    }
-  }
+  const accounts = await reconcileAccounts(ctx, log, run, cursors.accounts, scan);
   await ctx.backend(async (sql) => {
-    for (const span of joinSpans(spans)) {
-      await replaceLeftDrift(sql, span, left.filter((l) => within(l.account_id, span)));
+    for (const span of joinSpans(accounts.spans)) {
+      await replaceLeftDrift(sql, span, accounts.left.filter((l) => within(l.account_id, span)));
     }
   });
+  const orphans = await clearOrphans(ctx, run, cursors.orphans, scan);
 
-  // Caches no account feeds, with the budget left: cleared page by page, each fenced by the
-  // version seen, so a cache written meanwhile is kept.
-  const orphans = await scanSlice(
-    (range) =>
-      scanOrphans(ctx, async (found: Orphan[], span) => {
-        const take = found.slice(0, budget);
-        budget -= take.length;
-        const over = found.length > take.length;
-        summary.unlinked += found.length;
-        summary.drifted += found.length;
-        if (take.length > 0) {
-          const seen = take.map((o) => ({ id: o.id, version: o.mp_token_version }));
-          summary.repaired += (await ctx.backend((sql) => clearOrphanedCache(sql, seen))).length;
-        }
-        if (over) return { stopAt: take.at(-1)?.id ?? span.after };
-        if (performance.now() > deadline) return { stopAt: span.until };
-      }, { pageSize: opts.pageSize, ...range }),
-    cursors.orphans,
-    slice,
-  );
-
-  summary.wrapped = accounts.wrapped;
+  const { summary } = run;
+  summary.wrapped = accounts.end.wrapped;
   summary.skipped = summary.drifted - summary.repaired - summary.failed;
-  const ends: Record<"accounts" | "orphans", CursorEnd> = { accounts, orphans };
+  const ends: Record<"accounts" | "orphans", CursorEnd> = { accounts: accounts.end, orphans };
   await ctx.backend(async (sql) => {
     await saveCursors(sql, ends);
     await recordRun(sql, summary);
