@@ -4,9 +4,10 @@ import { reconcile, RECONCILE_LIMIT } from "../../../shared/reconcile/reconcile.
 import { recordEvent } from "../../../shared/store/audit.ts";
 
 /**
- * mp-reconcile (pg_cron, hourly): finds accounts whose cache differs from the Admin master
- * (by version and presence, never by secret), repairs up to `limit` of them through the
- * batched version-fenced sync, and answers (and logs) the counts by kind.
+ * mp-reconcile (pg_cron, every minute): finds accounts whose cache differs from the Admin master
+ * (by version and presence, never by secret) over one slice of the keyspace from the saved
+ * cursors, repairs up to `limit` of them through the batched version-fenced sync, and answers
+ * (and logs) the counts by kind (docs/scale.md).
  */
 export const handler = defineFunction({
   name: "mp-reconcile",
