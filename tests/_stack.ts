@@ -280,12 +280,18 @@ export function functionEnv(extra: Record<string, string> = {}): Record<string, 
   };
 }
 
-/** Runs `fn` with the pg_cron job `job` paused, so only the test runs that function meanwhile. */
+/**
+ * Runs `fn` with the pg_cron job `job` paused, so only the test runs that function meanwhile;
+ * the job is active again afterwards only if it was before.
+ */
 export async function withCronPaused(job: string, fn: () => Promise<void>): Promise<void> {
-  await backendDb()`update cron.job set active = false where jobname = ${job}`;
+  const was = await backendDb()`update cron.job set active = false
+    where jobname = ${job} and active returning jobname`;
   try {
     await fn();
   } finally {
-    await backendDb()`update cron.job set active = true where jobname = ${job}`;
+    if (was.length > 0) {
+      await backendDb()`update cron.job set active = true where jobname = ${job}`;
+    }
   }
 }

@@ -781,11 +781,15 @@ async function cronJob() {
     `${BACKEND_MIGRATIONS}/20261130000300_mp_public_edges.sql`,
     `${BACKEND_MIGRATIONS}/20261130000400_mp_reconcile_at_scale.sql`,
   ];
-  // Re-running them in order (as postgres, whose job it is) changes nothing.
+  // Re-running them in order (as postgres, whose job it is) changes nothing. (The suite keeps
+  // the job paused; cron.schedule may set it active again, so it is put back as it was.)
+  const [{ active }] = await backendDb()`select active from cron.job
+    where jobname = 'mp-reconcile'`;
   await backendDb().begin(async (tx) => {
     await tx.unsafe("set local role postgres");
     for (const file of files) await tx.unsafe(await Deno.readTextFile(file));
   });
+  await backendDb()`update cron.job set active = ${active} where jobname = 'mp-reconcile'`;
   const jobs = await backendDb()`select schedule, command, active, username from cron.job
     where jobname = 'mp-reconcile'`;
   assert.equal(jobs.length, 1);

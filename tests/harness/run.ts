@@ -7,6 +7,7 @@
 import { type LaunchedStack, launchStack, pump } from "../../local/launch.ts";
 import { findLeaks, knownSecrets } from "../../local/leaks.ts";
 import { lintDatabases } from "../../local/lint_db.ts";
+import { connect } from "../../shared/platform/db.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const STATE_DIR = Deno.env.get("STACK_STATE_DIR") ?? ".local/test";
@@ -27,6 +28,20 @@ export function countJunit(xml: string, filtered = false): { passed: number; fai
   return { passed: cases.length - failed - skipped, failed: failed + (filtered ? 0 : skipped) };
 }
 
+/**
+ * Pauses the test stack's every-minute mp-reconcile job: a run landing between a test's setup
+ * and its check would repair drift the test put there on purpose. The tests of mp-reconcile
+ * call it themselves, and its schedule is tested by running the job's command.
+ */
+async function pauseReconcileSchedule(url: string) {
+  const sql = connect(url, { max: 1 });
+  try {
+    await sql`update cron.job set active = false where jobname = 'mp-reconcile'`;
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+}
+
 async function main(): Promise<number> {
   const portBase = Deno.env.get("STACK_PORT_BASE");
   let stack: LaunchedStack | undefined;
@@ -40,6 +55,7 @@ async function main(): Promise<number> {
       logFile: STACK_LOG,
     });
     const env = stack.env;
+    await pauseReconcileSchedule(env.BACKEND_DB_URL);
     console.log(`local test stack up in ${((performance.now() - started) / 1000).toFixed(1)}s`);
     const testLog = await Deno.open(TEST_LOG, { write: true, create: true, truncate: true });
     await Deno.remove(JUNIT).catch(() => {});
