@@ -22,7 +22,7 @@ import {
 } from "./drift.ts";
 import { type CursorEnd, readCursors, saveCursors } from "../store/reconcile_cursor.ts";
 import { type LeftDrift, recordRun, replaceLeftDrift } from "../store/reconcile_ledger.ts";
-import { pgArray } from "../platform/db.ts";
+import { escrowedAmong } from "../store/escrow.ts";
 import type { Logger } from "../platform/log.ts";
 import { type BatchOutcome, SyncPipeline } from "../sync/sync_batch.ts";
 
@@ -86,18 +86,6 @@ export async function scanSlice(
   };
 }
 
-/** Account ids among `ids` with a refreshed pair parked in the Backend escrow, if it exists. */
-async function escrowed(ctx: Context, ids: string[]): Promise<Set<string>> {
-  const rows = await ctx.backend(async (sql) => {
-    const [{ exists }] = await sql<{ exists: boolean }[]>`
-      select to_regclass('public.mp_refresh_escrow') is not null as exists`;
-    if (!exists) return [];
-    return await sql<{ account_id: string }[]>`
-      select account_id from mp_refresh_escrow where account_id = any(${pgArray(ids)}::uuid[])`;
-  });
-  return new Set(rows.map((r) => r.account_id));
-}
-
 /**
  * The account rows that repair drifted accounts: a cache older than the account is synced from
  * the account as read now (the fence keeps a newer cache); a cache level with or ahead of it
@@ -108,7 +96,8 @@ async function repairRows(ctx: Context, drifts: Drift[]): Promise<AccountRow[]> 
   const older = drifts.filter((d) => !isLevel(d)).map((d) => d.account.id);
   let level = drifts.filter(isLevel);
   if (level.length > 0) {
-    const parked = await escrowed(ctx, level.map((d) => d.account.id));
+    const ids = level.map((d) => d.account.id);
+    const parked = new Set(await ctx.backend((sql) => escrowedAmong(sql, ids)));
     level = level.filter((d) => !parked.has(d.account.id));
   }
   const [read, bumped] = await Promise.all([

@@ -31,6 +31,15 @@ export async function listEscrowed(sql: Sql, limit: number): Promise<string[]> {
   return rows.map((r) => r.account_id);
 }
 
+/** Which of `accountIds` have a pair waiting (ids only, no ciphertext read). */
+export async function escrowedAmong(sql: Sql, accountIds: string[]): Promise<string[]> {
+  const rows = await sql<{ account_id: string }[]>`
+    select account_id from mp_refresh_escrow where account_id = any(${
+    pgArray(accountIds)
+  }::uuid[])`;
+  return rows.map((r) => r.account_id);
+}
+
 /** The escrowed pairs of `accountIds`, by account id. */
 export async function readEscrows(
   sql: Sql,

@@ -92,57 +92,51 @@ export interface SyncOptions {
   skipCurrent?: boolean;
 }
 
-/** The fenced write of `writes`, sending only the ones behind their version (`skipCurrent`). */
-async function writeBehind(sql: Sql, writes: BatchCacheWrite[]): Promise<BatchCacheResult[]> {
+/**
+ * What the fenced write would answer for each of `writes`, from the cache versions alone (ids
+ * and versions, never the tokens; nothing written): a cache version only goes up, so a cache
+ * at or past the write's version is "already_current" now and after.
+ */
+async function predictWrites(sql: Sql, writes: BatchCacheWrite[]): Promise<BatchCacheResult[]> {
   const states = new Map(
     (await readCacheStates(sql, writes.map((w) => w.clientId))).map((s) => [s.id, s]),
   );
-  const current = (w: BatchCacheWrite) => {
-    const s = states.get(w.clientId.toLowerCase());
-    return !!s && (s.mp_token_version ?? -1) >= w.version;
-  };
-  const behind = writes.filter((w) => !current(w));
-  const written = new Map<BatchCacheWrite, BatchCacheResult>();
-  (await writeCacheBatch(sql, behind)).forEach((r, i) => written.set(behind[i], r));
   return writes.map((w) => {
-    const done = written.get(w);
-    if (done) return done;
-    const s = states.get(w.clientId.toLowerCase())!;
+    const s = states.get(w.clientId.toLowerCase());
     return {
       clientId: w.clientId,
-      result: "already_current",
-      hadCredentials: s.has_token || s.has_public_key,
+      result: !s
+        ? "client_not_found"
+        : (s.mp_token_version ?? -1) < w.version
+        ? "synced"
+        : "already_current",
+      hadCredentials: !!s && (s.has_token || s.has_public_key),
     };
   });
 }
 
-/** Writes decrypted rows in one version-fenced statement (or, dry, reads what it would do). */
+/** The fenced write of `writes`, sending only the ones not already current (`skipCurrent`). */
+async function writeBehind(sql: Sql, writes: BatchCacheWrite[]): Promise<BatchCacheResult[]> {
+  const predicted = await predictWrites(sql, writes);
+  const behind = writes.filter((_, i) => predicted[i].result !== "already_current");
+  const written = await writeCacheBatch(sql, behind);
+  let next = 0;
+  return predicted.map((p) => p.result === "already_current" ? p : written[next++]);
+}
+
+/** Writes decrypted rows in one version-fenced statement (or, dry, predicts what it would do). */
 async function writeRows(
   ctx: Context,
   { rows, writes, out }: Decrypted,
   opts: SyncOptions,
 ): Promise<BatchOutcome[]> {
-  const results = opts.dryRun
-    ? await ctx.backend(async (sql) => {
-      const states = new Map(
-        (await readCacheStates(sql, writes.map((w) => w.clientId))).map((s) => [s.id, s]),
-      );
-      return writes.map((w) => {
-        const s = states.get(w.clientId);
-        const newer = s && (s.mp_token_version ?? -1) < w.version;
-        return {
-          result: !s
-            ? "client_not_found" as const
-            : newer
-            ? "synced" as const
-            : "already_current" as const,
-          hadCredentials: !!s && (s.has_token || s.has_public_key),
-        };
-      });
-    })
-    : opts.skipCurrent
-    ? await ctx.backend((sql) => writeBehind(sql, writes))
-    : await ctx.backend((sql) => writeCacheBatch(sql, writes));
+  const results = await ctx.backend((sql) =>
+    opts.dryRun
+      ? predictWrites(sql, writes)
+      : opts.skipCurrent
+      ? writeBehind(sql, writes)
+      : writeCacheBatch(sql, writes)
+  );
   writes.forEach((w, i) => {
     const r = results[i];
     const result = r.result === "client_not_found"
