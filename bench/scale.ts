@@ -142,7 +142,7 @@ async function driftLeft(backend: Sql): Promise<number> {
 /** Pauses the scheduled mp-reconcile and mp-refresh runs; returns the jobs it paused. */
 async function pauseCron(backend: Sql): Promise<string[]> {
   const rows = await backend<{ jobname: string }[]>`update cron.job set active = false
-    where jobname in ('mp-reconcile', 'mp-refresh') and active returning jobname`;
+    where jobname in ('mp-reconcile', 'mp-refresh', 'mp-probe') and active returning jobname`;
   return rows.map((r) => r.jobname);
 }
 

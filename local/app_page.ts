@@ -22,6 +22,9 @@ interface AccountView {
   expires_in_seconds: number | null;
   mp_needs_reauth: boolean;
   mp_token_version: number;
+  /** The connection state and its reason (docs/contract.md, "Connection states"). */
+  mp_state: string;
+  mp_state_reason: string | null;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -80,7 +83,8 @@ function row(a: AccountView): string {
   return `<tr data-account-id="${esc(a.id)}">
   <td><code>${esc(a.id)}</code></td>
   <td>${a.backend_client_id ? `<code>${esc(a.backend_client_id)}</code>` : "—"}</td>
-  <td class="state">${a.mp_connected ? "connected" : "not connected"}</td>
+  <td class="state">${esc(a.mp_state.replaceAll("_", " "))}</td>
+  <td class="reason">${a.mp_state_reason ? esc(a.mp_state_reason) : ""}</td>
   <td>${a.mp_user_id ?? "—"}</td>
   <td class="expires">${a.mp_connected ? expiresIn(a.expires_in_seconds) : "—"}</td>
   <td class="reauth">${a.mp_needs_reauth ? "needs re-authorization" : "no"}</td>
@@ -114,10 +118,10 @@ comes back here; Revoke clears the credentials in both databases.</p>
 ${banner(query)}
 <form method="post" action="/app/accounts"><button type="submit" id="new-account">New account</button></form>
 <table>
-<thead><tr><th>Account</th><th>Client</th><th>Connection</th><th>MP seller</th><th>Expires in</th>
+<thead><tr><th>Account</th><th>Client</th><th>Connection</th><th>Why</th><th>MP seller</th><th>Expires in</th>
 <th>Re-authorization</th><th>Version</th><th></th></tr></thead>
 <tbody>
-${accounts.length ? accounts.map(row).join("\n") : '<tr><td colspan="8">No accounts yet.</td></tr>'}
+${accounts.length ? accounts.map(row).join("\n") : '<tr><td colspan="9">No accounts yet.</td></tr>'}
 </tbody>
 </table>
 </body>
@@ -166,7 +170,8 @@ export function createAppPage(opts: AppPageOptions): Fetch & { close(): Promise<
       const accounts = await db()<AccountView[]>`
         select id, backend_client_id, coalesce(mp_connected, false) as mp_connected, mp_user_id,
                extract(epoch from mp_token_expires_at - now())::bigint as expires_in_seconds,
-               coalesce(mp_needs_reauth, false) as mp_needs_reauth, mp_token_version
+               coalesce(mp_needs_reauth, false) as mp_needs_reauth, mp_token_version,
+               mp_state, mp_state_reason
           from nv_accounts order by mp_updated_at desc nulls last, id limit 200`;
       return html(page(accounts, url.searchParams));
     }

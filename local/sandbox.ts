@@ -3,9 +3,31 @@
  * MercadoPago's wire format, plus `/__sandbox/*` controls that let tests inject faults and
  * latency. One handler serves both MP_AUTH_URL (`/authorization`) and MP_API_URL
  * (`/oauth/token`, `/users/me`). Faults and latency apply to the next API calls of either
- * kind, `/users/me` included (so the webhook's confirmation can be made to fail). It logs
- * nothing.
+ * kind, `/users/me` included (so the webhook's confirmation can be made to fail), except the
+ * faults that strike after a token call is processed (`lose_answer`, `error_500_after`,
+ * `malformed_200`, `other_seller`): those concern `/oauth/token` only. `lose_answer` makes the
+ * handler reject with {@link DroppedConnection}; serve the sandbox with {@link serveSandbox} to
+ * turn that into a connection closed without an answer. It logs nothing.
+ *
+ * Every token belongs to a grant: the chain of rotations from one code exchange or one seeded
+ * grant. Presenting a spent refresh token again (reuse) revokes its whole grant, as MercadoPago
+ * does; the seller's other grants keep working.
  */
+import { DroppedConnection } from "./sandbox/serve.ts";
+import { deauthorizedNotification, deliver } from "./sandbox/notifications.ts";
+import {
+  digits,
+  hex,
+  isInt,
+  mpError,
+  type Params,
+  parseObject,
+  readParams,
+  s256,
+} from "./sandbox/wire.ts";
+
+export { DroppedConnection, serveSandbox } from "./sandbox/serve.ts";
+export type { SandboxServer, ServeSandboxOptions } from "./sandbox/serve.ts";
 
 /** A MercadoPago token response (what the sandbox grants; tests and bench share it). */
 export interface MpGrant {
@@ -22,20 +44,32 @@ export interface MpGrant {
 export interface SandboxOptions {
   clientId: string;
   clientSecret: string;
-  /** Clock in epoch milliseconds (default `Date.now`); used for the 10-minute code life. */
+  /** Clock in epoch milliseconds (default `Date.now`): code life and access token expiry. */
   now?: () => number;
   /** The application's webhook secret: `/__sandbox/deauthorize` signs its notification with it. */
   webhookSecret?: string;
 }
 
-/** A running sandbox: mount `handler` with `Deno.serve`; `close()` releases held requests. */
+/**
+ * A running sandbox: serve `handler` with {@link serveSandbox} (or call it directly in unit
+ * tests, where a lost answer is a rejection with {@link DroppedConnection});
+ * `close()` releases held requests.
+ */
 export interface Sandbox {
   handler: (req: Request) => Promise<Response>;
   close(): void;
 }
 
-type FaultMode = "error_500" | "timeout" | "rate_limited" | "invalid_grant";
-type Params = Record<string, string | undefined>;
+/** The body of a successful token call. */
+type TokenBody = MpGrant & { token_type: string };
+
+/** Faults that fail a call before it is processed (the old modes, also on `/users/me`). */
+const BEFORE_MODES = ["error_500", "timeout", "rate_limited", "invalid_grant"] as const;
+/** Faults that strike a token call after it is processed (`/oauth/token` only). */
+const AFTER_MODES = ["lose_answer", "error_500_after", "malformed_200", "other_seller"] as const;
+type FaultMode = typeof BEFORE_MODES[number] | typeof AFTER_MODES[number];
+type AfterMode = typeof AFTER_MODES[number];
+type Call = "token" | "users_me";
 
 interface PendingCode {
   clientId: string;
@@ -45,17 +79,35 @@ interface PendingCode {
   issuedAt: number;
 }
 
+/** One authorization's chain of rotations; revoking it kills every token descended from it. */
+interface Grant {
+  userId: number;
+  revoked: boolean;
+}
+
+interface AccessEntry {
+  grant: Grant;
+  revoked: boolean;
+  expiresAt: number;
+}
+
+interface RefreshEntry {
+  grant: Grant;
+  revoked: boolean;
+  used: boolean;
+}
+
 const CODE_TTL_MS = 10 * 60 * 1000;
 const EXPIRES_IN = 15552000;
-const FAULT_MODES = ["error_500", "timeout", "rate_limited", "invalid_grant"];
 
 /** Creates a fresh sandbox with empty state for the given application credentials. */
 export function createSandbox(opts: SandboxOptions): Sandbox {
   const now = opts.now ?? Date.now;
   const codes = new Map<string, PendingCode>();
-  const refreshTokens = new Map<string, { userId: number; used: boolean; revoked?: boolean }>();
-  const accessTokens = new Map<string, { userId: number; revoked: boolean }>();
+  const refreshTokens = new Map<string, RefreshEntry>();
+  const accessTokens = new Map<string, AccessEntry>();
   const publicKeys = new Map<number, string>(); // seller user_id → stable public key
+  const lastTokens = new Map<number | "any", TokenBody>(); // last pair issued, per seller
   const waiters = new Set<() => void>(); // pending latency/timeout waits, released by close()
   const issued = new Set<string>(); // every token, code and verifier seen, for leak scans
   let closed = false;
@@ -74,14 +126,21 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
     return id;
   }
 
-  function issueTokens(userId: number) {
+  /** Issues a new access and refresh token on `grant` (a new grant for a seller id). */
+  function issueTokens(grant: Grant | number): TokenBody {
+    const g = typeof grant === "number" ? { userId: grant, revoked: false } : grant;
+    const userId = g.userId;
     const refreshToken = `TG-${hex(12)}-${userId}`;
-    refreshTokens.set(refreshToken, { userId, used: false });
+    refreshTokens.set(refreshToken, { grant: g, used: false, revoked: false });
     const appId = /^\d+$/.test(opts.clientId) ? opts.clientId : digits(16);
     const accessToken = `APP_USR-${appId}-${digits(6)}-${hex(16)}-${userId}`;
     issued.add(accessToken).add(refreshToken);
-    accessTokens.set(accessToken, { userId, revoked: false });
-    return {
+    accessTokens.set(accessToken, {
+      grant: g,
+      revoked: false,
+      expiresAt: now() + EXPIRES_IN * 1000,
+    });
+    const body = {
       access_token: accessToken,
       token_type: "Bearer",
       expires_in: EXPIRES_IN,
@@ -91,6 +150,28 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
       public_key: publicKeys.get(userId)!,
       live_mode: true,
     };
+    lastTokens.set(userId, body).set("any", body);
+    return body;
+  }
+
+  /** True while a token can be used: neither it nor its grant was revoked. */
+  function live(entry: AccessEntry | RefreshEntry): boolean {
+    return !entry.revoked && !entry.grant.revoked;
+  }
+
+  /** Revokes the live tokens of `tokens` that `match`; returns how many. */
+  function revoke<E extends AccessEntry | RefreshEntry>(
+    tokens: Map<string, E>,
+    match: (entry: E) => boolean,
+  ): number {
+    let count = 0;
+    for (const entry of tokens.values()) {
+      if (live(entry) && match(entry)) {
+        entry.revoked = true;
+        count++;
+      }
+    }
+    return count;
   }
 
   /** Resolves true after `ms` (null = never), or false early on client abort or close(). */
@@ -146,10 +227,16 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
     return Response.redirect(target, 302);
   }
 
-  /** The injected fault or latency of the next API call, as a response; undefined: none. */
-  async function injected(req: Request): Promise<Response | undefined> {
-    const mode = fault?.mode; // faults go to the next n calls in arrival order
-    if (fault && --fault.count <= 0) fault = null;
+  /** Takes the fault of the next call (in arrival order), if its mode concerns this call. */
+  function takeFault(call: Call): FaultMode | undefined {
+    if (!fault || (call !== "token" && isAfterMode(fault.mode))) return undefined;
+    const mode = fault.mode;
+    if (--fault.count <= 0) fault = null;
+    return mode;
+  }
+
+  /** Waits out the latency, then fails the call if `mode` fails it before processing. */
+  async function failBefore(req: Request, mode?: FaultMode): Promise<Response | undefined> {
     if (latencyMs > 0 && !(await wait(latencyMs, req.signal))) return gone();
     if (mode === "timeout") {
       await wait(null, req.signal);
@@ -162,92 +249,150 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
     }
   }
 
+  /** The answer to a processed token call, as the fault `mode` (if any) mangles it. */
+  function answer(outcome: Response | TokenBody, mode?: FaultMode): Response {
+    if (mode === "lose_answer") throw new DroppedConnection();
+    if (mode === "error_500_after") return mpError(500, "internal_error", "internal server error");
+    if (outcome instanceof Response) return outcome;
+    if (mode === "malformed_200") {
+      const { access_token: _, ...rest } = outcome;
+      return Response.json(rest);
+    }
+    return Response.json(outcome);
+  }
+
   /** `GET /users/me`: the seller behind a working access token; 401 for any other. */
   async function usersMe(req: Request): Promise<Response> {
     stats.users_me_calls++;
-    const fail = await injected(req);
+    const fail = await failBefore(req, takeFault("users_me"));
     if (fail) return fail;
     const auth = req.headers.get("authorization") ?? "";
     const token = /^bearer /i.test(auth) ? auth.slice(7).trim() : "";
     const entry = accessTokens.get(token);
-    if (!entry || entry.revoked) return mpError(401, "unauthorized", "invalid access token");
-    return Response.json({ id: entry.userId, nickname: `TESTUSER${entry.userId}`, site_id: "MLA" });
+    if (!entry || !live(entry) || now() >= entry.expiresAt) {
+      return mpError(401, "unauthorized", "invalid access token");
+    }
+    const id = entry.grant.userId;
+    return Response.json({ id, nickname: `TESTUSER${id}`, site_id: "MLA" });
   }
 
+  /** `POST /oauth/token`: a code exchange or a refresh, then the fault of this call, if any. */
   async function token(req: Request): Promise<Response> {
     stats.token_calls++;
-    const fail = await injected(req);
+    const mode = takeFault("token");
+    const fail = await failBefore(req, mode);
     if (fail) return fail;
     const body = await readParams(req);
-    if (!body) return mpError(400, "invalid_request", "malformed request body");
+    if (!body) return answer(mpError(400, "invalid_request", "malformed request body"), mode);
+    return answer(await grantTokens(body, mode === "other_seller"), mode);
+  }
+
+  /** Processes a token request: new tokens, or MercadoPago's error for it. */
+  async function grantTokens(body: Params, otherSeller: boolean): Promise<Response | TokenBody> {
     if (body.client_id !== opts.clientId || body.client_secret !== opts.clientSecret) {
       return mpError(401, "invalid_client", "invalid client_id or client_secret");
     }
     if (body.code_verifier) issued.add(body.code_verifier);
-    if (body.grant_type === "authorization_code") {
-      const entry = body.code === undefined ? undefined : codes.get(body.code);
-      if (!entry) return mpError(400, "invalid_grant", "invalid authorization code");
-      codes.delete(body.code!); // single use: any exchange attempt consumes the code
-      if (now() - entry.issuedAt > CODE_TTL_MS) {
-        return mpError(400, "invalid_grant", "authorization code expired");
-      }
-      if (entry.clientId !== body.client_id || entry.redirectUri !== body.redirect_uri) {
-        return mpError(400, "invalid_grant", "redirect_uri does not match");
-      }
-      if (entry.codeChallenge !== undefined) {
-        if (!body.code_verifier || (await s256(body.code_verifier)) !== entry.codeChallenge) {
-          return mpError(400, "invalid_grant", "invalid code_verifier");
-        }
-      }
-      return Response.json(issueTokens(entry.userId));
-    }
-    if (body.grant_type === "refresh_token") {
-      const entry = body.refresh_token === undefined
-        ? undefined
-        : refreshTokens.get(body.refresh_token);
-      if (!entry || entry.revoked) return mpError(400, "invalid_grant", "invalid refresh_token");
-      if (entry.used) {
-        stats.refresh_token_reuse++;
-        return mpError(400, "invalid_grant", "refresh_token already used");
-      }
-      entry.used = true;
-      stats.refreshes++;
-      return Response.json(issueTokens(entry.userId));
-    }
+    if (body.grant_type === "authorization_code") return await exchangeCode(body, otherSeller);
+    if (body.grant_type === "refresh_token") return refresh(body, otherSeller);
     if (!body.grant_type) return mpError(400, "invalid_request", "grant_type is required");
     return mpError(400, "unsupported_grant_type", "unsupported grant_type");
+  }
+
+  /** `grant_type=authorization_code`: consumes the code and starts a new grant. */
+  async function exchangeCode(body: Params, otherSeller: boolean) {
+    const entry = body.code === undefined ? undefined : codes.get(body.code);
+    if (!entry) return mpError(400, "invalid_grant", "invalid authorization code");
+    codes.delete(body.code!); // single use: any exchange attempt consumes the code
+    if (now() - entry.issuedAt > CODE_TTL_MS) {
+      return mpError(400, "invalid_grant", "authorization code expired");
+    }
+    if (entry.clientId !== body.client_id || entry.redirectUri !== body.redirect_uri) {
+      return mpError(400, "invalid_grant", "redirect_uri does not match");
+    }
+    if (entry.codeChallenge !== undefined) {
+      if (!body.code_verifier || (await s256(body.code_verifier)) !== entry.codeChallenge) {
+        return mpError(400, "invalid_grant", "invalid code_verifier");
+      }
+    }
+    return issueTokens(otherSeller ? seller() : entry.userId);
+  }
+
+  /** `grant_type=refresh_token`: spends the token for a new pair; reuse revokes the grant. */
+  function refresh(body: Params, otherSeller: boolean): Response | TokenBody {
+    const entry = body.refresh_token === undefined
+      ? undefined
+      : refreshTokens.get(body.refresh_token);
+    if (!entry || entry.revoked) return mpError(400, "invalid_grant", "invalid refresh_token");
+    if (entry.used) {
+      stats.refresh_token_reuse++;
+      entry.grant.revoked = true; // every token of this grant stops working
+      return mpError(400, "invalid_grant", "refresh_token already used");
+    }
+    if (entry.grant.revoked) return mpError(400, "invalid_grant", "invalid refresh_token");
+    entry.used = true;
+    stats.refreshes++;
+    return issueTokens(otherSeller ? seller() : entry.grant);
   }
 
   async function control(path: string, req: Request): Promise<Response> {
     const text = await req.text().catch(() => "{");
     const body = text.trim() === "" ? {} : parseObject(text);
     if (!body) return mpError(400, "invalid_request", "malformed request body");
-    if (path === "/__sandbox/faults") {
-      const count = body.count ?? 1;
-      if (body.mode === "none" || count === 0) fault = null;
-      else if (FAULT_MODES.includes(body.mode as string) && isInt(count, 1, 1e9)) {
-        fault = { mode: body.mode as FaultMode, count: count as number };
-      } else return mpError(400, "invalid_request", "invalid fault");
-      return Response.json({ ok: true });
-    }
+    if (path === "/__sandbox/faults") return setFault(body);
     if (path === "/__sandbox/latency") {
       if (!isInt(body.ms, 0, 600_000)) return mpError(400, "invalid_request", "invalid ms");
       latencyMs = body.ms as number;
       return Response.json({ ok: true });
     }
-    if (path === "/__sandbox/grants") {
-      const count = body.count ?? 1;
-      if (!isInt(count, 1, 10_000) || (body.user_id !== undefined && !isInt(body.user_id, 1))) {
-        return mpError(400, "invalid_request", "invalid count or user_id");
-      }
-      const grants = [];
-      for (let i = 0; i < (count as number); i++) {
-        grants.push(issueTokens(seller(body.user_id as number | undefined)));
-      }
-      return Response.json({ grants });
-    }
+    if (path === "/__sandbox/grants") return seedGrants(body);
+    if (path === "/__sandbox/invalidate") return invalidate(body);
     if (path === "/__sandbox/deauthorize") return await deauthorize(body);
     return mpError(404, "not_found", `resource ${path} not found`);
+  }
+
+  /**
+   * `POST /__sandbox/faults {"mode","count"}`: the next `count` calls fail as `mode` says.
+   * After processing a token call, `lose_answer` drops and `error_500_after` replaces whatever
+   * it answered; `malformed_200` strips `access_token` from, and `other_seller` hands a new
+   * seller's pair (a grant of its own) in place of, a successful one.
+   */
+  function setFault(body: Record<string, unknown>): Response {
+    const count = body.count ?? 1;
+    const modes: readonly string[] = [...BEFORE_MODES, ...AFTER_MODES];
+    if (body.mode === "none" || count === 0) fault = null;
+    else if (modes.includes(body.mode as string) && isInt(count, 1, 1e9)) {
+      fault = { mode: body.mode as FaultMode, count: count as number };
+    } else return mpError(400, "invalid_request", "invalid fault");
+    return Response.json({ ok: true });
+  }
+
+  /** `POST /__sandbox/grants {"count","user_id"?}`: token sets as if sellers had authorized. */
+  function seedGrants(body: Record<string, unknown>): Response {
+    const count = body.count ?? 1;
+    if (!isInt(count, 1, 10_000) || (body.user_id !== undefined && !isInt(body.user_id, 1))) {
+      return mpError(400, "invalid_request", "invalid count or user_id");
+    }
+    const grants = [];
+    for (let i = 0; i < (count as number); i++) {
+      grants.push(issueTokens(seller(body.user_id as number | undefined)));
+    }
+    return Response.json({ grants });
+  }
+
+  /**
+   * `POST /__sandbox/invalidate {"user_id","scope"}`: MercadoPago silently kills the seller's
+   * access tokens (`access`; refreshing still works) or its grants (`grant`: refresh tokens too).
+   */
+  function invalidate(body: Record<string, unknown>): Response {
+    const { user_id: userId, scope } = body;
+    if (!isInt(userId, 1) || (scope !== "access" && scope !== "grant")) {
+      return mpError(400, "invalid_request", "invalid user_id or scope");
+    }
+    const mine = (e: AccessEntry | RefreshEntry) => e.grant.userId === userId;
+    let invalidated = revoke(accessTokens, mine);
+    if (scope === "grant") invalidated += revoke(refreshTokens, (e) => mine(e) && !e.used);
+    return Response.json({ ok: true, invalidated });
   }
 
   /**
@@ -261,60 +406,19 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
     if (!isInt(userId, 1) || (notifyUrl !== undefined && !URL.canParse(String(notifyUrl)))) {
       return mpError(400, "invalid_request", "invalid user_id or notify_url");
     }
-    let revoked = 0;
-    for (const tokens of [accessTokens, refreshTokens]) {
-      for (const entry of tokens.values()) {
-        if (entry.userId === userId && !entry.revoked) {
-          entry.revoked = true;
-          revoked++;
-        }
-      }
-    }
+    const mine = (e: AccessEntry | RefreshEntry) => e.grant.userId === userId;
+    const revoked = revoke(accessTokens, mine) + revoke(refreshTokens, mine);
     if (notifyUrl === undefined) return Response.json({ ok: true, revoked });
-    const notification = await deauthorizedNotification(userId as number);
-    const target = new URL(String(notifyUrl));
-    for (const [k, v] of Object.entries(notification.query)) target.searchParams.set(k, v);
-    const res = await fetch(target, {
-      method: "POST",
-      headers: { "content-type": "application/json", ...notification.headers },
-      body: JSON.stringify(notification.body),
-    });
-    await res.body?.cancel();
-    return Response.json({ ok: true, revoked, notified: res.status });
+    if (!opts.webhookSecret) throw new Error("the sandbox has no webhookSecret to sign with");
+    const note = await deauthorizedNotification(opts.webhookSecret, userId as number, now());
+    return Response.json({ ok: true, revoked, notified: await deliver(String(notifyUrl), note) });
   }
 
-  /** An `application.deauthorized` notification as MercadoPago signs and sends it. */
-  async function deauthorizedNotification(userId: number) {
-    if (!opts.webhookSecret) throw new Error("the sandbox has no webhookSecret to sign with");
-    const dataId = digits(12);
-    const requestId = crypto.randomUUID();
-    const ts = String(now());
-    const manifest = `id:${dataId};request-id:${requestId};ts:${ts};`;
-    const key = await crypto.subtle.importKey(
-      "raw",
-      new TextEncoder().encode(opts.webhookSecret),
-      { name: "HMAC", hash: "SHA-256" },
-      false,
-      ["sign"],
-    );
-    const mac = new Uint8Array(
-      await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(manifest)),
-    );
-    const v1 = [...mac].map((b) => b.toString(16).padStart(2, "0")).join("");
-    return {
-      query: { "data.id": dataId, type: "mp-connect" },
-      headers: { "x-signature": `ts=${ts},v1=${v1}`, "x-request-id": requestId },
-      body: {
-        action: "application.deauthorized",
-        api_version: "v1",
-        data: { id: dataId },
-        date_created: new Date(now()).toISOString(),
-        id: Number(digits(11)) + 1,
-        live_mode: true,
-        type: "mp-connect",
-        user_id: userId,
-      },
-    };
+  /** `GET /__sandbox/last_tokens[?user_id=n]`: the last pair issued, even if its answer was lost. */
+  function lastIssued(url: URL): Response {
+    const userId = url.searchParams.get("user_id");
+    const key = userId === null ? "any" : Number(userId);
+    return Response.json({ tokens: lastTokens.get(key) ?? null });
   }
 
   function reset(): Response {
@@ -332,6 +436,7 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
     if (route === "GET /users/me") return await usersMe(req);
     if (route === "GET /__sandbox/stats") return Response.json(stats);
     if (route === "GET /__sandbox/secrets") return Response.json({ secrets: [...issued] });
+    if (route === "GET /__sandbox/last_tokens") return lastIssued(url);
     if (route === "POST /__sandbox/reset") return reset();
     if (req.method === "POST" && url.pathname.startsWith("/__sandbox/")) {
       return await control(url.pathname, req);
@@ -347,6 +452,10 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
   return { handler, close };
 }
 
+function isAfterMode(mode: FaultMode): mode is AfterMode {
+  return (AFTER_MODES as readonly string[]).includes(mode);
+}
+
 function newStats() {
   return {
     token_calls: 0,
@@ -357,62 +466,7 @@ function newStats() {
   };
 }
 
-/** MercadoPago error body: `{"message","error","status","cause":[]}` with that HTTP status. */
-function mpError(
-  status: number,
-  error: string,
-  message: string,
-  headers?: Record<string, string>,
-): Response {
-  return Response.json({ message, error, status, cause: [] }, { status, headers });
-}
-
 /** Answer for a request abandoned by its client (or held until close()); nobody reads it. */
 function gone(): Response {
   return mpError(504, "timeout", "request abandoned");
-}
-
-/** Token request parameters from a JSON or form body; null when malformed. */
-async function readParams(req: Request): Promise<Params | null> {
-  const text = await req.text().catch(() => null);
-  if (text === null) return null;
-  if ((req.headers.get("content-type") ?? "").includes("application/x-www-form-urlencoded")) {
-    return Object.fromEntries(new URLSearchParams(text));
-  }
-  const json = parseObject(text);
-  if (!json) return null;
-  const out: Params = {};
-  for (const [k, v] of Object.entries(json)) out[k] = typeof v === "string" ? v : undefined;
-  return out;
-}
-
-/** A JSON object parsed from text; null when malformed or not an object. */
-function parseObject(text: string): Record<string, unknown> | null {
-  try {
-    const value = JSON.parse(text);
-    return value && typeof value === "object" && !Array.isArray(value) ? value : null;
-  } catch {
-    return null;
-  }
-}
-
-function isInt(v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): boolean {
-  return Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max;
-}
-
-async function s256(verifier: string): Promise<string> {
-  const hash = new Uint8Array(
-    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)),
-  );
-  return btoa(String.fromCharCode(...hash)).replaceAll("+", "-").replaceAll("/", "_")
-    .replace(/=+$/, "");
-}
-
-function hex(bytes: number): string {
-  return [...crypto.getRandomValues(new Uint8Array(bytes))]
-    .map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-function digits(n: number): string {
-  return [...crypto.getRandomValues(new Uint8Array(n))].map((b) => String(b % 10)).join("");
 }

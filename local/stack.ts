@@ -17,7 +17,7 @@ import { bootstrap } from "./bootstrap.ts";
 import { findPgbouncer, makeCertificate, Pooler } from "./pooler.ts";
 import { createGateway } from "./gateway.ts";
 import { resolveLimits } from "./edge/limits.ts";
-import { createSandbox } from "./sandbox.ts";
+import { createSandbox, serveSandbox } from "./sandbox.ts";
 import { startNetWorker } from "./net_worker.ts";
 import { createAppPage } from "./app_page.ts";
 
@@ -270,7 +270,8 @@ async function serve(
   const gateway = await createGateway({ env: functionEnv, limits, extra: { "/app": appPage } });
   const quiet = { onListen: () => {} };
   const servers = [
-    Deno.serve({ hostname: host, port: ports.sandbox, ...quiet }, sandbox.handler),
+    // A TCP front, so the sandbox's lose_answer fault can close a connection unanswered.
+    serveSandbox(sandbox, { hostname: host, port: ports.sandbox }),
     Deno.serve({ hostname: host, port: ports.gateway, ...quiet }, gateway.fetch),
   ];
   const netWorker = startNetWorker(backendSql, log.child({ component: "pg_net" }));

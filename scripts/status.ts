@@ -1,6 +1,6 @@
 /**
  * `deno task status [--json]`: every MercadoPago connection's health — account, client,
- * connected, expires in, last refresh, failures, needs re-authorization, cache in sync —
+ * connection state (with reason and deadline), expires in, last refresh, failures, needs re-authorization, cache in sync —
  * the ones that need a person first, then totals. Needs BACKEND_DB_URL and ADMIN_DB_URL.
  */
 import {
@@ -17,6 +17,7 @@ export interface StatusTotals {
   accounts: number;
   connected: number;
   needs_reauth: number;
+  at_risk: number;
   expired: number;
   expiring_7d: number;
   failing: number;
@@ -41,6 +42,7 @@ export function statusTotals(
     accounts: rows.length,
     connected: count((r) => r.connected),
     needs_reauth: count((r) => r.needs_reauth),
+    at_risk: count((r) => r.state === "at_risk"),
     expired: count((r) => r.connected && expiresIn(r) <= 0),
     expiring_7d: count((r) => r.connected && expiresIn(r) < 7 * 86_400_000),
     failing: count((r) => r.failures > 0),
@@ -69,7 +71,9 @@ export function formatStatus(rows: AccountStatus[], totals: StatusTotals): strin
     "attention",
     "account",
     "client",
-    "conn",
+    "state",
+    "reason",
+    "deadline",
     "expires in",
     "last refresh",
     "fail",
@@ -80,7 +84,9 @@ export function formatStatus(rows: AccountStatus[], totals: StatusTotals): strin
     r.attention === "ok" ? "" : r.attention,
     r.account_id,
     r.client_id ?? "—",
-    r.connected ? "yes" : "no",
+    r.state,
+    r.reason ?? "",
+    r.deadline ? span(Date.parse(r.deadline) - now) : "",
     r.expires_at ? span(Date.parse(r.expires_at) - now) : "—",
     r.last_refresh_at ? `${span(now - Date.parse(r.last_refresh_at))} ago` : "never",
     String(r.failures),

@@ -144,7 +144,13 @@ export const sandbox = {
     });
     return await res.json();
   },
-  async stats(): Promise<{ token_calls: number; refresh_token_reuse: number }> {
+  async stats(): Promise<{
+    token_calls: number;
+    refresh_token_reuse: number;
+    refreshes: number;
+    authorizations: number;
+    users_me_calls: number;
+  }> {
     return await (await fetch(`${stack.sandboxUrl}/__sandbox/stats`)).json();
   },
   /** Token sets as if `count` sellers had authorized the app. */
@@ -153,6 +159,15 @@ export const sandbox = {
   },
   faults: (mode: string, count: number) => sandbox.post("faults", { mode, count }),
   latency: (ms: number) => sandbox.post("latency", { ms }),
+  /** MercadoPago silently kills the seller's access tokens (`access`) or whole grants (`grant`). */
+  invalidate: (userId: number, scope: "access" | "grant") =>
+    sandbox.post("invalidate", { user_id: userId, scope }),
+  /** The last token pair the sandbox issued (for `userId`), also one whose answer was lost. */
+  async lastTokens(userId?: number): Promise<MpGrant | null> {
+    const query = userId === undefined ? "" : `?user_id=${userId}`;
+    return (await (await fetch(`${stack.sandboxUrl}/__sandbox/last_tokens${query}`)).json())
+      .tokens;
+  },
 };
 
 let ring: Promise<KeyRing> | undefined;

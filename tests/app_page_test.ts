@@ -66,7 +66,8 @@ Deno.test("app page: new account → Connect → connected → Revoke → discon
     await row.locator("button.revoke").click();
     await page.waitForURL(/\/app\?mp=revoked/);
     assert.match((await page.locator("#result").textContent())!, /was disconnected/);
-    assert.equal(await row.locator(".state").textContent(), "not connected");
+    assert.equal(await row.locator(".state").textContent(), "revoked");
+    assert.equal(await row.locator(".reason").textContent(), "admin");
     assert.equal(await row.locator("button.revoke").count(), 0);
     const [revoked] = await adminDb()`
       select mp_connected, mp_token_version from nv_accounts where id = ${accountId}`;

@@ -478,6 +478,8 @@ Deno.test("status --json: everyone's health, the ones that need a person first, 
     const first = accounts[0];
     assert.equal(first.connected, true);
     assert.equal(first.needs_reauth, true);
+    assert.equal(first.state, "reauth_required");
+    assert.equal(first.reason, "invalid_grant");
     assert.equal(first.failures, 1);
     assert.ok(first.client_id);
     assert.equal(accounts[2].last_error, "server_error");
@@ -486,6 +488,7 @@ Deno.test("status --json: everyone's health, the ones that need a person first, 
       accounts: 8,
       connected: 8,
       needs_reauth: 1,
+      at_risk: 0,
       expired: 1,
       expiring_7d: 2,
       failing: 2,
@@ -502,7 +505,7 @@ Deno.test("status --json: everyone's health, the ones that need a person first, 
     const lines = table.stdout.trim().split("\n");
     assert.match(
       lines[0],
-      /^attention +account +client +conn +expires in +last refresh +fail +reauth +cache$/,
+      /^attention +account +client +state +reason +deadline +expires in +last refresh +fail +reauth +cache$/,
     );
     assert.ok(lines[1].startsWith("reauthorize") && lines[1].includes(reauth));
     assert.ok(lines[8].includes(notLinked) && lines[8].includes("not_linked"));

@@ -87,7 +87,7 @@ async function refreshJob() {
 let paused: string[] = [];
 Deno.test.beforeAll(async () => {
   const rows = await backendDb()`update cron.job set active = false
-    where jobname in ('mp-refresh', 'mp-reconcile') and active returning jobname`;
+    where jobname in ('mp-refresh', 'mp-reconcile', 'mp-probe') and active returning jobname`;
   paused = rows.map((r) => r.jobname);
 });
 Deno.test.afterAll(async () => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createSandbox, type Sandbox } from "../local/sandbox.ts";
+import { createSandbox, DroppedConnection, type Sandbox, serveSandbox } from "../local/sandbox.ts";
 
 const BASE = "http://mp.test";
 const CLIENT_ID = "1234567890123456";
@@ -100,6 +100,39 @@ async function s256(verifier: string): Promise<string> {
   const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier));
   return btoa(String.fromCharCode(...new Uint8Array(hash)))
     .replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+function usersMe(sb: Sandbox, token: string): Promise<Response> {
+  return sb.handler(
+    new Request(`${BASE}/users/me`, { headers: { authorization: `Bearer ${token}` } }),
+  );
+}
+
+async function fault(sb: Sandbox, mode: string, count = 1): Promise<void> {
+  assert.deepEqual(await json(post(sb, "/__sandbox/faults", { mode, count }), 200), { ok: true });
+}
+
+/** The last token pair the sandbox issued for `userId` (test control). */
+async function lastTokens(sb: Sandbox, userId: number): Promise<Json> {
+  return (await json(get(sb, `/__sandbox/last_tokens?user_id=${userId}`), 200)).tokens;
+}
+
+/** Asserts the pair works: `/users/me` answers its seller and its refresh token rotates. */
+async function assertWorks(sb: Sandbox, pair: Json): Promise<Json> {
+  assert.equal((await json(usersMe(sb, pair.access_token), 200)).id, pair.user_id);
+  return await json(refresh(sb, pair.refresh_token), 200);
+}
+
+/**
+ * Asserts `spent` was spent: presenting it again is invalid_grant counted as reuse, and it
+ * revokes its grant, so `sameGrant` (a later pair of that grant) stops working too.
+ */
+async function assertSpent(sb: Sandbox, spent: string, sameGrant: Json): Promise<void> {
+  const reuse = (await stats(sb)).refresh_token_reuse;
+  await assertMpError(refresh(sb, spent), 400, "invalid_grant");
+  assert.equal((await stats(sb)).refresh_token_reuse, reuse + 1);
+  await assertMpError(usersMe(sb, sameGrant.access_token), 401, "unauthorized");
+  await assertMpError(refresh(sb, sameGrant.refresh_token), 400, "invalid_grant");
 }
 
 /** True when the promise is still pending after the macrotask queue has had a turn. */
@@ -293,10 +326,11 @@ Deno.test("refresh tokens rotate; reuse is invalid_grant and counted; unknown is
   await assertMpError(refresh(sb, "TG-unknown-1"), 400, "invalid_grant");
   assert.equal((await stats(sb)).refresh_token_reuse, 2);
 
-  const third = await json(refresh(sb, second.refresh_token), 200);
-  assert.notEqual(third.refresh_token, second.refresh_token);
+  // The reuse revoked the whole grant: the unspent second token no longer works either.
+  await assertMpError(refresh(sb, second.refresh_token), 400, "invalid_grant");
   const s = await stats(sb);
-  assert.equal(s.refreshes, 2);
+  assert.equal(s.refresh_token_reuse, 2, "a revoked token is not a reuse");
+  assert.equal(s.refreshes, 1);
   assert.equal(s.token_calls, 6);
 });
 
@@ -367,7 +401,8 @@ Deno.test("fault timeout: close() releases held calls", async () => {
 
 Deno.test("fault timeout over HTTP: fetch with an AbortSignal gives up, call counted", async () => {
   const sb = setup();
-  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, sb.handler);
+  const stop = new AbortController();
+  const server = serveSandbox(sb, { port: 0, hostname: "127.0.0.1", signal: stop.signal });
   const base = `http://127.0.0.1:${server.addr.port}`;
   try {
     await (await fetch(`${base}/__sandbox/faults`, {
@@ -385,8 +420,8 @@ Deno.test("fault timeout over HTTP: fetch with an AbortSignal gives up, call cou
     const s = await (await fetch(`${base}/__sandbox/stats`)).json();
     assert.equal(s.token_calls, 1);
   } finally {
-    sb.close();
-    await server.shutdown();
+    stop.abort(); // the front closes every connection, which releases the held call
+    await server.finished;
   }
 });
 
@@ -553,4 +588,244 @@ Deno.test("deauthorize: the seller's tokens stop working; the notification is si
   assert.equal(note.action, "application.deauthorized");
   assert.equal(note.user_id, 777);
   assert.equal(note.data.id, dataId);
+});
+
+Deno.test("fault lose_answer: the refresh is processed, then the handler rejects with DroppedConnection", async () => {
+  const sb = setup();
+  const first = await json(exchange(sb, await authorize(sb, { user_id: "5001" })), 200);
+  await fault(sb, "lose_answer");
+  await assert.rejects(refresh(sb, first.refresh_token), DroppedConnection);
+  const lost = await lastTokens(sb, 5001);
+  assert.notEqual(lost.refresh_token, first.refresh_token);
+  assert.match(lost.access_token, ACCESS_RE);
+  const { secrets } = await json(get(sb, "/__sandbox/secrets"), 200);
+  assert.ok(secrets.includes(lost.access_token) && secrets.includes(lost.refresh_token));
+  const next = await assertWorks(sb, lost);
+  await assertSpent(sb, first.refresh_token, next);
+  const s = await stats(sb);
+  assert.equal(s.refreshes, 2);
+  assert.equal(s.token_calls, 5);
+});
+
+Deno.test("fault lose_answer on a code exchange consumes the code and issues working tokens", async () => {
+  const sb = setup();
+  const code = await authorize(sb, { user_id: "5002" });
+  await fault(sb, "lose_answer");
+  await assert.rejects(exchange(sb, code), DroppedConnection);
+  await assertMpError(exchange(sb, code), 400, "invalid_grant");
+  const lost = await lastTokens(sb, 5002);
+  assert.equal(lost.user_id, 5002);
+  await assertWorks(sb, lost);
+});
+
+Deno.test("fault error_500_after: 500 in MercadoPago's shape after the refresh is processed", async () => {
+  const sb = setup();
+  const first = await json(exchange(sb, await authorize(sb, { user_id: "5003" })), 200);
+  await fault(sb, "error_500_after");
+  await assertMpError(refresh(sb, first.refresh_token), 500, "internal_error");
+  const issued = await lastTokens(sb, 5003);
+  assert.notEqual(issued.refresh_token, first.refresh_token);
+  const next = await assertWorks(sb, issued);
+  await assertSpent(sb, first.refresh_token, next);
+});
+
+Deno.test("fault malformed_200: 200 without access_token after the refresh is processed", async () => {
+  const sb = setup();
+  const first = await json(exchange(sb, await authorize(sb, { user_id: "5004" })), 200);
+  await fault(sb, "malformed_200");
+  const body = await json(refresh(sb, first.refresh_token), 200);
+  assert.equal("access_token" in body, false);
+  assert.equal(body.user_id, 5004);
+  const issued = await lastTokens(sb, 5004);
+  assert.equal(issued.refresh_token, body.refresh_token);
+  const next = await assertWorks(sb, issued);
+  await assertSpent(sb, first.refresh_token, next);
+});
+
+Deno.test("fault other_seller: a refresh is answered with another seller's pair; the token is spent", async () => {
+  const sb = setup();
+  const first = await json(exchange(sb, await authorize(sb, { user_id: "5005" })), 200);
+  const sibling = await json(refresh(sb, first.refresh_token), 200);
+  await fault(sb, "other_seller");
+  const other = await json(refresh(sb, sibling.refresh_token), 200);
+  assert.notEqual(other.user_id, 5005);
+  assert.notEqual(other.public_key, first.public_key);
+  assert.ok(other.access_token.endsWith(`-${other.user_id}`));
+  const { secrets } = await json(get(sb, "/__sandbox/secrets"), 200);
+  assert.ok(secrets.includes(other.access_token) && secrets.includes(other.refresh_token));
+  await assertSpent(sb, sibling.refresh_token, sibling);
+  await assertWorks(sb, other); // a grant of its own seller, untouched by that reuse
+});
+
+Deno.test("after-processing faults leave /users/me alone and keep their count for token calls", async () => {
+  const sb = setup();
+  const first = await json(exchange(sb, await authorize(sb, { user_id: "5006" })), 200);
+  for (const mode of ["lose_answer", "error_500_after", "malformed_200", "other_seller"]) {
+    await fault(sb, mode);
+    await json(usersMe(sb, first.access_token), 200);
+    await json(usersMe(sb, first.access_token), 200);
+  }
+  // The last fault set (other_seller, count 1) is still there for the next token call.
+  assert.notEqual((await json(refresh(sb, first.refresh_token), 200)).user_id, 5006);
+  await fault(sb, "error_500", 1); // the old modes still fail /users/me
+  await assertMpError(usersMe(sb, first.access_token), 500, "internal_error");
+});
+
+Deno.test("reuse of a spent refresh token revokes its whole grant, not the seller's other grants", async () => {
+  const sb = setup();
+  const a1 = await json(exchange(sb, await authorize(sb, { user_id: "6001" })), 200);
+  const a2 = await json(refresh(sb, a1.refresh_token), 200);
+  const a3 = await json(refresh(sb, a2.refresh_token), 200);
+  const b = await json(exchange(sb, await authorize(sb, { user_id: "6001" })), 200);
+  const { grants: [seeded] } = await json(post(sb, "/__sandbox/grants", { user_id: 6001 }), 200);
+
+  const body = await assertMpError(refresh(sb, a1.refresh_token), 400, "invalid_grant");
+  assert.equal(typeof body.message, "string");
+  assert.equal((await stats(sb)).refresh_token_reuse, 1);
+  for (const pair of [a1, a2, a3]) {
+    await assertMpError(usersMe(sb, pair.access_token), 401, "unauthorized");
+  }
+  await assertMpError(refresh(sb, a3.refresh_token), 400, "invalid_grant");
+  assert.equal((await stats(sb)).refresh_token_reuse, 1, "a revoked unspent token is no reuse");
+  await assertWorks(sb, b);
+  await assertWorks(sb, seeded);
+
+  // A seeded grant is a grant too: its reuse revokes only its own chain.
+  const { grants: [c1] } = await json(post(sb, "/__sandbox/grants", { user_id: 6002 }), 200);
+  const c2 = await json(refresh(sb, c1.refresh_token), 200);
+  await assertSpent(sb, c1.refresh_token, c2);
+});
+
+Deno.test("invalidate access: the seller's access tokens die, its refresh tokens still work", async () => {
+  const sb = setup();
+  const a = await json(exchange(sb, await authorize(sb, { user_id: "7001" })), 200);
+  const { grants: [b] } = await json(post(sb, "/__sandbox/grants", { user_id: 7001 }), 200);
+  const other = await json(exchange(sb, await authorize(sb, { user_id: "7002" })), 200);
+  assert.deepEqual(
+    await json(post(sb, "/__sandbox/invalidate", { user_id: 7001, scope: "access" }), 200),
+    { ok: true, invalidated: 2 },
+  );
+  await assertMpError(usersMe(sb, a.access_token), 401, "unauthorized");
+  await assertMpError(usersMe(sb, b.access_token), 401, "unauthorized");
+  await assertWorks(sb, await json(refresh(sb, a.refresh_token), 200));
+  await assertWorks(sb, await json(refresh(sb, b.refresh_token), 200));
+  await assertWorks(sb, other);
+  assert.equal((await stats(sb)).refresh_token_reuse, 0);
+});
+
+Deno.test("invalidate grant: access and refresh tokens die (invalid_grant); bad input is 400", async () => {
+  const sb = setup();
+  const a = await json(exchange(sb, await authorize(sb, { user_id: "7003" })), 200);
+  const a2 = await json(refresh(sb, a.refresh_token), 200);
+  const other = await json(exchange(sb, await authorize(sb, { user_id: "7004" })), 200);
+  assert.deepEqual(
+    await json(post(sb, "/__sandbox/invalidate", { user_id: 7003, scope: "grant" }), 200),
+    { ok: true, invalidated: 3 }, // a's and a2's access tokens, a2's unspent refresh token
+  );
+  await assertMpError(usersMe(sb, a2.access_token), 401, "unauthorized");
+  await assertMpError(refresh(sb, a2.refresh_token), 400, "invalid_grant");
+  assert.equal((await stats(sb)).refresh_token_reuse, 0);
+  await assertWorks(sb, other);
+  assert.deepEqual(
+    await json(post(sb, "/__sandbox/invalidate", { user_id: 7003, scope: "grant" }), 200),
+    { ok: true, invalidated: 0 },
+  );
+  for (const bad of [{ user_id: 7003 }, { user_id: "7003", scope: "grant" }, { scope: "all" }]) {
+    await assertMpError(post(sb, "/__sandbox/invalidate", bad), 400, "invalid_request");
+  }
+  await assertMpError(post(sb, "/__sandbox/invalidate", "{nope"), 400, "invalid_request");
+});
+
+Deno.test("users_me_calls counts every /users/me call; expired access tokens are 401", async () => {
+  let t = 1_700_000_000_000;
+  const sb = setup(() => t);
+  const a = await json(exchange(sb, await authorize(sb, { user_id: "8001" })), 200);
+  await json(usersMe(sb, a.access_token), 200);
+  await assertMpError(usersMe(sb, "APP_USR-nope"), 401, "unauthorized");
+  await fault(sb, "rate_limited");
+  await assertMpError(usersMe(sb, a.access_token), 429, "too_many_requests");
+  t += 15552000 * 1000;
+  await assertMpError(usersMe(sb, a.access_token), 401, "unauthorized");
+  const fresh = await json(refresh(sb, a.refresh_token), 200);
+  await json(usersMe(sb, fresh.access_token), 200);
+  assert.equal((await stats(sb)).users_me_calls, 5);
+});
+
+/** Serves a fresh sandbox over TCP on an ephemeral port for `fn`, then shuts it down. */
+async function overTcp(fn: (base: string, sb: Sandbox) => Promise<void>): Promise<void> {
+  const sb = setup();
+  const server = serveSandbox(sb, { hostname: "127.0.0.1", port: 0 });
+  try {
+    await fn(`http://127.0.0.1:${server.addr.port}`, sb);
+  } finally {
+    sb.close();
+    await server.shutdown();
+  }
+}
+
+async function httpJson(url: string, body?: unknown): Promise<Json> {
+  const init = body === undefined ? {} : { method: "POST", body: JSON.stringify(body) };
+  return await (await fetch(url, init)).json();
+}
+
+function refreshBody(token: string): string {
+  return JSON.stringify({
+    client_id: CLIENT_ID,
+    client_secret: CLIENT_SECRET,
+    grant_type: "refresh_token",
+    refresh_token: token,
+  });
+}
+
+Deno.test("serveSandbox over TCP: lose_answer makes fetch reject with a SendRequest error, not Connect", async () => {
+  await overTcp(async (base) => {
+    const { grants: [g] } = await httpJson(`${base}/__sandbox/grants`, { user_id: 9001 });
+    await httpJson(`${base}/__sandbox/faults`, { mode: "lose_answer", count: 2 });
+    // On a connection of its own, then on a kept-alive one with a streaming body: in neither
+    // case does Deno's fetch resend the call (see the next test).
+    const client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+    const err = await fetch(`${base}/oauth/token`, {
+      method: "POST",
+      body: refreshBody(g.refresh_token),
+      client,
+    }).then(() => null, (e) => e);
+    client.close();
+    const lost = (await httpJson(`${base}/__sandbox/last_tokens?user_id=9001`)).tokens;
+    const err2 = await fetch(`${base}/oauth/token`, {
+      method: "POST",
+      body: ReadableStream.from([new TextEncoder().encode(refreshBody(lost.refresh_token))]),
+    }).then(() => null, (e) => e);
+    for (const e of [err, err2]) {
+      assert.ok(e instanceof TypeError, `fetch rejected: ${e}`);
+      assert.match(String(e.cause), /client error \(SendRequest\)/);
+      assert.doesNotMatch(String(e.cause), /\(Connect\)/);
+    }
+    // Both calls were processed once: the tokens were spent, the newest pair works.
+    const newest = (await httpJson(`${base}/__sandbox/last_tokens?user_id=9001`)).tokens;
+    assert.notEqual(newest.refresh_token, lost.refresh_token);
+    const me = await fetch(`${base}/users/me`, {
+      headers: { authorization: `Bearer ${newest.access_token}` },
+    });
+    assert.equal((await me.json()).id, 9001);
+    const s = await httpJson(`${base}/__sandbox/stats`);
+    assert.deepEqual([s.token_calls, s.refreshes, s.refresh_token_reuse], [2, 2, 0]);
+  });
+});
+
+Deno.test("serveSandbox over TCP: on a kept-alive connection Deno's fetch resends a dropped call once", async () => {
+  // Deno (ext/fetch, denoland/deno#36415) retries a request with a non-streaming body once on
+  // a new connection when a pooled one closes unanswered, so the sandbox, like MercadoPago,
+  // sees the spent refresh token again: a reuse, which revokes the grant.
+  await overTcp(async (base) => {
+    const { grants: [g] } = await httpJson(`${base}/__sandbox/grants`, { user_id: 9002 });
+    await httpJson(`${base}/__sandbox/faults`, { mode: "lose_answer", count: 1 });
+    const res = await fetch(`${base}/oauth/token`, {
+      method: "POST",
+      body: refreshBody(g.refresh_token),
+    });
+    assert.equal(res.status, 400);
+    assert.equal((await res.json()).error, "invalid_grant");
+    const s = await httpJson(`${base}/__sandbox/stats`);
+    assert.deepEqual([s.token_calls, s.refreshes, s.refresh_token_reuse], [2, 1, 1]);
+  });
 });

@@ -83,6 +83,10 @@ async function readFallback(
   if (!account && opts.backendUp && !opts.cacheRowExists) {
     throw new HttpError(404, "client_not_found", "no such client");
   }
+  if (account?.mp_connected && !account.mp_access_token_encrypted) {
+    // Connected without an access token: MercadoPago confirmed it dead (invariant 9).
+    throw new HttpError(404, "mp_reauth_required", "the seller must connect MercadoPago again");
+  }
   if (!account?.mp_connected || !account.mp_access_token_encrypted) {
     throw new HttpError(404, "mp_not_connected", "the client has no MercadoPago connection");
   }

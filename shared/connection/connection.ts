@@ -19,7 +19,7 @@ export async function revokeConnection(
   accountId: string,
   opts: { requestId?: string; reason?: string } = {},
 ): Promise<boolean> {
-  const revoked = await ctx.admin((sql) => revokeAccount(sql, accountId));
+  const revoked = await ctx.admin((sql) => revokeAccount(sql, accountId, opts.reason ?? "admin"));
   if (!revoked) return false;
   const clientId = revoked.backend_client_id;
   if (clientId) {
@@ -70,7 +70,7 @@ export async function saveConnection(
   ctx: Context,
   log: Logger,
   accountId: string,
-  tokens: MpTokens & { public_key: string },
+  tokens: MpTokens & { public_key: string; user_id: number },
   opts: { requestId?: string; replaceSeller?: boolean } = {},
 ): Promise<SaveOutcome> {
   const keys = await ctx.keys();

@@ -5,23 +5,35 @@
 import * as v from "valibot";
 import type { Config } from "../platform/config.ts";
 
-/** A validated token response. `public_key`, `live_mode`, `scope` may be absent on refresh. */
+/**
+ * A validated token response. `public_key`, `live_mode`, `scope` may be absent on refresh, and
+ * so may `user_id` (the stored seller is kept; a code exchange requires it).
+ */
 export interface MpTokens {
   access_token: string;
   refresh_token: string;
   expires_in: number;
-  user_id: number;
+  user_id?: number;
   public_key?: string;
   live_mode?: boolean;
   scope?: string;
 }
 
-/** How a call to MercadoPago failed; `transient` failures are worth retrying later. */
+/**
+ * How a call to MercadoPago failed. What each means for a refresh token is decided once, in
+ * `shared/refresh/outcome.ts`:
+ * - `not_sent`: the connection failed before the request was written (refused, DNS, TLS);
+ * - `lost`: the connection failed after it may have been written;
+ * - `timeout`: no answer within `MP_HTTP_TIMEOUT_MS`;
+ * - `rate_limited` (429), `invalid_grant`, `rejected` (another 4xx), `server_error` (5xx);
+ * - `bad_response`: a 2xx whose body is not a usable answer.
+ */
 export type MpFailure =
   | "invalid_grant"
   | "rate_limited"
   | "timeout"
-  | "network"
+  | "not_sent"
+  | "lost"
   | "server_error"
   | "rejected"
   | "bad_response";
@@ -43,7 +55,7 @@ const TokenResponse = v.object({
   access_token: v.pipe(v.string(), v.minLength(1)),
   token_type: v.pipe(v.string(), v.check((t) => t.toLowerCase() === "bearer", "not bearer")),
   expires_in: v.pipe(v.number(), v.integer(), v.minValue(1)),
-  user_id: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  user_id: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
   refresh_token: v.pipe(v.string(), v.minLength(1)),
   public_key: v.optional(v.string()),
   live_mode: v.optional(v.boolean()),
@@ -89,8 +101,19 @@ async function mpFetch(config: Config, path: string, init: RequestInit): Promise
     if (name === "TimeoutError" || name === "AbortError") {
       throw new MpError("timeout", `MercadoPago did not answer in ${config.mpTimeoutMs} ms`);
     }
-    throw new MpError("network", "MercadoPago could not be reached");
+    if (neverSent(err)) throw new MpError("not_sent", "MercadoPago could not be reached");
+    throw new MpError("lost", "The connection to MercadoPago was lost after sending");
   }
+}
+
+/**
+ * Whether a failed fetch provably never wrote the request: the connection itself failed (TCP
+ * refused, DNS, TLS — Deno reports these as `client error (Connect)`), or the runtime refused
+ * the address. Anything else may have reached MercadoPago.
+ */
+export function neverSent(err: unknown): boolean {
+  const text = `${(err as Error)?.message ?? ""} ${String((err as Error)?.cause ?? "")}`;
+  return /client error \(Connect\)|Requests to port \d+ are blocked/.test(text);
 }
 
 async function tokenCall(config: Config, body: Record<string, string>): Promise<MpTokens> {
@@ -134,17 +157,21 @@ async function tokenCall(config: Config, body: Record<string, string>): Promise<
   throw new MpError("rejected", `MercadoPago answered ${res.status} ${code}`.trim(), res.status);
 }
 
-/** Exchanges an authorization code (with its PKCE verifier when one was sent). */
-export function exchangeCode(
+/** Exchanges an authorization code (with its PKCE verifier when one was sent); the seller is required. */
+export async function exchangeCode(
   config: Config,
   params: { code: string; codeVerifier?: string },
-): Promise<MpTokens> {
-  return tokenCall(config, {
+): Promise<MpTokens & { user_id: number }> {
+  const tokens = await tokenCall(config, {
     grant_type: "authorization_code",
     code: params.code,
     redirect_uri: config.mpRedirectUri!,
     ...(params.codeVerifier ? { code_verifier: params.codeVerifier } : {}),
   });
+  if (tokens.user_id === undefined) {
+    throw new MpError("bad_response", "MercadoPago token response invalid at user_id", 200);
+  }
+  return { ...tokens, user_id: tokens.user_id };
 }
 
 /** Uses a (single-use) refresh token; MercadoPago answers with a new pair. */

@@ -37,7 +37,9 @@ async function exchange(
   accountId: string,
   code: string,
   codeVerifierEncrypted: string | null,
-): Promise<{ tokens: MpTokens & { public_key: string } } | { refused: CallbackResult }> {
+): Promise<
+  { tokens: MpTokens & { public_key: string; user_id: number } } | { refused: CallbackResult }
+> {
   const codeVerifier = codeVerifierEncrypted === null
     ? undefined
     : await decryptSecret(await ctx.keys(), accountId, "code_verifier", codeVerifierEncrypted);

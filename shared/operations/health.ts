@@ -4,7 +4,12 @@
  * `shared/reconcile/drift.ts`).
  */
 import type { Context } from "../platform/context.ts";
-import { type AccountStatusRow, readConnectionTotals, readStatusPage } from "../store/accounts.ts";
+import {
+  type AccountStatusRow,
+  type ConnectionState,
+  readConnectionTotals,
+  readStatusPage,
+} from "../store/accounts.ts";
 import { readCacheStates } from "../store/clients.ts";
 import { readReconcileTotals, type ReconcileTotals } from "../store/reconcile_ledger.ts";
 import {
@@ -29,6 +34,10 @@ export interface HealthTotals {
   connected: number;
   expiring_7d: number;
   needs_reauth: number;
+  /** Accounts whose refresh outcome is unknown or failing for 3 days (state `at_risk`). */
+  at_risk: number;
+  /** Accounts per connection state (docs/contract.md, "Connection states"). */
+  states: Record<ConnectionState, number>;
   /** Drift the reconcile pass found at its last check and has not repaired. */
   drifted: number;
   fast_path_misses_1h: number;
@@ -59,6 +68,8 @@ export async function healthTotals(ctx: Context): Promise<HealthTotals> {
     connected: counts.connected,
     expiring_7d: counts.expiring_7d,
     needs_reauth: counts.needs_reauth,
+    at_risk: counts.states.at_risk,
+    states: counts.states,
     drifted: Object.values(kinds).reduce((a, b) => a + b, 0),
     fast_path_misses_1h: misses,
     client_missing: left.client_missing ?? 0,
@@ -72,6 +83,11 @@ export interface AccountStatus {
   account_id: string;
   client_id: string | null;
   connected: boolean;
+  /** The connection state, its reason and deadline (docs/contract.md, "Connection states"). */
+  state: ConnectionState;
+  reason: string | null;
+  deadline: string | null;
+  mp_user_id: number | null;
   expires_at: string | null;
   last_refresh_at: string | null;
   failures: number;
@@ -80,12 +96,13 @@ export interface AccountStatus {
   /** "in_sync", a drift kind, "client_missing", or "not_linked". */
   cache: "in_sync" | Drift["kind"] | "not_linked";
   /** What a person should do first; "ok" when nothing. */
-  attention: "reauthorize" | "expired" | "failing" | "drift" | "expiring" | "ok";
+  attention: "reauthorize" | "expired" | "at_risk" | "failing" | "drift" | "expiring" | "ok";
 }
 
 const ATTENTION_ORDER: AccountStatus["attention"][] = [
   "reauthorize",
   "expired",
+  "at_risk",
   "failing",
   "drift",
   "expiring",
@@ -120,6 +137,8 @@ export async function accountStatuses(ctx: Context): Promise<AccountStatus[]> {
         ? "reauthorize"
         : r.mp_connected && expires !== undefined && expires <= now
         ? "expired"
+        : r.state === "at_risk"
+        ? "at_risk"
         : r.failures > 0
         ? "failing"
         : cache !== "in_sync" && cache !== "not_linked"
@@ -131,6 +150,10 @@ export async function accountStatuses(ctx: Context): Promise<AccountStatus[]> {
         account_id: r.id,
         client_id: r.backend_client_id,
         connected: r.mp_connected,
+        state: r.state,
+        reason: r.reason,
+        deadline: r.deadline?.toISOString() ?? null,
+        mp_user_id: r.mp_user_id === null ? null : Number(r.mp_user_id),
         expires_at: r.expires_at?.toISOString() ?? null,
         last_refresh_at: r.last_refresh_at?.toISOString() ?? null,
         failures: r.failures,

@@ -29,6 +29,10 @@ export interface Config {
   refreshConcurrency: number;
   mpTimeoutMs: number;
   dbTimeoutMs: number;
+  /** mp-probe: verify each connected access token once per this many days (`MP_PROBE_INTERVAL_DAYS`). */
+  probeIntervalDays: number;
+  /** mp-probe: at most this many `/users/me` calls per second toward MercadoPago (`MP_PROBE_RATE`). */
+  probeRatePerSecond: number;
   /**
    * The edge runtime's wall clock per isolate (150 s on the free plan, 400 s on paid ones);
    * 0 where nothing ends the process (a self-hosted `deno serve`).
@@ -64,6 +68,8 @@ export const VARIABLES: Record<Need, string[]> = {
     "MP_REFRESH_WINDOW_DAYS",
     "MP_REFRESH_CONCURRENCY",
     "EDGE_WALL_CLOCK_MS",
+    "MP_PROBE_INTERVAL_DAYS",
+    "MP_PROBE_RATE",
   ],
   mpClientSecret: ["MP_CLIENT_SECRET"],
   mpRedirectUri: ["MP_REDIRECT_URI"],
@@ -191,6 +197,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     refreshConcurrency: integer(env, "MP_REFRESH_CONCURRENCY", 8, 1, 64, problems),
     mpTimeoutMs: integer(env, "MP_HTTP_TIMEOUT_MS", 10_000, 100, 60_000, problems),
     dbTimeoutMs: integer(env, "DB_TIMEOUT_MS", 5_000, 100, 60_000, problems),
+    probeIntervalDays: integer(env, "MP_PROBE_INTERVAL_DAYS", 7, 1, 180, problems),
+    probeRatePerSecond: integer(env, "MP_PROBE_RATE", 10, 1, 100, problems),
     wallClockMs: integer(env, "EDGE_WALL_CLOCK_MS", 150_000, 0, 3_600_000, problems),
     problems,
   };

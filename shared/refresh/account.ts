@@ -8,10 +8,11 @@ import { sharedLimiter } from "../platform/limiter.ts";
 import { shutdownReason } from "../platform/worker_life.ts";
 import { MpError, type MpTokens, refreshTokens } from "../mercadopago/api.ts";
 import { deleteEscrow, type EscrowEntry } from "../store/escrow.ts";
-import type { ClaimedAccount } from "../store/accounts.ts";
+import { beginRefreshCall, type ClaimedAccount } from "../store/accounts.ts";
 import { mayStartCall } from "./may_start_call.ts";
+import { breakerOpen, classifyRefreshFailure, unknownInARow } from "./outcome.ts";
 import { mpPausedUntil, pauseAfterRateLimit } from "./rate_limit_pause.ts";
-import { buildEvent, recordFailed, recordNeedsReauth } from "./record.ts";
+import { buildEvent, recordAtRisk, recordFailed, recordNeedsReauth } from "./record.ts";
 import { applyEscrow, saveTokens } from "./save.ts";
 import { type RefreshResult, type Run, sleep } from "./types.ts";
 
@@ -56,17 +57,52 @@ export async function refreshAccount(
   } finally {
     release();
   }
+  if (outcome.kind === "tokens" || outcome.kind === "mp_error") {
+    const verdict = outcome.kind === "tokens"
+      ? "tokens"
+      : classifyRefreshFailure(outcome.error.kind);
+    run.breaker.unknownInARow = unknownInARow(run.breaker.unknownInARow, verdict);
+    if (breakerOpen(run.breaker.unknownInARow) && !run.breaker.open) {
+      run.breaker.open = true;
+      run.log.error("MP refresh circuit breaker open: no more MercadoPago calls this run", {
+        unknown_in_a_row: run.breaker.unknownInARow,
+      });
+    }
+  }
   switch (outcome.kind) {
     case "skip":
       return skip(outcome.reason);
     case "tokens":
+      if (
+        account.mp_user_id !== null && outcome.tokens.user_id !== undefined &&
+        outcome.tokens.user_id !== account.mp_user_id
+      ) {
+        // Invariant 6: another seller's pair is never stored nor served.
+        run.log.error("MP refresh answered for another seller; not stored", {
+          account_id: id,
+          mp_user_id: account.mp_user_id,
+          answered_user_id: outcome.tokens.user_id,
+        });
+        return await recordNeedsReauth(run, account, "seller_mismatch");
+      }
       return await saveTokens(run, account, outcome.tokens, outcome.receivedAt);
     case "decrypt_error":
       logDecryptFailure(run.log, id, "refresh_token");
-      return await recordFailed(run, account, "decrypt_failed");
-    case "mp_error":
-      if (outcome.error.kind === "invalid_grant") return await recordNeedsReauth(run, account);
-      return await recordFailed(run, account, outcome.error.kind, outcome.error.retryAfterMs);
+      return await recordFailed(run, account, "decrypt_failed", { unsent: false });
+    case "mp_error": {
+      const { error } = outcome;
+      switch (classifyRefreshFailure(error.kind)) {
+        case "reauth":
+          return await recordNeedsReauth(run, account, "invalid_grant");
+        case "unknown":
+          return await recordAtRisk(run, account, error.kind);
+        case "retry":
+          return await recordFailed(run, account, error.kind, {
+            unsent: true,
+            retryAfterMs: error.retryAfterMs,
+          });
+      }
+    }
   }
 }
 
@@ -89,6 +125,7 @@ async function callInSlot(
     });
   let reason = usable();
   if (reason) return { kind: "skip", reason };
+  if (run.breaker.open) return { kind: "skip", reason: "circuit_open" };
   const pausedUntil = mpPausedUntil();
   if (pausedUntil > Date.now()) {
     if (pausedUntil >= run.budgetEnd) return { kind: "skip", reason: "rate_limited" };
@@ -107,6 +144,21 @@ async function callInSlot(
   } catch (err) {
     if (err instanceof DecryptError) return { kind: "decrypt_error", error: err };
     throw err;
+  }
+  // Counted before it leaves (invariant 3): a worker that dies mid-call still counts it.
+  if (run.breaker.open) return { kind: "skip", reason: "circuit_open" };
+  if (
+    !(await ctx.admin((sql) =>
+      beginRefreshCall(sql, account.id, run.owner, account.mp_token_version)
+    ))
+  ) {
+    return { kind: "skip", reason: "refresh_unconfirmed" };
+  }
+  if (account.mp_refresh_sends > 0) {
+    run.log.warn("MP refresh: last-resort attempt with a refresh token whose outcome was unknown", {
+      account_id: account.id,
+      expires_at: account.mp_token_expires_at?.toISOString(),
+    });
   }
   try {
     const tokens = await refreshTokens(ctx.config, refreshToken);

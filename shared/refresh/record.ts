@@ -8,6 +8,7 @@ import {
   type ClaimedAccount,
   recordFailure,
   recordReauthRequired,
+  recordUnconfirmed,
 } from "../store/accounts.ts";
 import { SyncPipeline } from "../sync/sync_batch.ts";
 import { BACKOFF, type RefreshResult, type Run } from "./types.ts";
@@ -71,25 +72,25 @@ export function recordSuperseded(run: Run, account: ClaimedAccount): RefreshResu
   return { account_id: account.id, status: "superseded", error: "superseded" };
 }
 
-/** Records a transient failure (backoff or Retry-After) and releases the lease. */
+/**
+ * Records a transient failure (backoff or Retry-After) and releases the lease; `unsent`: the
+ * request was counted as sent and provably never reached MercadoPago (it is uncounted).
+ */
 export async function recordFailed(
   run: Run,
   account: ClaimedAccount,
   error: string,
-  retryAfterMs?: number,
+  opts: { unsent: boolean; retryAfterMs?: number },
 ): Promise<RefreshResult> {
   let state: Awaited<ReturnType<typeof recordFailure>>;
   try {
     state = await run.ctx.admin((sql) =>
-      recordFailure(
-        sql,
-        account.id,
-        run.owner,
-        account.mp_token_version,
+      recordFailure(sql, account.id, run.owner, account.mp_token_version, {
         error,
-        BACKOFF,
-        retryAfterMs,
-      )
+        backoff: BACKOFF,
+        retryAfterMs: opts.retryAfterMs,
+        unsent: opts.unsent,
+      })
     );
   } catch (err) {
     run.log.warn("Could not record the refresh failure; the lease runs out instead", {
@@ -113,11 +114,18 @@ export async function recordFailed(
   return { account_id: account.id, status: "failed", error };
 }
 
-/** Records invalid_grant: the account needs re-authorization; its access token stays. */
-export async function recordNeedsReauth(run: Run, account: ClaimedAccount): Promise<RefreshResult> {
+/**
+ * Records that the account needs re-authorization: MercadoPago refused the grant
+ * (`invalid_grant`) or answered for another seller (`seller_mismatch`). Its access token stays.
+ */
+export async function recordNeedsReauth(
+  run: Run,
+  account: ClaimedAccount,
+  reason: "invalid_grant" | "seller_mismatch",
+): Promise<RefreshResult> {
   try {
     await run.ctx.admin((sql) =>
-      recordReauthRequired(sql, account.id, run.owner, account.mp_token_version)
+      recordReauthRequired(sql, account.id, run.owner, account.mp_token_version, reason)
     );
   } catch (err) {
     run.log.warn("Could not record that the account needs re-authorization", {
@@ -125,11 +133,41 @@ export async function recordNeedsReauth(run: Run, account: ClaimedAccount): Prom
       error: err,
     });
   }
-  run.log.warn("MP refresh token rejected (invalid_grant); re-authorization required", {
+  run.log.warn("MP refresh refused; re-authorization required", {
     account_id: account.id,
+    reason,
   });
-  run.events.push(buildEvent(run, "reauth_required", account, { error: "invalid_grant" }));
-  return { account_id: account.id, status: "reauth_required", error: "invalid_grant" };
+  run.events.push(buildEvent(run, "reauth_required", account, { error: reason }));
+  return { account_id: account.id, status: "reauth_required", error: reason };
+}
+
+/**
+ * Records a refresh whose outcome is unknown (it may have reached MercadoPago): the account is
+ * at risk, its refresh token is never sent again but for the last resort (invariant 3). Should
+ * the Admin DB not take it, the counted send stays and the next run flags it the same way.
+ */
+export async function recordAtRisk(
+  run: Run,
+  account: ClaimedAccount,
+  error: string,
+): Promise<RefreshResult> {
+  try {
+    await run.ctx.admin((sql) =>
+      recordUnconfirmed(sql, account.id, run.owner, account.mp_token_version, error)
+    );
+  } catch (err) {
+    run.log.warn("Could not record the unknown refresh outcome; the next run flags it", {
+      account_id: account.id,
+      error: err,
+    });
+  }
+  run.log.error("MP refresh outcome unknown; account at risk, refresh token not sent again", {
+    account_id: account.id,
+    error,
+    deadline: account.mp_token_expires_at?.toISOString(),
+  });
+  run.events.push(buildEvent(run, "refresh_unconfirmed", account, { error }));
+  return { account_id: account.id, status: "at_risk", error };
 }
 
 /** The audit event `name` of one account in this run (the run id added to its detail). */

@@ -16,7 +16,12 @@ import { recordEvents } from "../store/audit.ts";
 import type { Context } from "../platform/context.ts";
 import { type EscrowEntry, listEscrowed, readEscrows } from "../store/escrow.ts";
 import type { Logger } from "../platform/log.ts";
-import { claimDueAccounts, type ClaimedAccount, releaseLeases } from "../store/accounts.ts";
+import {
+  claimDueAccounts,
+  type ClaimedAccount,
+  flagUnconfirmedRefreshes,
+  releaseLeases,
+} from "../store/accounts.ts";
 import { refreshAccount } from "./account.ts";
 import { syncSaved } from "./record.ts";
 import {
@@ -37,20 +42,64 @@ export async function runRefresh(
   opts: RefreshOptions = {},
 ): Promise<RefreshReport> {
   const started = Date.now();
-  const owner = crypto.randomUUID();
-  const run: Run = {
+  const run = newRun(ctx, log, crypto.randomUUID(), opts);
+  const limit = opts.limit ?? DEFAULT_LIMIT;
+  // Refreshes left without an outcome by a terminated worker become at_risk first (invariant 3).
+  await ctx.admin((sql) => flagUnconfirmedRefreshes(sql)).then((n) => {
+    if (n > 0) run.log.error("MP refreshes without an outcome flagged at risk", { accounts: n });
+  }).catch((err) => run.log.warn("Could not flag unconfirmed refreshes", { error: err }));
+  const { claimed, escrows } = await claimWithEscrows(run, opts, limit);
+  const results = await refreshAll(run, claimed, escrows);
+  return await finishRun(run, { claimed: claimed.length, results, limit, opts, started });
+}
+
+/**
+ * Refreshes one account this caller already leased as `owner` (a confirmed dead token,
+ * `shared/connection/dead_token.ts`): its escrowed pair if one waits, else one call to
+ * MercadoPago under the same rules as a run (never a refresh token sent twice).
+ */
+export async function refreshLeasedAccount(
+  ctx: Context,
+  log: Logger,
+  owner: string,
+  account: ClaimedAccount,
+  opts: RefreshOptions = {},
+): Promise<RefreshResult> {
+  const started = Date.now();
+  const run = newRun(ctx, log, owner, opts);
+  let escrows: Map<string, EscrowEntry> | undefined;
+  try {
+    escrows = await ctx.backend((sql) => readEscrows(sql, [account.id]));
+  } catch (err) {
+    run.log.warn("Escrow check failed; the account is not refreshed now", { error: err });
+  }
+  const [result] = await refreshAll(run, [account], escrows);
+  await finishRun(run, { claimed: 1, results: [result], limit: 1, opts, started });
+  return result;
+}
+
+/** A run's shared state for `owner`. */
+function newRun(ctx: Context, log: Logger, owner: string, opts: RefreshOptions): Run {
+  return {
     ctx,
     log: log.child({ refresh_run: owner }),
     owner,
     requestId: opts.requestId,
-    budgetEnd: started + (opts.budgetMs ?? RUN_BUDGET_MS),
+    budgetEnd: Date.now() + (opts.budgetMs ?? RUN_BUDGET_MS),
     events: [],
     unused: [],
     saved: [],
+    breaker: { unknownInARow: 0, open: false },
   };
-  const limit = opts.limit ?? DEFAULT_LIMIT;
-  const { claimed, escrows } = await claimWithEscrows(run, opts, limit);
-  const results = await Promise.all(
+}
+
+/** Takes every claimed account through the run at once (the limiter bounds MercadoPago calls). */
+function refreshAll(
+  run: Run,
+  claimed: ClaimedAccount[],
+  escrows: Map<string, EscrowEntry> | undefined,
+): Promise<RefreshResult[]> {
+  return Promise.all(
     claimed.map((account) =>
       refreshAccount(run, account, escrows).catch((err): RefreshResult => {
         // One account's surprise must not take the run (and the others' answers) down with it;
@@ -60,8 +109,6 @@ export async function runRefresh(
       })
     ),
   );
-
-  return await finishRun(run, { claimed: claimed.length, results, limit, opts, started });
 }
 
 /**
@@ -140,7 +187,8 @@ async function finishRun(
   const report: RefreshReport = {
     claimed: at.claimed,
     refreshed: count("refreshed", "escrow_applied"),
-    failed: count("failed", "escrowed"),
+    failed: count("failed", "escrowed", "at_risk"),
+    at_risk: count("at_risk"),
     reauth_required: count("reauth_required"),
     results,
   };
@@ -148,7 +196,9 @@ async function finishRun(
     claimed: report.claimed,
     refreshed: report.refreshed,
     failed: report.failed,
+    at_risk: report.at_risk,
     reauth_required: report.reauth_required,
+    circuit_breaker_open: run.breaker.open,
     escrow_applied: count("escrow_applied"),
     escrowed: count("escrowed"),
     superseded: count("superseded"),

@@ -4,7 +4,7 @@
  * of calling MercadoPago (docs/invariants.md, invariant 3).
  */
 import { DecryptError, decryptSecret, encryptTokenPair } from "../platform/crypto.ts";
-import type { MpTokens } from "../mercadopago/api.ts";
+import { checkAccessToken, MpError, type MpTokens } from "../mercadopago/api.ts";
 import { deleteEscrow, type EscrowEntry, writeEscrow } from "../store/escrow.ts";
 import {
   type AccountRow,
@@ -133,7 +133,19 @@ export async function applyEscrow(
   escrow: EscrowEntry,
 ): Promise<RefreshResult> {
   const { ctx, log } = run;
-  const rejected = await verifyEscrow(run, account, escrow);
+  let rejected: string | undefined;
+  try {
+    rejected = await verifyEscrow(run, account, escrow);
+  } catch (err) {
+    if (!(err instanceof EscrowUnverifiable)) throw err;
+    // MercadoPago could not tell whose pair it is: it stays in escrow for the next run.
+    log.warn("Escrowed MP token pair could not be verified now; it stays in escrow", {
+      account_id: account.id,
+      error: err.message,
+    });
+    run.unused.push(account.id);
+    return { account_id: account.id, status: "skipped", error: "escrow_unverifiable" };
+  }
   if (rejected) {
     log.error("Escrowed MP token pair failed verification; discarded, the master is unchanged", {
       account_id: account.id,
@@ -170,6 +182,13 @@ export async function applyEscrow(
   return recordSynced(run, account, saved, "escrow_applied");
 }
 
+/** MercadoPago could not be asked whose an escrowed pair is; the pair stays in escrow. */
+class EscrowUnverifiable extends Error {
+  constructor(kind: string) {
+    super(`MercadoPago /users/me failed: ${kind}`);
+  }
+}
+
 /** Longest token life an escrowed pair may claim (MercadoPago's is 180 days). */
 const MAX_ESCROW_EXPIRES_IN_S = 200 * 86_400;
 
@@ -184,16 +203,32 @@ async function verifyEscrow(
   escrow: EscrowEntry,
 ): Promise<string | undefined> {
   const keys = await run.ctx.keys();
+  let accessToken: string;
   try {
-    await decryptSecret(keys, account.id, "access_token", escrow.accessTokenEncrypted);
+    accessToken = await decryptSecret(
+      keys,
+      account.id,
+      "access_token",
+      escrow.accessTokenEncrypted,
+    );
     await decryptSecret(keys, account.id, "refresh_token", escrow.refreshTokenEncrypted);
   } catch (err) {
     if (err instanceof DecryptError) return "decrypt_failed";
     throw err;
   }
   const storedSeller = await run.ctx.admin((sql) => readSellerId(sql, account.id));
-  if (escrow.userId !== null && storedSeller != null && escrow.userId !== storedSeller) {
-    return "seller_mismatch";
+  if (storedSeller != null) {
+    let seller = escrow.userId;
+    if (seller === null) {
+      // A pair escrowed without its seller is checked against the stored one at MercadoPago.
+      const check = await checkAccessToken(run.ctx.config, accessToken).catch((err) => {
+        if (err instanceof MpError) throw new EscrowUnverifiable(err.kind);
+        throw err;
+      });
+      if (check.status === "invalid") return "token_dead";
+      seller = check.userId;
+    }
+    if (seller !== storedSeller) return "seller_mismatch";
   }
   const latest = Date.now() + (escrow.expiresIn + 86_400) * 1000;
   if (

@@ -37,6 +37,7 @@ export type RefreshStatus =
   | "escrow_applied"
   | "escrowed"
   | "failed"
+  | "at_risk"
   | "reauth_required"
   | "superseded"
   | "skipped";
@@ -53,6 +54,8 @@ export interface RefreshReport {
   claimed: number;
   refreshed: number;
   failed: number;
+  /** Accounts whose refresh had an unknown outcome this run (never sent again but the last resort). */
+  at_risk: number;
   reauth_required: number;
   results: RefreshResult[];
 }
@@ -66,6 +69,8 @@ export interface Run {
   budgetEnd: number;
   events: AuditEvent[];
   unused: string[];
+  /** Unknown outcomes in a row (the circuit breaker, `outcome.ts`), and whether it tripped. */
+  breaker: { unknownInARow: number; open: boolean };
   /** Accounts saved this run, whose caches are written together at its end (`syncSaved`). */
   saved: { account: ClaimedAccount; row: AccountRow; status: "refreshed" | "escrow_applied" }[];
 }

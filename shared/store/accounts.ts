@@ -75,8 +75,13 @@ export interface Revoked {
  * Clears an account's credentials and bumps its version (`mp_revoke_account`, one statement);
  * an account with nothing left to clear keeps its version (revoking twice is not a change).
  */
-export async function revokeAccount(sql: Sql, accountId: string): Promise<Revoked | undefined> {
-  const [row] = await sql<Revoked[]>`select * from mp_revoke_account(${accountId}::uuid)`;
+export async function revokeAccount(
+  sql: Sql,
+  accountId: string,
+  reason = "admin",
+): Promise<Revoked | undefined> {
+  const [row] = await sql<Revoked[]>`
+    select * from mp_revoke_account(${accountId}::uuid, ${reason})`;
   return row;
 }
 
@@ -200,6 +205,11 @@ export interface ClaimedAccount {
   mp_token_version: number;
   mp_refresh_token: string;
   backend_client_id: string | null;
+  /** The account's MercadoPago seller (a refresh answer for another is never stored). */
+  mp_user_id: number | null;
+  /** Requests with this refresh token that may have reached MercadoPago (invariant 3). */
+  mp_refresh_sends: number;
+  mp_token_expires_at: Date | null;
   lease_expires_at: Date;
   db_now: Date;
 }
@@ -269,25 +279,30 @@ export interface Backoff {
   capMs: number;
 }
 
-/** Records a transient failure (counted, backed off or Retry-After) and releases the lease. */
+/**
+ * Records a transient failure (counted, backed off or Retry-After) and releases the lease;
+ * `unsent`: the request counted by {@link beginRefreshCall} provably never reached MercadoPago.
+ */
 export async function recordFailure(
   sql: Sql,
   accountId: string,
   owner: string,
   baseVersion: number,
-  error: string,
-  backoff: Backoff,
-  retryAfterMs?: number,
+  failure: { error: string; backoff: Backoff; retryAfterMs?: number; unsent: boolean },
 ): Promise<FailureState | undefined> {
   const seconds = (ms: number | undefined) => ms === undefined ? null : ms / 1000;
   const [row] = await sql<FailureState[]>`
     select * from mp_record_refresh_failure(
-      ${accountId}::uuid, ${owner}::uuid, ${baseVersion}::bigint, ${error},
-      make_interval(secs => ${seconds(retryAfterMs)}::float8),
-      make_interval(secs => ${seconds(backoff.baseMs)}::float8),
-      make_interval(secs => ${seconds(backoff.capMs)}::float8))`;
+      ${accountId}::uuid, ${owner}::uuid, ${baseVersion}::bigint, ${failure.error},
+      make_interval(secs => ${seconds(failure.retryAfterMs)}::float8),
+      make_interval(secs => ${seconds(failure.backoff.baseMs)}::float8),
+      make_interval(secs => ${seconds(failure.backoff.capMs)}::float8),
+      ${failure.unsent}::boolean)`;
   return row;
 }
+
+/** Why an account needs re-authorization (docs/contract.md, connection states). */
+export type ReauthReason = "invalid_grant" | "seller_mismatch" | "token_dead";
 
 /** Marks the account as needing re-authorization and releases the lease; false if not owner. */
 export async function recordReauthRequired(
@@ -295,11 +310,78 @@ export async function recordReauthRequired(
   accountId: string,
   owner: string,
   baseVersion: number,
+  reason: ReauthReason = "invalid_grant",
 ): Promise<boolean> {
   const [row] = await sql<{ ok: boolean }[]>`
-    select mp_record_reauth_required(${accountId}::uuid, ${owner}::uuid, ${baseVersion}::bigint)
+    select mp_record_reauth_required(${accountId}::uuid, ${owner}::uuid, ${baseVersion}::bigint,
+      ${reason}) as ok`;
+  return row.ok;
+}
+
+/**
+ * Counts the request about to carry the account's refresh token, before it is sent
+ * (`mp_begin_refresh_call`); false when it may not be sent: the token may already have
+ * reached MercadoPago (and this is not its last-resort attempt), or the lease is gone.
+ */
+export async function beginRefreshCall(
+  sql: Sql,
+  accountId: string,
+  owner: string,
+  baseVersion: number,
+): Promise<boolean> {
+  const [row] = await sql<{ ok: boolean }[]>`
+    select mp_begin_refresh_call(${accountId}::uuid, ${owner}::uuid, ${baseVersion}::bigint)
       as ok`;
   return row.ok;
+}
+
+/** Records a refresh whose outcome is unknown (at_risk) and releases the lease; false if not owner. */
+export async function recordUnconfirmed(
+  sql: Sql,
+  accountId: string,
+  owner: string,
+  baseVersion: number,
+  error: string,
+): Promise<boolean> {
+  const [row] = await sql<{ ok: boolean }[]>`
+    select mp_record_refresh_unconfirmed(${accountId}::uuid, ${owner}::uuid,
+      ${baseVersion}::bigint, ${error}) as ok`;
+  return row.ok;
+}
+
+/** Marks refreshes left without an outcome by a dead worker (lease over) as at_risk; how many. */
+export async function flagUnconfirmedRefreshes(sql: Sql): Promise<number> {
+  const [row] = await sql<{ n: number }[]>`select mp_flag_unconfirmed_refreshes() as n`;
+  return row.n;
+}
+
+/** Leases one connected account whatever its refresh state (no live lease of another owner). */
+export async function leaseAccount(
+  sql: Sql,
+  accountId: string,
+  owner: string,
+  leaseMs: number,
+): Promise<ClaimedAccount | undefined> {
+  const [row] = await sql<ClaimedAccount[]>`
+    select * from mp_lease_account(${accountId}::uuid, ${owner}::uuid,
+      make_interval(secs => ${leaseMs / 1000}::float8))`;
+  return row;
+}
+
+/**
+ * Clears an access token MercadoPago confirmed dead, at a new version, under `owner`'s lease
+ * (`mp_record_token_dead`): the row for the cache write and whether its refresh token is unsent.
+ */
+export async function recordTokenDead(
+  sql: Sql,
+  accountId: string,
+  owner: string,
+  baseVersion: number,
+): Promise<(AccountRow & { mp_refresh_sends: number }) | undefined> {
+  const [row] = await sql<(AccountRow & { mp_refresh_sends: number })[]>`
+    select * from mp_record_token_dead(${accountId}::uuid, ${owner}::uuid,
+      ${baseVersion}::bigint)`;
+  return row;
 }
 
 /** Releases the leases `owner` holds on `accountIds`; returns how many it released. */
@@ -340,6 +422,10 @@ export interface AccountStatusRow {
   last_error: string | null;
   needs_reauth: boolean;
   mp_connected: boolean;
+  state: ConnectionState;
+  reason: string | null;
+  deadline: Date | null;
+  mp_user_id: number | null;
 }
 
 /** A page (by id) of the connected, linked or re-authorization-needing accounts with their health. */
@@ -354,7 +440,11 @@ export async function readStatusPage(
                  as connected,
                mp_token_version, mp_token_expires_at as expires_at,
                mp_last_refreshed_at as last_refresh_at, mp_refresh_failures as failures,
-               mp_refresh_last_error as last_error, mp_needs_reauth as needs_reauth
+               mp_refresh_last_error as last_error, mp_needs_reauth as needs_reauth,
+               mp_state as state, mp_state_reason as reason, mp_user_id,
+               case when mp_state in ('at_risk', 'reauth_required')
+                         and mp_access_token_encrypted is not null
+                    then mp_token_expires_at end as deadline
           from nv_accounts
          where (coalesce(mp_connected, false) or backend_client_id is not null or mp_needs_reauth)
            and id > ${after ?? NO_ID}::uuid
@@ -423,18 +513,50 @@ export async function unlinkedAmong(
   }));
 }
 
+/** The connection states (docs/contract.md, "Connection states"), derived in the Admin DB. */
+export const CONNECTION_STATES = [
+  "connected",
+  "at_risk",
+  "reauth_required",
+  "revoked",
+  "not_connected",
+] as const;
+/** One account's connection state. */
+export type ConnectionState = (typeof CONNECTION_STATES)[number];
+
 /**
  * The connection totals `mp-health` reports: connected and needing re-authorization from the
- * counters the triggers keep (`mp_account_totals`), expiring within 7 days over its index.
+ * counters the triggers keep (`mp_account_totals`), accounts per connection state
+ * (`mp_state_totals`), expiring within 7 days over its index.
  */
 export async function readConnectionTotals(
   sql: Sql,
-): Promise<{ connected: number; expiring_7d: number; needs_reauth: number }> {
-  const [row] = await sql<{ connected: number; expiring_7d: number; needs_reauth: number }[]>`
+): Promise<
+  {
+    connected: number;
+    expiring_7d: number;
+    needs_reauth: number;
+    states: Record<ConnectionState, number>;
+  }
+> {
+  const [row] = await sql<
+    { connected: number; expiring_7d: number; needs_reauth: number; states: string }[]
+  >`
     select coalesce((select connected from mp_account_totals where id), 0)::int as connected,
            coalesce((select needs_reauth from mp_account_totals where id), 0)::int as needs_reauth,
            (select count(*) from nv_accounts
              where mp_connected and mp_token_expires_at < now() + interval '7 days')::int
-             as expiring_7d`;
-  return row;
+             as expiring_7d,
+           (select coalesce(json_object_agg(state, accounts), '{}')::text
+              from mp_state_totals) as states`;
+  const counted = JSON.parse(row.states) as Record<string, number>;
+  const states = Object.fromEntries(
+    CONNECTION_STATES.map((s) => [s, Number(counted[s] ?? 0)]),
+  ) as Record<ConnectionState, number>;
+  return {
+    connected: row.connected,
+    expiring_7d: row.expiring_7d,
+    needs_reauth: row.needs_reauth,
+    states,
+  };
 }

@@ -29,14 +29,14 @@ export function countJunit(xml: string, filtered = false): { passed: number; fai
 }
 
 /**
- * Pauses the test stack's every-minute mp-reconcile job: a run landing between a test's setup
- * and its check would repair drift the test put there on purpose. The tests of mp-reconcile
+ * Pauses the test stack's every-minute mp-reconcile and mp-probe jobs: a run landing between a
+ * test's setup and its check would repair drift (or verify tokens) the test put there on purpose. The tests of mp-reconcile
  * call it themselves, and its schedule is tested by running the job's command.
  */
 async function pauseReconcileSchedule(url: string) {
   const sql = connect(url, { max: 1 });
   try {
-    await sql`update cron.job set active = false where jobname = 'mp-reconcile'`;
+    await sql`update cron.job set active = false where jobname in ('mp-reconcile', 'mp-probe')`;
   } finally {
     await sql.end({ timeout: 1 });
   }

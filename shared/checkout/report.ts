@@ -1,0 +1,92 @@
+/**
+ * Checkout's report that MercadoPago rejected (401) the token of version n it was given
+ * (get-mp-config step 4; docs/contract.md). The caller is not trusted: when n is the current
+ * version, MercadoPago is asked (`GET /users/me` with that token), at most once a minute per
+ * account; a report within that minute gets the last verdict. A confirmed dead token is
+ * handled as `shared/connection/dead_token.ts` says; a token MercadoPago still accepts is
+ * answered again (audit `invalid_report_unconfirmed`); an older n gets the current token.
+ */
+import type { Context } from "../platform/context.ts";
+import { DecryptError, decryptSecret, logDecryptFailure } from "../platform/crypto.ts";
+import { HttpError } from "../platform/http.ts";
+import type { Logger } from "../platform/log.ts";
+import { checkAccessToken, MpError } from "../mercadopago/api.ts";
+import { readAccountByClient } from "../store/accounts.ts";
+import { recordEvent } from "../store/audit.ts";
+import { claimTokenCheck, recordVerified } from "../store/verification.ts";
+import { handleDeadToken } from "../connection/dead_token.ts";
+import { getMpConfig, type MpConfig } from "./get_config.ts";
+
+/** Handles a report of a rejected token of `version`, then answers as get-mp-config does. */
+export async function reportRejectedToken(
+  ctx: Context,
+  log: Logger,
+  clientId: string,
+  version: number,
+  requestId: string,
+): Promise<MpConfig> {
+  const account = await ctx.admin((sql) => readAccountByClient(sql, clientId));
+  if (
+    account?.mp_connected && account.mp_access_token_encrypted &&
+    account.mp_token_version === version &&
+    (await ctx.admin((sql) => claimTokenCheck(sql, account.id, version))) === "check"
+  ) {
+    const verdict = await verifyAtMercadoPago(
+      ctx,
+      log,
+      account.id,
+      account.mp_access_token_encrypted,
+    );
+    if (verdict === "alive") {
+      await ctx.admin((sql) => recordVerified(sql, [{ id: account.id, version }]));
+      log.warn("Rejected-token report not confirmed: MercadoPago accepts the token", {
+        client_id: clientId,
+        account_id: account.id,
+        token_version: version,
+      });
+      await recordEvent(ctx, log, {
+        event: "invalid_report_unconfirmed",
+        accountId: account.id,
+        clientId,
+        detail: { token_version: version },
+        requestId,
+      });
+    } else if (verdict === "dead") {
+      const outcome = await handleDeadToken(ctx, log, account.id, version, {
+        requestId,
+        source: "report",
+      });
+      if (outcome === "busy") {
+        throw new HttpError(503, "unavailable", "a refresh of this account is in progress; retry");
+      }
+    }
+  }
+  return await getMpConfig(ctx, log, clientId, requestId);
+}
+
+/** MercadoPago's verdict on an access token: alive, dead, or unknown (it could not be asked). */
+async function verifyAtMercadoPago(
+  ctx: Context,
+  log: Logger,
+  accountId: string,
+  encrypted: string,
+): Promise<"alive" | "dead" | "unknown"> {
+  let token: string;
+  try {
+    token = await decryptSecret(await ctx.keys(), accountId, "access_token", encrypted);
+  } catch (err) {
+    if (!(err instanceof DecryptError)) throw err;
+    logDecryptFailure(log, accountId, "access_token");
+    throw err;
+  }
+  try {
+    return (await checkAccessToken(ctx.config, token)).status === "valid" ? "alive" : "dead";
+  } catch (err) {
+    if (!(err instanceof MpError)) throw err;
+    log.warn("MercadoPago could not verify a reported token; answered as stored", {
+      account_id: accountId,
+      error: err.kind,
+    });
+    return "unknown";
+  }
+}

@@ -1,0 +1,181 @@
+/**
+ * mp-probe (pg_cron; docs/contract.md "Connection states"): MercadoPago can kill an access
+ * token without telling anyone (a password change, a fraud-team reset, an app removal), so
+ * each connected token is verified with `GET /users/me` once per `MP_PROBE_INTERVAL_DAYS`,
+ * least recently verified first, a slice per run, at most `MP_PROBE_RATE` calls a second. A
+ * dead token (401) is handled by `shared/connection/dead_token.ts`; anything else from
+ * MercadoPago (timeout, 5xx, 429) proves nothing and the account is checked again later.
+ */
+import type { Context } from "../platform/context.ts";
+import { DecryptError, decryptSecret, logDecryptFailure } from "../platform/crypto.ts";
+import type { Logger } from "../platform/log.ts";
+import { latestStart, shutdownReason } from "../platform/worker_life.ts";
+import { checkAccessToken, MpError } from "../mercadopago/api.ts";
+import { claimProbe, type ProbeClaim, recordVerified } from "../store/verification.ts";
+import { handleDeadToken } from "../connection/dead_token.ts";
+
+/** Accounts a run claims when the caller gives no limit (enough for 1,000,000 a week at one run a minute). */
+export const PROBE_DEFAULT_LIMIT = 200;
+/** The largest `limit` a caller may ask for. */
+export const PROBE_MAX_LIMIT = 1000;
+/** After this long a run starts no new check (the rest are released for the next run). */
+export const PROBE_BUDGET_MS = 40_000;
+/** How long a claim keeps other probe runs off an account. */
+const PROBE_LEASE_MS = 2 * 60_000;
+/** Checks in flight at once. */
+const PROBE_CONCURRENCY = 4;
+
+/** What a run is asked. */
+export interface ProbeOptions {
+  limit?: number;
+  accountId?: string;
+  requestId?: string;
+  /** Overrides {@link PROBE_BUDGET_MS}. */
+  budgetMs?: number;
+}
+
+/** One account's line: the state it is in after the check (`unverified`: MercadoPago did not say). */
+export interface ProbeResult {
+  account_id: string;
+  state: "connected" | "reauth_required" | "unverified";
+}
+
+/** The answer of a run (docs/contract.md, mp-probe). */
+export interface ProbeReport {
+  checked: number;
+  alive: number;
+  dead: number;
+  errors: number;
+  results: ProbeResult[];
+}
+
+/**
+ * The pacing of calls: the start time of the next call given the previous one's, so that calls
+ * start at most `ratePerSecond` a second. Pure.
+ */
+export function nextCallAt(previous: number, now: number, ratePerSecond: number): number {
+  return Math.max(now, previous + 1000 / ratePerSecond);
+}
+
+/** Runs one probe pass over the tokens due for verification (or one account, now). */
+export async function runProbe(
+  ctx: Context,
+  log: Logger,
+  opts: ProbeOptions = {},
+): Promise<ProbeReport> {
+  const started = Date.now();
+  const claims = await ctx.admin((sql) =>
+    claimProbe(sql, {
+      limit: opts.limit ?? PROBE_DEFAULT_LIMIT,
+      intervalDays: ctx.config.probeIntervalDays,
+      leaseMs: PROBE_LEASE_MS,
+      accountId: opts.accountId,
+    })
+  );
+  const budgetEnd = started + (opts.budgetMs ?? PROBE_BUDGET_MS);
+  const alive: { id: string; version: number }[] = [];
+  const unchecked: string[] = [];
+  const results: ProbeResult[] = [];
+  let dead = 0;
+  let errors = 0;
+  let lastStart = 0;
+  let next = 0;
+  const worker = async () => {
+    while (next < claims.length) {
+      const claim = claims[next++];
+      const at = nextCallAt(lastStart, Date.now(), ctx.config.probeRatePerSecond);
+      lastStart = at;
+      if (at > Date.now()) await new Promise((r) => setTimeout(r, at - Date.now()));
+      if (!mayStart(ctx, budgetEnd)) {
+        unchecked.push(claim.id);
+        continue;
+      }
+      const verdict = await check(ctx, log, claim);
+      if (verdict === "alive") {
+        alive.push({ id: claim.id, version: claim.mp_token_version });
+        results.push({ account_id: claim.id, state: "connected" });
+      } else if (verdict === "dead") {
+        dead++;
+        const outcome = await handleDeadToken(ctx, log, claim.id, claim.mp_token_version, {
+          requestId: opts.requestId,
+          source: "probe",
+        }).catch((err) => {
+          log.error("Could not handle a dead token", { account_id: claim.id, error: err });
+          return "busy" as const;
+        });
+        results.push({
+          account_id: claim.id,
+          state: outcome === "refreshed"
+            ? "connected"
+            : outcome === "reauth_required"
+            ? "reauth_required"
+            : "unverified",
+        });
+      } else {
+        errors++;
+        unchecked.push(claim.id);
+        results.push({ account_id: claim.id, state: "unverified" });
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PROBE_CONCURRENCY, claims.length) }, worker));
+  await ctx.admin((sql) => recordVerified(sql, alive, unchecked)).catch((err) =>
+    log.warn("Could not record the verified tokens; they are checked again", { error: err })
+  );
+  const report = {
+    checked: alive.length + dead + errors,
+    alive: alive.length,
+    dead,
+    errors,
+    results,
+  };
+  log.info("MP probe run finished", {
+    claimed: claims.length,
+    checked: report.checked,
+    alive: report.alive,
+    dead,
+    errors,
+    account_id: opts.accountId,
+    duration_ms: Date.now() - started,
+  });
+  return report;
+}
+
+/** Whether a check may start: not after the run's budget, the isolate's wall clock or `beforeunload`. */
+function mayStart(ctx: Context, budgetEnd: number): boolean {
+  const now = Date.now();
+  if (shutdownReason() || now >= budgetEnd) return false;
+  const reserve = ctx.config.mpTimeoutMs + 4 * ctx.config.dbTimeoutMs;
+  return ctx.config.wallClockMs <= 0 || now < latestStart(ctx.config.wallClockMs, reserve);
+}
+
+/** MercadoPago's verdict on one claimed token: alive, dead, or error (nothing concluded). */
+async function check(
+  ctx: Context,
+  log: Logger,
+  claim: ProbeClaim,
+): Promise<"alive" | "dead" | "error"> {
+  let token: string;
+  try {
+    token = await decryptSecret(
+      await ctx.keys(),
+      claim.id,
+      "access_token",
+      claim.mp_access_token_encrypted,
+    );
+  } catch (err) {
+    if (!(err instanceof DecryptError)) throw err;
+    logDecryptFailure(log, claim.id, "access_token");
+    return "error";
+  }
+  try {
+    return (await checkAccessToken(ctx.config, token)).status === "valid" ? "alive" : "dead";
+  } catch (err) {
+    if (!(err instanceof MpError)) throw err;
+    log.warn("MercadoPago could not verify a token; checked again later", {
+      account_id: claim.id,
+      error: err.kind,
+    });
+    return "error";
+  }
+}

@@ -1,0 +1,32 @@
+import * as v from "valibot";
+import { defineFunction, json, uuid } from "../../../shared/platform/http.ts";
+import { PROBE_MAX_LIMIT, runProbe } from "../../../shared/probe/probe.ts";
+
+/**
+ * mp-probe (pg_cron, every 5 minutes): verifies the connected access tokens due for
+ * verification at MercadoPago (`GET /users/me`), or one account's now; a dead token is
+ * cleared and replaced or the account needs re-authorization (`shared/probe/probe.ts`).
+ */
+export const handler = defineFunction({
+  name: "mp-probe",
+  methods: ["POST"],
+  auth: "server",
+  needs: ["backendDbUrl", "adminDbUrl", "tokenKeys", "mpClientId", "mpClientSecret"],
+  input: v.strictObject({
+    limit: v.optional(
+      v.pipe(
+        v.number("must be a number"),
+        v.integer("must be an integer"),
+        v.minValue(1, "must be at least 1"),
+        v.maxValue(PROBE_MAX_LIMIT, `must be at most ${PROBE_MAX_LIMIT}`),
+      ),
+    ),
+    account_id: v.optional(uuid),
+  }),
+  async run({ input, ctx, log, requestId }) {
+    return json(
+      200,
+      await runProbe(ctx, log, { limit: input.limit, accountId: input.account_id, requestId }),
+    );
+  },
+});
