@@ -23,12 +23,46 @@ export class MpConfigError extends Error {
 
 /**
  * Fetches a client's MercadoPago credentials. `supabase` must be created with a project
- * secret (or service-role) key; throws `MpConfigError` (e.g. 404 `mp_not_connected`).
+ * secret (or service-role) key; throws `MpConfigError` (e.g. 404 `mp_not_connected`, or
+ * `mp_reauth_required` once MercadoPago confirmed the token dead).
  */
 export async function getMpConfig(supabase: SupabaseClient, clientId: string): Promise<MpConfig> {
-  const { data, error } = await supabase.functions.invoke<MpConfig>("get-mp-config", {
-    body: { client_id: clientId },
-  });
+  return await invoke(supabase, { client_id: clientId });
+}
+
+/**
+ * Reports that MercadoPago rejected (401) the token of version `tokenVersion` that
+ * get-mp-config gave, and returns what to use instead (get-mp-config step 4): a newer token,
+ * the same one when MercadoPago still accepts it, or `MpConfigError` 404 `mp_reauth_required`.
+ */
+export async function reportRejectedToken(
+  supabase: SupabaseClient,
+  clientId: string,
+  tokenVersion: number,
+): Promise<MpConfig> {
+  return await invoke(supabase, { client_id: clientId, rejected_token_version: tokenVersion });
+}
+
+/**
+ * Runs `charge` with the client's credentials; when it answers 401 from MercadoPago
+ * (`isRejected`), reports that token once and runs `charge` again with the answer. A second
+ * rejection is returned as it is (no loop): the report already told the platform.
+ */
+export async function withMpConfig<T>(
+  supabase: SupabaseClient,
+  clientId: string,
+  charge: (config: MpConfig) => Promise<T>,
+  isRejected: (result: T) => boolean,
+): Promise<T> {
+  const config = await getMpConfig(supabase, clientId);
+  const first = await charge(config);
+  if (!isRejected(first)) return first;
+  return await charge(await reportRejectedToken(supabase, clientId, config.token_version));
+}
+
+/** One get-mp-config call with `body`, its error turned into `MpConfigError`. */
+async function invoke(supabase: SupabaseClient, body: Record<string, unknown>): Promise<MpConfig> {
+  const { data, error } = await supabase.functions.invoke<MpConfig>("get-mp-config", { body });
   if (!error) return data!;
   const res = (error as { context?: Response }).context;
   if (res instanceof Response) {

@@ -153,6 +153,8 @@ function wrongValue(kind: FieldKind, nullable: boolean): unknown {
     uuid: [42, -1, 0, 1.5, true, false, 1e21, ...common],
     limit: [0, 501, -1, 1.5, "5", "ten", true, false, 1e21, ...common],
     count: [0, -1, 1.5, 1e21, "5", "ten", true, false, ...common],
+    probeLimit: [0, 1001, -1, 1.5, "5", "ten", true, false, 1e21, ...common],
+    version: [-1, -0.5, 1.5, 1e21, "5", "ten", true, false, ...common],
     bool: ["true", "false", 1, 0, "yes", ...common],
   };
   const values = nullable ? [...byKind[kind], null] : byKind[kind];
@@ -171,7 +173,7 @@ function deep(): string {
 
 // ---------------------------------------------------------------- the functions
 
-type FieldKind = "uuid" | "limit" | "count" | "bool";
+type FieldKind = "uuid" | "limit" | "count" | "probeLimit" | "version" | "bool";
 
 /** What a function accepts, from docs/contract.md; a case is malformed against this. */
 interface FnSpec {
@@ -190,7 +192,7 @@ const SPECS: Record<string, FnSpec> = {
   "get-mp-config": {
     methods: ["GET", "POST"],
     kind: "server",
-    fields: { client_id: uuidField },
+    fields: { client_id: uuidField, rejected_token_version: { kind: "version", required: false } },
     query: true,
   },
   "provision-step-7-1": {
@@ -213,6 +215,14 @@ const SPECS: Record<string, FnSpec> = {
     methods: ["POST"],
     kind: "server",
     fields: { limit: { kind: "count", required: false } },
+  },
+  "mp-probe": {
+    methods: ["POST"],
+    kind: "server",
+    fields: {
+      limit: { kind: "probeLimit", required: false },
+      account_id: { kind: "uuid", required: false },
+    },
   },
   "mp-health": { methods: ["GET"], kind: "server", fields: {}, noInput: true },
   "mp-oauth-callback": { methods: ["GET"], kind: "callback", fields: {} },
@@ -262,7 +272,9 @@ function validBody(spec: FnSpec, seeded: Seeded): Record<string, unknown> {
     if (f.kind === "uuid") {
       body[name] = name === "client_id" ? seeded.clientId : seeded.accountId;
       if (chance(0.3)) body[name] = ruuid();
-    } else if (f.kind === "limit" || f.kind === "count") body[name] = 1 + int(50);
+    } else if (f.kind === "limit" || f.kind === "count" || f.kind === "probeLimit") {
+      body[name] = 1 + int(50);
+    } else if (f.kind === "version") body[name] = int(5);
     else body[name] = chance(0.5);
   }
   return body;

@@ -687,6 +687,7 @@ Deno.test("mp-health: totals match the databases; drift and fast-path misses mov
     assert.deepEqual(
       Object.keys(h0.body).sort(),
       [
+        "at_risk",
         "client_missing",
         "connected",
         "drift_by_kind",
@@ -695,8 +696,18 @@ Deno.test("mp-health: totals match the databases; drift and fast-path misses mov
         "fast_path_misses_1h",
         "needs_reauth",
         "reconcile",
+        "states",
       ],
     );
+    const [byState] = await adminDb()`
+      select count(*) filter (where mp_state = 'connected')::int as connected,
+             count(*) filter (where mp_state = 'at_risk')::int as at_risk,
+             count(*) filter (where mp_state = 'reauth_required')::int as reauth_required,
+             count(*) filter (where mp_state = 'revoked')::int as revoked,
+             count(*) filter (where mp_state = 'not_connected')::int as not_connected
+        from nv_accounts`;
+    assert.deepEqual(h0.body.states, { ...byState }, "counts per state match the table");
+    assert.equal(h0.body.at_risk, byState.at_risk);
     assert.deepEqual(
       {
         connected: h0.body.connected,

@@ -288,21 +288,32 @@ Deno.test("ten mp-refresh runs in parallel over 200 due accounts refresh each ex
   assert.ok(!again.body.results.some((r: any) => ids.includes(r.account_id)));
 });
 
-Deno.test("a refresher whose lease expired mid-refresh loses the compare-and-swap", async () => {
+Deno.test("a refresher whose lease expired mid-call: its request counts, nobody resends the token; a later last resort wins the compare-and-swap", async () => {
   const a = await dueAccount();
   const [newer] = await sandbox.grants(1);
   await sandbox.latency(3000);
   let res;
   try {
     const pending = call("mp-refresh", { account_id: a.id });
-    const stale = await eventually(async () => (await account(a.id)).mp_refresh_lease_owner);
-    // Meanwhile its lease runs out; another refresher claims the account and saves first.
+    const stale = await eventually(async () => {
+      const row = await account(a.id);
+      return row.mp_refresh_sends === 1 && row.mp_refresh_lease_owner;
+    });
+    // Meanwhile its lease runs out. Its request may have reached MercadoPago (invariant 3):
+    // no other refresher may send that refresh token again while the token is far from expiry.
     await adminDb()`update nv_accounts set mp_refresh_lease_expires_at = now() - interval '1 second'
       where id = ${a.id}`;
     const other = crypto.randomUUID();
-    const [claimed] = await adminDb()`select * from mp_claim_due_accounts(${other}::uuid, 1,
-      interval '60 days', interval '5 minutes', ${a.id}::uuid, false)`;
+    const claim = () =>
+      adminDb()`select * from mp_claim_due_accounts(${other}::uuid, 1,
+      interval '60 days', interval '5 minutes', ${a.id}::uuid, true)`;
+    assert.equal((await claim()).length, 0, "not claimable, not even by force");
+    // Within 7 days of expiry the single last resort may claim it; it saves first.
+    await adminDb()`update nv_accounts set mp_token_expires_at = now() + interval '3 days'
+      where id = ${a.id}`;
+    const [claimed] = await claim();
     assert.equal(claimed.mp_token_version, 1);
+    assert.equal(claimed.mp_refresh_sends, 1);
     assert.notEqual(other, stale);
     const [saved] = await adminDb()`select * from mp_save_refreshed(${a.id}::uuid, ${other}::uuid,
       1::bigint, ${await encrypt(a.id, "access_token", newer.access_token)},
@@ -320,6 +331,7 @@ Deno.test("a refresher whose lease expired mid-refresh loses the compare-and-swa
   assert.equal(res.body.refreshed, 0);
   const row = await account(a.id);
   assert.equal(row.mp_token_version, 2);
+  assert.equal(row.mp_refresh_sends, 0, "the saved pair's refresh token is unsent");
   assert.equal(
     await decrypt(a.id, "access_token", row.mp_access_token_encrypted),
     newer.access_token,
@@ -329,54 +341,51 @@ Deno.test("a refresher whose lease expired mid-refresh loses the compare-and-swa
   assert.ok((await cache(a.clientId)).mp_access_token === null, "the stale pair was not synced");
 });
 
-Deno.test("MercadoPago 500: failure counted, exponential backoff, no retry until due; force retries", async () => {
+Deno.test("MercadoPago 500 (it may have processed the call): at risk, the refresh token is not sent again, not even by force", async () => {
   const a = await dueAccount();
   await sandbox.faults("error_500", 1);
   const res = await call("mp-refresh", { account_id: a.id });
   assert.deepEqual(res.body.results, [{
     account_id: a.id,
-    status: "failed",
+    status: "at_risk",
     error: "server_error",
   }]);
   assert.equal(res.body.failed, 1);
   const [first] = await adminDb()`
     select mp_refresh_failures, mp_refresh_last_error, mp_refresh_lease_owner, mp_token_version,
-           mp_refresh_next_attempt_at > now() + interval '4 minutes' as backed_off
+           mp_refresh_sends, mp_state, mp_state_reason, mp_refresh_next_attempt_at
       from nv_accounts where id = ${a.id}`;
   assert.deepEqual({ ...first }, {
     mp_refresh_failures: 1,
     mp_refresh_last_error: "server_error",
     mp_refresh_lease_owner: null,
     mp_token_version: 1,
-    backed_off: true,
+    mp_refresh_sends: 1,
+    mp_state: "at_risk",
+    mp_state_reason: "refresh_unconfirmed",
+    mp_refresh_next_attempt_at: null,
   });
-  assert.equal((await call("mp-refresh", { account_id: a.id })).body.claimed, 0, "backing off");
+  const [state] = await adminDb()`select state, reason, deadline from mp_connection_states
+    where account_id = ${a.id}`;
+  assert.equal(state.state, "at_risk");
+  assert.equal(state.deadline.getTime(), (await account(a.id)).mp_token_expires_at.getTime());
 
-  await sandbox.faults("error_500", 1);
-  const forced = await call("mp-refresh", { account_id: a.id, force: true });
-  assert.equal(forced.body.results[0].status, "failed");
-  const [second] = await adminDb()`
-    select mp_refresh_failures,
-           mp_refresh_next_attempt_at > now() + interval '9 minutes' as doubled
-      from nv_accounts where id = ${a.id}`;
-  assert.deepEqual({ ...second }, { mp_refresh_failures: 2, doubled: true });
-
-  const ok = await call("mp-refresh", { account_id: a.id, force: true });
-  assert.equal(ok.body.results[0].status, "refreshed");
-  const row = await account(a.id);
-  assert.equal(row.mp_refresh_failures, 0);
-  assert.equal(row.mp_refresh_next_attempt_at, null);
-  assert.equal(row.mp_refresh_last_error, null);
-  assert.equal(row.mp_token_version, 2);
+  const before = await sandbox.stats();
+  assert.equal((await call("mp-refresh", { account_id: a.id })).body.claimed, 0);
+  assert.equal((await call("mp-refresh", { account_id: a.id, force: true })).body.claimed, 0);
+  assert.equal((await sandbox.stats()).token_calls, before.token_calls, "never sent again");
+  const served = await call("get-mp-config", { client_id: a.clientId });
+  assert.equal(served.status, 200);
+  assert.ok(served.body.access_token === a.grant.access_token, "the working token is served");
 });
 
-Deno.test("MercadoPago timeout: the call is abandoned at MP_HTTP_TIMEOUT_MS and backs off", async () => {
+Deno.test("MercadoPago timeout: the call is abandoned at MP_HTTP_TIMEOUT_MS and the account is at risk", async () => {
   const a = await dueAccount();
   const ctx = ownContext({ MP_HTTP_TIMEOUT_MS: "500" });
   try {
     await sandbox.faults("timeout", 1);
     const report = await runRefresh(ctx, quietLog, { accountId: a.id });
-    assert.deepEqual(report.results, [{ account_id: a.id, status: "failed", error: "timeout" }]);
+    assert.deepEqual(report.results, [{ account_id: a.id, status: "at_risk", error: "timeout" }]);
   } finally {
     await sandbox.faults("none", 0);
     await ctx.close();
@@ -384,7 +393,8 @@ Deno.test("MercadoPago timeout: the call is abandoned at MP_HTTP_TIMEOUT_MS and 
   const row = await account(a.id);
   assert.equal(row.mp_refresh_failures, 1);
   assert.equal(row.mp_refresh_last_error, "timeout");
-  assert.ok(row.mp_refresh_next_attempt_at.getTime() > Date.now());
+  assert.equal(row.mp_refresh_sends, 1);
+  assert.equal(row.mp_state, "at_risk");
   assert.equal(row.mp_refresh_lease_owner, null);
   assert.equal(row.mp_token_version, 1);
 });
@@ -401,13 +411,15 @@ Deno.test("MercadoPago 429: Retry-After is the next attempt time; the account re
   const [row] = await adminDb()`
     select mp_refresh_failures, mp_refresh_last_error,
            mp_refresh_next_attempt_at > now() - interval '1 minute' as set,
-           mp_refresh_next_attempt_at < now() + interval '1 minute' as not_backoff
+           mp_refresh_next_attempt_at < now() + interval '1 minute' as not_backoff,
+           mp_refresh_sends as sends
       from nv_accounts where id = ${a.id}`;
   assert.deepEqual({ ...row }, {
     mp_refresh_failures: 1,
     mp_refresh_last_error: "rate_limited",
     set: true,
     not_backoff: true,
+    sends: 0,
   });
   await eventually(async () => {
     const [r] = await adminDb()`select mp_refresh_next_attempt_at <= now() as due
@@ -448,12 +460,24 @@ Deno.test("invalid_grant: needs re-authorization, the access token is still serv
     where account_id = ${a.id} and event = 'reauth_required'`;
   assert.equal(n, 1);
 
+  assert.equal(row.mp_state, "reauth_required");
+  assert.equal(row.mp_state_reason, "invalid_grant");
+  // The refused refresh token reached MercadoPago: not even force sends it again (invariant 3).
+  const before = await sandbox.stats();
   const forced = await call("mp-refresh", { account_id: a.id, force: true });
-  assert.equal(forced.body.results[0].status, "refreshed");
+  assert.equal(forced.body.claimed, 0);
+  assert.equal((await sandbox.stats()).token_calls, before.token_calls);
+  // The seller connecting again ends it.
+  const [seller] = await sandbox.grants(1);
+  const [saved] = await adminDb()`select * from mp_save_connection(${a.id}::uuid,
+    ${a.grant.user_id}::bigint, ${await encrypt(a.id, "access_token", seller.access_token)},
+    ${await encrypt(a.id, "refresh_token", seller.refresh_token)}, 'APP_USR-pk', 15552000, true,
+    'offline_access', false)`;
+  assert.equal(saved.result, "connected");
   const after = await account(a.id);
   assert.equal(after.mp_needs_reauth, false);
-  assert.equal(after.mp_token_version, 2);
-  assert.equal((await cache(a.clientId)).mp_token_version, 2);
+  assert.equal(after.mp_state, "connected");
+  assert.equal(after.mp_refresh_sends, 0);
 });
 
 Deno.test("bad accounts (undecryptable, rejected token) do not hold up the others in a run", async () => {

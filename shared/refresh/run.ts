@@ -188,7 +188,6 @@ async function finishRun(
     claimed: at.claimed,
     refreshed: count("refreshed", "escrow_applied"),
     failed: count("failed", "escrowed", "at_risk"),
-    at_risk: count("at_risk"),
     reauth_required: count("reauth_required"),
     results,
   };
@@ -196,7 +195,7 @@ async function finishRun(
     claimed: report.claimed,
     refreshed: report.refreshed,
     failed: report.failed,
-    at_risk: report.at_risk,
+    at_risk: count("at_risk"),
     reauth_required: report.reauth_required,
     circuit_breaker_open: run.breaker.open,
     escrow_applied: count("escrow_applied"),

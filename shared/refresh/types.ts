@@ -53,9 +53,8 @@ export interface RefreshResult {
 export interface RefreshReport {
   claimed: number;
   refreshed: number;
+  /** Failed this run, including those left at risk (result status `at_risk`). */
   failed: number;
-  /** Accounts whose refresh had an unknown outcome this run (never sent again but the last resort). */
-  at_risk: number;
   reauth_required: number;
   results: RefreshResult[];
 }
