@@ -337,3 +337,31 @@ Deno.test("invariant 6 through the escrow: a pair escrowed without its seller is
   assert.equal(after.users_me_calls - before.users_me_calls, 2, "each pair checked at MercadoPago");
   assert.equal(after.token_calls, before.token_calls, "no refresh call");
 });
+
+Deno.test("a worker terminated after its request left: the counted send stays, and once the lease runs out the account is at risk, never resent", async () => {
+  const a = await dueAccount();
+  const owner = crypto.randomUUID();
+  const [claimed] = await adminDb()`select * from mp_claim_due_accounts(${owner}::uuid, 1,
+    interval '60 days', interval '5 minutes', ${a.id}::uuid, false)`;
+  assert.equal(claimed.id, a.id);
+  const [{ began }] = await adminDb()`select mp_begin_refresh_call(${a.id}::uuid, ${owner}::uuid,
+    1::bigint) as began`;
+  assert.equal(began, true);
+  const [{ again }] = await adminDb()`select mp_begin_refresh_call(${a.id}::uuid, ${owner}::uuid,
+    1::bigint) as again`;
+  assert.equal(again, false, "a second send of the same token is refused in SQL");
+  // …and the worker dies here. While the lease lives nothing changes; then it runs out.
+  assert.equal((await account(a.id)).mp_state, "connected");
+  await adminDb()`update nv_accounts set mp_refresh_lease_expires_at = now() - interval '1 second'
+    where id = ${a.id}`;
+  const before = await sandbox.stats();
+  const run = await call("mp-refresh", { account_id: a.id, force: true });
+  assert.equal(run.body.claimed, 0);
+  const row = await account(a.id);
+  assert.deepEqual([row.mp_state, row.mp_state_reason, row.mp_refresh_last_error], [
+    "at_risk",
+    "refresh_unconfirmed",
+    "outcome_lost",
+  ]);
+  assert.equal((await sandbox.stats()).token_calls, before.token_calls);
+});

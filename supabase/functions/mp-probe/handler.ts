@@ -3,7 +3,7 @@ import { defineFunction, json, uuid } from "../../../shared/platform/http.ts";
 import { PROBE_MAX_LIMIT, runProbe } from "../../../shared/probe/probe.ts";
 
 /**
- * mp-probe (pg_cron, every 5 minutes): verifies the connected access tokens due for
+ * mp-probe (pg_cron, every minute): verifies the connected access tokens due for
  * verification at MercadoPago (`GET /users/me`), or one account's now; a dead token is
  * cleared and replaced or the account needs re-authorization (`shared/probe/probe.ts`).
  */
