@@ -26,6 +26,7 @@ import { createLogger } from "../shared/platform/log.ts";
 import { pgArray } from "../shared/platform/db.ts";
 import { runRefresh } from "../shared/refresh/run.ts";
 import { writeEscrow } from "../shared/store/escrow.ts";
+import { MpError, refreshTokens } from "../shared/mercadopago/api.ts";
 
 const quietLog = createLogger({ test: "mp_failures" });
 
@@ -364,4 +365,19 @@ Deno.test("a worker terminated after its request left: the counted send stays, a
     "outcome_lost",
   ]);
   assert.equal((await sandbox.stats()).token_calls, before.token_calls);
+});
+
+Deno.test("a refresh whose connection drops unanswered is not resent by the HTTP client, even after a kept-alive call", async () => {
+  const config = loadConfig(Deno.env.toObject());
+  const { grants: [warm, lost] } = await sandbox.post("grants", { count: 2 });
+  // A first call leaves a kept-alive connection behind (Deno's fetch would reuse it).
+  await refreshTokens(config, warm.refresh_token);
+  const before = await sandbox.stats();
+  await sandbox.faults("lose_answer", 1);
+  const err = await refreshTokens(config, lost.refresh_token).then(() => null, (e) => e);
+  assert.ok(err instanceof MpError);
+  assert.equal(err.kind, "lost");
+  const after = await sandbox.stats();
+  assert.equal(after.token_calls - before.token_calls, 1, "one request, not resent");
+  assert.equal(after.refresh_token_reuse, before.refresh_token_reuse);
 });

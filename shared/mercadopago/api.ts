@@ -89,12 +89,40 @@ export function retryAfterMs(header: string | null, now = Date.now()): number | 
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
-/** A request to MercadoPago bounded by `MP_HTTP_TIMEOUT_MS`; network failures become MpError. */
-async function mpFetch(config: Config, path: string, init: RequestInit): Promise<Response> {
+let unpooled: Deno.HttpClient | null | undefined;
+
+/**
+ * The HTTP client for single-use token calls: one fresh connection per request. Deno's fetch
+ * resends a request once, on a new connection, when a kept-alive pooled connection closes
+ * unanswered (tests/sandbox_test.ts shows it) — for a refresh that is the spent token presented
+ * again, which MercadoPago may answer by revoking the grant (invariant 3). Null where the runtime
+ * has no `Deno.createHttpClient` (the edge runtime has it since 2025).
+ */
+function tokenClient(): Deno.HttpClient | null {
+  if (unpooled === undefined) {
+    unpooled = typeof Deno.createHttpClient === "function"
+      ? Deno.createHttpClient({ poolMaxIdlePerHost: 0 })
+      : null;
+  }
+  return unpooled;
+}
+
+/**
+ * A request to MercadoPago bounded by `MP_HTTP_TIMEOUT_MS`; network failures become MpError.
+ * `singleUse`: the body carries a code or refresh token, sent on a connection of its own.
+ */
+async function mpFetch(
+  config: Config,
+  path: string,
+  init: RequestInit,
+  singleUse = false,
+): Promise<Response> {
+  const client = singleUse ? tokenClient() : null;
   try {
     return await fetch(new URL(path, config.mpApiUrl), {
       ...init,
       signal: AbortSignal.timeout(config.mpTimeoutMs),
+      ...(client ? { client } : {}),
     });
   } catch (err) {
     const name = (err as Error).name;
@@ -125,7 +153,7 @@ async function tokenCall(config: Config, body: Record<string, string>): Promise<
       client_secret: config.mpClientSecret,
       ...body,
     }),
-  });
+  }, true);
   const payload = await res.json().catch(() => undefined) as Record<string, unknown> | undefined;
   if (res.ok) {
     const parsed = v.safeParse(TokenResponse, payload);
