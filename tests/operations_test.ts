@@ -794,28 +794,35 @@ async function cronJob() {
     `${BACKEND_MIGRATIONS}/20261124000400_mp_reconcile_cron.sql`,
     `${BACKEND_MIGRATIONS}/20261130000300_mp_public_edges.sql`,
     `${BACKEND_MIGRATIONS}/20261130000400_mp_reconcile_at_scale.sql`,
+    `${BACKEND_MIGRATIONS}/20261206000100_mp_probe_cron.sql`,
+    `${BACKEND_MIGRATIONS}/20261206000300_mp_schedules.sql`,
   ];
   // Re-running them in order (as postgres, whose job it is) changes nothing. (The suite keeps
   // the job paused; cron.schedule may set it active again, so it is put back as it was.)
-  const [{ active }] = await backendDb()`select active from cron.job
-    where jobname = 'mp-reconcile'`;
+  // (The schedules' migration upserts mp-refresh and mp-probe too: each is put back as it was.)
+  const before = await backendDb()`select jobname, active from cron.job
+    where jobname in ('mp-reconcile', 'mp-refresh', 'mp-probe')`;
   await backendDb().begin(async (tx) => {
     await tx.unsafe("set local role postgres");
     for (const file of files) await tx.unsafe(await Deno.readTextFile(file));
   });
-  await backendDb()`update cron.job set active = ${active} where jobname = 'mp-reconcile'`;
+  for (const { jobname, active } of before) {
+    await backendDb()`update cron.job set active = ${active} where jobname = ${jobname}`;
+  }
   const jobs = await backendDb()`select schedule, command, active, username from cron.job
     where jobname = 'mp-reconcile'`;
   assert.equal(jobs.length, 1);
   assert.equal(jobs[0].schedule, "* * * * *");
   assert.equal(jobs[0].username, "postgres", "the job runs as postgres");
-  assert.match(jobs[0].command, /name = 'project_url'/);
-  assert.match(jobs[0].command, /name = 'mp_sync_secret_key'/);
-  assert.match(jobs[0].command, /timeout_milliseconds := \d{5,}/);
+  assert.equal(
+    jobs[0].command,
+    `select public.mp_invoke_function('mp-reconcile', '{}'::jsonb, 150000)`,
+  );
   const [{ recorded }] = await backendDb()`select count(*)::int as recorded
     from supabase_migrations.schema_migrations
-    where version in ('20261124000400', '20261130000300', '20261130000400')`;
-  assert.equal(recorded, 3);
+    where version in ('20261124000400', '20261130000300', '20261130000400', '20261206000100',
+                      '20261206000300')`;
+  assert.equal(recorded, 5);
 
   // What the job runs reaches mp-reconcile with the Vault key and gets a 200.
   const [queued] = await backendDb().unsafe(jobs[0].command);

@@ -97,15 +97,22 @@ Deno.test.afterAll(async () => {
   await closeDbs();
 });
 
-Deno.test("the Backend migration schedules mp-refresh every 10 minutes via pg_net and Vault", async () => {
+Deno.test("the Backend migrations schedule mp-refresh every 10 minutes via pg_net and Vault, the key in apikey", async () => {
   const job = await refreshJob();
   assert.ok(job, "cron job mp-refresh exists");
   assert.equal(job.schedule, "*/10 * * * *");
   assert.equal(job.username, "postgres", "owned by and run as postgres, not a superuser");
-  assert.match(job.command, /net\.http_post\(/);
-  assert.match(job.command, /name = 'project_url'\)\s*\|\| '\/functions\/v1\/mp-refresh'/);
-  assert.match(job.command, /'Bearer ' \|\| \(select decrypted_secret[\s\S]*'mp_sync_secret_key'/);
-  assert.match(job.command, /timeout_milliseconds := 150000/);
+  assert.equal(
+    job.command,
+    `select public.mp_invoke_function('mp-refresh', '{"limit": 200}'::jsonb, 150000)`,
+  );
+  const [{ src }] = await backendDb()`select prosrc as src from pg_proc
+    where proname = 'mp_invoke_function'`;
+  assert.match(src, /net\.http_post\(/);
+  assert.match(src, /name = 'project_url'\)\s*\|\| '\/functions\/v1\/' \|\| p_function/);
+  assert.match(src, /'apikey', key/);
+  assert.match(src, /'Authorization', 'Bearer ' \|\| key/);
+  assert.match(src, /name = 'mp_sync_secret_key'/);
   const [{ n }] = await backendDb()`
     select count(*)::int as n from vault.decrypted_secrets
      where name in ('project_url', 'mp_sync_secret_key')`;
