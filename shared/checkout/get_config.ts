@@ -7,7 +7,7 @@
  */
 import type { Context } from "../platform/context.ts";
 import { UnavailableError } from "../platform/db.ts";
-import { HttpError } from "../platform/http.ts";
+import { DomainError } from "../platform/errors.ts";
 import type { Logger } from "../platform/log.ts";
 import { recordEvent } from "../store/audit.ts";
 import { readAccountByClient } from "../store/accounts.ts";
@@ -81,19 +81,19 @@ async function readFallback(
 ): Promise<MpConfig> {
   const account = await ctx.admin((sql) => readAccountByClient(sql, clientId));
   if (!account && opts.backendUp && !opts.cacheRowExists) {
-    throw new HttpError(404, "client_not_found", "no such client");
+    throw new DomainError("client_not_found", "no such client");
   }
   if (account?.mp_connected && !account.mp_access_token_encrypted) {
     // Connected without an access token: MercadoPago confirmed it dead (invariant 9).
-    throw new HttpError(404, "mp_reauth_required", "the seller must connect MercadoPago again");
+    throw new DomainError("mp_reauth_required", "the seller must connect MercadoPago again");
   }
   if (!account?.mp_connected || !account.mp_access_token_encrypted) {
-    throw new HttpError(404, "mp_not_connected", "the client has no MercadoPago connection");
+    throw new DomainError("mp_not_connected", "the client has no MercadoPago connection");
   }
   const { write } = await cacheContents(ctx, account);
   const answer = opts.backendUp ? await repairCache(ctx, log, clientId, write) : write;
   if (!answer.accessToken) {
-    throw new HttpError(404, "mp_not_connected", "the client has no MercadoPago connection");
+    throw new DomainError("mp_not_connected", "the client has no MercadoPago connection");
   }
   const reason = opts.backendUp ? "cache_empty" : "backend_unavailable";
   log.warn("Fast-path miss: MP credentials served from the Admin DB", {
@@ -117,7 +117,7 @@ async function readFallback(
   };
 }
 
-/** A client's credentials for checkout: the fast path, else the fallback (HttpError 404 when none). */
+/** A client's credentials for checkout: the fast path, else the fallback (DomainError when none). */
 export async function getMpConfig(
   ctx: Context,
   log: Logger,

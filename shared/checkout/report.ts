@@ -8,7 +8,7 @@
  */
 import type { Context } from "../platform/context.ts";
 import { DecryptError, decryptSecret, logDecryptFailure } from "../platform/crypto.ts";
-import { HttpError } from "../platform/http.ts";
+import { DomainError } from "../platform/errors.ts";
 import type { Logger } from "../platform/log.ts";
 import { checkAccessToken, MpError } from "../mercadopago/api.ts";
 import { readAccountByClient } from "../store/accounts.ts";
@@ -57,7 +57,7 @@ export async function reportRejectedToken(
         source: "report",
       });
       if (outcome === "busy") {
-        throw new HttpError(503, "unavailable", "a refresh of this account is in progress; retry");
+        throw new DomainError("unavailable", "a refresh of this account is in progress; retry");
       }
     }
   }

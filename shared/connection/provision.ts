@@ -4,14 +4,14 @@
  * harmless.
  */
 import type { Context } from "../platform/context.ts";
-import { HttpError } from "../platform/http.ts";
+import { DomainError } from "../platform/errors.ts";
 import type { Logger } from "../platform/log.ts";
 import { linkAccount } from "../store/accounts.ts";
 import { recordEvent } from "../store/audit.ts";
 import { readCache } from "../store/clients.ts";
 import { syncMpCredentialsToBackend } from "../sync/sync.ts";
 
-/** What step 7.1 did: synced at a version, or nothing to sync (HttpError 404/409 otherwise). */
+/** What step 7.1 did: synced at a version, or nothing to sync (DomainError otherwise). */
 export type Provisioned =
   | { synced: true; token_version: number | undefined }
   | { synced: false; reason: "mp_not_connected" };
@@ -24,15 +24,14 @@ export async function provisionClient(
 ): Promise<Provisioned> {
   const { accountId: account_id, clientId: client_id } = opts;
   if (!(await ctx.backend((sql) => readCache(sql, client_id)))) {
-    throw new HttpError(404, "client_not_found", "no such client in the Backend DB");
+    throw new DomainError("client_not_found", "no such client in the Backend DB");
   }
   const link = await ctx.admin((sql) => linkAccount(sql, account_id, client_id));
   if (link === "account_not_found") {
-    throw new HttpError(404, "account_not_found", "no such account");
+    throw new DomainError("account_not_found", "no such account");
   }
   if (link !== "linked") {
-    throw new HttpError(
-      409,
+    throw new DomainError(
       "account_linked_elsewhere",
       link === "account_linked_elsewhere"
         ? "the account already feeds another client"
@@ -57,7 +56,7 @@ export async function provisionClient(
     return { synced: false, reason: "mp_not_connected" };
   }
   if (sync.result === "client_not_found") {
-    throw new HttpError(404, "client_not_found", "no such client in the Backend DB");
+    throw new DomainError("client_not_found", "no such client in the Backend DB");
   }
-  throw new HttpError(404, "account_not_found", "no such account");
+  throw new DomainError("account_not_found", "no such account");
 }

@@ -6,7 +6,8 @@
  */
 import * as v from "valibot";
 import type { Context } from "../platform/context.ts";
-import { HttpError, validate } from "../platform/http.ts";
+import { validate } from "../platform/http.ts";
+import { DomainError } from "../platform/errors.ts";
 import type { Logger } from "../platform/log.ts";
 import { MpError } from "../mercadopago/api.ts";
 import { claimDelivery, finishDelivery, verifySignature } from "../mercadopago/signature.ts";
@@ -44,7 +45,7 @@ export interface Delivery {
   url: URL;
   body: Record<string, unknown> | undefined;
   /** The 400 the body earned, answered only once the signature is good. */
-  malformed: HttpError | undefined;
+  malformed: DomainError | undefined;
 }
 
 /** What the webhook answers with 200. */
@@ -57,7 +58,7 @@ export interface WebhookAnswer {
 }
 
 /**
- * The notification behind a delivery whose signature holds (HttpError 401 when it does not,
+ * The notification behind a delivery whose signature holds (DomainError `unauthorized` when it does not,
  * 400 when the body is malformed or a deauthorization names no seller).
  */
 async function verifiedNotification(
@@ -73,13 +74,13 @@ async function verifiedNotification(
   });
   if (!check.ok) {
     log.warn("MP webhook signature refused", { reason: check.reason });
-    throw new HttpError(401, "unauthorized", "missing, invalid or stale x-signature");
+    throw new DomainError("unauthorized", "missing, invalid or stale x-signature");
   }
   if (malformed) throw malformed;
   const note = validate(Notification, body);
   const action = note.action ?? note.type ?? "unknown";
   if (action === "application.deauthorized" && note.user_id === undefined) {
-    throw new HttpError(400, "invalid_request", "user_id: required for application.deauthorized");
+    throw new DomainError("invalid_request", "user_id: required for application.deauthorized");
   }
   return { action, type: note.type, mpUserId: note.user_id ?? null };
 }
@@ -106,7 +107,7 @@ async function handleDeauthorization(
       kind: err.kind,
       status: err.status,
     });
-    throw new HttpError(503, "unavailable", "MercadoPago could not be asked; deliver again");
+    throw new DomainError("unavailable", "MercadoPago could not be asked; deliver again");
   }
   await ctx.admin((sql) => finishDelivery(sql, deliveryId, "done"));
   await recordEvent(ctx, log, {
@@ -127,7 +128,7 @@ async function handleDeauthorization(
   return { revoked: outcome.revoked.length, unconfirmed: outcome.unconfirmed.length };
 }
 
-/** Verifies, claims and acts on one delivery (HttpError 400/401/503 when it must not be acted on). */
+/** Verifies, claims and acts on one delivery (DomainError when it must not be acted on). */
 export async function handleNotification(
   ctx: Context,
   log: Logger,

@@ -5,7 +5,7 @@
  * unusable state is `invalid_state`, audited once per state (docs/invariants.md, invariant 8).
  */
 import type { Context } from "../platform/context.ts";
-import { errorResponse } from "../platform/http.ts";
+import { describeError } from "../platform/http.ts";
 import type { Logger } from "../platform/log.ts";
 import { recordEvent } from "../store/audit.ts";
 import {
@@ -68,9 +68,8 @@ export async function waitOrRejectState(
 }
 
 /** The outcome of a thrown error, logged the way every function logs it. */
-export async function failure(err: unknown, log: Logger): Promise<CallbackResult> {
-  const { error } = await errorResponse(err, log).json();
-  return failed(error.code);
+export function failure(err: unknown, log: Logger): CallbackResult {
+  return failed(describeError(err, log).code);
 }
 
 /** The callback proper: consume the state, use it (or wait for the click that did), record how it ended. */

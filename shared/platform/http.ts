@@ -7,6 +7,7 @@ import * as v from "valibot";
 import { MisconfiguredError, type Need, requireConfig } from "./config.ts";
 import { type Context, getContext } from "./context.ts";
 import { DecryptError, logDecryptFailure } from "./crypto.ts";
+import { DomainError, type DomainErrorCode } from "./errors.ts";
 import { UnavailableError } from "./db.ts";
 import { createLogger, type Logger } from "./log.ts";
 
@@ -109,7 +110,7 @@ function decodeUtf8(bytes: ArrayBuffer | Uint8Array): string {
   try {
     return utf8.decode(bytes);
   } catch {
-    throw new HttpError(400, "invalid_request", "body is not UTF-8");
+    throw new DomainError("invalid_request", "body is not UTF-8");
   }
 }
 
@@ -130,10 +131,10 @@ export async function readInput(
   try {
     parsed = JSON.parse(text);
   } catch {
-    throw new HttpError(400, "invalid_request", "body is not valid JSON");
+    throw new DomainError("invalid_request", "body is not valid JSON");
   }
   if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
-    throw new HttpError(400, "invalid_request", "body must be a JSON object");
+    throw new DomainError("invalid_request", "body must be a JSON object");
   }
   return parsed as Record<string, unknown>;
 }
@@ -147,7 +148,7 @@ export function validate<S extends v.GenericSchema>(schema: S, input: unknown): 
   const message = issue.type === "strict_object" && issue.input !== undefined
     ? `unknown field ${path ?? ""}`.trim()
     : `${path ? `${path}: ` : ""}${issue.message}`;
-  throw new HttpError(400, "invalid_request", message);
+  throw new DomainError("invalid_request", message);
 }
 
 /** What a function's body receives for one request. */
@@ -171,23 +172,66 @@ export interface FunctionSpec<S extends v.GenericSchema> {
   run(call: Call<v.InferOutput<S>>): Promise<Response>;
 }
 
-/** Answers a thrown error with its status and code (docs/contract.md, errors), logging what a person needs. */
-export function errorResponse(err: unknown, log: Logger): Response {
-  if (err instanceof HttpError) return errorBody(err.status, err.code, err.message);
+/** The HTTP status of each domain error code (docs/contract.md, errors): chosen here, once. */
+const DOMAIN_STATUS: Record<DomainErrorCode, number> = {
+  invalid_request: 400,
+  unauthorized: 401,
+  account_not_found: 404,
+  client_not_found: 404,
+  mp_not_connected: 404,
+  mp_reauth_required: 404,
+  account_linked_elsewhere: 409,
+  unavailable: 503,
+};
+
+/** A thrown error as the caller is told it: status, code and message. */
+export interface ErrorAnswer {
+  status: number;
+  code: string;
+  message: string;
+}
+
+/**
+ * What a thrown error means for the caller (docs/contract.md, errors), logging what a person
+ * needs: client errors at info with their code, failures at error with their cause.
+ */
+export function describeError(err: unknown, log: Logger): ErrorAnswer {
+  if (err instanceof DomainError) {
+    log.info("Request refused", { code: err.code, reason: err.message });
+    return { status: DOMAIN_STATUS[err.code], code: err.code, message: err.message };
+  }
+  if (err instanceof HttpError) {
+    log.info("Request refused", { code: err.code, status: err.status, reason: err.message });
+    return { status: err.status, code: err.code, message: err.message };
+  }
   if (err instanceof MisconfiguredError) {
     log.error("Function misconfigured", { variable: err.variable, reason: err.reason });
-    return errorBody(500, "misconfigured", `${err.variable} is missing or malformed`);
+    return {
+      status: 500,
+      code: "misconfigured",
+      message: `${err.variable} is missing or malformed`,
+    };
   }
   if (err instanceof DecryptError) {
     logDecryptFailure(log, err.accountId, err.field);
-    return errorBody(500, "decrypt_failed", "stored MP credentials could not be decrypted");
+    return {
+      status: 500,
+      code: "decrypt_failed",
+      message: "stored MP credentials could not be decrypted",
+    };
   }
   if (err instanceof UnavailableError) {
     log.error("Database unavailable", { database: err.database, error: err.cause });
-    return errorBody(503, "unavailable", "the database could not be reached");
+    return { status: 503, code: "unavailable", message: "the database could not be reached" };
   }
   log.error("Unhandled error", { error: err });
-  return errorBody(500, "internal", "internal error");
+  return { status: 500, code: "internal", message: "internal error" };
+}
+
+/** Answers a thrown error with its status and code (docs/contract.md, errors). */
+export function errorResponse(err: unknown, log: Logger): Response {
+  const { status, code, message } = describeError(err, log);
+  return errorBody(status, code, message);
 }
 
 /** Turns a function declaration into a plain `(Request) => Promise<Response>` handler. */

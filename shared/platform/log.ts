@@ -19,8 +19,15 @@ export interface Logger {
   child(fields: Fields): Logger;
 }
 
+/**
+ * Field names that hold secrets whatever their value: tokens, the OAuth code and verifier, keys
+ * and passwords, by name. Ordinary codes (`code: "invalid_grant"`, an SQLSTATE) are kept; a
+ * secret value under any other name is caught by its pattern ({@link scrub}).
+ */
 const SECRET_FIELD =
-  /^(access_token|refresh_token|token|code|code_verifier|client_secret|secret|key|apikey|authorization|password)$/i;
+  /^(mp_)?(access_token|refresh_token|token|tokens|code_verifier|authorization_code|oauth_code|client_secret|secret|secrets|secret_key|secret_keys|webhook_secret|service_role_key|api_key|apikey|authorization|password|token_keys|keys)$/i;
+/** An SQLSTATE (postgres.js puts it in `code`): five digits or capitals. */
+const SQLSTATE = /^[0-9A-Z]{5}$/;
 const SECRET_TEXT = [
   /APP_USR-[A-Za-z0-9-]+/g,
   /TEST-[A-Za-z0-9-]{12,}/g,
@@ -38,13 +45,22 @@ export function scrub(text: string): string {
 
 function clean(value: unknown, depth = 0): unknown {
   if (typeof value === "string") return scrub(value);
-  if (value instanceof Error) return { name: value.name, message: scrub(value.message) };
+  if (value instanceof Error) return cleanError(value, depth);
   if (depth > 4 || value === null || typeof value !== "object") return value;
   if (Array.isArray(value)) return value.map((v) => clean(v, depth + 1));
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) {
     out[k] = SECRET_FIELD.test(k) ? "[redacted]" : clean(v, depth + 1);
   }
+  return out;
+}
+
+/** An error as a log field: name, scrubbed message, SQLSTATE when it has one, and its cause. */
+function cleanError(err: Error, depth: number): Record<string, unknown> {
+  const out: Record<string, unknown> = { name: err.name, message: scrub(err.message) };
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === "string" && SQLSTATE.test(code)) out.sqlstate = code;
+  if (err.cause !== undefined && depth < 4) out.cause = clean(err.cause, depth + 1);
   return out;
 }
 

@@ -1,5 +1,6 @@
 import * as v from "valibot";
-import { defineFunction, HttpError, json, uuid } from "../../../shared/platform/http.ts";
+import { DomainError } from "../../../shared/platform/errors.ts";
+import { defineFunction, json, uuid } from "../../../shared/platform/http.ts";
 import { startOauth } from "../../../shared/oauth/start.ts";
 
 /**
@@ -22,7 +23,7 @@ export const handler = defineFunction({
       replaceSeller: input.replace_seller ?? false,
       requestId,
     });
-    if (!started) throw new HttpError(404, "account_not_found", "no such account");
+    if (!started) throw new DomainError("account_not_found", "no such account");
     return json(200, started);
   },
 });

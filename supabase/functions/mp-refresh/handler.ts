@@ -1,12 +1,6 @@
 import * as v from "valibot";
-import {
-  defineFunction,
-  HttpError,
-  json,
-  readInput,
-  uuid,
-  validate,
-} from "../../../shared/platform/http.ts";
+import { DomainError } from "../../../shared/platform/errors.ts";
+import { defineFunction, json, readInput, uuid, validate } from "../../../shared/platform/http.ts";
 import { readAccount } from "../../../shared/store/accounts.ts";
 import { runRefresh } from "../../../shared/refresh/run.ts";
 
@@ -36,7 +30,7 @@ export const handler = defineFunction({
   async run({ req, ctx, log, requestId }) {
     const input = validate(Body, await readInput(req, { emptyIsObject: true }));
     if (input.force && !input.account_id) {
-      throw new HttpError(400, "invalid_request", "force: needs account_id");
+      throw new DomainError("invalid_request", "force: needs account_id");
     }
     const report = await runRefresh(ctx, log, {
       limit: input.limit,
@@ -46,7 +40,7 @@ export const handler = defineFunction({
     });
     if (input.account_id && report.claimed === 0) {
       const account = await ctx.admin((sql) => readAccount(sql, input.account_id!));
-      if (!account) throw new HttpError(404, "account_not_found", "no such account");
+      if (!account) throw new DomainError("account_not_found", "no such account");
     }
     return json(200, report);
   },

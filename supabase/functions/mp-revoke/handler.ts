@@ -1,5 +1,6 @@
 import * as v from "valibot";
-import { defineFunction, HttpError, json, uuid } from "../../../shared/platform/http.ts";
+import { DomainError } from "../../../shared/platform/errors.ts";
+import { defineFunction, json, uuid } from "../../../shared/platform/http.ts";
 import { revokeConnection } from "../../../shared/connection/connection.ts";
 
 /** mp-revoke: clears an account's MercadoPago credentials in both databases; idempotent. */
@@ -11,7 +12,7 @@ export const handler = defineFunction({
   input: v.strictObject({ account_id: uuid }),
   async run({ input, ctx, log, requestId }) {
     if (!(await revokeConnection(ctx, log, input.account_id, { requestId }))) {
-      throw new HttpError(404, "account_not_found", "no such account");
+      throw new DomainError("account_not_found", "no such account");
     }
     return json(200, { account_id: input.account_id, revoked: true });
   },

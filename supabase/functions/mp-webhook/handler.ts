@@ -1,4 +1,5 @@
-import { defineFunction, HttpError, json, readInput } from "../../../shared/platform/http.ts";
+import { defineFunction, json, readInput } from "../../../shared/platform/http.ts";
+import { DomainError } from "../../../shared/platform/errors.ts";
 import { handleNotification } from "../../../shared/connection/webhook.ts";
 
 /**
@@ -15,11 +16,11 @@ export const handler = defineFunction({
   needs: ["mpWebhookSecret", "adminDbUrl", "backendDbUrl", "tokenKeys", "mpClientId"],
   async run({ req, ctx, log, requestId }) {
     let body: Record<string, unknown> | undefined;
-    let malformed: HttpError | undefined;
+    let malformed: DomainError | undefined;
     try {
       body = await readInput(req);
     } catch (err) {
-      if (!(err instanceof HttpError && err.status === 400)) throw err;
+      if (!(err instanceof DomainError && err.code === "invalid_request")) throw err;
       malformed = err;
     }
     const answer = await handleNotification(ctx, log, {
