@@ -11,13 +11,8 @@ import { DomainError } from "../platform/errors.ts";
 import type { Logger } from "../platform/log.ts";
 import { recordEvent } from "../store/audit.ts";
 import { readAccountByClient } from "../store/accounts.ts";
-import {
-  type CachedCredentials,
-  type CacheWrite,
-  readCache,
-  writeCache,
-} from "../store/clients.ts";
-import { cacheContents } from "../sync/sync.ts";
+import { type CachedCredentials, type CacheWrite, readCache } from "../store/clients.ts";
+import { cacheContents, writeClientCache } from "../sync/sync.ts";
 
 /** What checkout gets: the token, the public key, where they came from and their version. */
 export interface MpConfig {
@@ -46,7 +41,7 @@ async function readFastPath(
 /**
  * Read-repair: writes the master's credentials to the cache (version-fenced) and returns what
  * to answer — the master's, or a newer version that landed meanwhile (a refresh or a revoke,
- * even one that committed while this write waited for the row: `writeCache` reports the cache
+ * even one that committed while this write waited for the row: the sync reports the cache
  * as it is after the write), so a completed revoke is honoured (no token: 404).
  */
 async function repairCache(
@@ -56,7 +51,7 @@ async function repairCache(
   write: CacheWrite,
 ): Promise<CacheWrite> {
   try {
-    const repaired = await ctx.backend((sql) => writeCache(sql, clientId, write));
+    const repaired = await writeClientCache(ctx, clientId, write);
     if (
       repaired.result === "already_current" && (repaired.mp_token_version ?? -1) > write.version
     ) {

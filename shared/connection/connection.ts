@@ -4,13 +4,12 @@
  * Connect stores the master first, then syncs the cache.
  */
 import { revokeAccount, storeConnection } from "../store/accounts.ts";
-import { writeCache } from "../store/clients.ts";
 import type { Context } from "../platform/context.ts";
 import { recordEvent } from "../store/audit.ts";
 import type { Logger } from "../platform/log.ts";
 import { encryptTokenPair } from "../platform/crypto.ts";
 import type { MpTokens } from "../mercadopago/api.ts";
-import { syncAccountRow, type SyncResult } from "../sync/sync.ts";
+import { clearClientCache, syncAccountRow, type SyncResult } from "../sync/sync.ts";
 
 /** Revokes account `accountId` in both databases; false when the account does not exist. */
 export async function revokeConnection(
@@ -23,13 +22,7 @@ export async function revokeConnection(
   if (!revoked) return false;
   const clientId = revoked.backend_client_id;
   if (clientId) {
-    await ctx.backend((sql) =>
-      writeCache(sql, clientId, {
-        accessToken: null,
-        publicKey: null,
-        version: revoked.mp_token_version,
-      })
-    );
+    await clearClientCache(ctx, clientId, revoked.mp_token_version);
   }
   if (revoked.changed) {
     await recordEvent(ctx, log, {

@@ -7,7 +7,7 @@
  * repair begins, when its repair budget runs out (docs/scale.md).
  */
 import { type AccountRow, bumpAccountVersions, readAccounts } from "../store/accounts.ts";
-import { clearOrphanedCache } from "../store/clients.ts";
+import { clearOrphanedCaches } from "../sync/sync.ts";
 import type { Context } from "../platform/context.ts";
 import {
   type Drift,
@@ -269,7 +269,7 @@ function clearOrphans(
         summary.drifted += found.length;
         if (take.length > 0) {
           const seen = take.map((o) => ({ id: o.id, version: o.mp_token_version }));
-          summary.repaired += (await ctx.backend((sql) => clearOrphanedCache(sql, seen))).length;
+          summary.repaired += (await clearOrphanedCaches(ctx, seen)).length;
         }
         if (found.length > take.length) return { stopAt: take.at(-1)?.id ?? span.after };
         if (performance.now() > run.deadline) return { stopAt: span.until };

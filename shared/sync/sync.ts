@@ -1,10 +1,20 @@
 /**
- * The one sync from the encrypted master (Admin `nv_accounts`) to the plain-text cache
- * (Backend `clients`), used by every sync point: provisioning, OAuth, refresh, revoke,
- * read-repair, reconciliation.
+ * The one writer of the plain-text cache (Backend `clients`) from the encrypted master (Admin
+ * `nv_accounts`): every write of `clients` goes through this folder (docs/invariants.md,
+ * invariant 1) — connect, provisioning, the dead-token clear and the single refresh here
+ * (`syncAccountRow`), revoke (`clearClientCache`), read-repair (`writeClientCache`),
+ * reconcile's orphan clears (`clearOrphanedCaches`); the batched refresh, reconcile's repairs
+ * and the backfill through `sync_batch.ts`. Each gets back the cache as it stands after the
+ * version-fenced write. tests/layering_test.ts fails if any other module imports a
+ * cache-writing function of `shared/store/clients.ts`.
  */
 import { type AccountRow, readAccount } from "../store/accounts.ts";
-import { type CacheWriteResult, writeCache } from "../store/clients.ts";
+import {
+  type CacheWrite,
+  type CacheWriteResult,
+  clearOrphanedCache,
+  writeCache,
+} from "../store/clients.ts";
 import type { Context } from "../platform/context.ts";
 import { decryptSecret } from "../platform/crypto.ts";
 
@@ -44,6 +54,38 @@ export async function cacheContents(ctx: Context, account: AccountRow) {
   };
 }
 
+/**
+ * Writes `write` to client `clientId`'s cache in one version-fenced statement; the cache as it
+ * stands after the write (a newer version that landed first is reported, not overwritten).
+ */
+export async function writeClientCache(
+  ctx: Context,
+  clientId: string,
+  write: CacheWrite,
+): Promise<CacheWriteResult> {
+  return await ctx.backend((sql) => writeCache(sql, clientId, write));
+}
+
+/** Clears client `clientId`'s cache at `version` (a revoke's new version); the cache after. */
+export async function clearClientCache(
+  ctx: Context,
+  clientId: string,
+  version: number,
+): Promise<CacheWriteResult> {
+  return await writeClientCache(ctx, clientId, { accessToken: null, publicKey: null, version });
+}
+
+/**
+ * Clears the caches no account feeds, each only while it holds the version it was seen with;
+ * the ids cleared.
+ */
+export async function clearOrphanedCaches(
+  ctx: Context,
+  seen: { id: string; version: number | null }[],
+): Promise<string[]> {
+  return await ctx.backend((sql) => clearOrphanedCache(sql, seen));
+}
+
 /** Writes an already-read account row to its client's cache, fenced by the row's version. */
 export async function syncAccountRow(
   ctx: Context,
@@ -51,7 +93,7 @@ export async function syncAccountRow(
 ): Promise<SyncOutcome & { cache?: CacheWriteResult }> {
   if (!account.backend_client_id) return { result: "not_linked" };
   const { connected, write } = await cacheContents(ctx, account);
-  const cache = await ctx.backend((sql) => writeCache(sql, account.backend_client_id!, write));
+  const cache = await writeClientCache(ctx, account.backend_client_id, write);
   const result = cache.result === "client_not_found"
     ? "client_not_found"
     : connected
