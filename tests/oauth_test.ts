@@ -23,7 +23,7 @@ import {
 } from "./_stack.ts";
 import { decryptSecret, encryptSecret } from "../shared/platform/crypto.ts";
 import type { Sql } from "../shared/platform/db.ts";
-import { hashState, pkceChallenge, randomToken } from "../shared/store/oauth_states.ts";
+import { hashState, pkceChallenge, randomToken } from "../shared/oauth/state_token.ts";
 import { signatureManifest, signManifest } from "../shared/mercadopago/signature.ts";
 
 const CALLBACK_URL = () => `${stack.functionsUrl}/mp-oauth-callback`;

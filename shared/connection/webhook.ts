@@ -10,7 +10,8 @@ import { validate } from "../platform/http.ts";
 import { DomainError } from "../platform/errors.ts";
 import type { Logger } from "../platform/log.ts";
 import { MpError } from "../mercadopago/api.ts";
-import { claimDelivery, finishDelivery, verifySignature } from "../mercadopago/signature.ts";
+import { verifySignature } from "../mercadopago/signature.ts";
+import { claimDelivery, finishDelivery } from "../store/webhook_deliveries.ts";
 import { recordEvent } from "../store/audit.ts";
 import { confirmDeauthorization } from "./deauthorization.ts";
 

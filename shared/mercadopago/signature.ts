@@ -5,10 +5,8 @@
  * out, as MercadoPago documents). Parsing is strict — the header is exactly one `ts` and one
  * `v1`, `x-request-id` is required, `data.id` is alphanumeric — so no variation of a signed
  * delivery reads as a new one. Checked in constant time, with a bounded timestamp age.
- * Deliveries are claimed (Admin `mp_webhook_deliveries`) before they are acted on, so a
- * replay is a no-op; a delivery whose handling failed can be claimed again.
+ * (The deliveries' bookkeeping is `shared/store/webhook_deliveries.ts`.)
  */
-import type { Sql } from "../platform/db.ts";
 
 /** How far the signed timestamp may be from now, either way (replays beyond it are refused). */
 export const MAX_SIGNATURE_AGE_MS = 5 * 60 * 1000;
@@ -112,28 +110,4 @@ export async function verifySignature(
   if (diff !== 0) return { ok: false, reason: "mismatch" };
   if (Math.abs(now - at) > MAX_SIGNATURE_AGE_MS) return { ok: false, reason: "stale" };
   return { ok: true, signedAtMs: at };
-}
-
-/**
- * Claims a delivery before it is acted on (one statement): true for a new one, or for one
- * whose earlier handling failed or was abandoned; false for a repeat of a handled delivery.
- */
-export async function claimDelivery(
-  sql: Sql,
-  requestId: string,
-  action: string,
-  mpUserId: number | null,
-): Promise<boolean> {
-  const [row] = await sql<{ claimed: boolean }[]>`
-    select mp_claim_webhook_delivery(${requestId}, ${action}, ${mpUserId}::bigint) as claimed`;
-  return row.claimed;
-}
-
-/** Marks a claimed delivery handled (`done`) or `failed` (MercadoPago will deliver it again). */
-export async function finishDelivery(
-  sql: Sql,
-  requestId: string,
-  status: "done" | "failed",
-): Promise<void> {
-  await sql`select mp_finish_webhook_delivery(${requestId}, ${status})`;
 }

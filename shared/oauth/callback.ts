@@ -8,14 +8,8 @@ import type { Context } from "../platform/context.ts";
 import { describeError } from "../platform/http.ts";
 import type { Logger } from "../platform/log.ts";
 import { recordEvent } from "../store/audit.ts";
-import {
-  consumeState,
-  hashState,
-  isWellFormedState,
-  readState,
-  recordOutcome,
-  rejectState,
-} from "../store/oauth_states.ts";
+import { consumeState, readState, recordOutcome, rejectState } from "../store/oauth_states.ts";
+import { hashState, isWellFormedState } from "./state_token.ts";
 import { useConsumedState } from "./exchange.ts";
 import { type CallbackCall, type CallbackResult, failed } from "./result.ts";
 

@@ -9,7 +9,8 @@ import { encryptSecret } from "../platform/crypto.ts";
 import type { Logger } from "../platform/log.ts";
 import { authorizationUrl } from "../mercadopago/api.ts";
 import { recordEvent } from "../store/audit.ts";
-import { createState, hashState, pkceChallenge, randomToken } from "../store/oauth_states.ts";
+import { createState } from "../store/oauth_states.ts";
+import { hashState, pkceChallenge, randomToken } from "./state_token.ts";
 
 /** Starts a connect for `accountId`: the URL to send the seller to and its expiry; undefined when no such account. */
 export async function startOauth(

@@ -5,13 +5,10 @@
  */
 import type { Context } from "../platform/context.ts";
 import { latestStart } from "../platform/worker_life.ts";
+import { ESCROW_RETRY_MS, SAVE_RETRY_MS } from "./retry_schedules.ts";
 
 /** Slack a MercadoPago call needs in its lease beyond the call, save and escrow bounds. */
 export const LEASE_SLACK_MS = 5_000;
-/** Pauses between attempts to save a pair MercadoPago handed out (then: escrow). */
-export const SAVE_RETRY_MS = [200, 800];
-/** Pauses between attempts to escrow a pair the Admin DB would not take. */
-export const ESCROW_RETRY_MS = [200, 800];
 
 /** Statements a run makes after its last call: lease release, cache write, audit events. */
 export const RUN_END_STATEMENTS = 3;

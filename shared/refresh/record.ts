@@ -11,7 +11,8 @@ import {
   recordUnconfirmed,
 } from "../store/accounts.ts";
 import { SyncPipeline } from "../sync/sync_batch.ts";
-import { BACKOFF, type RefreshResult, type Run } from "./types.ts";
+import { type RefreshResult, type Run } from "./types.ts";
+import { BACKOFF } from "./retry_schedules.ts";
 
 /**
  * Records a saved account; its cache is written with the others' at the end of the run

@@ -15,7 +15,7 @@ import {
   saveRefreshed,
   type StoredPair,
 } from "../store/accounts.ts";
-import { ESCROW_RETRY_MS, SAVE_RETRY_MS } from "./may_start_call.ts";
+import { ESCROW_RETRY_MS, SAVE_RETRY_MS } from "./retry_schedules.ts";
 import { buildEvent, recordSuperseded, recordSynced } from "./record.ts";
 import { type RefreshResult, type Run, sleep } from "./types.ts";
 

@@ -5,7 +5,7 @@
 import type { AuditEvent } from "../store/audit.ts";
 import type { Context } from "../platform/context.ts";
 import type { Logger } from "../platform/log.ts";
-import type { AccountRow, Backoff, ClaimedAccount } from "../store/accounts.ts";
+import type { AccountRow, ClaimedAccount } from "../store/accounts.ts";
 
 /** Accounts a run claims when the caller gives no limit. */
 export const DEFAULT_LIMIT = 100;
@@ -13,8 +13,6 @@ export const DEFAULT_LIMIT = 100;
 export const RUN_BUDGET_MS = 100_000;
 /** How long a claim holds an account: far longer than a run plus one MercadoPago call. */
 export const LEASE_MS = 5 * 60_000;
-/** Backoff of transient failures: 5 min · 2^failures, at most 6 h. */
-export const BACKOFF: Backoff = { baseMs: 5 * 60_000, capMs: 6 * 3600_000 };
 
 /** What one run is asked to do. */
 export interface RefreshOptions {

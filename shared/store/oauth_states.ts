@@ -1,40 +1,12 @@
 /**
  * Single-use OAuth states (Admin `mp_oauth_states`): a random state bound to one account,
- * stored only as its SHA-256, living 10 minutes, consumed by one atomic statement, and the
- * PKCE S256 verifier/challenge pair that goes with it.
+ * stored only as its SHA-256 (`shared/oauth/state_token.ts` makes and hashes it), living 10
+ * minutes, consumed by one atomic statement, with the encrypted PKCE verifier that goes with it.
  */
 import type { Sql } from "../platform/db.ts";
 
 /** How long a state may wait for its callback. */
 export const STATE_TTL_MINUTES = 10;
-
-const encoder = new TextEncoder();
-
-function base64url(bytes: Uint8Array): string {
-  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_")
-    .replace(/=+$/, "");
-}
-
-/** 32 random bytes (256 bits) as base64url: used for states and PKCE verifiers alike. */
-export function randomToken(): string {
-  return base64url(crypto.getRandomValues(new Uint8Array(32)));
-}
-
-/** The PKCE S256 challenge of a verifier: base64url(SHA-256(verifier)). */
-export async function pkceChallenge(verifier: string): Promise<string> {
-  return base64url(new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(verifier))));
-}
-
-/** The stored form of a state: hex SHA-256 (the state itself is never stored). */
-export async function hashState(state: string): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(state)));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/** True when `state` has the shape `randomToken()` produces (cheap check before any query). */
-export function isWellFormedState(state: string | null): state is string {
-  return state !== null && /^[A-Za-z0-9_-]{22,128}$/.test(state);
-}
 
 /**
  * Stores a new state for `accountId` (with its encrypted PKCE verifier, if any) expiring in
