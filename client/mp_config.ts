@@ -4,14 +4,10 @@
  */
 import type { SupabaseClient } from "@supabase/supabase-js";
 
-/** The credentials checkout charges with. */
-export interface MpConfig {
-  client_id: string;
-  access_token: string;
-  public_key: string | null;
-  source: "fast_path" | "fallback";
-  token_version: number;
-}
+import type { MpConfig } from "../shared/checkout/get_config.ts";
+
+/** The credentials checkout charges with (get-mp-config's answer; one type for both sides). */
+export type { MpConfig };
 
 /** get-mp-config answered with an error (docs/contract.md code, HTTP status). */
 export class MpConfigError extends Error {
@@ -56,7 +52,8 @@ export async function withMpConfig<T>(
 ): Promise<T> {
   const config = await getMpConfig(supabase, clientId);
   const first = await charge(config);
-  if (!isRejected(first)) return first;
+  // A cache row written before versions existed has none to report.
+  if (!isRejected(first) || config.token_version === null) return first;
   return await charge(await reportRejectedToken(supabase, clientId, config.token_version));
 }
 

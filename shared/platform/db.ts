@@ -251,3 +251,8 @@ export async function selectJsonPage(sql: Sql, page: Fragment, row: Fragment): P
       from page`;
   return result;
 }
+
+/** The lowest uuid: a keyset scan or page "after" it starts at the beginning. */
+export const NO_ID = "00000000-0000-0000-0000-000000000000";
+/** The highest uuid: a keyset scan or page "until" it runs to the end. */
+export const MAX_ID = "ffffffff-ffff-ffff-ffff-ffffffffffff";

@@ -11,9 +11,6 @@ import { readLinkedVersionsPage, readVersionsOf, unlinkedAmong } from "../store/
 import type { Context } from "../platform/context.ts";
 import type { JsonPage } from "../platform/db.ts";
 
-/** The lowest uuid: a keyset scan "after" it starts at the beginning. */
-export const NO_ID = "00000000-0000-0000-0000-000000000000";
-
 /**
  * Where a bounded scan runs over the id keyspace: ids after `after` and up to `until` (null:
  * from the start / to the end), at most `maxRows` rows.

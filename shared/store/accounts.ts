@@ -4,12 +4,7 @@
  * the refresh's atomic steps; link, revoke, connect, version bump). Every change of the
  * credentials is one statement that bumps the version (docs/atomic-state.md).
  */
-import { type JsonPage, pgArray, selectJsonPage, type Sql } from "../platform/db.ts";
-
-/** The lowest uuid: a keyset page "after" it starts at the beginning. */
-const NO_ID = "00000000-0000-0000-0000-000000000000";
-/** The highest uuid: a keyset page "until" it runs to the end. */
-const MAX_ID = "ffffffff-ffff-ffff-ffff-ffffffffffff";
+import { type JsonPage, MAX_ID, NO_ID, pgArray, selectJsonPage, type Sql } from "../platform/db.ts";
 
 /** What the sync and checkout need of an account. */
 export interface AccountRow {

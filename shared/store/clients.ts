@@ -2,7 +2,7 @@
  * The Backend DB's `clients`: the plain-text runtime cache checkout reads. Every write is
  * fenced by the Admin version it carries (docs/invariants.md, invariant 1).
  */
-import { type JsonPage, pgArray, selectJsonPage, type Sql } from "../platform/db.ts";
+import { type JsonPage, MAX_ID, NO_ID, pgArray, selectJsonPage, type Sql } from "../platform/db.ts";
 
 /** What the cache holds for one client. */
 export interface CachedCredentials {
@@ -178,8 +178,8 @@ export async function readCachedClientsPage(
                mp_public_key is not null as has_public_key
           from clients
          where (mp_access_token is not null or mp_public_key is not null)
-           and id > ${opts.after ?? "00000000-0000-0000-0000-000000000000"}::uuid
-           and id <= ${opts.until ?? "ffffffff-ffff-ffff-ffff-ffffffffffff"}::uuid
+           and id > ${opts.after ?? NO_ID}::uuid
+           and id <= ${opts.until ?? MAX_ID}::uuid
          order by id limit ${opts.limit}`,
     sql`json_build_array(id, mp_token_version, has_token, has_public_key)`,
   );

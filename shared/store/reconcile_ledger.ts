@@ -3,7 +3,7 @@
  * it found on linked accounts at its last check and did not repair (`mp_reconcile_drift`,
  * replaced range by range as the pass goes) and one row per run (`mp_reconcile_runs`, kept two days).
  */
-import type { Sql } from "../platform/db.ts";
+import { MAX_ID, NO_ID, type Sql } from "../platform/db.ts";
 
 /** Why a drift found was left: a refresher owned it, its repair failed, or no client row. */
 export type LeftReason = "busy" | "failed" | "client_missing";
@@ -32,8 +32,8 @@ export async function replaceLeftDrift(
         from json_array_elements(${JSON.stringify(left)}::text::json) as e),
     gone as (
       delete from mp_reconcile_drift d
-       where d.account_id > ${range.after ?? "00000000-0000-0000-0000-000000000000"}::uuid
-         and d.account_id <= ${range.until ?? "ffffffff-ffff-ffff-ffff-ffffffffffff"}::uuid
+       where d.account_id > ${range.after ?? NO_ID}::uuid
+         and d.account_id <= ${range.until ?? MAX_ID}::uuid
          and not exists (select 1 from incoming i where i.account_id = d.account_id))
     insert into mp_reconcile_drift (account_id, client_id, kind, reason)
     select account_id, client_id, kind, reason from incoming
