@@ -163,7 +163,7 @@ Deno.test("the checkout client: a charge answered 401 reports the token once and
     supabase(),
     p.clientId,
     async (config) => {
-      tried.push(config.token_version);
+      tried.push(config.token_version ?? -1);
       return (await works(config.access_token)) ? 200 : 401;
     },
     (status) => status === 401,
