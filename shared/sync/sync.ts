@@ -27,6 +27,19 @@ export type SyncResult =
   | "account_not_found"
   | "not_linked";
 
+/**
+ * What a sync did, from the fenced write's result and whether the account is connected: a
+ * missing client row, else the write's result for a connected account, else `mp_not_connected`
+ * (its NULLs were written or already there). The one mapping, for the single and batched syncs.
+ */
+export function syncResultOf(
+  write: "synced" | "already_current" | "client_not_found",
+  connected: boolean,
+): SyncResult {
+  if (write === "client_not_found") return "client_not_found";
+  return connected ? write : "mp_not_connected";
+}
+
 /** The outcome of a sync and the Admin version it carried. */
 export interface SyncOutcome {
   result: SyncResult;
@@ -94,11 +107,7 @@ export async function syncAccountRow(
   if (!account.backend_client_id) return { result: "not_linked" };
   const { connected, write } = await cacheContents(ctx, account);
   const cache = await writeClientCache(ctx, account.backend_client_id, write);
-  const result = cache.result === "client_not_found"
-    ? "client_not_found"
-    : connected
-    ? cache.result
-    : "mp_not_connected";
+  const result = syncResultOf(cache.result, connected);
   return { result, version: account.mp_token_version, cache };
 }
 

@@ -15,7 +15,7 @@ import type { Context } from "../platform/context.ts";
 import type { Sql } from "../platform/db.ts";
 import { DecryptError, decryptSecretSync, logDecryptFailure } from "../platform/crypto.ts";
 import type { Logger } from "../platform/log.ts";
-import type { SyncResult } from "./sync.ts";
+import { type SyncResult, syncResultOf } from "./sync.ts";
 
 /** What a batched sync did for one account (`cleared`: a disconnected account's cache emptied). */
 export interface BatchOutcome {
@@ -139,11 +139,7 @@ async function writeRows(
   );
   writes.forEach((w, i) => {
     const r = results[i];
-    const result = r.result === "client_not_found"
-      ? "client_not_found"
-      : w.connected
-      ? r.result
-      : "mp_not_connected";
+    const result = syncResultOf(r.result, w.connected);
     out.set(
       w.account.id,
       outcome(w.account, result, !w.connected && r.result === "synced" && r.hadCredentials),
