@@ -7,7 +7,7 @@
  * passed in runs tiny sizes.
  */
 import type { Bench, BenchRow } from "./types.ts";
-import { connect, type Sql } from "../shared/platform/db.ts";
+import { connect, FUNCTION_POOL_MAX, type Sql } from "../shared/platform/db.ts";
 import { encryptSecret, importKeyRing } from "../shared/platform/crypto.ts";
 import { parseKeyRing } from "../shared/platform/config.ts";
 import { functionEntrypoints } from "../local/gateway.ts";
@@ -46,11 +46,12 @@ const QUICK: Sizes = {
 export const checkoutNotes = [
   "**Fast path vs floor.** get-mp-config (`deno serve supabase/functions/get-mp-config/index.ts`) " +
   "and the floor (`deno serve bench/floor.ts`: imports only `postgres`, same primary-key SELECT, " +
-  "same pool size of 5, no key check, validation or logging) run as separate processes with the " +
+  "the functions' pool size (`FUNCTION_POOL_MAX`, 3), no key check, validation or logging) run as separate processes with the " +
   "same environment. One in-process load generator (fetch, fixed concurrency, fixed duration, " +
   "POST `{client_id}` with the secret key, ids spread over the seeded clients) drives them in " +
   "interleaved rounds (floor, fast path, fallback, repeated) after a warm-up of each, so drift " +
-  "hits all three alike. Latency is per request, client side, body read included.",
+  "hits all three alike, then again one request at a time (concurrency 1, as a hosted isolate " +
+  "serves them). Latency is per request, client side, body read included.",
   "**Fallback.** Every request must miss the cache and still be served, which read-repair " +
   "would defeat after one call. So the fallback clients are accounts linked (`backend_client_id`) " +
   "to client ids that have no `clients` row: each request reads the Backend (miss), reads the " +
@@ -320,7 +321,7 @@ export const checkoutBench: Bench = async (env) => {
       env,
       `${logDir}/get-mp-config.log`,
     );
-    const floor = serve(FLOOR, floorPort, env);
+    const floor = serve(FLOOR, floorPort, { ...env, FLOOR_POOL_SIZE: String(FUNCTION_POOL_MAX) });
     try {
       const headers = { apikey: env.SECRET_KEY, "content-type": "application/json" };
       const bodies = (ids: string[]) => ids.map((id) => JSON.stringify({ client_id: id }));
@@ -436,6 +437,45 @@ export const checkoutBench: Bench = async (env) => {
           ratio: "",
           target: "0",
           met: fb.bad === 0,
+        },
+      );
+
+      // One request at a time, as a hosted isolate serves them: the same two, concurrency 1.
+      const serial: { floor: Load[]; fast: Load[] } = { floor: [], fast: [] };
+      for (let r = 0; r < sizes.rounds; r++) {
+        serial.floor.push(await load(floorUrl, headers, fastBodies, 1, sizes.roundMs, is200));
+        serial.fast.push(await load(fnUrl, headers, fastBodies, 1, sizes.roundMs, isFast));
+      }
+      const sf = stats(merge(serial.floor));
+      const sp = stats(merge(serial.fast));
+      const serialName = "get-mp-config fast path (c=1, one request at a time)";
+      rows.push(
+        {
+          bench: serialName,
+          metric: "p50 ms",
+          value: fmt(sp.p50, 2),
+          baseline: `${fmt(sf.p50, 2)} (floor)`,
+          ratio: ratio(sp.p50, sf.p50),
+          target: "",
+          met: null,
+        },
+        {
+          bench: serialName,
+          metric: "p99 ms",
+          value: fmt(sp.p99, 2),
+          baseline: `${fmt(sf.p99, 2)} (floor)`,
+          ratio: ratio(sp.p99, sf.p99),
+          target: "≤ 1.5× floor",
+          met: sp.p99 <= 1.5 * sf.p99,
+        },
+        {
+          bench: serialName,
+          metric: "non-200 (or not fast_path) answers",
+          value: String(sp.bad),
+          baseline: `${sf.bad} (floor)`,
+          ratio: "",
+          target: "0",
+          met: sp.bad === 0,
         },
       );
     } finally {

@@ -6,11 +6,14 @@
  */
 import postgres from "postgres";
 
-/** Pool size of get-mp-config's Backend pool (the `connect()` default in shared/db.ts). */
-export const FLOOR_POOL_SIZE = 5;
+/**
+ * Pool size: the functions' own (`FUNCTION_POOL_MAX` in shared/platform/db.ts), which
+ * `bench/checkout.ts` passes as `FLOOR_POOL_SIZE` so the floor imports nothing but the driver.
+ */
+const poolSize = Number(Deno.env.get("FLOOR_POOL_SIZE") ?? 3);
 
 const sql = postgres(Deno.env.get("BACKEND_DB_URL") ?? "", {
-  max: FLOOR_POOL_SIZE,
+  max: poolSize,
   onnotice: () => {},
 });
 

@@ -1,5 +1,5 @@
 /**
- * The sync of `shared/sync.ts` for many accounts at once (backfill, reconciliation): pages of
+ * The sync of `shared/sync/sync.ts` for many accounts at once (backfill, reconciliation): pages of
  * accounts read from the Admin DB in one query, decrypted, and written to the cache in ONE
  * version-fenced statement per page (`writeCacheBatch`), with the outcomes `syncAccountRow`
  * reports for one account.
