@@ -7,14 +7,13 @@
  * answered again (audit `invalid_report_unconfirmed`); an older n gets the current token.
  */
 import type { Context } from "../platform/context.ts";
-import { DecryptError, decryptSecret, logDecryptFailure } from "../platform/crypto.ts";
 import { DomainError } from "../platform/errors.ts";
 import type { Logger } from "../platform/log.ts";
-import { checkAccessToken, MpError } from "../mercadopago/api.ts";
 import { readAccountByClient } from "../store/accounts.ts";
 import { recordEvent } from "../store/audit.ts";
 import { claimTokenCheck, recordVerified } from "../store/verification.ts";
 import { handleDeadToken } from "../connection/dead_token.ts";
+import { verifyStoredToken } from "../connection/token_check.ts";
 import { getMpConfig, type MpConfig } from "./get_config.ts";
 
 /** Handles a report of a rejected token of `version`, then answers as get-mp-config does. */
@@ -31,12 +30,14 @@ export async function reportRejectedToken(
     account.mp_token_version === version &&
     (await ctx.admin((sql) => claimTokenCheck(sql, account.id, version))) === "check"
   ) {
-    const verdict = await verifyAtMercadoPago(
-      ctx,
-      log,
-      account.id,
-      account.mp_access_token_encrypted,
-    );
+    const check = await verifyStoredToken(ctx, log, account.id, account.mp_access_token_encrypted);
+    if (check.verdict === "unknown") {
+      log.warn("MercadoPago could not verify a reported token; answered as stored", {
+        account_id: account.id,
+        error: check.error.kind,
+      });
+    }
+    const verdict = check.verdict;
     if (verdict === "alive") {
       await ctx.admin((sql) => recordVerified(sql, [{ id: account.id, version }]));
       log.warn("Rejected-token report not confirmed: MercadoPago accepts the token", {
@@ -62,31 +63,4 @@ export async function reportRejectedToken(
     }
   }
   return await getMpConfig(ctx, log, clientId, requestId);
-}
-
-/** MercadoPago's verdict on an access token: alive, dead, or unknown (it could not be asked). */
-async function verifyAtMercadoPago(
-  ctx: Context,
-  log: Logger,
-  accountId: string,
-  encrypted: string,
-): Promise<"alive" | "dead" | "unknown"> {
-  let token: string;
-  try {
-    token = await decryptSecret(await ctx.keys(), accountId, "access_token", encrypted);
-  } catch (err) {
-    if (!(err instanceof DecryptError)) throw err;
-    logDecryptFailure(log, accountId, "access_token");
-    throw err;
-  }
-  try {
-    return (await checkAccessToken(ctx.config, token)).status === "valid" ? "alive" : "dead";
-  } catch (err) {
-    if (!(err instanceof MpError)) throw err;
-    log.warn("MercadoPago could not verify a reported token; answered as stored", {
-      account_id: accountId,
-      error: err.kind,
-    });
-    return "unknown";
-  }
 }

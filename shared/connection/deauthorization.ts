@@ -9,9 +9,8 @@ import { connectedAccountsOfSeller } from "../store/accounts.ts";
 import { recordEvent } from "../store/audit.ts";
 import { revokeConnection } from "./connection.ts";
 import type { Context } from "../platform/context.ts";
-import { DecryptError, decryptSecret, logDecryptFailure } from "../platform/crypto.ts";
 import type { Logger } from "../platform/log.ts";
-import { checkAccessToken } from "../mercadopago/api.ts";
+import { verifyStoredToken } from "./token_check.ts";
 
 /** What checking a deauthorization did, per account. */
 export interface DeauthorizationOutcome {
@@ -35,27 +34,14 @@ export async function confirmDeauthorization(
 ): Promise<DeauthorizationOutcome> {
   const out: DeauthorizationOutcome = { revoked: [], unconfirmed: [], undecryptable: [] };
   const accounts = await ctx.admin((sql) => connectedAccountsOfSeller(sql, mpUserId));
-  const keys = await ctx.keys();
   for (const account of accounts) {
-    let token: string;
-    try {
-      if (!account.mp_access_token_encrypted) {
-        throw new DecryptError(account.id, "access_token", "missing");
-      }
-      token = await decryptSecret(
-        keys,
-        account.id,
-        "access_token",
-        account.mp_access_token_encrypted,
-      );
-    } catch (err) {
-      if (!(err instanceof DecryptError)) throw err;
-      logDecryptFailure(log, account.id, "access_token");
+    const check = await verifyStoredToken(ctx, log, account.id, account.mp_access_token_encrypted);
+    if (check.verdict === "undecryptable") {
       out.undecryptable.push(account.id);
       continue;
     }
-    const check = await checkAccessToken(ctx.config, token);
-    if (check.status === "invalid") {
+    if (check.verdict === "unknown") throw check.error;
+    if (check.verdict === "dead") {
       await revokeConnection(ctx, log, account.id, { requestId, reason: "mp_deauthorized" });
       out.revoked.push(account.id);
     } else {

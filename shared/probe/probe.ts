@@ -7,12 +7,11 @@
  * MercadoPago (timeout, 5xx, 429) proves nothing and the account is checked again later.
  */
 import type { Context } from "../platform/context.ts";
-import { DecryptError, decryptSecret, logDecryptFailure } from "../platform/crypto.ts";
 import type { Logger } from "../platform/log.ts";
 import { latestStart, shutdownReason } from "../platform/worker_life.ts";
-import { checkAccessToken, MpError } from "../mercadopago/api.ts";
 import { claimProbe, type ProbeClaim, recordVerified } from "../store/verification.ts";
 import { handleDeadToken } from "../connection/dead_token.ts";
+import { verifyStoredToken } from "../connection/token_check.ts";
 
 /** Accounts a run claims when the caller gives no limit (enough for 1,000,000 a week at one run a minute). */
 export const PROBE_DEFAULT_LIMIT = 200;
@@ -155,27 +154,12 @@ async function check(
   log: Logger,
   claim: ProbeClaim,
 ): Promise<"alive" | "dead" | "error"> {
-  let token: string;
-  try {
-    token = await decryptSecret(
-      await ctx.keys(),
-      claim.id,
-      "access_token",
-      claim.mp_access_token_encrypted,
-    );
-  } catch (err) {
-    if (!(err instanceof DecryptError)) throw err;
-    logDecryptFailure(log, claim.id, "access_token");
-    return "error";
-  }
-  try {
-    return (await checkAccessToken(ctx.config, token)).status === "valid" ? "alive" : "dead";
-  } catch (err) {
-    if (!(err instanceof MpError)) throw err;
+  const result = await verifyStoredToken(ctx, log, claim.id, claim.mp_access_token_encrypted);
+  if (result.verdict === "unknown") {
     log.warn("MercadoPago could not verify a token; checked again later", {
       account_id: claim.id,
-      error: err.kind,
+      error: result.error.kind,
     });
-    return "error";
   }
+  return result.verdict === "alive" || result.verdict === "dead" ? result.verdict : "error";
 }
