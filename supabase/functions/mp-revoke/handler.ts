@@ -1,6 +1,7 @@
 import * as v from "valibot";
 import { defineFunction, HttpError, json, uuid } from "../../../shared/platform/http.ts";
 import { revokeConnection } from "../../../shared/connection/connection.ts";
+import { deliverSoon } from "../../../shared/events/deliver.ts";
 
 /** mp-revoke: clears an account's MercadoPago credentials in both databases; idempotent. */
 export const handler = defineFunction({
@@ -13,6 +14,7 @@ export const handler = defineFunction({
     if (!(await revokeConnection(ctx, log, input.account_id, { requestId }))) {
       throw new HttpError(404, "account_not_found", "no such account");
     }
+    deliverSoon(ctx, log);
     return json(200, { account_id: input.account_id, revoked: true });
   },
 });

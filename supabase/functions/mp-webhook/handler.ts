@@ -1,5 +1,6 @@
 import { defineFunction, HttpError, json, readInput } from "../../../shared/platform/http.ts";
 import { handleNotification } from "../../../shared/connection/webhook.ts";
+import { deliverSoon } from "../../../shared/events/deliver.ts";
 
 /**
  * mp-webhook: MercadoPago `mp-connect` notifications, verified by a strictly parsed
@@ -29,6 +30,7 @@ export const handler = defineFunction({
       body,
       malformed,
     }, requestId);
+    if ((answer.revoked ?? 0) > 0) deliverSoon(ctx, log);
     return json(200, answer);
   },
 });
