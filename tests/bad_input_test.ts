@@ -215,6 +215,21 @@ const SPECS: Record<string, FnSpec> = {
     fields: { limit: { kind: "count", required: false } },
   },
   "mp-health": { methods: ["GET"], kind: "server", fields: {}, noInput: true },
+  "mp-probe": {
+    methods: ["POST"],
+    kind: "server",
+    fields: {
+      limit: { kind: "count", required: false },
+      account_id: { kind: "uuid", required: false },
+    },
+  },
+  "mp-deliver-events": {
+    methods: ["POST"],
+    kind: "server",
+    fields: { limit: { kind: "count", required: false } },
+  },
+  // Its query (`after`, `limit`) is checked by tests/events_test.ts; here: extra parameters.
+  "mp-events": { methods: ["GET"], kind: "server", fields: {}, noInput: true },
   "mp-oauth-callback": { methods: ["GET"], kind: "callback", fields: {} },
   "mp-webhook": { methods: ["POST"], kind: "webhook", fields: {} },
 };
