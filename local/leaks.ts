@@ -10,6 +10,8 @@ export async function knownSecrets(env: Record<string, string>): Promise<string[
     env.SERVICE_ROLE_KEY,
     env.MP_CLIENT_SECRET,
     env.MP_WEBHOOK_SECRET,
+    ...(env.PLATFORM_WEBHOOK_SECRETS ?? "").split(/\s+/),
+    ...(env.PLATFORM_WEBHOOK_SECRETS ?? "").split(/\s+/).map((s) => s.replace(/^whsec_/, "")),
     ...(env.MP_TOKEN_KEYS ?? "").split(",").map((k) => k.slice(k.indexOf(":") + 1)),
     // The poolers' password for postgres.
     ...[env.BACKEND_POOLER_URL, env.ADMIN_POOLER_URL].map((u) =>

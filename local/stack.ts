@@ -20,6 +20,7 @@ import { resolveLimits } from "./edge/limits.ts";
 import { createSandbox, serveSandbox } from "./sandbox.ts";
 import { startNetWorker } from "./net_worker.ts";
 import { createAppPage } from "./app_page.ts";
+import { createPlatformReceiver } from "./platform_receiver.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const PROFILES = {
@@ -209,6 +210,15 @@ async function serve(
     MP_OAUTH_PKCE: "true",
     MP_WEBHOOK_SECRET: randomHex(24),
     APP_RETURN_URL: `${gatewayUrl}/app`,
+    // Events to the platform (SPEC §10): two secrets, as during a rotation. The test profile
+    // points at a receiver the tests run themselves on STACK_PORT_BASE + 7 (none by default).
+    PLATFORM_WEBHOOK_URL: Deno.env.get("PLATFORM_WEBHOOK_URL") ??
+      (run.name === "test"
+        ? `http://${host}:${ports.gateway + 7}/platform/events`
+        : `${gatewayUrl}/platform/events`),
+    PLATFORM_WEBHOOK_SECRETS: `whsec_${randomBase64(24)} whsec_${randomBase64(24)}`,
+    PLATFORM_WEBHOOK_TIMEOUT_MS: Deno.env.get("PLATFORM_WEBHOOK_TIMEOUT_MS") ??
+      (run.name === "test" ? "1500" : "15000"),
     BACKEND_PGDATA: backend.spec.dir,
     ADMIN_PGDATA: admin.spec.dir,
     PG_BIN: run.bin,
@@ -241,6 +251,9 @@ async function serve(
       "MP_OAUTH_PKCE",
       "MP_WEBHOOK_SECRET",
       "APP_RETURN_URL",
+      "PLATFORM_WEBHOOK_URL",
+      "PLATFORM_WEBHOOK_SECRETS",
+      "PLATFORM_WEBHOOK_TIMEOUT_MS",
     ),
     // The wall clock the gateway enforces, which mp-refresh budgets against.
     EDGE_WALL_CLOCK_MS: String(limits.wallClockMs),
@@ -267,7 +280,15 @@ async function serve(
     serverKey: secretKey,
     adminDbUrl: admin.url,
   });
-  const gateway = await createGateway({ env: functionEnv, limits, extra: { "/app": appPage } });
+  const receiver = createPlatformReceiver(
+    common.PLATFORM_WEBHOOK_SECRETS,
+    log.child({ component: "platform" }),
+  );
+  const gateway = await createGateway({
+    env: functionEnv,
+    limits,
+    extra: { "/app": appPage, "/platform/events": receiver.fetch },
+  });
   const quiet = { onListen: () => {} };
   const servers = [
     // A TCP front, so the sandbox's lose_answer fault can close a connection unanswered.

@@ -153,7 +153,7 @@ function wrongValue(kind: FieldKind, nullable: boolean): unknown {
     uuid: [42, -1, 0, 1.5, true, false, 1e21, ...common],
     limit: [0, 501, -1, 1.5, "5", "ten", true, false, 1e21, ...common],
     count: [0, -1, 1.5, 1e21, "5", "ten", true, false, ...common],
-    probeLimit: [0, 1001, -1, 1.5, "5", "ten", true, false, 1e21, ...common],
+    limit1000: [0, 1001, -1, 1.5, "5", "ten", true, false, 1e21, ...common],
     version: [-1, -0.5, 1.5, 1e21, "5", "ten", true, false, ...common],
     bool: ["true", "false", 1, 0, "yes", ...common],
   };
@@ -173,7 +173,7 @@ function deep(): string {
 
 // ---------------------------------------------------------------- the functions
 
-type FieldKind = "uuid" | "limit" | "count" | "probeLimit" | "version" | "bool";
+type FieldKind = "uuid" | "limit" | "count" | "limit1000" | "version" | "bool";
 
 /** What a function accepts, from docs/contract.md; a case is malformed against this. */
 interface FnSpec {
@@ -220,11 +220,18 @@ const SPECS: Record<string, FnSpec> = {
     methods: ["POST"],
     kind: "server",
     fields: {
-      limit: { kind: "probeLimit", required: false },
+      limit: { kind: "limit1000", required: false },
       account_id: { kind: "uuid", required: false },
     },
   },
   "mp-health": { methods: ["GET"], kind: "server", fields: {}, noInput: true },
+  "mp-deliver-events": {
+    methods: ["POST"],
+    kind: "server",
+    fields: { limit: { kind: "limit1000", required: false } },
+  },
+  // Its query (`after`, `limit`) is checked by tests/events_test.ts; here: extra parameters.
+  "mp-events": { methods: ["GET"], kind: "server", fields: {}, noInput: true },
   "mp-oauth-callback": { methods: ["GET"], kind: "callback", fields: {} },
   "mp-webhook": { methods: ["POST"], kind: "webhook", fields: {} },
 };
@@ -272,7 +279,7 @@ function validBody(spec: FnSpec, seeded: Seeded): Record<string, unknown> {
     if (f.kind === "uuid") {
       body[name] = name === "client_id" ? seeded.clientId : seeded.accountId;
       if (chance(0.3)) body[name] = ruuid();
-    } else if (f.kind === "limit" || f.kind === "count" || f.kind === "probeLimit") {
+    } else if (f.kind === "limit" || f.kind === "count" || f.kind === "limit1000") {
       body[name] = 1 + int(50);
     } else if (f.kind === "version") body[name] = int(5);
     else body[name] = chance(0.5);

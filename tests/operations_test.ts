@@ -695,10 +695,29 @@ Deno.test("mp-health: totals match the databases; drift and fast-path misses mov
         "expiring_7d",
         "fast_path_misses_1h",
         "needs_reauth",
+        "ok",
+        "outbox",
         "reconcile",
+        "schedules",
         "states",
       ],
     );
+    // The outbox and the schedules (their timing is not asserted: the test stack pauses the
+    // every-minute jobs; tests/events_test.ts checks `stalled` and "ok": false).
+    assert.deepEqual(Object.keys(h0.body.outbox).sort(), [
+      "delivery",
+      "failed",
+      "last_error",
+      "oldest_pending_age_s",
+      "pending",
+    ]);
+    assert.deepEqual(Object.keys(h0.body.schedules).sort(), [
+      "mp-deliver-events",
+      "mp-probe",
+      "mp-reconcile",
+      "mp-refresh",
+    ]);
+    assert.equal(typeof h0.body.ok, "boolean");
     const [byState] = await adminDb()`
       select count(*) filter (where mp_state = 'connected')::int as connected,
              count(*) filter (where mp_state = 'at_risk')::int as at_risk,

@@ -15,6 +15,18 @@ let handler: Fetch | undefined;
 let busy = false;
 let lastHeap = 0;
 
+// The edge runtime's `EdgeRuntime.waitUntil` (background work after the answer), as a minimal
+// stand-in: the isolate process lives on anyway, so it only keeps the promise referenced and
+// logs a rejection.
+const background = new Set<Promise<unknown>>();
+(globalThis as { EdgeRuntime?: unknown }).EdgeRuntime ??= {
+  waitUntil(p: Promise<unknown>) {
+    background.add(p);
+    p.catch((err) => console.error(scrub(`waitUntil rejected: ${(err as Error)?.name ?? err}`)))
+      .finally(() => background.delete(p));
+  },
+};
+
 const heap = () => (lastHeap = Deno.memoryUsage().heapUsed);
 const post = (msg: FromIsolate) =>
   writeAllSync(Deno.stdout, encoder.encode(`${MARK}${encode(msg)}\n`));

@@ -19,6 +19,8 @@ import {
   driftOf,
   SCAN_PAGE,
 } from "../reconcile/drift.ts";
+import { readFunctionRuns, readOutboxTotals, type ScheduledFunction } from "../store/events.ts";
+import { type ScheduleStatus, scheduleStatuses } from "./schedules.ts";
 
 /** Fast-path misses recorded by get-mp-config in the last hour (from the audit trail). */
 export async function fastPathMisses(ctx: Context): Promise<number> {
@@ -46,6 +48,19 @@ export interface HealthTotals {
   drift_by_kind: Record<(typeof DRIFT_KINDS)[number], number>;
   /** How current the drift figures are: the pass's last run and last full pass, its last hour. */
   reconcile: Omit<ReconcileTotals, "left">;
+  /** The event outbox (SPEC §10): pending, the oldest pending one's age, failed. */
+  outbox: {
+    delivery: "on" | "off";
+    pending: number;
+    oldest_pending_age_s: number | null;
+    failed: number;
+    /** The latest attempt's error of a pending event (the failing endpoint's symptom). */
+    last_error: string | null;
+  };
+  /** The last completed run of each scheduled function, `stalled` after two missed intervals. */
+  schedules: Record<ScheduledFunction, ScheduleStatus>;
+  /** False when a schedule is stalled. */
+  ok: boolean;
 }
 
 /**
@@ -54,11 +69,15 @@ export interface HealthTotals {
  * the reconcile pass last found it (docs/scale.md); nothing scans every account.
  */
 export async function healthTotals(ctx: Context): Promise<HealthTotals> {
-  const [counts, misses, pass] = await Promise.all([
+  const [counts, misses, pass, outbox, runs] = await Promise.all([
     ctx.admin((sql) => readConnectionTotals(sql)),
     fastPathMisses(ctx),
     ctx.backend((sql) => readReconcileTotals(sql)),
+    ctx.admin((sql) => readOutboxTotals(sql)),
+    ctx.admin((sql) => readFunctionRuns(sql)),
   ]);
+  const now = runs[0]?.db_now ?? new Date();
+  const schedules = scheduleStatuses(runs, now);
   const { left, ...reconcile } = pass;
   const kinds = Object.fromEntries(DRIFT_KINDS.map((k) => [k, left[k] ?? 0])) as Record<
     (typeof DRIFT_KINDS)[number],
@@ -75,6 +94,17 @@ export async function healthTotals(ctx: Context): Promise<HealthTotals> {
     client_missing: left.client_missing ?? 0,
     drift_by_kind: kinds,
     reconcile,
+    outbox: {
+      delivery: ctx.config.platformWebhookUrl ? "on" : "off",
+      pending: outbox.pending,
+      oldest_pending_age_s: outbox.oldest_pending_at
+        ? Math.max(0, Math.round((now.getTime() - outbox.oldest_pending_at.getTime()) / 1000))
+        : null,
+      failed: outbox.failed,
+      last_error: outbox.last_error,
+    },
+    schedules,
+    ok: Object.values(schedules).every((s) => !s.stalled),
   };
 }
 

@@ -38,6 +38,12 @@ export interface Config {
    * 0 where nothing ends the process (a self-hosted `deno serve`).
    */
   wallClockMs: number;
+  /** Where events are delivered (`PLATFORM_WEBHOOK_URL`); unset: delivery is off (events kept for mp-events). */
+  platformWebhookUrl?: string;
+  /** Standard Webhooks secrets `whsec_<base64>` (`PLATFORM_WEBHOOK_SECRETS`, space-separated); each one signs. */
+  platformWebhookSecrets?: string[];
+  /** How long one delivery attempt may take (`PLATFORM_WEBHOOK_TIMEOUT_MS`, default 15 s; tests set it low). */
+  platformWebhookTimeoutMs: number;
   /** Variable name → why it is unusable, for every malformed variable. */
   problems: Map<string, string>;
 }
@@ -165,6 +171,49 @@ function serverKeys(env: Record<string, string | undefined>, problems: Map<strin
   return keys.length > 0 ? keys : undefined;
 }
 
+/** The variables of event delivery (SPEC §10), named when one is malformed. */
+export const WEBHOOK_VARIABLES = [
+  "PLATFORM_WEBHOOK_URL",
+  "PLATFORM_WEBHOOK_SECRETS",
+  "PLATFORM_WEBHOOK_TIMEOUT_MS",
+] as const;
+
+/**
+ * Parses `PLATFORM_WEBHOOK_SECRETS`: space-separated Standard Webhooks secrets, each `whsec_`
+ * and non-empty base64; throws a message (never a secret) when malformed.
+ */
+export function parseWebhookSecrets(text: string): string[] {
+  const secrets = text.split(/\s+/).filter(Boolean);
+  if (secrets.length === 0) throw new Error("empty");
+  secrets.forEach((s, i) => {
+    const body = s.startsWith("whsec_") ? s.slice(6) : "";
+    let raw = "";
+    try {
+      raw = body && /^[A-Za-z0-9+/]+={0,2}$/.test(body) ? atob(body) : "";
+    } catch { /* not base64 */ }
+    if (raw.length < 16) {
+      throw new Error(`secret ${i + 1} is not whsec_ followed by base64 of at least 16 bytes`);
+    }
+  });
+  return secrets;
+}
+
+function webhook(env: Record<string, string | undefined>, problems: Map<string, string>) {
+  const target = url(env, "PLATFORM_WEBHOOK_URL", problems);
+  if (target && !/^https?:$/.test(new URL(target).protocol)) {
+    problems.set("PLATFORM_WEBHOOK_URL", "not an http(s) URL");
+  }
+  let secrets: string[] | undefined;
+  if (env.PLATFORM_WEBHOOK_SECRETS?.trim()) {
+    try {
+      secrets = parseWebhookSecrets(env.PLATFORM_WEBHOOK_SECRETS);
+    } catch (e) {
+      problems.set("PLATFORM_WEBHOOK_SECRETS", (e as Error).message);
+    }
+  } else if (target) problems.set("PLATFORM_WEBHOOK_SECRETS", "not set (PLATFORM_WEBHOOK_URL is)");
+  return { platformWebhookUrl: target, platformWebhookSecrets: secrets };
+}
+
 /** Reads and validates the whole configuration from an environment snapshot. */
 export function loadConfig(env: Record<string, string | undefined>): Config {
   const problems = new Map<string, string>();
@@ -200,6 +249,15 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     probeIntervalDays: integer(env, "MP_PROBE_INTERVAL_DAYS", 7, 1, 180, problems),
     probeRatePerSecond: integer(env, "MP_PROBE_RATE", 10, 1, 100, problems),
     wallClockMs: integer(env, "EDGE_WALL_CLOCK_MS", 150_000, 0, 3_600_000, problems),
+    ...webhook(env, problems),
+    platformWebhookTimeoutMs: integer(
+      env,
+      "PLATFORM_WEBHOOK_TIMEOUT_MS",
+      15_000,
+      100,
+      15_000,
+      problems,
+    ),
     problems,
   };
 }

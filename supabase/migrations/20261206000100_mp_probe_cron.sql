@@ -1,12 +1,12 @@
--- Backend DB: schedule mp-probe every minute (docs/contract.md, "Connection states"), through
--- one helper that every scheduled call can share: public.mp_invoke_function(name, body,
+-- Backend DB: the call every schedule makes (…_mp_schedules.sql schedules mp-probe and the
+-- others with it): public.mp_invoke_function(name, body,
 -- timeout) posts to `<project_url>/functions/v1/<name>` with pg_net, reading the project URL
 -- and the server key from the Vault secrets `project_url` and `mp_sync_secret_key`, and sends
 -- the key in the `apikey` header (as Supabase asks of server callers with the new
 -- `sb_secret_…` keys) and as `Authorization: Bearer` (what legacy keys use).
 -- mp-probe checks up to 200 tokens a run at 10 calls a second (~20 s): 288,000 a day, so a
 -- million accounts are each verified well within MP_PROBE_INTERVAL_DAYS (7).
--- Same guards as …_mp_refresh_cron.sql (pg_cron only where usable). Idempotent.
+-- Idempotent.
 
 create or replace function public.mp_invoke_function(
   p_function text,
@@ -48,28 +48,3 @@ begin
   end loop;
 end
 $$;
-
-do $do$
-declare
-  cron_db text := 'postgres';
-begin
-  if pg_has_role(current_user, 'pg_read_all_settings', 'usage') then
-    cron_db := coalesce(current_setting('cron.database_name', true), cron_db);
-  end if;
-  if not exists (select 1 from pg_extension where extname = 'pg_cron')
-     and cron_db <> current_database() then
-    raise warning 'pg_cron is not usable in database %: mp-probe is not scheduled',
-      current_database();
-    return;
-  end if;
-  create extension if not exists pg_cron with schema pg_catalog;
-  if not exists (select 1 from pg_namespace where nspname = 'net') then
-    create extension if not exists pg_net with schema extensions;
-  end if;
-  perform cron.schedule(
-    'mp-probe',
-    '* * * * *',
-    $cmd$select public.mp_invoke_function('mp-probe', '{}'::jsonb, 60000)$cmd$
-  );
-end
-$do$;

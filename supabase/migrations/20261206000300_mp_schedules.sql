@@ -8,8 +8,9 @@
 -- upserts the job by name with a command that calls public.mp_invoke_function (…_mp_probe_cron.sql:
 -- pg_net, the project URL and the secret key from Vault, the key in `apikey` as Supabase asks
 -- of server callers with `sb_secret_…` keys, and as `Authorization: Bearer`).
--- The jobs of mp-refresh, mp-reconcile and mp-probe are scheduled again through it, so their
--- calls carry the `apikey` header too. Idempotent: cron.schedule upserts by job name.
+-- The jobs of mp-refresh and mp-reconcile are scheduled again through it, so their calls carry
+-- the `apikey` header too; mp-probe and mp-deliver-events are scheduled by it for the first
+-- time. Idempotent: cron.schedule upserts by job name.
 
 create or replace function public.mp_schedule_function(
   p_job text,
@@ -74,3 +75,8 @@ select public.mp_schedule_function('mp-refresh', '*/10 * * * *', 'mp-refresh',
 select public.mp_schedule_function('mp-reconcile', '* * * * *', 'mp-reconcile', '{}', 150000);
 -- mp-probe: every minute, one slice of tokens verified at MercadoPago.
 select public.mp_schedule_function('mp-probe', '* * * * *', 'mp-probe', '{}', 60000);
+-- mp-deliver-events: every minute, what is due of the event outbox (docs/events.md); the
+-- functions that change a connection also deliver in the background of their own request, so
+-- the schedule is the safety net and the retry clock.
+select public.mp_schedule_function('mp-deliver-events', '* * * * *', 'mp-deliver-events', '{}',
+                                   60000);

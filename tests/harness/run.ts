@@ -36,7 +36,7 @@ export function countJunit(xml: string, filtered = false): { passed: number; fai
 async function pauseReconcileSchedule(url: string) {
   const sql = connect(url, { max: 1 });
   try {
-    await sql`update cron.job set active = false where jobname in ('mp-reconcile', 'mp-probe')`;
+    await sql`update cron.job set active = false where jobname in ('mp-reconcile', 'mp-probe', 'mp-deliver-events')`;
   } finally {
     await sql.end({ timeout: 1 });
   }

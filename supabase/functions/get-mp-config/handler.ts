@@ -2,6 +2,7 @@ import * as v from "valibot";
 import { defineFunction, json, uuid } from "../../../shared/platform/http.ts";
 import { getMpConfig } from "../../../shared/checkout/get_config.ts";
 import { reportRejectedToken } from "../../../shared/checkout/report.ts";
+import { deliverSoon } from "../../../shared/events/deliver.ts";
 
 /**
  * get-mp-config: checkout's MercadoPago credentials for a client — the cache's fast path, or
@@ -22,16 +23,15 @@ export const handler = defineFunction({
   }),
   async run({ input, ctx, log, requestId }) {
     if (input.rejected_token_version !== undefined) {
-      return json(
-        200,
-        await reportRejectedToken(
-          ctx,
-          log,
-          input.client_id,
-          input.rejected_token_version,
-          requestId,
-        ),
+      const answer = await reportRejectedToken(
+        ctx,
+        log,
+        input.client_id,
+        input.rejected_token_version,
+        requestId,
       );
+      deliverSoon(ctx, log); // the report may have changed the connection; a read never waits
+      return json(200, answer);
     }
     return json(200, await getMpConfig(ctx, log, input.client_id, requestId));
   },

@@ -1,6 +1,8 @@
 import * as v from "valibot";
 import { defineFunction, json, uuid } from "../../../shared/platform/http.ts";
 import { PROBE_MAX_LIMIT, runProbe } from "../../../shared/probe/probe.ts";
+import { deliverSoon } from "../../../shared/events/deliver.ts";
+import { recordRun } from "../../../shared/operations/schedules.ts";
 
 /**
  * mp-probe (pg_cron, every minute): verifies the connected access tokens due for
@@ -24,9 +26,17 @@ export const handler = defineFunction({
     account_id: v.optional(uuid),
   }),
   async run({ input, ctx, log, requestId }) {
-    return json(
-      200,
-      await runProbe(ctx, log, { limit: input.limit, accountId: input.account_id, requestId }),
-    );
+    const started = new Date();
+    const report = await runProbe(ctx, log, {
+      limit: input.limit,
+      accountId: input.account_id,
+      requestId,
+    });
+    if (report.dead > 0) deliverSoon(ctx, log);
+    if (!input.account_id) {
+      const { results: _, ...counts } = report;
+      await recordRun(ctx, log, "mp-probe", started, counts);
+    }
+    return json(200, report);
   },
 });

@@ -2,6 +2,7 @@ import * as v from "valibot";
 import { defineFunction, json } from "../../../shared/platform/http.ts";
 import { reconcile, RECONCILE_LIMIT } from "../../../shared/reconcile/reconcile.ts";
 import { recordEvent } from "../../../shared/store/audit.ts";
+import { recordRun } from "../../../shared/operations/schedules.ts";
 
 /**
  * mp-reconcile (pg_cron, every minute): finds accounts whose cache differs from the Admin master
@@ -25,10 +26,12 @@ export const handler = defineFunction({
     ),
   }),
   async run({ input, ctx, log, requestId }) {
+    const started = new Date();
     const summary = await reconcile(ctx, log, { limit: input.limit });
     if (summary.drifted > 0 || summary.client_missing > 0) {
       await recordEvent(ctx, log, { event: "reconciled", detail: { ...summary }, requestId });
     }
+    await recordRun(ctx, log, "mp-reconcile", started, { ...summary });
     return json(200, summary);
   },
 });

@@ -3,6 +3,8 @@ import { DomainError } from "../../../shared/platform/errors.ts";
 import { defineFunction, json, readInput, uuid, validate } from "../../../shared/platform/http.ts";
 import { readAccount } from "../../../shared/store/accounts.ts";
 import { runRefresh } from "../../../shared/refresh/run.ts";
+import { deliverSoon } from "../../../shared/events/deliver.ts";
+import { recordRun } from "../../../shared/operations/schedules.ts";
 
 const Body = v.strictObject({
   limit: v.optional(
@@ -32,12 +34,18 @@ export const handler = defineFunction({
     if (input.force && !input.account_id) {
       throw new DomainError("invalid_request", "force: needs account_id");
     }
+    const started = new Date();
     const report = await runRefresh(ctx, log, {
       limit: input.limit,
       accountId: input.account_id,
       force: input.force,
       requestId,
     });
+    if (report.claimed > 0) deliverSoon(ctx, log);
+    if (!input.account_id) {
+      const { results: _, ...counts } = report;
+      await recordRun(ctx, log, "mp-refresh", started, counts);
+    }
     if (input.account_id && report.claimed === 0) {
       const account = await ctx.admin((sql) => readAccount(sql, input.account_id!));
       if (!account) throw new DomainError("account_not_found", "no such account");

@@ -1,6 +1,7 @@
 import { defineFunction, json, readInput } from "../../../shared/platform/http.ts";
 import { DomainError } from "../../../shared/platform/errors.ts";
 import { handleNotification } from "../../../shared/connection/webhook.ts";
+import { deliverSoon } from "../../../shared/events/deliver.ts";
 
 /**
  * mp-webhook: MercadoPago `mp-connect` notifications, verified by a strictly parsed
@@ -30,6 +31,7 @@ export const handler = defineFunction({
       body,
       malformed,
     }, requestId);
+    if ((answer.revoked ?? 0) > 0) deliverSoon(ctx, log);
     return json(200, answer);
   },
 });
