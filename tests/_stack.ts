@@ -158,6 +158,20 @@ export const sandbox = {
     return (await sandbox.post("grants", { count })).grants;
   },
   faults: (mode: string, count: number) => sandbox.post("faults", { mode, count }),
+  /**
+   * The latch: `hold(true)` holds every token call before it is processed, `hold(false)`
+   * releases the held ones (in arrival order) and lets new ones through.
+   */
+  hold: (on: boolean): Promise<{ hold: boolean; held: number }> =>
+    sandbox.post("hold", { hold: on }),
+  /** How many token calls the latch holds now. */
+  async held(): Promise<number> {
+    return (await (await fetch(`${stack.sandboxUrl}/__sandbox/hold`)).json()).held;
+  },
+  /** Waits until the latch holds `n` token calls (a liveness bound only: 60 s). */
+  async awaitHeld(n: number): Promise<void> {
+    await eventually(async () => (await sandbox.held()) >= n, 60_000);
+  },
   latency: (ms: number) => sandbox.post("latency", { ms }),
   /** MercadoPago silently kills the seller's access tokens (`access`) or whole grants (`grant`). */
   invalidate: (userId: number, scope: "access" | "grant") =>
