@@ -281,6 +281,24 @@ export async function provisionedPair(seller = newSeller()) {
   return { accountId, clientId, grant: grant as MpGrant, seller };
 }
 
+/** The port base of the stack under test: `STACK_PORT_BASE`, else its gateway's port. */
+export function portBase(): number {
+  return Number(Deno.env.get("STACK_PORT_BASE") || need("GATEWAY_PORT"));
+}
+
+/**
+ * A port the tests own, `offset` (10–99) above the stack's port base, so it moves with
+ * `STACK_PORT_BASE` as the stack's own six ports (base … base + 5) do. Two suites side by side
+ * need bases at least 100 apart. Offsets in use: 10–16 deno_serve_test, 20 core_test, 30–39
+ * misconfigured_test, 40 pkce_off_test, 90–95 the second stack of stack_test.
+ */
+export function testPort(offset: number): number {
+  if (!Number.isInteger(offset) || offset < 10 || offset > 99) {
+    throw new Error(`test port offset ${offset} is outside 10–99`);
+  }
+  return portBase() + offset;
+}
+
 /**
  * The functions' environment as the stack gives its isolates: what Supabase injects, with
  * both databases on the TLS poolers, plus the project's secrets and `extra`.
