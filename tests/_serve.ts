@@ -64,6 +64,19 @@ export async function serveFunction(
       try {
         child.kill("SIGTERM");
       } catch { /* gone */ }
+      // `deno serve` stops serving at once, but its process lives on while the function's idle
+      // database connections do (postgres.js `idle_timeout`, 30 s): not worth waiting for.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const exited = await Promise.race([
+        child.status.then(() => true),
+        new Promise<false>((r) => timer = setTimeout(() => r(false), 2000)),
+      ]);
+      clearTimeout(timer);
+      if (!exited) {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* gone */ }
+      }
       await child.status;
       await reading;
       return text;
