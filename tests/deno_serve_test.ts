@@ -7,7 +7,15 @@
  * all answer 200.
  */
 import assert from "node:assert/strict";
-import { adminDb, backendDb, closeDbs, functionEnv, newAccount, newClient, stack } from "./_stack.ts";
+import {
+  adminDb,
+  backendDb,
+  closeDbs,
+  functionEnv,
+  newAccount,
+  newClient,
+  stack,
+} from "./_stack.ts";
 import { serveFunction } from "./_serve.ts";
 
 const FUNCTIONS = [

@@ -1,4 +1,3 @@
-// deno-lint-ignore-file no-explicit-any
 /**
  * SPEC §2 / README "Connections": an isolate opens at most `FUNCTION_POOL_MAX` (3) connections
  * per database, counted at the pooler. mp-refresh — the one function whose request runs
@@ -93,8 +92,8 @@ Deno.test("an isolate opens at most 3 connections per database, counted at the p
         }),
       ).then(async (res) => ({ status: res.status, body: await res.json() }));
       await sandbox.awaitHeld(CONCURRENCY);
-      const started = await eventually(async () =>
-        lines.find((l) => l.msg === "Edge isolate started")
+      const started = await eventually(() =>
+        Promise.resolve(lines.find((l) => l.msg === "Edge isolate started"))
       );
       const pid = started.pid as number;
       samples.push(await isolateConnections(pid)); // claimed, calls in flight

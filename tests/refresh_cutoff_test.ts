@@ -94,7 +94,7 @@ async function refreshGateway() {
 
 /** Waits (bounded only against a hang) until the gateway logged a line with `msg`. */
 async function logged(lines: Record<string, unknown>[], msg: string) {
-  await eventually(async () => lines.find((l) => l.msg === msg), 60_000);
+  await eventually(() => Promise.resolve(lines.find((l) => l.msg === msg)), 60_000);
 }
 
 Deno.test("mp-refresh cut off by beforeunload: no call after it, answers, no token lost", async () => {
