@@ -1,5 +1,6 @@
 /**
- * `deno task bench [--quick]`: starts its own local stack (ports 30321–30326, `.local/bench`),
+ * `deno task bench [--quick]`: starts its own local stack (ports 30321–30326, or from
+ * `STACK_PORT_BASE`; `.local/bench`),
  * runs every benchmark against it, prints one table and writes `bench/RESULTS.md` with the
  * machine it ran on. `--quick` runs tiny sizes (to prove the bench still runs, e.g. in CI) and
  * writes `.local/bench/RESULTS.quick.md` instead. The stack's pg_cron jobs are paused (the
@@ -17,9 +18,10 @@ import { scaleBench } from "./scale.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const STATE_DIR = ".local/bench";
-// Below Linux's ephemeral range (32768–60999): a probe retrying fast can otherwise connect to
-// itself on a cold-start port and leave it "already in use" for the server about to bind it.
-const PORT_BASE = 30321;
+// By default below Linux's ephemeral range (32768–60999): a probe retrying fast can otherwise
+// connect to itself on a cold-start port and leave it "already in use" for the server about to
+// bind it. `STACK_PORT_BASE` moves it (its cold-start ports are base + 10 … + 70).
+const PORT_BASE = Number(Deno.env.get("STACK_PORT_BASE") || 30321);
 
 /** Every benchmark, in the order it runs. */
 const BENCHES: [string, Bench][] = [

@@ -38,7 +38,8 @@
 import { parse } from "smol-toml";
 import { type EdgeLimits, resolveLimits } from "./edge/limits.ts";
 import { FunctionPool } from "./edge/pool.ts";
-import type { WireRequest, WireResponse } from "./edge/protocol.ts";
+import type { UnloadReason, WireRequest, WireResponse } from "./edge/protocol.ts";
+import type { Clock } from "./edge/clock.ts";
 import type { LogSink } from "./edge/isolate_host.ts";
 
 /** A handler as `Deno.serve` takes it (and as a function's index.ts default-exports it). */
@@ -59,6 +60,11 @@ export interface GatewayOptions {
   functions?: Map<string, URL> | Record<string, URL | string>;
   /** Where the JSON log lines go (default: one line each on stdout). */
   log?: LogSink;
+  /**
+   * The clock of the wall-clock, request-timeout and idle timers (default: real time). Tests
+   * pass a `ManualClock` (local/edge/clock.ts) and move time themselves.
+   */
+  clock?: Clock;
 }
 
 /** A running gateway. */
@@ -69,6 +75,14 @@ export interface Gateway {
   close(): Promise<void>;
   /** The limits in force. */
   readonly limits: EdgeLimits;
+  /**
+   * For tests: dispatches `beforeunload` with `reason` to every live isolate of `name` now,
+   * as the runtime does at a limit's threshold; returns how many isolates it reached. Each
+   * isolate logs `Edge beforeunload dispatched` once its listeners have run.
+   */
+  unload(name: string, reason: UnloadReason): number;
+  /** For tests: terminates every live isolate of `name` now, as at a limit; returns how many. */
+  terminate(name: string, reason: UnloadReason): number;
 }
 
 /** The variables the Supabase runtime injects into every function. */
@@ -159,7 +173,9 @@ export async function createGateway(opts: GatewayOptions = {}): Promise<Gateway>
   const invoke = async (name: string, entry: URL, req: Request, info?: Deno.ServeHandlerInfo) => {
     const started = performance.now();
     let pool = pools.get(name);
-    if (!pool) pools.set(name, pool = new FunctionPool(name, entry, limits, log, opts.env));
+    if (!pool) {
+      pools.set(name, pool = new FunctionPool(name, entry, limits, log, opts.env, opts.clock));
+    }
     const addr = info?.remoteAddr as Deno.NetAddr | undefined;
     const wire: WireRequest = {
       method: req.method,
@@ -187,6 +203,8 @@ export async function createGateway(opts: GatewayOptions = {}): Promise<Gateway>
 
   return {
     limits,
+    unload: (name, reason) => pools.get(name)?.unload(reason) ?? 0,
+    terminate: (name, reason) => pools.get(name)?.terminate(reason) ?? 0,
     async fetch(req, info) {
       const path = new URL(req.url).pathname;
       const match = path.match(/^\/functions\/v1\/([a-z0-9-]+)(?:\/|$)/);

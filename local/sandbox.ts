@@ -9,6 +9,11 @@
  * handler reject with {@link DroppedConnection}; serve the sandbox with {@link serveSandbox} to
  * turn that into a connection closed without an answer. It logs nothing.
  *
+ * The latch (`POST /__sandbox/hold {"hold":true}`) holds every token call before anything of
+ * it is processed, until `{"hold":false}` releases them (or their client goes away); `GET
+ * /__sandbox/hold` says how many are held, so a test can wait for the calls it expects and
+ * decide what happens meanwhile instead of racing a latency against a timeout.
+ *
  * Every token belongs to a grant: the chain of rotations from one code exchange or one seeded
  * grant. Presenting a spent refresh token again (reuse) revokes its whole grant, as MercadoPago
  * does; the seller's other grants keep working.
@@ -113,6 +118,8 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
   let closed = false;
   let fault: { mode: FaultMode; count: number } | null = null;
   let latencyMs = 0;
+  let holding = false; // the latch: token calls wait until the test releases them
+  const held = new Set<() => void>(); // releases of the token calls held now
   let stats = newStats();
 
   /** The given seller, or a new one with an unused random user_id; ensures its public key. */
@@ -189,6 +196,33 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
       signal.addEventListener("abort", onAbort);
       waiters.add(onAbort);
     });
+  }
+
+  /**
+   * Holds a token call (before anything of it is processed) until the latch opens: true then,
+   * false early on client abort or close().
+   */
+  function hold(signal: AbortSignal): Promise<boolean> {
+    if (closed || signal.aborted) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const done = (go: boolean) => {
+        signal.removeEventListener("abort", onAbort);
+        held.delete(release);
+        waiters.delete(onAbort);
+        resolve(go);
+      };
+      const onAbort = () => done(false);
+      const release = () => done(true);
+      signal.addEventListener("abort", onAbort);
+      held.add(release);
+      waiters.add(onAbort);
+    });
+  }
+
+  /** Opens the latch: every held token call goes on, in arrival order. */
+  function releaseHeld() {
+    holding = false;
+    for (const release of [...held]) release();
   }
 
   function authorize(url: URL): Response {
@@ -279,6 +313,7 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
   /** `POST /oauth/token`: a code exchange or a refresh, then the fault of this call, if any. */
   async function token(req: Request): Promise<Response> {
     stats.token_calls++;
+    if (holding && !(await hold(req.signal))) return gone();
     const mode = takeFault("token");
     const fail = await failBefore(req, mode);
     if (fail) return fail;
@@ -344,6 +379,12 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
       if (!isInt(body.ms, 0, 600_000)) return mpError(400, "invalid_request", "invalid ms");
       latencyMs = body.ms as number;
       return Response.json({ ok: true });
+    }
+    if (path === "/__sandbox/hold") {
+      if (typeof body.hold !== "boolean") return mpError(400, "invalid_request", "invalid hold");
+      if (body.hold) holding = true;
+      else releaseHeld();
+      return Response.json({ hold: holding, held: held.size });
     }
     if (path === "/__sandbox/grants") return seedGrants(body);
     if (path === "/__sandbox/invalidate") return invalidate(body);
@@ -424,6 +465,7 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
   function reset(): Response {
     fault = null;
     latencyMs = 0;
+    releaseHeld();
     stats = newStats();
     return Response.json({ ok: true });
   }
@@ -435,6 +477,7 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
     if (route === "POST /oauth/token") return await token(req);
     if (route === "GET /users/me") return await usersMe(req);
     if (route === "GET /__sandbox/stats") return Response.json(stats);
+    if (route === "GET /__sandbox/hold") return Response.json({ hold: holding, held: held.size });
     if (route === "GET /__sandbox/secrets") return Response.json({ secrets: [...issued] });
     if (route === "GET /__sandbox/last_tokens") return lastIssued(url);
     if (route === "POST /__sandbox/reset") return reset();

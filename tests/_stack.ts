@@ -158,6 +158,20 @@ export const sandbox = {
     return (await sandbox.post("grants", { count })).grants;
   },
   faults: (mode: string, count: number) => sandbox.post("faults", { mode, count }),
+  /**
+   * The latch: `hold(true)` holds every token call before it is processed, `hold(false)`
+   * releases the held ones (in arrival order) and lets new ones through.
+   */
+  hold: (on: boolean): Promise<{ hold: boolean; held: number }> =>
+    sandbox.post("hold", { hold: on }),
+  /** How many token calls the latch holds now. */
+  async held(): Promise<number> {
+    return (await (await fetch(`${stack.sandboxUrl}/__sandbox/hold`)).json()).held;
+  },
+  /** Waits until the latch holds `n` token calls (a liveness bound only: 60 s). */
+  async awaitHeld(n: number): Promise<void> {
+    await eventually(async () => (await sandbox.held()) >= n, 60_000);
+  },
   latency: (ms: number) => sandbox.post("latency", { ms }),
   /** MercadoPago silently kills the seller's access tokens (`access`) or whole grants (`grant`). */
   invalidate: (userId: number, scope: "access" | "grant") =>
@@ -265,6 +279,24 @@ export async function provisionedPair(seller = newSeller()) {
   const res = await call("provision-step-7-1", { account_id: accountId, client_id: clientId });
   if (res.body?.synced !== true) throw new Error(`provisioning failed: ${res.status}`);
   return { accountId, clientId, grant: grant as MpGrant, seller };
+}
+
+/** The port base of the stack under test: `STACK_PORT_BASE`, else its gateway's port. */
+export function portBase(): number {
+  return Number(Deno.env.get("STACK_PORT_BASE") || need("GATEWAY_PORT"));
+}
+
+/**
+ * A port the tests own, `offset` (10–99) above the stack's port base, so it moves with
+ * `STACK_PORT_BASE` as the stack's own six ports (base … base + 5) do. Two suites side by side
+ * need bases at least 100 apart. Offsets in use: 10–16 deno_serve_test, 20 core_test, 30–39
+ * misconfigured_test, 40 pkce_off_test, 90–95 the second stack of stack_test.
+ */
+export function testPort(offset: number): number {
+  if (!Number.isInteger(offset) || offset < 10 || offset > 99) {
+    throw new Error(`test port offset ${offset} is outside 10–99`);
+  }
+  return portBase() + offset;
 }
 
 /**

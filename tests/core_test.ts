@@ -10,13 +10,16 @@ import {
   call,
   closeDbs,
   eventually,
+  functionEnv,
   logLine,
   newAccount,
   newClient,
   sandbox,
+  stack,
   stackLog,
   supabase,
 } from "./_stack.ts";
+import { serveFunction } from "./_serve.ts";
 import { getMpConfig, MpConfigError } from "../client/mp_config.ts";
 import { writeCache, writeCacheBatch } from "../shared/store/clients.ts";
 import { encryptSecret } from "../shared/platform/crypto.ts";
@@ -281,37 +284,28 @@ Deno.test("docs/contract.md errors: 400, 401, 405, 413 with the error body", asy
 });
 
 Deno.test("misconfigured: a missing variable is a 500 naming it in the log, never its value", async () => {
-  const env = { ...Deno.env.toObject() };
+  const env = functionEnv();
   delete env.MP_TOKEN_KEYS;
-  const port = 55390;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["serve", "-A", "--port", String(port), "supabase/functions/get-mp-config/index.ts"],
-    env: { ...env, NO_COLOR: "1" },
-    clearEnv: true,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const served = await serveFunction("get-mp-config", 20, env);
+  let text: string;
   try {
-    const res = await eventually(() =>
-      fetch(`http://127.0.0.1:${port}/`, {
-        method: "POST",
-        headers: { apikey: env.SECRET_KEY },
-        body: JSON.stringify({ client_id: crypto.randomUUID() }),
-      }).catch(() => undefined), 20_000);
+    const res = await fetch(`${served.url}/`, {
+      method: "POST",
+      headers: { apikey: stack.secretKey },
+      body: JSON.stringify({ client_id: crypto.randomUUID() }),
+    });
     assert.equal(res.status, 500);
     assert.equal((await res.json()).error.code, "misconfigured");
-    const bad = await fetch(`http://127.0.0.1:${port}/`, { method: "POST", body: "{}" });
+    const bad = await fetch(`${served.url}/`, { method: "POST", body: "{}" });
     assert.equal(bad.status, 500, "configuration is checked before anything else runs");
     await bad.body?.cancel();
   } finally {
-    child.kill("SIGTERM");
+    text = await served.stop();
   }
-  const out = await child.output();
-  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
   const line = text.split("\n").find((l) => l.includes("misconfigured"));
   assert.ok(line, "a log line reports the misconfiguration");
   assert.equal(JSON.parse(line).variable, "MP_TOKEN_KEYS");
-  assert.ok(!text.includes(env.SECRET_KEY));
+  assert.ok(!text.includes(stack.secretKey));
 });
 
 Deno.test("invariant 1: out-of-order syncs and read-repairs never regress the cache", async () => {

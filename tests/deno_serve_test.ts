@@ -11,12 +11,12 @@ import {
   adminDb,
   backendDb,
   closeDbs,
-  eventually,
   functionEnv,
   newAccount,
   newClient,
   stack,
 } from "./_stack.ts";
+import { serveFunction } from "./_serve.ts";
 
 const FUNCTIONS = [
   "get-mp-config",
@@ -29,19 +29,13 @@ const FUNCTIONS = [
 ] as const;
 type Name = (typeof FUNCTIONS)[number];
 
-/** Ports below the ephemeral range, away from the stacks'. */
-const PORT_BASE = 31_600;
-
 /** What `deno serve` needs to run, plus the functions' environment on the TLS poolers. */
 function serveEnv(): Record<string, string> {
   const env = functionEnv();
   for (const url of [env.SUPABASE_DB_URL, env.ADMIN_DB_URL]) {
     assert.equal(new URL(url).searchParams.get("sslmode"), "require", "the pooler needs TLS");
   }
-  const host = Object.fromEntries(
-    ["PATH", "HOME", "DENO_DIR"].flatMap((k) => Deno.env.get(k) ? [[k, Deno.env.get(k)!]] : []),
-  );
-  return { ...host, NO_COLOR: "1", ...env };
+  return env;
 }
 
 interface Served {
@@ -50,64 +44,33 @@ interface Served {
   stop(): Promise<void>;
 }
 
-/** Starts each function in a `deno serve` process of its own and waits until all answer. */
+/**
+ * Starts each function in a `deno serve` process of its own, on the ports the tests own
+ * (`testPort(10 …)`, moving with STACK_PORT_BASE), and waits until each listens.
+ */
 async function serveAll(): Promise<Served> {
   const env = serveEnv();
-  const children = FUNCTIONS.map((name, i) =>
-    new Deno.Command(Deno.execPath(), {
-      args: [
-        "serve",
-        "-A",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        String(PORT_BASE + i),
-        `supabase/functions/${name}/index.ts`,
-      ],
-      env,
-      clearEnv: true,
-      stdout: "piped",
-      stderr: "piped",
-      stdin: "null",
-    }).spawn()
+  const settled = await Promise.allSettled(
+    FUNCTIONS.map((name, i) => serveFunction(name, 10 + i, env)),
   );
-  const outputs = children.map((c) => c.output());
+  const children = settled.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
+  const failed = settled.find((r) => r.status === "rejected");
+  if (failed) {
+    await Promise.all(children.map((c) => c.stop()));
+    throw (failed as PromiseRejectedResult).reason;
+  }
   const url = Object.fromEntries(
-    FUNCTIONS.map((name, i) => [name, `http://127.0.0.1:${PORT_BASE + i}`]),
+    FUNCTIONS.map((name, i) => [name, children[i].url]),
   ) as Record<Name, string>;
-  const served: Served = {
+  let outputs: Promise<string[]> | undefined;
+  const stopAll = () => outputs ??= Promise.all(children.map((c) => c.stop()));
+  return {
     url,
-    async output() {
-      const decoder = new TextDecoder();
-      return (await Promise.all(outputs)).map((o) =>
-        decoder.decode(o.stdout) + decoder.decode(o.stderr)
-      ).join("\n");
-    },
-    async stop() {
-      for (const c of children) {
-        try {
-          c.kill("SIGTERM");
-        } catch { /* gone */ }
-      }
-      await Promise.all(outputs);
+    output: async () => (await stopAll()).join("\n"),
+    stop: async () => {
+      await stopAll();
     },
   };
-  try {
-    for (const name of FUNCTIONS) {
-      await eventually(
-        () =>
-          fetch(url[name], { method: "OPTIONS" }).then(async (r) => {
-            await r.body?.cancel();
-            return true;
-          }).catch(() => false),
-        30_000,
-      );
-    }
-  } catch (err) {
-    await served.stop();
-    throw err;
-  }
-  return served;
 }
 
 async function post(base: string, body: unknown): Promise<{ status: number; body: any }> {
@@ -159,7 +122,7 @@ Deno.test("deno serve + TLS poolers: provision, connect, checkout, refresh, reco
       where id = ${clientId}`;
     const fallback = await post(url["get-mp-config"], { client_id: clientId });
     assert.equal(fallback.body.source, "fallback");
-    assert.equal(fallback.body.access_token, fast.body.access_token);
+    assert.ok(fallback.body.access_token === fast.body.access_token, "the same token");
     const repaired = await post(url["get-mp-config"], { client_id: clientId });
     assert.equal(repaired.body.source, "fast_path", "read-repair refilled the cache");
 
@@ -183,7 +146,7 @@ Deno.test("deno serve + TLS poolers: provision, connect, checkout, refresh, reco
     assert.equal(refresh.body.refreshed, 1, JSON.stringify(refresh.body));
     const after = await post(url["get-mp-config"], { client_id: clientId });
     assert.equal(after.body.token_version, fast.body.token_version + 1);
-    assert.notEqual(after.body.access_token, fast.body.access_token);
+    assert.ok(after.body.access_token !== fast.body.access_token, "a new token");
 
     // Reconcile repairs a cache that went stale behind everyone's back.
     await backendDb()`update clients set mp_access_token = null, mp_token_version = null
@@ -193,7 +156,7 @@ Deno.test("deno serve + TLS poolers: provision, connect, checkout, refresh, reco
     assert.ok(reconciled.body.repaired >= 1, JSON.stringify(reconciled.body));
     const [cache] = await backendDb()`select mp_access_token, mp_token_version from clients
       where id = ${clientId}`;
-    assert.equal(cache.mp_access_token, after.body.access_token);
+    assert.ok(cache.mp_access_token === after.body.access_token, "the cache holds the new token");
 
     // Revoke: both databases cleared; checkout answers 404.
     const revoked = await post(url["mp-revoke"], { account_id: accountId });

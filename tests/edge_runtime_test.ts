@@ -3,9 +3,15 @@
  * function serving one request at a time with their own module state, and the CPU, memory,
  * wall-clock and request-timeout limits with the runtime's answers. Each test starts its own
  * gateway in this process, with tests/fixtures/probe mounted and small limits.
+ *
+ * No outcome depends on the machine's speed: each limit is set far from what the work needs
+ * (or the work runs until the limit stops it), time-based limits run on a `ManualClock` the
+ * test moves, and concurrency is held open by a latch the test releases (the probe's `hold`).
+ * Waits for log lines are bounded only against a hang.
  */
 import assert from "node:assert/strict";
 import { createGateway, functionEntrypoints, type Gateway } from "../local/gateway.ts";
+import { type Clock, ManualClock } from "../local/edge/clock.ts";
 import {
   DEFAULT_LIMITS,
   type EdgeLimits,
@@ -30,15 +36,36 @@ const SMALL: Partial<EdgeLimits> = {
 type Line = Record<string, unknown>;
 
 /** A gateway over the probe (also mounted as `probe2`) whose log lines are collected. */
-async function probeGateway(limits: Partial<EdgeLimits> = {}, env: Record<string, string> = {}) {
+async function probeGateway(
+  limits: Partial<EdgeLimits> = {},
+  env: Record<string, string> = {},
+  clock?: Clock,
+) {
   const lines: Line[] = [];
   const gw = await createGateway({
     env,
     functions: { probe: PROBE, probe2: PROBE, broken: BROKEN },
     limits: { ...SMALL, ...limits },
     log: (line) => lines.push(line),
+    clock,
   });
   return { gw, lines };
+}
+
+/** Waits until `lines` holds `n` lines with `msg` (bounded only against a hang). */
+async function untilLines(lines: Line[], msg: string, n = 1): Promise<Line[]> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const found = lines.filter((l) => l.msg === msg);
+    if (found.length >= n) return found;
+    if (Date.now() > deadline) throw new Error(`no ${n} × "${msg}" in the gateway's log`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** The isolate that served the request with `rid`, from the gateway's request lines. */
+function servedBy(lines: Line[], rid: string): string {
+  return requestLines(lines).find((l) => l.request_id === rid)!.isolate as string;
 }
 
 interface ProbeAnswer {
@@ -60,25 +87,30 @@ async function call(gw: Gateway, path: string, init?: RequestInit) {
 const requestLines = (lines: Line[]) => lines.filter((l) => l.msg === "Edge request");
 
 Deno.test("one request at a time per isolate: concurrent requests get separate isolates", async () => {
-  const { gw, lines } = await probeGateway();
+  const latch = await Deno.makeTempDir({ prefix: "probe-latch-" });
+  const { gw, lines } = await probeGateway({}, { PROBE_LATCH_DIR: latch });
   try {
-    const [a, b] = await Promise.all([
-      call(gw, "probe/sleep?ms=2000"),
-      call(gw, "probe/sleep?ms=2000"),
-    ]);
+    // Both requests are held until both isolates serve one: neither can take the other's.
+    const both = Promise.all([call(gw, "probe/hold?rid=A"), call(gw, "probe/hold?rid=B")]);
+    await untilLines(lines, "Edge isolate started", 2);
+    await Deno.writeTextFile(`${latch}/go`, "");
+    const [a, b] = await both;
     assert.equal(a.status, 200);
     assert.equal(b.status, 200);
     assert.notEqual(a.body.token, b.body.token, "two isolates, two module instances");
     assert.equal(a.body.count, 1, "module state is per isolate");
     assert.equal(b.body.count, 1);
-    // Sequential requests reuse an idle isolate: its module state carries on.
-    const c = await call(gw, "probe/counter");
-    assert.ok([a.body.token, b.body.token].includes(c.body.token));
+    // A sequential request reuses an idle isolate (the first started): its state carries on.
+    const c = await call(gw, "probe/counter?rid=C");
+    assert.equal(servedBy(lines, "C"), "probe#1");
+    const first = servedBy(lines, "A") === "probe#1" ? a : b;
+    assert.equal(c.body.token, first.body.token);
     assert.equal(c.body.count, 2);
     const started = lines.filter((l) => l.msg === "Edge isolate started");
     assert.equal(started.length, 2);
   } finally {
     await gw.close();
+    await Deno.remove(latch, { recursive: true });
   }
 });
 
@@ -132,23 +164,27 @@ Deno.test("an isolate's environment is exactly the functions' env", async () => 
 Deno.test("CPU time is accounted per request and logged as cpu_ms", async () => {
   const { gw, lines } = await probeGateway({ cpuMs: 5000 });
   try {
+    // The probe spins until its JS thread's own CPU clock (the one the gateway reads) moved
+    // 200 ms, so the request used at least that, and one thread cannot use more than its wall time.
     const res = await call(gw, "probe/busy?ms=200&rid=busy-1");
     assert.equal(res.status, 200);
     const line = requestLines(lines).at(-1)!;
     assert.equal(line.status, 200);
     assert.equal(line.request_id, "busy-1");
     assert.equal(typeof line.wall_ms, "number");
-    assert.ok((line.cpu_ms as number) >= 150, `cpu_ms ${line.cpu_ms} for a 200 ms busy loop`);
-    assert.ok((line.cpu_ms as number) < 2000, `cpu_ms ${line.cpu_ms} is plausible`);
+    const cpu = line.cpu_ms as number;
+    assert.ok(cpu >= 199.9, `cpu_ms ${cpu} for a 200 ms busy loop`);
+    assert.ok(cpu <= (line.wall_ms as number) + 1, `cpu_ms ${cpu} within wall_ms ${line.wall_ms}`);
   } finally {
     await gw.close();
   }
 });
 
 Deno.test("past half the CPU limit the request succeeds and the isolate retires", async () => {
-  const { gw, lines } = await probeGateway({ cpuMs: 1000 });
+  // 1,100 ms of CPU: past half of 2,000, with 900 ms to spare below the limit.
+  const { gw, lines } = await probeGateway({ cpuMs: 2000 });
   try {
-    const first = await call(gw, "probe/busy?ms=600");
+    const first = await call(gw, "probe/busy?ms=1100");
     assert.equal(first.status, 200, "the request that crosses half still gets its answer");
     const next = await call(gw, "probe/counter");
     assert.equal(next.status, 200);
@@ -165,7 +201,8 @@ Deno.test("over the CPU limit: terminated at once, 546 WORKER_RESOURCE_LIMIT, is
   const { gw, lines } = await probeGateway({ cpuMs: 400 });
   try {
     const before = await call(gw, "probe/counter");
-    const res = await call(gw, "probe/busy?ms=5000");
+    // 20 s of CPU asked for, 400 ms allowed: only the limit can end it before its loop does.
+    const res = await call(gw, "probe/busy?ms=20000");
     assert.equal(res.status, 546);
     assert.equal(res.headers.get("sb-error-code"), "WORKER_RESOURCE_LIMIT");
     assert.equal(res.body.code, "WORKER_RESOURCE_LIMIT");
@@ -173,10 +210,11 @@ Deno.test("over the CPU limit: terminated at once, 546 WORKER_RESOURCE_LIMIT, is
     const killed = lines.find((l) => l.msg === "Edge isolate terminated");
     assert.equal(killed?.reason, "CPUTime");
     const cpu = requestLines(lines).at(-1)!.cpu_ms as number;
-    assert.ok(cpu >= 300 && cpu < 4000, `terminated near the limit, not at the end (${cpu} ms)`);
+    assert.ok(cpu < 20_000, `terminated before its loop ended (${cpu} ms)`);
+    assert.ok((killed!.cpu_ms as number) > 400, "not before the limit");
     // Terminated means stopped: the runaway isolate's process is gone, not spinning on.
     const pid = lines.find((l) => l.msg === "Edge isolate started")!.pid as number;
-    const deadline = Date.now() + 5000;
+    const deadline = Date.now() + 60_000; // against a hang only
     while (await Deno.stat(`/proc/${pid}`).then(() => true, () => false)) {
       assert.ok(Date.now() < deadline, `isolate process ${pid} still exists`);
       await new Promise((r) => setTimeout(r, 50));
@@ -192,8 +230,8 @@ Deno.test("over the CPU limit: terminated at once, 546 WORKER_RESOURCE_LIMIT, is
 Deno.test("over the memory limit: 546 WORKER_RESOURCE_LIMIT", async () => {
   const { gw, lines } = await probeGateway({ memoryMb: 100, cpuMs: 10_000 });
   try {
-    // 110 MiB held, then the request waits: the isolate's heap report gives it away.
-    const res = await call(gw, "probe/alloc?mb=110&hold_ms=5000");
+    // 110 MiB held, then the request waits for good: only the isolate's heap report can end it.
+    const res = await call(gw, "probe/alloc?mb=110&until=Never");
     assert.equal(res.status, 546);
     assert.equal(res.headers.get("sb-error-code"), "WORKER_RESOURCE_LIMIT");
     const killed = lines.find((l) => l.msg === "Edge isolate terminated");
@@ -237,24 +275,34 @@ Deno.test("past half the memory limit the request succeeds and the isolate retir
 
 Deno.test("wall clock: beforeunload is dispatched, then the isolate is terminated (504)", async () => {
   const file = await Deno.makeTempFile({ prefix: "probe-unload-" });
+  const clock = new ManualClock();
   const { gw, lines } = await probeGateway(
     { wallClockMs: 4000, beforeunloadWallClockPct: 50 },
     { PROBE_UNLOAD_FILE: file },
+    clock,
   );
   try {
     // Dispatched at 50% of the wall clock: a request waiting for it is answered.
-    const waited = await call(gw, "probe/wait-unload");
+    const waiting = call(gw, "probe/wait-unload");
+    await untilLines(lines, "Edge isolate started", 1); // serving the request now
+    clock.advance(2000);
+    const waited = await waiting;
     assert.equal(waited.status, 200);
     assert.deepEqual(waited.body.unloads, ["WallClockTime"]);
     // A request arriving past half the wall clock gets a fresh isolate...
-    const fresh = await call(gw, "probe/sleep?ms=10000");
+    const sleeping = call(gw, "probe/sleep?ms=600000");
+    await untilLines(lines, "Edge isolate started", 2);
+    clock.advance(2000); // half of the new isolate's wall clock: beforeunload
+    await untilLines(lines, "Edge beforeunload dispatched", 2);
+    clock.advance(2000); // its whole wall clock, still serving
+    const fresh = await sleeping;
     assert.notEqual(fresh.body.token, waited.body.token);
     // ...which, still serving at its wall clock, is terminated: 504.
     assert.equal(fresh.status, 504);
     const reasons = (await Deno.readTextFile(file)).trim().split("\n");
     assert.deepEqual(reasons, ["WallClockTime", "WallClockTime"], "each isolate got beforeunload");
     const killed = lines.filter((l) => l.msg === "Edge isolate terminated");
-    assert.ok(killed.some((l) => l.reason === "WallClockTime"));
+    assert.deepEqual(killed.map((l) => l.reason), ["WallClockTime"]);
   } finally {
     await gw.close();
     await Deno.remove(file).catch(() => {});
@@ -262,12 +310,16 @@ Deno.test("wall clock: beforeunload is dispatched, then the isolate is terminate
 });
 
 Deno.test("no answer within the request timeout: 504, queued requests too", async () => {
-  const { gw, lines } = await probeGateway({ requestTimeoutMs: 3000, maxIsolates: 1 });
+  const clock = new ManualClock();
+  const { gw, lines } = await probeGateway({ requestTimeoutMs: 3000, maxIsolates: 1 }, {}, clock);
   try {
-    const [slow, queued] = await Promise.all([
-      call(gw, "probe/sleep?ms=10000"),
+    const answers = Promise.all([
+      call(gw, "probe/sleep?ms=600000"),
       call(gw, "probe/counter"),
     ]);
+    await untilLines(lines, "Edge isolate started", 1); // the first is served, the second queued
+    clock.advance(3000);
+    const [slow, queued] = await answers;
     assert.equal(slow.status, 504);
     assert.equal(queued.status, 504, "a request still queued at the timeout gets 504 too");
     const after = await call(gw, "probe/counter");
@@ -375,19 +427,19 @@ Deno.test("limits come from EDGE_* variables, then explicit options", () => {
 
 Deno.test("beforeunload is dispatched for CPUTime and Memory past their thresholds", async () => {
   const { gw } = await probeGateway({
-    cpuMs: 1000,
-    beforeunloadCpuPct: 30,
+    cpuMs: 2000,
+    beforeunloadCpuPct: 10,
     memoryMb: 400,
     beforeunloadMemoryPct: 10,
   });
   try {
-    const cpu = await call(gw, "probe/busy?ms=600&slices=30");
+    // Each request runs until its beforeunload arrives: 200 ms of CPU, 40 MB of heap, both
+    // far from the limits (2 s, 400 MB) and from retiring (half of each).
+    const cpu = await call(gw, "probe/busy?until=CPUTime&ms=5");
     assert.equal(cpu.status, 200);
     assert.deepEqual(cpu.body.unloads, ["CPUTime"], "dispatched while the request still ran");
-    const mem = await call(gw, "probe/alloc?mb=64&hold_ms=500");
+    const mem = await call(gw, "probe/alloc?mb=64&until=Memory");
     assert.equal(mem.status, 200);
-    assert.notEqual(mem.body.token, cpu.body.token, "past half its CPU, the first one retired");
-    // (allocating 64 MB costs CPU too, so this isolate may also have passed its CPU threshold)
     assert.ok(mem.body.unloads.includes("Memory"), `unloads: ${mem.body.unloads}`);
   } finally {
     await gw.close();
@@ -395,10 +447,14 @@ Deno.test("beforeunload is dispatched for CPUTime and Memory past their threshol
 });
 
 Deno.test("an idle isolate retires after the idle timeout", async () => {
-  const { gw, lines } = await probeGateway({ idleTimeoutMs: 300 });
+  const clock = new ManualClock();
+  const { gw, lines } = await probeGateway({ idleTimeoutMs: 300 }, {}, clock);
   try {
     const first = await call(gw, "probe/counter");
-    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(lines.find((l) => l.msg === "Edge isolate retired"), undefined);
+    clock.advance(299);
+    assert.equal(lines.find((l) => l.msg === "Edge isolate retired"), undefined, "not before");
+    clock.advance(1);
     assert.equal(lines.find((l) => l.msg === "Edge isolate retired")?.reason, "Idle");
     const next = await call(gw, "probe/counter");
     assert.notEqual(next.body.token, first.body.token);

@@ -186,21 +186,20 @@ async function frozen<T>(which: ("backend" | "admin")[], work: () => Promise<T>)
   }
 }
 
-Deno.test("a hanging Backend DB (SIGSTOP) → get-mp-config still answers, from the fallback or 503", async () => {
+Deno.test("a hanging Backend DB (SIGSTOP) → get-mp-config answers from the fallback", async () => {
   const synced = await syncedPair();
   const unsynced = await unsyncedPair();
   const answers = await frozen(
     ["backend"],
     () => Promise.all([boundedCall(synced.clientId), boundedCall(unsynced.clientId)]),
   );
+  // docs/contract.md: a Backend DB that fails (here: does not answer within the time bound)
+  // sends the read to the Admin fallback, which is up, so the answer is 200 — never 503.
   for (const [i, res] of answers.entries()) {
     const pair = [synced, unsynced][i];
-    if (res.status === 200) {
-      assert.equal(res.body.source, "fallback");
-      assert.equal(res.body.access_token, pair.grant.access_token);
-    } else {
-      assertUnavailable(res, "a hanging Backend DB");
-    }
+    assert.equal(res.status, 200, `a hanging Backend DB: ${JSON.stringify(res.body)}`);
+    assert.equal(res.body.source, "fallback");
+    assert.ok(res.body.access_token === pair.grant.access_token, "the master's token");
   }
   await closeDbs();
   await assertRecovered(synced, unsynced);

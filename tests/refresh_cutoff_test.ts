@@ -1,9 +1,13 @@
 // deno-lint-ignore-file no-explicit-any
 /**
- * mp-refresh cut off by the edge runtime: run in a gateway of its own with a short wall
- * clock, it starts no MercadoPago call after `beforeunload` and loses no refresh token, both
- * when it knows the wall clock (it answers before the end) and when it does not (the isolate
- * is terminated mid-run). Every token left in the master still works at MercadoPago.
+ * mp-refresh cut off by the edge runtime, in a gateway of its own: after `beforeunload` it
+ * starts no MercadoPago call, finishes the ones in flight and answers; terminated mid-run it
+ * loses no refresh token. Every token left in the master still works at MercadoPago.
+ *
+ * Nothing races: the sandbox's latch holds the run's token calls (as many as its concurrency
+ * lets it start, 8), and the test decides when `beforeunload` comes or the isolate ends (the
+ * gateway's `unload` and `terminate`, what its wall clock does at 90 % and 100 %), waits for
+ * the isolate to confirm its listeners ran, and only then lets MercadoPago answer.
  */
 import assert from "node:assert/strict";
 import { createGateway, functionEntrypoints } from "../local/gateway.ts";
@@ -12,6 +16,7 @@ import { pgArray } from "../shared/platform/db.ts";
 import {
   adminDb,
   closeDbs,
+  eventually,
   functionEnv,
   keyRing,
   newAccount,
@@ -19,6 +24,11 @@ import {
   stack,
   withCronPaused,
 } from "./_stack.ts";
+
+/** mp-refresh's default concurrency toward MercadoPago (`MP_REFRESH_CONCURRENCY`). */
+const CONCURRENCY = 8;
+/** Due accounts per run: three times what can be in flight at once. */
+const ACCOUNTS = 3 * CONCURRENCY;
 
 /** `count` due accounts (expiring tomorrow), connected with fresh sandbox grants. */
 async function dueAccounts(count: number): Promise<string[]> {
@@ -53,75 +63,74 @@ async function assertNoTokenLost(ids: string[]) {
   await adminDb()`delete from nv_accounts where id = any(${pgArray(ids)}::uuid[])`;
 }
 
-/** Runs mp-refresh once in a gateway of its own; returns the answer and the log lines. */
-async function cutOffRun(opts: {
-  ids: string[];
-  wallClockMs: number;
-  beforeunloadPct: number;
-  env: Record<string, string>;
-}) {
+/** mp-refresh in a gateway of its own (one isolate), whose run the test cuts off. */
+async function refreshGateway() {
   const lines: Record<string, unknown>[] = [];
   const entry = (await functionEntrypoints()).get("mp-refresh")!;
   const gw = await createGateway({
-    env: functionEnv(opts.env),
+    // A call held by the latch must not time out meanwhile, however slow the machine.
+    env: functionEnv({ MP_HTTP_TIMEOUT_MS: "30000" }),
     functions: { "mp-refresh": entry },
-    limits: {
-      wallClockMs: opts.wallClockMs,
-      requestTimeoutMs: opts.wallClockMs + 5_000,
-      beforeunloadWallClockPct: opts.beforeunloadPct,
-      maxIsolates: 1,
-    },
+    limits: { maxIsolates: 1 },
     log: (line) => lines.push(line),
   });
-  try {
-    const res = await gw.fetch(
+  const run = (limit: number) =>
+    gw.fetch(
       new Request("http://gateway.local/functions/v1/mp-refresh", {
         method: "POST",
         headers: { apikey: stack.secretKey, "content-type": "application/json" },
-        body: JSON.stringify({ limit: opts.ids.length }),
+        body: JSON.stringify({ limit }),
       }),
-    );
-    const text = await res.text();
-    let body: any = text;
-    try {
-      body = JSON.parse(text);
-    } catch { /* not JSON */ }
-    return { status: res.status, body, lines };
-  } finally {
-    await gw.close();
-  }
+    ).then(async (res) => {
+      const text = await res.text();
+      let body: any = text;
+      try {
+        body = JSON.parse(text);
+      } catch { /* not JSON */ }
+      return { status: res.status, body };
+    });
+  return { gw, lines, run };
 }
 
-Deno.test("mp-refresh cut off by beforeunload: no call after it, answers in time, no token lost", async () => {
+/** Waits (bounded only against a hang) until the gateway logged a line with `msg`. */
+async function logged(lines: Record<string, unknown>[], msg: string) {
+  await eventually(() => Promise.resolve(lines.find((l) => l.msg === msg)), 60_000);
+}
+
+Deno.test("mp-refresh cut off by beforeunload: no call after it, answers, no token lost", async () => {
   await withCronPaused("mp-refresh", async () => {
-    const ids = await dueAccounts(200);
+    const ids = await dueAccounts(ACCOUNTS);
     const before = await sandbox.stats();
-    await sandbox.latency(300);
-    let run;
+    const { gw, lines, run } = await refreshGateway();
+    await sandbox.hold(true);
+    let answer;
     try {
-      run = await cutOffRun({
-        ids,
-        wallClockMs: 20_000,
-        beforeunloadPct: 30, // beforeunload at 6 s; 200 accounts need ~8 s at 8 × 300 ms
-        env: { EDGE_WALL_CLOCK_MS: "20000", MP_HTTP_TIMEOUT_MS: "1500", DB_TIMEOUT_MS: "500" },
-      });
+      const running = run(ACCOUNTS);
+      await sandbox.awaitHeld(CONCURRENCY); // as many calls in flight as the run may start
+      assert.equal(gw.unload("mp-refresh", "WallClockTime"), 1);
+      await logged(lines, "Edge beforeunload dispatched");
+      await sandbox.hold(false); // MercadoPago answers the calls in flight
+      answer = await running;
     } finally {
-      await sandbox.latency(0);
+      await sandbox.hold(false);
+      await gw.close();
     }
-    assert.equal(run.status, 200, JSON.stringify(run.body).slice(0, 300));
-    const mine = new Set(ids);
-    const results = (run.body.results as any[]).filter((r) => mine.has(r.account_id));
-    const refreshed = results.filter((r) => r.status === "refreshed").length;
-    const stopped = results.filter((r) => r.error === "shutting_down").length;
-    const tally = JSON.stringify(
-      Object.groupBy(results, (r) => `${r.status}:${r.error ?? ""}`),
-      (_k, v) => (Array.isArray(v) ? v.length : v),
-    );
-    assert.ok(refreshed > 0, `it refreshed until beforeunload: ${tally}`);
-    assert.ok(stopped > 0, `after beforeunload it started no new call: ${tally}`);
+    assert.equal(answer.status, 200, JSON.stringify(answer.body).slice(0, 300));
+    const results = answer.body.results as any[];
+    const stopped = results.filter((r) => r.error === "shutting_down");
+    const called = results.filter((r) => r.error !== "shutting_down");
     const after = await sandbox.stats();
+    assert.equal(after.token_calls - before.token_calls, CONCURRENCY, "no call after it");
+    assert.equal(called.length, CONCURRENCY, "the calls in flight finished and were reported");
+    assert.equal(stopped.length, answer.body.claimed - CONCURRENCY);
+    const mine = new Set(ids);
+    for (const r of results.filter((r) => mine.has(r.account_id))) {
+      assert.ok(
+        r.status === "refreshed" || r.error === "shutting_down",
+        `${r.status}:${r.error}: each of this test's accounts refreshed or left alone`,
+      );
+    }
     assert.equal(after.refresh_token_reuse, before.refresh_token_reuse);
-    assert.ok(after.token_calls - before.token_calls <= run.body.claimed - stopped);
     const leased = await adminDb()`select count(*)::int as n from nv_accounts
       where id = any(${pgArray(ids)}::uuid[]) and mp_refresh_lease_owner is not null`;
     assert.equal(leased[0].n, 0, "no lease is left behind: saved or released");
@@ -130,30 +139,32 @@ Deno.test("mp-refresh cut off by beforeunload: no call after it, answers in time
   await closeDbs();
 });
 
-Deno.test("mp-refresh terminated mid-run (it did not know the wall clock): no token lost", async () => {
+Deno.test("mp-refresh terminated mid-run (no beforeunload heeded in time): 504, no token lost", async () => {
   await withCronPaused("mp-refresh", async () => {
-    const ids = await dueAccounts(200);
+    const ids = await dueAccounts(ACCOUNTS);
     const before = await sandbox.stats();
-    await sandbox.latency(300);
-    let run;
+    const { gw, lines, run } = await refreshGateway();
+    await sandbox.hold(true);
+    let answer;
     try {
-      // The function believes it has 150 s; the runtime ends the isolate at 6 s, with
-      // beforeunload at 90 %: the calls in flight then finish and save inside the last 0.6 s.
-      run = await cutOffRun({
-        ids,
-        wallClockMs: 6_000,
-        beforeunloadPct: 90,
-        env: { MP_HTTP_TIMEOUT_MS: "1500", DB_TIMEOUT_MS: "500" },
-      });
+      const running = run(ACCOUNTS);
+      await sandbox.awaitHeld(CONCURRENCY);
+      // The runtime ends the isolate with calls in flight, before MercadoPago processed them.
+      assert.equal(gw.terminate("mp-refresh", "WallClockTime"), 1);
+      answer = await running;
+      // The held calls' client went away with the isolate: MercadoPago never processes them.
+      await eventually(async () => (await sandbox.held()) === 0, 60_000);
     } finally {
-      await sandbox.latency(0);
+      await sandbox.hold(false);
+      await gw.close();
     }
-    assert.ok([200, 504].includes(run.status), `answered ${run.status}`);
-    const terminated = run.lines.find((l) => l.msg === "Edge isolate terminated");
-    if (run.status === 504) assert.equal(terminated?.reason, "WallClockTime");
+    assert.equal(answer.status, 504);
+    const terminated = lines.find((l) => l.msg === "Edge isolate terminated");
+    assert.equal(terminated?.reason, "WallClockTime");
     const after = await sandbox.stats();
+    assert.equal(after.token_calls - before.token_calls, CONCURRENCY, "the run was under way");
+    assert.equal(after.refreshes, before.refreshes, "none of the calls cut off was processed");
     assert.equal(after.refresh_token_reuse, before.refresh_token_reuse);
-    assert.ok(after.token_calls > before.token_calls, "the run was under way when cut off");
     await assertNoTokenLost(ids);
   });
   await closeDbs();

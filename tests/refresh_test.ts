@@ -298,10 +298,11 @@ Deno.test("ten mp-refresh runs in parallel over 200 due accounts refresh each ex
 Deno.test("a refresher whose lease expired mid-call: its request counts, nobody resends the token; a later last resort wins the compare-and-swap", async () => {
   const a = await dueAccount();
   const [newer] = await sandbox.grants(1);
-  await sandbox.latency(3000);
+  await sandbox.hold(true); // the call stays at MercadoPago until the test has done its part
   let res;
   try {
     const pending = call("mp-refresh", { account_id: a.id });
+    await sandbox.awaitHeld(1);
     const stale = await eventually(async () => {
       const row = await account(a.id);
       return row.mp_refresh_sends === 1 && row.mp_refresh_lease_owner;
@@ -327,9 +328,10 @@ Deno.test("a refresher whose lease expired mid-call: its request counts, nobody 
       ${await encrypt(a.id, "refresh_token", newer.refresh_token)}, 15552000,
       now() + interval '180 days')`;
     assert.equal(saved.mp_token_version, 2);
+    await sandbox.hold(false);
     res = await pending;
   } finally {
-    await sandbox.latency(0);
+    await sandbox.hold(false);
   }
   assert.equal(res.status, 200);
   assert.deepEqual(res.body.results, [
@@ -564,15 +566,16 @@ Deno.test("Admin DB stopped after MercadoPago answered: the rotated pair is escr
   const a = await dueAccount();
   const before = await sandbox.stats();
   const admin = cluster("admin");
-  await sandbox.latency(4000);
+  await sandbox.hold(true);
   let res;
   try {
     const pending = call("mp-refresh", { account_id: a.id });
-    await eventually(async () => (await account(a.id)).mp_refresh_lease_owner);
+    await sandbox.awaitHeld(1);
     await admin.stop(); // while the MercadoPago call is in flight
+    await sandbox.hold(false); // MercadoPago answers only now
     res = await pending;
   } finally {
-    await sandbox.latency(0);
+    await sandbox.hold(false);
     await admin.start();
     await closeDbs();
   }

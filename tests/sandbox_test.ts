@@ -443,6 +443,48 @@ Deno.test("latency delays every token call; reset clears it", async () => {
   await assertMpError(post(sb, "/__sandbox/latency", { ms: -1 }), 400, "invalid_request");
 });
 
+Deno.test("the latch holds token calls unprocessed until released; an abort lets one go unprocessed", async () => {
+  const sb = setup();
+  const code = await authorize(sb);
+  const other = await authorize(sb);
+  assert.deepEqual(await json(post(sb, "/__sandbox/hold", { hold: true }), 200), {
+    hold: true,
+    held: 0,
+  });
+  let answered = false;
+  const held = exchange(sb, code).then((r) => (answered = true, r));
+  const abort = new AbortController();
+  const abandoned = post(sb, "/oauth/token", {
+    client_id: CLIENT_ID,
+    client_secret: CLIENT_SECRET,
+    grant_type: "authorization_code",
+    code: other,
+    redirect_uri: REDIRECT,
+  }, abort.signal);
+  // Counted as held only once the handler waits: then nothing of either call was processed.
+  for (let i = 0; (await json(get(sb, "/__sandbox/hold"), 200)).held < 2; i++) {
+    assert.ok(i < 10_000, "both calls are held");
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  assert.equal(answered, false);
+  abort.abort();
+  await (await abandoned).body?.cancel();
+  assert.equal((await json(get(sb, "/__sandbox/hold"), 200)).held, 1, "the abandoned one left");
+  assert.deepEqual(await json(post(sb, "/__sandbox/hold", { hold: false }), 200), {
+    hold: false,
+    held: 0,
+  });
+  const res = await held;
+  assert.equal(res.status, 200, "released: processed as usual");
+  await res.body?.cancel();
+  // The abandoned call never consumed its code: it still exchanges.
+  const later = await exchange(sb, other);
+  assert.equal(later.status, 200);
+  await later.body?.cancel();
+  await assertMpError(post(sb, "/__sandbox/hold", { hold: "yes" }), 400, "invalid_request");
+  sb.close();
+});
+
 Deno.test("latency wait is released by client abort without consuming the code", async () => {
   const sb = setup();
   const code = await authorize(sb);

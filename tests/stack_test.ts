@@ -8,7 +8,7 @@ import { findPostgres, MissingPrerequisite } from "../local/postgres.ts";
 import { parseEnvFile } from "../local/launch.ts";
 import { isAlive } from "../local/pooler.ts";
 import { connect } from "../shared/platform/db.ts";
-import { call, stack } from "./_stack.ts";
+import { call, stack, testPort } from "./_stack.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
@@ -65,7 +65,9 @@ Deno.test("missing PostgreSQL binaries or pg_cron are one line naming the apt pa
 });
 
 Deno.test("a second stack starts beside this one and SIGTERM stops every process and cluster", async () => {
-  const dir = ".local/stack-test";
+  // Its own state directory per port base, so two suites side by side do not share it.
+  const second = testPort(90);
+  const dir = `.local/stack-test-${second}`;
   const stateDir = new URL(`${dir}/`, ROOT).pathname;
   await Deno.remove(`${stateDir}stack.env`).catch(() => {});
   const child = new Deno.Command(Deno.execPath(), {
@@ -73,14 +75,15 @@ Deno.test("a second stack starts beside this one and SIGTERM stops every process
     cwd: ROOT.pathname,
     env: {
       STACK_STATE_DIR: dir,
-      // Below Linux's ephemeral range (32768–60999), where the suite's own outgoing
-      // connections could already hold a port.
-      GATEWAY_PORT: "31421",
-      BACKEND_DB_PORT: "31422",
-      ADMIN_DB_PORT: "31423",
-      SANDBOX_PORT: "31424",
-      BACKEND_POOLER_PORT: "31425",
-      ADMIN_POOLER_PORT: "31426",
+      // Ports the tests own (base + 90 …), so they move with STACK_PORT_BASE; each is set, as
+      // this process's environment holds the test stack's own.
+      STACK_PORT_BASE: String(second),
+      GATEWAY_PORT: String(second),
+      BACKEND_DB_PORT: String(second + 1),
+      ADMIN_DB_PORT: String(second + 2),
+      SANDBOX_PORT: String(second + 3),
+      BACKEND_POOLER_PORT: String(second + 4),
+      ADMIN_POOLER_PORT: String(second + 5),
     },
     stdout: "piped",
     stderr: "piped",
@@ -92,7 +95,7 @@ Deno.test("a second stack starts beside this one and SIGTERM stops every process
     if (!env.FUNCTIONS_URL) await new Promise((r) => setTimeout(r, 100));
   }
   assert.ok(env.FUNCTIONS_URL, "the stack wrote its env file");
-  assert.equal(env.GATEWAY_PORT, "31421");
+  assert.equal(env.GATEWAY_PORT, String(second));
   const health = await fetch(`${env.SUPABASE_URL}/health`);
   assert.equal(health.status, 200);
   await health.body?.cancel();
@@ -100,7 +103,11 @@ Deno.test("a second stack starts beside this one and SIGTERM stops every process
   for (const pid of pids) await Deno.stat(pid);
   // A pgbouncer per cluster, TLS required, answering as postgres (not a superuser).
   const poolerPids: number[] = [];
-  for (const [url, port] of [[env.BACKEND_POOLER_URL, "31425"], [env.ADMIN_POOLER_URL, "31426"]]) {
+  const poolers = [[env.BACKEND_POOLER_URL, String(second + 4)], [
+    env.ADMIN_POOLER_URL,
+    String(second + 5),
+  ]];
+  for (const [url, port] of poolers) {
     assert.equal(new URL(url).port, port);
     assert.equal(new URL(url).searchParams.get("sslmode"), "require");
     const sql = connect(url, { max: 1 });

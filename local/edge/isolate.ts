@@ -90,6 +90,8 @@ for await (const line of lines(Deno.stdin.readable)) {
   else if (msg.type === "request") void serve(msg.id, msg.request);
   else if (msg.type === "beforeunload") {
     globalThis.dispatchEvent(new CustomEvent("beforeunload", { detail: { reason: msg.reason } }));
+    // dispatchEvent runs the listeners synchronously: the host may now rely on them having run.
+    post({ type: "unloaded", reason: msg.reason, heap: heap() });
   }
 }
 // stdin closed: the gateway is gone.

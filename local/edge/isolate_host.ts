@@ -7,6 +7,7 @@
  * not: a terminated Worker's thread keeps spinning, which is why isolates are not Workers).
  */
 import type { EdgeLimits } from "./limits.ts";
+import { type Clock, type ClockTimer, realClock } from "./clock.ts";
 import { decode, encode, lines, MARK, writeAllSync } from "./channel.ts";
 import {
   bootError,
@@ -58,7 +59,7 @@ export interface IsolateHooks {
   gone(isolate: EdgeIsolate, bootFailed: boolean): void;
 }
 
-type Timer = ReturnType<typeof setTimeout>;
+type Timer = ReturnType<typeof setInterval>;
 
 const ISOLATE = new URL("./isolate.ts", import.meta.url).pathname;
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -94,7 +95,7 @@ export class EdgeIsolate {
   private readonly child: Deno.ChildProcess;
   private readonly stdin: WritableStreamDefaultWriter<Uint8Array>;
   private readonly started = performance.now();
-  private readonly timers: Timer[] = [];
+  private readonly timers: ClockTimer[] = [];
   private schedstat?: string;
   private cpuNs = 0;
   private heap = 0;
@@ -103,7 +104,7 @@ export class EdgeIsolate {
   private jobStartNs = 0;
   private jobId = 0;
   private poll?: Timer;
-  private idle?: Timer;
+  private idle?: ClockTimer;
   private readonly unloaded = new Set<UnloadReason>();
 
   constructor(
@@ -114,6 +115,8 @@ export class EdgeIsolate {
     private readonly hooks: IsolateHooks,
     private readonly log: LogSink,
     env?: Record<string, string>,
+    /** The clock of the wall-clock and idle timers (a test's own, or real time). */
+    private readonly clock: Clock = realClock,
   ) {
     this.child = new Deno.Command(Deno.execPath(), {
       // V8's own heap cap a little above the limit: the backstop for an allocation burst that
@@ -146,12 +149,12 @@ export class EdgeIsolate {
     this.done = Promise.all([reading, status]).then(() => {});
     const wall = limits.wallClockMs;
     this.timers.push(
-      setTimeout(() => this.retire("WallClockTime"), wall / 2),
-      setTimeout(
+      clock.setTimeout(() => this.retire("WallClockTime"), wall / 2),
+      clock.setTimeout(
         () => this.unload("WallClockTime"),
         (wall * limits.beforeunloadWallClockPct) / 100,
       ),
-      setTimeout(() => this.stop("WallClockTime"), wall),
+      clock.setTimeout(() => this.stop("WallClockTime"), wall),
     );
     this.send({
       type: "init",
@@ -172,7 +175,7 @@ export class EdgeIsolate {
     this.state = "busy";
     this.job = job;
     job.isolate = this;
-    clearTimeout(this.idle);
+    this.clock.clearTimeout(this.idle);
     this.jobStartNs = this.readCpuNs();
     this.jobHeapPeak = this.heap;
     this.send({ type: "request", id: ++this.jobId, request: job.request });
@@ -197,8 +200,8 @@ export class EdgeIsolate {
       this.child.kill("SIGKILL");
     } catch { /* already gone */ }
     this.stdin.abort().catch(() => {});
-    for (const t of this.timers) clearTimeout(t);
-    clearTimeout(this.idle);
+    for (const t of this.timers) this.clock.clearTimeout(t);
+    this.clock.clearTimeout(this.idle);
     clearInterval(this.poll);
     const job = this.job;
     this.job = undefined;
@@ -272,6 +275,15 @@ export class EdgeIsolate {
       case "heap":
         this.check();
         return;
+      case "unloaded":
+        this.log({
+          level: "info",
+          msg: "Edge beforeunload dispatched",
+          function: this.fn,
+          isolate: this.id,
+          reason: msg.reason,
+        });
+        return;
       case "response":
       case "error": {
         const job = this.job;
@@ -306,8 +318,8 @@ export class EdgeIsolate {
 
   private becomeIdle() {
     this.state = "idle";
-    clearTimeout(this.idle);
-    this.idle = setTimeout(() => this.retire("Idle"), this.limits.idleTimeoutMs);
+    this.clock.clearTimeout(this.idle);
+    this.idle = this.clock.setTimeout(() => this.retire("Idle"), this.limits.idleTimeoutMs);
     this.hooks.available(this);
   }
 
@@ -338,7 +350,7 @@ export class EdgeIsolate {
   }
 
   /** Dispatches `beforeunload` in the isolate once per reason (after its module loaded). */
-  private unload(reason: UnloadReason) {
+  unload(reason: UnloadReason): void {
     if (this.state === "dead" || this.unloaded.has(reason)) return;
     this.unloaded.add(reason);
     if (this.state !== "booting") this.send({ type: "beforeunload", reason });

@@ -4,7 +4,14 @@
  * request timeout, queueing included.
  */
 import type { EdgeLimits } from "./limits.ts";
-import { bootError, shuttingDown, timeoutError, type WireRequest } from "./protocol.ts";
+import { type Clock, realClock } from "./clock.ts";
+import {
+  bootError,
+  shuttingDown,
+  timeoutError,
+  type UnloadReason,
+  type WireRequest,
+} from "./protocol.ts";
 import { EdgeIsolate, type Job, type LogSink, type Outcome } from "./isolate_host.ts";
 
 /** The isolate pool of one function. */
@@ -23,6 +30,8 @@ export class FunctionPool {
     private readonly log: LogSink,
     /** The isolates' whole environment; undefined: they inherit the process's. */
     private readonly env?: Record<string, string>,
+    /** The clock of the request timeout and the isolates' timers. */
+    private readonly clock: Clock = realClock,
   ) {}
 
   /** Serves one request on an isolate of this function; never rejects. */
@@ -35,11 +44,11 @@ export class FunctionPool {
         finish: (outcome) => {
           if (job.settled) return;
           job.settled = true;
-          clearTimeout(timer);
+          this.clock.clearTimeout(timer);
           resolve(outcome);
         },
       };
-      const timer = setTimeout(() => {
+      const timer = this.clock.setTimeout(() => {
         if (job.isolate) return job.isolate.stop("RequestTimeout");
         this.dequeue(job);
         job.finish({ response: timeoutError(), cpuMs: 0 });
@@ -56,6 +65,22 @@ export class FunctionPool {
     const all = [...this.isolates, ...this.exiting];
     for (const isolate of all) isolate.stop("Shutdown");
     await Promise.all(all.map((i) => i.done));
+  }
+
+  /**
+   * Dispatches `beforeunload` (once per reason) to every live isolate now, as the runtime does
+   * at a limit's threshold; returns how many isolates it went to.
+   */
+  unload(reason: UnloadReason): number {
+    for (const isolate of this.isolates) isolate.unload(reason);
+    return this.isolates.size;
+  }
+
+  /** Terminates every live isolate now, as the runtime does at a limit; returns how many. */
+  terminate(reason: UnloadReason): number {
+    const all = [...this.isolates];
+    for (const isolate of all) isolate.stop(reason);
+    return all.length;
   }
 
   /** Isolates alive now (booting, idle or busy). */
@@ -102,6 +127,7 @@ export class FunctionPool {
       },
       this.log,
       this.env,
+      this.clock,
     );
     this.isolates.add(isolate);
   }

@@ -32,7 +32,9 @@ export type FromIsolate =
   | { type: "boot_error"; message: string; heap: number }
   | { type: "response"; id: number; response: WireResponse; heap: number }
   | { type: "error"; id: number; message: string; heap: number }
-  | { type: "heap"; heap: number };
+  | { type: "heap"; heap: number }
+  /** `beforeunload` was dispatched: its listeners have run. */
+  | { type: "unloaded"; reason: UnloadReason; heap: number };
 
 /** Why `beforeunload` fires or an isolate stops, in the edge runtime's words. */
 export type UnloadReason = "WallClockTime" | "CPUTime" | "Memory";
