@@ -4,7 +4,7 @@
  * `deno task test`), database handles, a supabase-js client, sandbox controls and seeding.
  */
 import { createClient } from "@supabase/supabase-js";
-import { connect, type Sql } from "../shared/platform/db.ts";
+import { connect, pgArray, type Sql } from "../shared/platform/db.ts";
 import { encryptSecret, importKeyRing, type KeyRing } from "../shared/platform/crypto.ts";
 import { parseKeyRing } from "../shared/platform/config.ts";
 import { Cluster } from "../local/postgres.ts";
@@ -341,4 +341,39 @@ export async function withCronPaused(job: string, fn: () => Promise<void>): Prom
       await backendDb()`update cron.job set active = true where jobname = ${job}`;
     }
   }
+}
+
+/**
+ * Pauses the scheduled jobs while the calling test file runs (a scheduled refresh would take
+ * its accounts, a scheduled reconcile fill caches it expects empty, a probe verify its tokens);
+ * those that were active are active again after its last test, and the pools close.
+ */
+export function pauseJobsDuringFile(
+  jobs = ["mp-refresh", "mp-reconcile", "mp-probe", "mp-deliver-events"],
+  afterAll?: () => Promise<unknown>,
+): void {
+  let paused: string[] = [];
+  Deno.test.beforeAll(async () => {
+    const rows = await backendDb()`update cron.job set active = false
+      where jobname = any(${pgArray(jobs)}::text[]) and active returning jobname`;
+    paused = rows.map((r) => r.jobname);
+  });
+  Deno.test.afterAll(async () => {
+    await afterAll?.();
+    await backendDb()`update cron.job set active = true
+      where jobname = any(${pgArray(paused)}::text[])`;
+    await closeDbs();
+  });
+}
+
+/** An account's master row, every column. */
+export async function accountRow(id: string) {
+  const [row] = await adminDb()`select * from nv_accounts where id = ${id}`;
+  return row;
+}
+
+/** The plain-text token client `clientId`'s cache holds (null when none). */
+export async function cachedToken(clientId: string): Promise<string | null> {
+  const [row] = await backendDb()`select mp_access_token from clients where id = ${clientId}`;
+  return row.mp_access_token;
 }

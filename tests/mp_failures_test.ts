@@ -7,16 +7,18 @@
  */
 import assert from "node:assert/strict";
 import {
+  accountRow,
   adminDb,
   backendDb,
+  cachedToken,
   call,
-  closeDbs,
   keyRing,
   logLine,
   type MpGrant,
   newAccount,
   newClient,
   newSeller,
+  pauseJobsDuringFile,
   sandbox,
 } from "./_stack.ts";
 import { decryptSecret, encryptSecret, type SecretField } from "../shared/platform/crypto.ts";
@@ -40,16 +42,6 @@ async function dueAccount(seller = newSeller()) {
   return { id, clientId, grant: grant as MpGrant, seller };
 }
 
-async function account(id: string) {
-  const [row] = await adminDb()`select * from nv_accounts where id = ${id}`;
-  return row;
-}
-
-async function cachedToken(clientId: string): Promise<string | null> {
-  const [row] = await backendDb()`select mp_access_token from clients where id = ${clientId}`;
-  return row.mp_access_token;
-}
-
 async function decrypt(accountId: string, field: SecretField, value: string) {
   return await decryptSecret(await keyRing(), accountId, field, value);
 }
@@ -63,19 +55,7 @@ function ownContext(overrides: Record<string, string> = {}) {
   return createContext(loadConfig({ ...Deno.env.toObject(), ...overrides }));
 }
 
-let paused: string[] = [];
-Deno.test.beforeAll(async () => {
-  const rows = await backendDb()`update cron.job set active = false
-    where jobname in ('mp-refresh', 'mp-reconcile', 'mp-probe') and active returning jobname`;
-  paused = rows.map((r) => r.jobname);
-});
-Deno.test.afterAll(async () => {
-  await sandbox.faults("none", 0);
-  await backendDb()`update cron.job set active = true where jobname = any(${
-    pgArray(paused)
-  }::text[])`;
-  await closeDbs();
-});
+pauseJobsDuringFile(undefined, () => sandbox.faults("none", 0));
 
 for (
   const [mode, error] of [
@@ -96,7 +76,7 @@ for (
     assert.ok(issued, "MercadoPago processed the call and issued a pair");
     assert.ok(issued.refresh_token !== a.grant.refresh_token, "…rotating the refresh token");
 
-    const row = await account(a.id);
+    const row = await accountRow(a.id);
     assert.equal(row.mp_state, "at_risk");
     assert.equal(row.mp_state_reason, "refresh_unconfirmed");
     assert.equal(row.mp_refresh_sends, 1);
@@ -175,13 +155,13 @@ Deno.test("a call that provably never reached MercadoPago (connection refused) b
   } finally {
     await ctx.close();
   }
-  const row = await account(a.id);
+  const row = await accountRow(a.id);
   assert.equal(row.mp_refresh_sends, 0, "uncounted: it never left");
   assert.equal(row.mp_state, "connected");
   assert.ok(row.mp_refresh_next_attempt_at.getTime() > Date.now(), "backing off");
   const forced = await call("mp-refresh", { account_id: a.id, force: true });
   assert.equal(forced.body.results[0].status, "refreshed");
-  assert.equal((await account(a.id)).mp_token_version, 2);
+  assert.equal((await accountRow(a.id)).mp_token_version, 2);
 });
 
 Deno.test("429 is retried: the refresh token counted as unsent, Retry-After honoured", async () => {
@@ -193,7 +173,7 @@ Deno.test("429 is retried: the refresh token counted as unsent, Retry-After hono
     status: "failed",
     error: "rate_limited",
   }]);
-  const row = await account(a.id);
+  const row = await accountRow(a.id);
   assert.equal(row.mp_refresh_sends, 0);
   assert.equal(row.mp_state, "connected");
   const forced = await call("mp-refresh", { account_id: a.id, force: true });
@@ -210,7 +190,7 @@ Deno.test("last resort: an at-risk account gets one more attempt when its token 
     where id = ${ok.id}`;
   const saved = await call("mp-refresh", { account_id: ok.id });
   assert.equal(saved.body.results[0].status, "refreshed");
-  const row = await account(ok.id);
+  const row = await accountRow(ok.id);
   assert.deepEqual([row.mp_state, row.mp_refresh_sends, row.mp_token_version], [
     "connected",
     0,
@@ -235,7 +215,7 @@ Deno.test("last resort: an at-risk account gets one more attempt when its token 
   } finally {
     await sandbox.faults("none", 0);
   }
-  assert.equal((await account(bad.id)).mp_refresh_sends, 2);
+  assert.equal((await accountRow(bad.id)).mp_refresh_sends, 2);
   const before = await sandbox.stats();
   assert.equal((await call("mp-refresh", { account_id: bad.id, force: true })).body.claimed, 0);
   assert.equal((await sandbox.stats()).token_calls, before.token_calls);
@@ -256,7 +236,7 @@ Deno.test("invariant 6: a refresh answered for another seller is never stored no
   }]);
   const other = await sandbox.lastTokens();
   assert.ok(other && other.user_id !== a.seller, "MercadoPago answered another seller's pair");
-  const row = await account(a.id);
+  const row = await accountRow(a.id);
   assert.equal(Number(row.mp_user_id), a.seller, "the seller is unchanged");
   assert.equal(row.mp_token_version, 1);
   assert.equal(row.mp_state, "reauth_required");
@@ -284,10 +264,10 @@ Deno.test("invariant 6 in SQL: mp_save_refreshed refuses another seller; an answ
     adminDb()`select * from mp_save_refreshed(${a.id}::uuid, ${owner}::uuid, 1::bigint,
       ${access}, ${refresh}, 15552000, now() + interval '180 days', ${userId}::bigint)`;
   assert.equal((await save(a.seller + 1)).length, 0, "another seller's pair is refused");
-  assert.equal((await account(a.id)).mp_token_version, 1);
+  assert.equal((await accountRow(a.id)).mp_token_version, 1);
   const [saved] = await save(null);
   assert.equal(saved.mp_token_version, 2);
-  assert.equal(Number((await account(a.id)).mp_user_id), a.seller);
+  assert.equal(Number((await accountRow(a.id)).mp_user_id), a.seller);
 });
 
 Deno.test("invariant 6 through the escrow: a pair escrowed without its seller is checked at MercadoPago; another seller's is discarded, the own applied", async () => {
@@ -320,7 +300,7 @@ Deno.test("invariant 6 through the escrow: a pair escrowed without its seller is
     status: "failed",
     error: "escrow_rejected",
   }]);
-  const row = await account(mine.id);
+  const row = await accountRow(mine.id);
   assert.equal(row.mp_token_version, 1, "the master is unchanged");
   assert.equal(Number(row.mp_user_id), mine.seller);
   assert.ok((await cachedToken(mine.clientId)) !== stranger.access_token);
@@ -352,13 +332,13 @@ Deno.test("a worker terminated after its request left: the counted send stays, a
     1::bigint) as again`;
   assert.equal(again, false, "a second send of the same token is refused in SQL");
   // …and the worker dies here. While the lease lives nothing changes; then it runs out.
-  assert.equal((await account(a.id)).mp_state, "connected");
+  assert.equal((await accountRow(a.id)).mp_state, "connected");
   await adminDb()`update nv_accounts set mp_refresh_lease_expires_at = now() - interval '1 second'
     where id = ${a.id}`;
   const before = await sandbox.stats();
   const run = await call("mp-refresh", { account_id: a.id, force: true });
   assert.equal(run.body.claimed, 0);
-  const row = await account(a.id);
+  const row = await accountRow(a.id);
   assert.deepEqual([row.mp_state, row.mp_state_reason, row.mp_refresh_last_error], [
     "at_risk",
     "refresh_unconfirmed",

@@ -19,6 +19,7 @@ import {
   type MpGrant,
   newAccount,
   newClient,
+  pauseJobsDuringFile,
   sandbox,
   stack,
 } from "./_stack.ts";
@@ -81,21 +82,7 @@ async function refreshJob() {
   return job;
 }
 
-// The scheduled jobs are paused while this file's tests run (a scheduled refresh would take
-// their accounts, a scheduled reconcile would fill caches they expect empty) and those that were
-// active are active again after them; the pools close after the last test.
-let paused: string[] = [];
-Deno.test.beforeAll(async () => {
-  const rows = await backendDb()`update cron.job set active = false
-    where jobname in ('mp-refresh', 'mp-reconcile', 'mp-probe') and active returning jobname`;
-  paused = rows.map((r) => r.jobname);
-});
-Deno.test.afterAll(async () => {
-  await backendDb()`update cron.job set active = true where jobname = any(${
-    pgArray(paused)
-  }::text[])`;
-  await closeDbs();
-});
+pauseJobsDuringFile();
 
 Deno.test("the Backend migrations schedule mp-refresh every 10 minutes via pg_net and Vault, the key in apikey", async () => {
   const job = await refreshJob();

@@ -6,28 +6,19 @@
  */
 import assert from "node:assert/strict";
 import {
+  accountRow,
   adminDb,
   backendDb,
+  cachedToken,
   call,
-  closeDbs,
   newAccount,
   newClient,
+  pauseJobsDuringFile,
   provisionedPair,
   sandbox,
   supabase,
 } from "./_stack.ts";
-import { pgArray } from "../shared/platform/db.ts";
 import { MpConfigError, reportRejectedToken, withMpConfig } from "../client/mp_config.ts";
-
-async function account(id: string) {
-  const [row] = await adminDb()`select * from nv_accounts where id = ${id}`;
-  return row;
-}
-
-async function cachedToken(clientId: string): Promise<string | null> {
-  const [row] = await backendDb()`select mp_access_token from clients where id = ${clientId}`;
-  return row.mp_access_token;
-}
 
 /** A token MercadoPago still accepts, asked as checkout would (`/users/me`). */
 async function works(token: string): Promise<boolean> {
@@ -37,18 +28,7 @@ async function works(token: string): Promise<boolean> {
   return res.status === 200;
 }
 
-let paused: string[] = [];
-Deno.test.beforeAll(async () => {
-  const rows = await backendDb()`update cron.job set active = false
-    where jobname in ('mp-refresh', 'mp-reconcile', 'mp-probe') and active returning jobname`;
-  paused = rows.map((r) => r.jobname);
-});
-Deno.test.afterAll(async () => {
-  await backendDb()`update cron.job set active = true where jobname = any(${
-    pgArray(paused)
-  }::text[])`;
-  await closeDbs();
-});
+pauseJobsDuringFile();
 
 Deno.test("report of a dead token whose refresh token was never sent: verified, refreshed at once, the new token answered", async () => {
   const p = await provisionedPair();
@@ -62,7 +42,7 @@ Deno.test("report of a dead token whose refresh token was never sent: verified, 
   assert.equal(after.users_me_calls - before.users_me_calls, 1, "verified once at MercadoPago");
   assert.equal(after.refresh_token_reuse, before.refresh_token_reuse);
   assert.ok(await works(res.body.access_token), "a token MercadoPago accepts");
-  const row = await account(p.accountId);
+  const row = await accountRow(p.accountId);
   assert.equal(row.mp_state, "connected");
   assert.equal(row.mp_refresh_sends, 0);
   assert.ok((await cachedToken(p.clientId)) === res.body.access_token, "the cache holds it");
@@ -83,7 +63,7 @@ Deno.test("invariant 9: report of a dead grant → reauth_required, cache cleare
   const res = await call("get-mp-config", { client_id: p.clientId, rejected_token_version: 1 });
   assert.equal(res.status, 404);
   assert.equal(res.body.error.code, "mp_reauth_required");
-  const row = await account(p.accountId);
+  const row = await accountRow(p.accountId);
   assert.equal(row.mp_state, "reauth_required");
   assert.equal(row.mp_access_token_encrypted, null, "the master no longer holds it");
   assert.equal(await cachedToken(p.clientId), null, "nor the cache");
@@ -99,7 +79,7 @@ Deno.test("invariant 9: report of a dead grant → reauth_required, cache cleare
   assert.equal(again.status, 404);
   // mp-revoke ends reauth_required too.
   assert.equal((await call("mp-revoke", { account_id: p.accountId })).status, 200);
-  assert.equal((await account(p.accountId)).mp_state, "revoked");
+  assert.equal((await accountRow(p.accountId)).mp_state, "revoked");
 });
 
 Deno.test("report of a token MercadoPago still accepts: answered again, audit invalid_report_unconfirmed; at most one check a minute", async () => {
@@ -116,7 +96,7 @@ Deno.test("report of a token MercadoPago still accepts: answered again, audit in
   const events = await adminDb()`select event from mp_credential_events
     where account_id = ${p.accountId} and event = 'invalid_report_unconfirmed'`;
   assert.equal(events.length, 1);
-  assert.equal((await account(p.accountId)).mp_state, "connected");
+  assert.equal((await accountRow(p.accountId)).mp_state, "connected");
   // A report within the minute of a check that found the token dead answers as dead.
   await sandbox.invalidate(p.seller, "access");
   const within = await call("get-mp-config", { client_id: p.clientId, rejected_token_version: 1 });
@@ -193,7 +173,7 @@ Deno.test("mp-probe: a live token is verified; a silently killed one is replaced
     errors: 0,
     results: [{ account_id: live.accountId, state: "connected" }],
   });
-  assert.ok((await account(live.accountId)).mp_verified_at);
+  assert.ok((await accountRow(live.accountId)).mp_verified_at);
 
   const access = await provisionedPair();
   await sandbox.invalidate(access.seller, "access");
