@@ -4,6 +4,8 @@
  * `stack.env`, copies its output to a log file, and stops it on request.
  */
 
+import { parseEnvFile } from "../shared/operations/env_file.ts";
+
 const ROOT = new URL("../", import.meta.url).pathname;
 
 /** Where a launched stack lives. */
@@ -29,15 +31,8 @@ export interface LaunchedStack {
   stop(): Promise<void>;
 }
 
-/** Parses `KEY=value` lines. */
-export function parseEnvFile(text: string): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const line of text.split("\n")) {
-    const at = line.indexOf("=");
-    if (at > 0 && !line.startsWith("#")) env[line.slice(0, at)] = line.slice(at + 1);
-  }
-  return env;
-}
+/** Parses `KEY=value` lines (kept here for the stack's callers). */
+export { parseEnvFile };
 
 /** Copies a child's output stream into `file`, optionally echoing it to stdout. */
 export async function pump(stream: ReadableStream<Uint8Array>, file: Deno.FsFile, echo: boolean) {

@@ -11,7 +11,7 @@
 import { parseArgs } from "node:util";
 import { connect } from "../shared/platform/db.ts";
 import { createLogger } from "../shared/platform/log.ts";
-import { ADMIN_PROJECT, BACKEND_PROJECT, migrate } from "./migrate.ts";
+import { ADMIN_PROJECT, BACKEND_PROJECT, migrate } from "../shared/operations/migrate.ts";
 import { Cluster, ensureReachable, findPostgres, MissingPrerequisite } from "./postgres.ts";
 import { bootstrap } from "./bootstrap.ts";
 import { findPgbouncer, makeCertificate, Pooler } from "./pooler.ts";

@@ -12,7 +12,7 @@ import {
   BACKEND_PROJECT,
   migrate,
   MigrationError,
-} from "../local/migrate.ts";
+} from "../shared/operations/migrate.ts";
 import { scratchDatabase } from "../local/bootstrap.ts";
 
 type Sql = postgres.Sql;
