@@ -52,3 +52,14 @@ Deno.test("invariant 1: only shared/sync/ imports a cache-writing function of th
   assert.ok(scanned > 50, "the scan saw the tree");
   assert.deepEqual(offenders, [], "modules outside shared/sync/ that write the cache");
 });
+
+Deno.test("operator commands in scripts/ import nothing from local/ (the stand-ins for hosted Supabase and MercadoPago)", async () => {
+  const offenders: string[] = [];
+  for await (const path of sources("scripts")) {
+    const text = await Deno.readTextFile(`${ROOT}${path}`);
+    for (const m of text.matchAll(/(?:from|import)\s*\(?\s*"([^"]+)"/g)) {
+      if (/(^|\/)local\//.test(m[1])) offenders.push(`${path}: ${m[1]}`);
+    }
+  }
+  assert.deepEqual(offenders, []);
+});
