@@ -22,6 +22,25 @@ import { startNetWorker } from "./net_worker.ts";
 import { createAppPage } from "./app_page.ts";
 import { createPlatformReceiver } from "./platform_receiver.ts";
 
+/**
+ * The project's secrets every function gets (`supabase secrets set` on hosted Supabase), on top
+ * of what Supabase injects: the one list, for the stack's isolates and the tests' own serves.
+ */
+export const FUNCTION_SECRETS = [
+  "MP_TOKEN_KEYS",
+  "MP_CLIENT_ID",
+  "MP_CLIENT_SECRET",
+  "MP_REDIRECT_URI",
+  "MP_API_URL",
+  "MP_AUTH_URL",
+  "MP_OAUTH_PKCE",
+  "MP_WEBHOOK_SECRET",
+  "APP_RETURN_URL",
+  "PLATFORM_WEBHOOK_URL",
+  "PLATFORM_WEBHOOK_SECRETS",
+  "PLATFORM_WEBHOOK_TIMEOUT_MS",
+] as const;
+
 const ROOT = new URL("../", import.meta.url).pathname;
 const PROFILES = {
   dev: { dir: ".local/dev", base: 54321 },
@@ -241,20 +260,7 @@ async function serve(
     SUPABASE_ANON_KEY: anonKey,
     SUPABASE_SERVICE_ROLE_KEY: serviceRoleKey,
     ADMIN_DB_URL: adminPooler.url,
-    ...pick(
-      "MP_TOKEN_KEYS",
-      "MP_CLIENT_ID",
-      "MP_CLIENT_SECRET",
-      "MP_REDIRECT_URI",
-      "MP_API_URL",
-      "MP_AUTH_URL",
-      "MP_OAUTH_PKCE",
-      "MP_WEBHOOK_SECRET",
-      "APP_RETURN_URL",
-      "PLATFORM_WEBHOOK_URL",
-      "PLATFORM_WEBHOOK_SECRETS",
-      "PLATFORM_WEBHOOK_TIMEOUT_MS",
-    ),
+    ...pick(...FUNCTION_SECRETS),
     // The wall clock the gateway enforces, which mp-refresh budgets against.
     EDGE_WALL_CLOCK_MS: String(limits.wallClockMs),
   };

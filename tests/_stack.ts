@@ -8,6 +8,7 @@ import { connect, pgArray, type Sql } from "../shared/platform/db.ts";
 import { encryptSecret, importKeyRing, type KeyRing } from "../shared/platform/crypto.ts";
 import { parseKeyRing } from "../shared/platform/config.ts";
 import { Cluster } from "../local/postgres.ts";
+import { FUNCTION_SECRETS } from "../local/stack.ts";
 import type { MpGrant } from "../local/sandbox.ts";
 
 export type { MpGrant };
@@ -311,17 +312,10 @@ export function functionEnv(extra: Record<string, string> = {}): Record<string, 
     SUPABASE_SERVICE_ROLE_KEY: need("SERVICE_ROLE_KEY"),
     SUPABASE_SECRET_KEYS: JSON.stringify({ default: need("SECRET_KEY") }),
     ...Object.fromEntries(
-      [
-        "MP_TOKEN_KEYS",
-        "MP_CLIENT_ID",
-        "MP_CLIENT_SECRET",
-        "MP_REDIRECT_URI",
-        "MP_API_URL",
-        "MP_AUTH_URL",
-        "MP_OAUTH_PKCE",
-        "MP_WEBHOOK_SECRET",
-        "APP_RETURN_URL",
-      ].map((name) => [name, need(name)]),
+      FUNCTION_SECRETS.flatMap((name) => {
+        const value = Deno.env.get(name);
+        return value === undefined ? [] : [[name, value]];
+      }),
     ),
     ...extra,
   };
