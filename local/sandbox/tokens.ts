@@ -1,0 +1,71 @@
+/**
+ * The sandbox's `POST /oauth/token`: code exchanges (single-use codes, PKCE when a challenge was
+ * sent) and refreshes (single-use, rotated; a spent one presented again revokes its grant).
+ */
+import { mpError, type Params, readParams, s256 } from "./wire.ts";
+import { answer, failBefore, gone } from "./faults.ts";
+import { CODE_TTL_MS, type SandboxState, type TokenBody } from "./state.ts";
+
+/** A code exchange or a refresh, then the fault of this call, if any. */
+export async function token(s: SandboxState, req: Request): Promise<Response> {
+  s.stats.token_calls++;
+  if (s.holding && !(await s.hold(req.signal))) return gone();
+  const mode = s.takeFault("token");
+  const fail = await failBefore(s, req, mode);
+  if (fail) return fail;
+  const body = await readParams(req);
+  if (!body) return answer(mpError(400, "invalid_request", "malformed request body"), mode);
+  return answer(await grantTokens(s, body, mode === "other_seller"), mode);
+}
+
+/** Processes a token request: new tokens, or MercadoPago's error for it. */
+async function grantTokens(
+  s: SandboxState,
+  body: Params,
+  otherSeller: boolean,
+): Promise<Response | TokenBody> {
+  if (body.client_id !== s.opts.clientId || body.client_secret !== s.opts.clientSecret) {
+    return mpError(401, "invalid_client", "invalid client_id or client_secret");
+  }
+  if (body.code_verifier) s.issued.add(body.code_verifier);
+  if (body.grant_type === "authorization_code") return await exchangeCode(s, body, otherSeller);
+  if (body.grant_type === "refresh_token") return refresh(s, body, otherSeller);
+  if (!body.grant_type) return mpError(400, "invalid_request", "grant_type is required");
+  return mpError(400, "unsupported_grant_type", "unsupported grant_type");
+}
+
+/** `grant_type=authorization_code`: consumes the code and starts a new grant. */
+async function exchangeCode(s: SandboxState, body: Params, otherSeller: boolean) {
+  const entry = body.code === undefined ? undefined : s.codes.get(body.code);
+  if (!entry) return mpError(400, "invalid_grant", "invalid authorization code");
+  s.codes.delete(body.code!); // single use: any exchange attempt consumes the code
+  if (s.now() - entry.issuedAt > CODE_TTL_MS) {
+    return mpError(400, "invalid_grant", "authorization code expired");
+  }
+  if (entry.clientId !== body.client_id || entry.redirectUri !== body.redirect_uri) {
+    return mpError(400, "invalid_grant", "redirect_uri does not match");
+  }
+  if (entry.codeChallenge !== undefined) {
+    if (!body.code_verifier || (await s256(body.code_verifier)) !== entry.codeChallenge) {
+      return mpError(400, "invalid_grant", "invalid code_verifier");
+    }
+  }
+  return s.issueTokens(otherSeller ? s.seller() : entry.userId);
+}
+
+/** `grant_type=refresh_token`: spends the token for a new pair; reuse revokes the grant. */
+function refresh(s: SandboxState, body: Params, otherSeller: boolean): Response | TokenBody {
+  const entry = body.refresh_token === undefined
+    ? undefined
+    : s.refreshTokens.get(body.refresh_token);
+  if (!entry || entry.revoked) return mpError(400, "invalid_grant", "invalid refresh_token");
+  if (entry.used) {
+    s.stats.refresh_token_reuse++;
+    entry.grant.revoked = true; // every token of this grant stops working
+    return mpError(400, "invalid_grant", "refresh_token already used");
+  }
+  if (entry.grant.revoked) return mpError(400, "invalid_grant", "invalid refresh_token");
+  entry.used = true;
+  s.stats.refreshes++;
+  return s.issueTokens(otherSeller ? s.seller() : entry.grant);
+}

@@ -1,0 +1,19 @@
+/** The sandbox's `GET /users/me`: who a working access token belongs to. */
+import { mpError } from "./wire.ts";
+import { failBefore } from "./faults.ts";
+import type { SandboxState } from "./state.ts";
+
+/** The seller behind a working access token; 401 for any other. */
+export async function usersMe(s: SandboxState, req: Request): Promise<Response> {
+  s.stats.users_me_calls++;
+  const fail = await failBefore(s, req, s.takeFault("users_me"));
+  if (fail) return fail;
+  const auth = req.headers.get("authorization") ?? "";
+  const token = /^bearer /i.test(auth) ? auth.slice(7).trim() : "";
+  const entry = s.accessTokens.get(token);
+  if (!entry || !s.live(entry) || s.now() >= entry.expiresAt) {
+    return mpError(401, "unauthorized", "invalid access token");
+  }
+  const id = entry.grant.userId;
+  return Response.json({ id, nickname: `TESTUSER${id}`, site_id: "MLA" });
+}
