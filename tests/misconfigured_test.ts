@@ -51,6 +51,12 @@ function cases(): Record<string, { variable: string; value: string; method: "GET
       value: digits(12),
       method: "POST",
     },
+    "mp-deliver-events": {
+      variable: "PLATFORM_WEBHOOK_SECRETS",
+      value: `whsec_junk${marker()}!`,
+      method: "POST",
+    },
+    "mp-events": { variable: "ADMIN_DB_URL", value: `junk${marker()}`, method: "GET" },
   };
 }
 

@@ -58,7 +58,11 @@ export type Need =
   | "mpRedirectUri"
   | "mpWebhookSecret"
   | "appReturnUrl"
-  | "serverKeys";
+  | "serverKeys"
+  | "platformWebhook";
+
+/** Needs that may be unset (a feature left off) but never malformed. */
+const OPTIONAL_NEEDS: readonly Need[] = ["platformWebhook"];
 
 /** The environment variables behind each field: the first is named when it is missing. */
 export const VARIABLES: Record<Need, string[]> = {
@@ -80,6 +84,11 @@ export const VARIABLES: Record<Need, string[]> = {
   mpClientSecret: ["MP_CLIENT_SECRET"],
   mpRedirectUri: ["MP_REDIRECT_URI"],
   mpWebhookSecret: ["MP_WEBHOOK_SECRET"],
+  platformWebhook: [
+    "PLATFORM_WEBHOOK_URL",
+    "PLATFORM_WEBHOOK_SECRETS",
+    "PLATFORM_WEBHOOK_TIMEOUT_MS",
+  ],
   appReturnUrl: ["APP_RETURN_URL"],
   serverKeys: ["SUPABASE_SECRET_KEYS", "SUPABASE_SERVICE_ROLE_KEY"],
 };
@@ -269,6 +278,9 @@ export function requireConfig(config: Config, needs: readonly Need[]): void {
       const reason = config.problems.get(variable);
       if (reason) throw new MisconfiguredError(variable, reason);
     }
-    if (config[need] === undefined) throw new MisconfiguredError(VARIABLES[need][0], "not set");
+    if (OPTIONAL_NEEDS.includes(need)) continue;
+    if (config[need as Exclude<Need, "platformWebhook">] === undefined) {
+      throw new MisconfiguredError(VARIABLES[need][0], "not set");
+    }
   }
 }

@@ -24,7 +24,7 @@ export const handler = defineFunction({
   name: "mp-deliver-events",
   methods: ["POST"],
   auth: "server",
-  needs: ["adminDbUrl"],
+  needs: ["adminDbUrl", "platformWebhook"],
   async run({ req, ctx, log }) {
     const input = validate(Body, await readInput(req, { emptyIsObject: true }));
     const started = new Date();
