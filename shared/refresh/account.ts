@@ -14,7 +14,7 @@ import { breakerOpen, classifyRefreshFailure, unknownInARow } from "./outcome.ts
 import { mpPausedUntil, pauseAfterRateLimit } from "./rate_limit_pause.ts";
 import { buildEvent, recordAtRisk, recordFailed, recordNeedsReauth } from "./record.ts";
 import { applyEscrow, saveTokens } from "./save.ts";
-import { type RefreshResult, type Run, sleep } from "./types.ts";
+import { type AccountOutcome, type Run, sleep } from "./types.ts";
 
 /** What happened inside the MercadoPago slot. */
 type SlotOutcome =
@@ -23,17 +23,17 @@ type SlotOutcome =
   | { kind: "mp_error"; error: MpError }
   | { kind: "decrypt_error"; error: DecryptError };
 
-/** Takes one claimed account through the run, given the escrowed pairs (unknown: skip). */
+/**
+ * Takes one claimed account through the run, given the escrowed pairs (unknown: skip), and
+ * returns what it came to (its line, audit events, lease release, saved pair).
+ */
 export async function refreshAccount(
   run: Run,
   account: ClaimedAccount,
   escrows: Map<string, EscrowEntry> | undefined,
-): Promise<RefreshResult> {
+): Promise<AccountOutcome> {
   const id = account.id;
-  const skip = (reason: string): RefreshResult => {
-    run.unused.push(id);
-    return { account_id: id, status: "skipped", error: reason };
-  };
+  const skip = (reason: string) => skipped(id, reason);
   if (!escrows) return skip("escrow_unavailable");
   const escrow = escrows.get(id);
   if (escrow && escrow.baseVersion === account.mp_token_version) {
@@ -43,10 +43,28 @@ export async function refreshAccount(
   if (escrow) {
     // Taken from an older version: the credentials changed since (applied, or reconnected).
     await run.ctx.backend((sql) => deleteEscrow(sql, id, escrow.baseVersion)).catch(() => {});
-    run.events.push(
-      buildEvent(run, "escrow_discarded", account, { base_version: escrow.baseVersion }),
-    );
+    const discarded = buildEvent(run, "escrow_discarded", account, {
+      base_version: escrow.baseVersion,
+    });
+    const outcome = await callAndRecord(run, account);
+    return { ...outcome, events: [discarded, ...outcome.events] };
   }
+  return await callAndRecord(run, account);
+}
+
+/** An account this run leaves alone, its lease released for the next run. */
+function skipped(id: string, reason: string): AccountOutcome {
+  return {
+    result: { account_id: id, status: "skipped", error: reason },
+    events: [],
+    release: true,
+  };
+}
+
+/** One call to MercadoPago for the account (in a slot), and its outcome recorded. */
+async function callAndRecord(run: Run, account: ClaimedAccount): Promise<AccountOutcome> {
+  const id = account.id;
+  const skip = (reason: string) => skipped(id, reason);
 
   // The lease's end on this machine's clock, from the database's own now() at claim time.
   const leaseEnd = Date.now() + (account.lease_expires_at.getTime() - account.db_now.getTime());

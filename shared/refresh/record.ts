@@ -1,6 +1,7 @@
 /**
  * The recorders of a refresh run's outcomes: each writes what happened to one account (the
- * master's failure or re-authorization state, a log line) and queues its audit event.
+ * master's failure or re-authorization state, a log line) and returns it as an
+ * `AccountOutcome` with its audit event.
  */
 import type { AuditEvent } from "../store/audit.ts";
 import {
@@ -11,7 +12,7 @@ import {
   recordUnconfirmed,
 } from "../store/accounts.ts";
 import { SyncPipeline } from "../sync/sync_batch.ts";
-import { type RefreshResult, type Run } from "./types.ts";
+import type { AccountOutcome, Run, SavedPair } from "./types.ts";
 import { BACKOFF } from "./retry_schedules.ts";
 
 /**
@@ -20,13 +21,16 @@ import { BACKOFF } from "./retry_schedules.ts";
  * honours until it expires; should the run die first, reconciliation repairs the cache.
  */
 export function recordSynced(
-  run: Run,
   account: ClaimedAccount,
   saved: AccountRow,
   status: "refreshed" | "escrow_applied",
-): RefreshResult {
-  run.saved.push({ account, row: saved, status });
-  return { account_id: account.id, status };
+  accessToken?: string,
+): AccountOutcome {
+  return {
+    result: { account_id: account.id, status },
+    events: [],
+    saved: { account, row: saved, status, accessToken },
+  };
 }
 
 /** Cache rows a run writes per statement. */
@@ -34,43 +38,49 @@ const SYNC_PAGE = 500;
 
 /**
  * Writes the caches of the accounts saved this run, in version-fenced batches (one statement
- * per page instead of one per account), and records each success with its sync outcome.
+ * per page instead of one per account); returns each success's audit event with its sync
+ * outcome.
  */
-export async function syncSaved(run: Run): Promise<void> {
+export async function syncSaved(run: Run, saved: SavedPair[]): Promise<AuditEvent[]> {
   const outcomes = new Map<string, string>();
   const pipeline = new SyncPipeline(run.ctx, run.log);
+  const plaintext = new Map(
+    saved.flatMap((s) => s.accessToken === undefined ? [] : [[s.row.id, s.accessToken]]),
+  );
   try {
-    for (let i = 0; i < run.saved.length; i += SYNC_PAGE) {
-      await pipeline.add(run.saved.slice(i, i + SYNC_PAGE).map((s) => s.row), (done) => {
+    for (let i = 0; i < saved.length; i += SYNC_PAGE) {
+      await pipeline.add(saved.slice(i, i + SYNC_PAGE).map((s) => s.row), (done) => {
         for (const o of done) outcomes.set(o.accountId, o.result);
-      });
+      }, plaintext);
     }
     await pipeline.finish();
   } catch (err) {
     run.log.warn("MP credentials refreshed but not synced to the Backend DB", {
-      accounts: run.saved.length - outcomes.size,
-      account_ids: run.saved.filter((s) => !outcomes.has(s.account.id)).map((s) => s.account.id),
+      accounts: saved.length - outcomes.size,
+      account_ids: saved.filter((s) => !outcomes.has(s.account.id)).map((s) => s.account.id),
       error: err,
     });
   }
-  for (const { account, row, status } of run.saved) {
-    const sync = outcomes.get(account.id) ?? "failed";
-    run.events.push(
-      buildEvent(run, status, account, { token_version: row.mp_token_version, sync }, row),
-    );
-  }
+  return saved.map(({ account, row, status }) =>
+    buildEvent(run, status, account, {
+      token_version: row.mp_token_version,
+      sync: outcomes.get(account.id) ?? "failed",
+    }, row)
+  );
 }
 
 /** A save that lost the compare-and-swap: newer credentials (or another owner) won. */
-export function recordSuperseded(run: Run, account: ClaimedAccount): RefreshResult {
+export function recordSuperseded(run: Run, account: ClaimedAccount): AccountOutcome {
   run.log.warn("MP refresh lost the compare-and-swap; the newer credentials stay", {
     account_id: account.id,
     base_version: account.mp_token_version,
   });
-  run.events.push(
-    buildEvent(run, "refresh_superseded", account, { base_version: account.mp_token_version }),
-  );
-  return { account_id: account.id, status: "superseded", error: "superseded" };
+  return {
+    result: { account_id: account.id, status: "superseded", error: "superseded" },
+    events: [
+      buildEvent(run, "refresh_superseded", account, { base_version: account.mp_token_version }),
+    ],
+  };
 }
 
 /**
@@ -82,7 +92,7 @@ export async function recordFailed(
   account: ClaimedAccount,
   error: string,
   opts: { unsent: boolean; retryAfterMs?: number },
-): Promise<RefreshResult> {
+): Promise<AccountOutcome> {
   let state: Awaited<ReturnType<typeof recordFailure>>;
   try {
     state = await run.ctx.admin((sql) =>
@@ -105,14 +115,16 @@ export async function recordFailed(
     failures: state?.failures,
     next_attempt_at: state?.next_attempt_at?.toISOString(),
   });
-  run.events.push(
-    buildEvent(run, "refresh_failed", account, {
-      error,
-      failures: state?.failures ?? null,
-      next_attempt_at: state?.next_attempt_at?.toISOString() ?? null,
-    }),
-  );
-  return { account_id: account.id, status: "failed", error };
+  return {
+    result: { account_id: account.id, status: "failed", error },
+    events: [
+      buildEvent(run, "refresh_failed", account, {
+        error,
+        failures: state?.failures ?? null,
+        next_attempt_at: state?.next_attempt_at?.toISOString() ?? null,
+      }),
+    ],
+  };
 }
 
 /**
@@ -123,7 +135,7 @@ export async function recordNeedsReauth(
   run: Run,
   account: ClaimedAccount,
   reason: "invalid_grant" | "seller_mismatch",
-): Promise<RefreshResult> {
+): Promise<AccountOutcome> {
   try {
     await run.ctx.admin((sql) =>
       recordReauthRequired(sql, account.id, run.owner, account.mp_token_version, reason)
@@ -138,8 +150,10 @@ export async function recordNeedsReauth(
     account_id: account.id,
     reason,
   });
-  run.events.push(buildEvent(run, "reauth_required", account, { error: reason }));
-  return { account_id: account.id, status: "reauth_required", error: reason };
+  return {
+    result: { account_id: account.id, status: "reauth_required", error: reason },
+    events: [buildEvent(run, "reauth_required", account, { error: reason })],
+  };
 }
 
 /**
@@ -151,7 +165,7 @@ export async function recordAtRisk(
   run: Run,
   account: ClaimedAccount,
   error: string,
-): Promise<RefreshResult> {
+): Promise<AccountOutcome> {
   try {
     await run.ctx.admin((sql) =>
       recordUnconfirmed(sql, account.id, run.owner, account.mp_token_version, error)
@@ -167,8 +181,10 @@ export async function recordAtRisk(
     error,
     deadline: account.mp_token_expires_at?.toISOString(),
   });
-  run.events.push(buildEvent(run, "refresh_unconfirmed", account, { error }));
-  return { account_id: account.id, status: "at_risk", error };
+  return {
+    result: { account_id: account.id, status: "at_risk", error },
+    events: [buildEvent(run, "refresh_unconfirmed", account, { error })],
+  };
 }
 
 /** The audit event `name` of one account in this run (the run id added to its detail). */

@@ -8,9 +8,13 @@
  * a pair MercadoPago handed out is always kept in one database, and a call starts only while
  * the lease outlasts the call, the save and the escrow, so no later claimer can precede it.
  *
- * The steps live beside it: `account.ts` (one account), `may_start_call.ts` (the time
- * decision), `rate_limit_pause.ts` (the 429 pause), `save.ts` (save, retry, escrow),
- * `record.ts` (outcomes and audit events), `types.ts` (the run's shapes).
+ * A straight line: run → `account.ts` (one account: escrow or a MercadoPago call, the
+ * verdict of `outcome.ts`) → `save.ts` (save, retry, escrow) or `record.ts` (the failure
+ * recorded) → each returns an `AccountOutcome` (its line, audit events, lease release, saved
+ * pair) → the run's end writes the saved pairs' caches together (`syncSaved`, the batched sync
+ * of `shared/sync/`) and records the events. The only state the accounts share is the run's
+ * identity, budget and circuit breaker (`types.ts`). Beside them: `may_start_call.ts` (the time
+ * decision), `rate_limit_pause.ts` (the 429 pause), `retry_schedules.ts`.
  */
 import { recordEvents } from "../store/audit.ts";
 import type { Context } from "../platform/context.ts";
@@ -25,6 +29,7 @@ import {
 import { refreshAccount } from "./account.ts";
 import { syncSaved } from "./record.ts";
 import {
+  type AccountOutcome,
   DEFAULT_LIMIT,
   LEASE_MS,
   type RefreshOptions,
@@ -49,8 +54,8 @@ export async function runRefresh(
     if (n > 0) run.log.error("MP refreshes without an outcome flagged at risk", { accounts: n });
   }).catch((err) => run.log.warn("Could not flag unconfirmed refreshes", { error: err }));
   const { claimed, escrows } = await claimWithEscrows(run, opts, limit);
-  const results = await refreshAll(run, claimed, escrows);
-  return await finishRun(run, { claimed: claimed.length, results, limit, opts, started });
+  const outcomes = await refreshAll(run, claimed, escrows);
+  return await finishRun(run, { claimed: claimed.length, outcomes, limit, opts, started });
 }
 
 /**
@@ -73,9 +78,9 @@ export async function refreshLeasedAccount(
   } catch (err) {
     run.log.warn("Escrow check failed; the account is not refreshed now", { error: err });
   }
-  const [result] = await refreshAll(run, [account], escrows);
-  await finishRun(run, { claimed: 1, results: [result], limit: 1, opts, started });
-  return result;
+  const outcomes = await refreshAll(run, [account], escrows);
+  await finishRun(run, { claimed: 1, outcomes, limit: 1, opts, started });
+  return outcomes[0].result;
 }
 
 /** A run's shared state for `owner`. */
@@ -86,9 +91,6 @@ function newRun(ctx: Context, log: Logger, owner: string, opts: RefreshOptions):
     owner,
     requestId: opts.requestId,
     budgetEnd: Date.now() + (opts.budgetMs ?? RUN_BUDGET_MS),
-    events: [],
-    unused: [],
-    saved: [],
     breaker: { unknownInARow: 0, open: false },
   };
 }
@@ -98,14 +100,17 @@ function refreshAll(
   run: Run,
   claimed: ClaimedAccount[],
   escrows: Map<string, EscrowEntry> | undefined,
-): Promise<RefreshResult[]> {
+): Promise<AccountOutcome[]> {
   return Promise.all(
     claimed.map((account) =>
-      refreshAccount(run, account, escrows).catch((err): RefreshResult => {
+      refreshAccount(run, account, escrows).catch((err): AccountOutcome => {
         // One account's surprise must not take the run (and the others' answers) down with it;
         // its lease runs out on its own.
         run.log.error("MP refresh failed unexpectedly", { account_id: account.id, error: err });
-        return { account_id: account.id, status: "failed", error: "internal" };
+        return {
+          result: { account_id: account.id, status: "failed", error: "internal" },
+          events: [],
+        };
       })
     ),
   );
@@ -158,29 +163,34 @@ async function claimWithEscrows(
   return { claimed, escrows };
 }
 
-/** Releases the leases not used, records the run's audit events, logs and returns the report. */
+/**
+ * The run's end, from what its accounts came to: releases the leases not used, writes the saved
+ * pairs' caches, records the audit events, logs and returns the report.
+ */
 async function finishRun(
   run: Run,
   at: {
     claimed: number;
-    results: RefreshResult[];
+    outcomes: AccountOutcome[];
     limit: number;
     opts: RefreshOptions;
     started: number;
   },
 ): Promise<RefreshReport> {
   const { ctx, owner } = run;
-  const { results, limit, opts, started } = at;
-  if (run.unused.length > 0) {
-    await ctx.admin((sql) => releaseLeases(sql, owner, run.unused)).catch((err) =>
+  const { outcomes, limit, opts, started } = at;
+  const results: RefreshResult[] = outcomes.map((o) => o.result);
+  const unused = outcomes.filter((o) => o.release).map((o) => o.result.account_id);
+  if (unused.length > 0) {
+    await ctx.admin((sql) => releaseLeases(sql, owner, unused)).catch((err) =>
       run.log.warn("Could not release unused refresh leases", {
-        accounts: run.unused.length,
+        accounts: unused.length,
         error: err,
       })
     );
   }
-  await syncSaved(run);
-  await recordEvents(ctx, run.log, run.events);
+  const synced = await syncSaved(run, outcomes.flatMap((o) => o.saved ? [o.saved] : []));
+  await recordEvents(ctx, run.log, [...outcomes.flatMap((o) => o.events), ...synced]);
 
   const count = (...statuses: RefreshStatus[]) =>
     results.filter((r) => statuses.includes(r.status)).length;

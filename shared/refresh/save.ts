@@ -17,7 +17,7 @@ import {
 } from "../store/accounts.ts";
 import { ESCROW_RETRY_MS, SAVE_RETRY_MS } from "./retry_schedules.ts";
 import { buildEvent, recordSuperseded, recordSynced } from "./record.ts";
-import { type RefreshResult, type Run, sleep } from "./types.ts";
+import { type AccountOutcome, type Run, sleep } from "./types.ts";
 
 /** Encrypts a fresh pair for the account's master columns. */
 async function storedPair(
@@ -47,22 +47,23 @@ export async function saveTokens(
   account: ClaimedAccount,
   tokens: MpTokens,
   receivedAt: number,
-): Promise<RefreshResult> {
+): Promise<AccountOutcome> {
   const pair = await storedPair(run, account.id, tokens, receivedAt);
-  const saved = await saveWithRetries(run, account, pair);
-  if ("result" in saved) return saved.result;
+  const saved = await saveWithRetries(run, account, pair, tokens.access_token);
+  if ("outcome" in saved) return saved.outcome;
   return await escrowWithRetries(run, account, pair, saved.saveError);
 }
 
 /**
- * The compare-and-swap save of `pair`, retried; its outcome once recorded, or the last error
+ * The compare-and-swap save of `pair` (encrypted from `accessToken`), retried; its outcome once recorded, or the last error
  * when the Admin DB took none of the attempts.
  */
 async function saveWithRetries(
   run: Run,
   account: ClaimedAccount,
   pair: StoredPair,
-): Promise<{ result: RefreshResult } | { saveError: unknown }> {
+  accessToken: string,
+): Promise<{ outcome: AccountOutcome } | { saveError: unknown }> {
   const { ctx } = run;
   let saveError: unknown;
   for (let attempt = 0; attempt <= SAVE_RETRY_MS.length; attempt++) {
@@ -74,8 +75,8 @@ async function saveWithRetries(
       if (!saved && saveError !== undefined) {
         saved = await ctx.admin((sql) => readIfHolds(sql, account.id, pair.refreshTokenEncrypted));
       }
-      if (!saved) return { result: recordSuperseded(run, account) };
-      return { result: recordSynced(run, account, saved, "refreshed") };
+      if (!saved) return { outcome: recordSuperseded(run, account) };
+      return { outcome: recordSynced(account, saved, "refreshed", accessToken) };
     } catch (err) {
       saveError = err;
       if (attempt < SAVE_RETRY_MS.length) await sleep(SAVE_RETRY_MS[attempt]);
@@ -90,7 +91,7 @@ async function escrowWithRetries(
   account: ClaimedAccount,
   pair: StoredPair,
   saveError: unknown,
-): Promise<RefreshResult> {
+): Promise<AccountOutcome> {
   const { ctx, log } = run;
   const entry: EscrowEntry = {
     ...pair,
@@ -107,10 +108,10 @@ async function escrowWithRetries(
       });
       // Best effort: once the Admin DB is back, the next run may take the account at once.
       await ctx.admin((sql) => releaseLeases(sql, run.owner, [account.id])).catch(() => {});
-      run.events.push(
-        buildEvent(run, "escrowed", account, { base_version: account.mp_token_version }),
-      );
-      return { account_id: account.id, status: "escrowed", error: "admin_unavailable" };
+      return {
+        result: { account_id: account.id, status: "escrowed", error: "admin_unavailable" },
+        events: [buildEvent(run, "escrowed", account, { base_version: account.mp_token_version })],
+      };
     } catch (err) {
       if (attempt < ESCROW_RETRY_MS.length) await sleep(ESCROW_RETRY_MS[attempt]);
       else {
@@ -123,7 +124,7 @@ async function escrowWithRetries(
       }
     }
   }
-  return { account_id: account.id, status: "failed", error: "token_lost" };
+  return { result: { account_id: account.id, status: "failed", error: "token_lost" }, events: [] };
 }
 
 /** Applies an escrowed pair taken from the claimed version, instead of calling MercadoPago. */
@@ -131,7 +132,7 @@ export async function applyEscrow(
   run: Run,
   account: ClaimedAccount,
   escrow: EscrowEntry,
-): Promise<RefreshResult> {
+): Promise<AccountOutcome> {
   const { ctx, log } = run;
   let rejected: string | undefined;
   try {
@@ -143,8 +144,11 @@ export async function applyEscrow(
       account_id: account.id,
       error: err.message,
     });
-    run.unused.push(account.id);
-    return { account_id: account.id, status: "skipped", error: "escrow_unverifiable" };
+    return {
+      result: { account_id: account.id, status: "skipped", error: "escrow_unverifiable" },
+      events: [],
+      release: true,
+    };
   }
   if (rejected) {
     log.error("Escrowed MP token pair failed verification; discarded, the master is unchanged", {
@@ -152,9 +156,11 @@ export async function applyEscrow(
       reason: rejected,
     });
     await ctx.backend((sql) => deleteEscrow(sql, account.id, escrow.baseVersion)).catch(() => {});
-    run.events.push(buildEvent(run, "escrow_rejected", account, { reason: rejected }));
-    run.unused.push(account.id);
-    return { account_id: account.id, status: "failed", error: "escrow_rejected" };
+    return {
+      result: { account_id: account.id, status: "failed", error: "escrow_rejected" },
+      events: [buildEvent(run, "escrow_rejected", account, { reason: rejected })],
+      release: true,
+    };
   }
   // Only what was verified reaches the master: the ciphertexts and the expiry. The seller,
   // public key, mode and scope stay as stored.
@@ -170,7 +176,10 @@ export async function applyEscrow(
       error: err,
     });
     await ctx.admin((sql) => releaseLeases(sql, run.owner, [account.id])).catch(() => {});
-    return { account_id: account.id, status: "failed", error: "escrow_apply_failed" };
+    return {
+      result: { account_id: account.id, status: "failed", error: "escrow_apply_failed" },
+      events: [],
+    };
   }
   if (!saved) return recordSuperseded(run, account);
   await ctx.backend((sql) => deleteEscrow(sql, account.id, escrow.baseVersion)).catch((err) =>
@@ -179,7 +188,7 @@ export async function applyEscrow(
       error: err,
     })
   );
-  return recordSynced(run, account, saved, "escrow_applied");
+  return recordSynced(account, saved, "escrow_applied");
 }
 
 /** MercadoPago could not be asked whose an escrowed pair is; the pair stays in escrow. */

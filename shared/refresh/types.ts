@@ -57,19 +57,42 @@ export interface RefreshReport {
   results: RefreshResult[];
 }
 
-/** Shared state of one run: its owner (the lease holder), budget, audit events and accounts to release. */
+/**
+ * What a run shares among its accounts: who it is (the lease owner), its budget, and the
+ * circuit breaker (unknown outcomes in a row, `outcome.ts`). Everything else an account's
+ * steps produce is returned to the run as an {@link AccountOutcome}.
+ */
 export interface Run {
   ctx: Context;
   log: Logger;
   owner: string;
   requestId?: string;
   budgetEnd: number;
-  events: AuditEvent[];
-  unused: string[];
-  /** Unknown outcomes in a row (the circuit breaker, `outcome.ts`), and whether it tripped. */
   breaker: { unknownInARow: number; open: boolean };
-  /** Accounts saved this run, whose caches are written together at its end (`syncSaved`). */
-  saved: { account: ClaimedAccount; row: AccountRow; status: "refreshed" | "escrow_applied" }[];
+}
+
+/**
+ * A pair saved this run, whose cache is written with the others' at the run's end
+ * (`syncSaved`); `accessToken` is the plaintext it was encrypted from, so it is not decrypted
+ * again in the same process.
+ */
+export interface SavedPair {
+  account: ClaimedAccount;
+  row: AccountRow;
+  status: "refreshed" | "escrow_applied";
+  accessToken?: string;
+}
+
+/**
+ * What one account's way through a run produced: its line in the answer, its audit events,
+ * whether the run must release its lease (`release`: nothing was recorded that released it),
+ * and the pair it saved.
+ */
+export interface AccountOutcome {
+  result: RefreshResult;
+  events: AuditEvent[];
+  release?: boolean;
+  saved?: SavedPair;
 }
 
 /** Waits `ms` milliseconds. */

@@ -48,7 +48,12 @@ interface Decrypted {
  * Synchronous node:crypto (`decryptSecretSync`): a page of thousands takes a few milliseconds
  * per thousand of the event loop, a third of WebCrypto's CPU and no thread hop per value.
  */
-async function decryptRows(ctx: Context, log: Logger, rows: AccountRow[]): Promise<Decrypted> {
+async function decryptRows(
+  ctx: Context,
+  log: Logger,
+  rows: AccountRow[],
+  known?: Map<string, string>,
+): Promise<Decrypted> {
   const ring = await ctx.keys();
   const done: Decrypted = { rows, writes: [], out: new Map() };
   for (const a of rows) {
@@ -58,9 +63,8 @@ async function decryptRows(ctx: Context, log: Logger, rows: AccountRow[]): Promi
     }
     const connected = a.mp_connected && a.mp_access_token_encrypted !== null;
     try {
-      const accessToken = connected
-        ? decryptSecretSync(ring, a.id, "access_token", a.mp_access_token_encrypted!)
-        : null;
+      const accessToken = !connected ? null : known?.get(a.id) ??
+        decryptSecretSync(ring, a.id, "access_token", a.mp_access_token_encrypted!);
       done.writes.push({
         account: a,
         connected,
@@ -172,13 +176,18 @@ export class SyncPipeline {
     private opts: SyncOptions = {},
   ) {}
 
-  /** Queues the page `rows` resolves to; `done` gets its outcomes once it is written. */
+  /**
+   * Queues the page `rows` resolves to; `done` gets its outcomes once it is written. `known`:
+   * access tokens (by account id) this process encrypted into those rows itself, used as they
+   * are instead of decrypted again.
+   */
   async add(
     rows: AccountRow[] | Promise<AccountRow[]>,
     done: (outcomes: BatchOutcome[]) => void,
+    known?: Map<string, string>,
   ): Promise<void> {
     const decrypted = Promise.all([rows, this.#decrypting])
-      .then(([page]) => decryptRows(this.ctx, this.log, page));
+      .then(([page]) => decryptRows(this.ctx, this.log, page, known));
     this.#decrypting = decrypted.catch(() => {});
     this.#inFlight.push(
       decrypted.then((d) => writeRows(this.ctx, d, this.opts)).then(done).catch((err) => {
