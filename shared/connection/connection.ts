@@ -3,7 +3,7 @@
  * then the cache at the new version, and only then reports success (docs/invariants.md, invariant 2).
  * Connect stores the master first, then syncs the cache.
  */
-import { revokeAccount, storeConnection } from "../store/accounts.ts";
+import { revokeAccount, storeConnection } from "../store/connections.ts";
 import type { Context } from "../platform/context.ts";
 import { recordEvent } from "../store/audit.ts";
 import type { Logger } from "../platform/log.ts";

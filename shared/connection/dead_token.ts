@@ -8,7 +8,7 @@
  */
 import type { Context } from "../platform/context.ts";
 import type { Logger } from "../platform/log.ts";
-import { leaseAccount, recordTokenDead, releaseLeases } from "../store/accounts.ts";
+import { leaseAccount, recordTokenDead, releaseLeases } from "../store/refresh_leases.ts";
 import { recordEvent } from "../store/audit.ts";
 import { readEscrows } from "../store/escrow.ts";
 import { syncAccountRow } from "../sync/sync.ts";

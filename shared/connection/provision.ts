@@ -6,7 +6,7 @@
 import type { Context } from "../platform/context.ts";
 import { DomainError } from "../platform/errors.ts";
 import type { Logger } from "../platform/log.ts";
-import { linkAccount } from "../store/accounts.ts";
+import { linkAccount } from "../store/connections.ts";
 import { recordEvent } from "../store/audit.ts";
 import { readCache } from "../store/clients.ts";
 import { syncMpCredentialsToBackend } from "../sync/sync.ts";

@@ -3,7 +3,8 @@
  * batched, version-fenced sync, page by page (keyset on the account id). Idempotent, so an
  * interrupted run is resumed by running it again.
  */
-import { type AccountRow, countAccountPages, readAccountPage } from "../store/accounts.ts";
+import { type AccountRow } from "../store/accounts.ts";
+import { countAccountPages, readAccountPage } from "../store/account_scans.ts";
 import type { Context } from "../platform/context.ts";
 import { type Logger, scrub } from "../platform/log.ts";
 import { type BatchOutcome, SyncPipeline } from "../sync/sync_batch.ts";

@@ -9,7 +9,7 @@ import {
   type ConnectionState,
   readConnectionTotals,
   readStatusPage,
-} from "../store/accounts.ts";
+} from "../store/account_status.ts";
 import { readCacheStates } from "../store/clients.ts";
 import { readReconcileTotals, type ReconcileTotals } from "../store/reconcile_ledger.ts";
 import {

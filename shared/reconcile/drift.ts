@@ -7,7 +7,7 @@
  * handled in JavaScript (docs/scale.md).
  */
 import { type CacheState, findCacheDrift, readCachedClientsPage } from "../store/clients.ts";
-import { readLinkedVersionsPage, readVersionsOf, unlinkedAmong } from "../store/accounts.ts";
+import { readLinkedVersionsPage, readVersionsOf, unlinkedAmong } from "../store/account_scans.ts";
 import type { Context } from "../platform/context.ts";
 import type { JsonPage } from "../platform/db.ts";
 

@@ -6,7 +6,8 @@
  * slice of the keyspace from the saved cursors and stops early, where the drift it could not
  * repair begins, when its repair budget runs out (docs/scale.md).
  */
-import { type AccountRow, bumpAccountVersions, readAccounts } from "../store/accounts.ts";
+import { type AccountRow, readAccounts } from "../store/accounts.ts";
+import { bumpAccountVersions } from "../store/account_scans.ts";
 import { clearOrphanedCaches } from "../sync/sync.ts";
 import type { Context } from "../platform/context.ts";
 import {

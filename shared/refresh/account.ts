@@ -8,7 +8,7 @@ import { sharedLimiter } from "../platform/limiter.ts";
 import { shutdownReason } from "../platform/worker_life.ts";
 import { MpError, type MpTokens, refreshTokens } from "../mercadopago/api.ts";
 import { deleteEscrow, type EscrowEntry } from "../store/escrow.ts";
-import { beginRefreshCall, type ClaimedAccount } from "../store/accounts.ts";
+import { beginRefreshCall, type ClaimedAccount } from "../store/refresh_leases.ts";
 import { mayStartCall } from "./may_start_call.ts";
 import { breakerOpen, classifyRefreshFailure, unknownInARow } from "./outcome.ts";
 import { mpPausedUntil, pauseAfterRateLimit } from "./rate_limit_pause.ts";

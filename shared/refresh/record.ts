@@ -4,13 +4,13 @@
  * `AccountOutcome` with its audit event.
  */
 import type { AuditEvent } from "../store/audit.ts";
+import { type AccountRow } from "../store/accounts.ts";
 import {
-  type AccountRow,
   type ClaimedAccount,
   recordFailure,
   recordReauthRequired,
   recordUnconfirmed,
-} from "../store/accounts.ts";
+} from "../store/refresh_leases.ts";
 import { SyncPipeline } from "../sync/sync_batch.ts";
 import type { AccountOutcome, Run, SavedPair } from "./types.ts";
 import { BACKOFF } from "./retry_schedules.ts";

@@ -2,7 +2,7 @@
  * How often and how soon the refresh tries again: the backoff of failures MercadoPago provably
  * did not process, and the pauses between attempts to keep a pair MercadoPago handed out.
  */
-import type { Backoff } from "../store/accounts.ts";
+import type { Backoff } from "../store/refresh_leases.ts";
 
 /** Backoff of transient failures: 5 min · 2^failures, at most 6 h. */
 export const BACKOFF: Backoff = { baseMs: 5 * 60_000, capMs: 6 * 3600_000 };

@@ -25,7 +25,7 @@ import {
   type ClaimedAccount,
   flagUnconfirmedRefreshes,
   releaseLeases,
-} from "../store/accounts.ts";
+} from "../store/refresh_leases.ts";
 import { refreshAccount } from "./account.ts";
 import { syncSaved } from "./record.ts";
 import {

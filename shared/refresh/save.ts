@@ -6,15 +6,14 @@
 import { DecryptError, decryptSecret, encryptTokenPair } from "../platform/crypto.ts";
 import { checkAccessToken, MpError, type MpTokens } from "../mercadopago/api.ts";
 import { deleteEscrow, type EscrowEntry, writeEscrow } from "../store/escrow.ts";
+import { type AccountRow, readSellerId } from "../store/accounts.ts";
 import {
-  type AccountRow,
   type ClaimedAccount,
   readIfHolds,
-  readSellerId,
   releaseLeases,
   saveRefreshed,
   type StoredPair,
-} from "../store/accounts.ts";
+} from "../store/refresh_leases.ts";
 import { ESCROW_RETRY_MS, SAVE_RETRY_MS } from "./retry_schedules.ts";
 import { buildEvent, recordSuperseded, recordSynced } from "./record.ts";
 import { type AccountOutcome, type Run, sleep } from "./types.ts";

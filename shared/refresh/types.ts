@@ -5,7 +5,8 @@
 import type { AuditEvent } from "../store/audit.ts";
 import type { Context } from "../platform/context.ts";
 import type { Logger } from "../platform/log.ts";
-import type { AccountRow, ClaimedAccount } from "../store/accounts.ts";
+import type { AccountRow } from "../store/accounts.ts";
+import type { ClaimedAccount } from "../store/refresh_leases.ts";
 
 /** Accounts a run claims when the caller gives no limit. */
 export const DEFAULT_LIMIT = 100;

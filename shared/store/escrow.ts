@@ -3,7 +3,7 @@
  * master holds them) that MercadoPago handed out but the Admin DB would not take yet.
  */
 import { pgArray, type Sql } from "../platform/db.ts";
-import type { StoredPair } from "./accounts.ts";
+import type { StoredPair } from "./refresh_leases.ts";
 
 /** An escrowed pair and the Admin version it was refreshed from. */
 export interface EscrowEntry extends StoredPair {

@@ -1,0 +1,218 @@
+/**
+ * `nv_accounts` for the refresh (docs/invariants.md, invariants 3 and 4): claim and lease, the
+ * count of a refresh token's sends, the compare-and-swap save, failures, re-authorization, a
+ * confirmed dead token, each one SQL function (docs/atomic-state.md).
+ */
+import { pgArray, type Sql } from "../platform/db.ts";
+import { accountColumns, AccountRow } from "./accounts.ts";
+
+/** An account a run claimed: its version, encrypted refresh token and lease. */
+export interface ClaimedAccount {
+  id: string;
+  mp_token_version: number;
+  mp_refresh_token: string;
+  backend_client_id: string | null;
+  /** The account's MercadoPago seller (a refresh answer for another is never stored). */
+  mp_user_id: number | null;
+  /** Requests with this refresh token that may have reached MercadoPago (invariant 3). */
+  mp_refresh_sends: number;
+  mp_token_expires_at: Date | null;
+  lease_expires_at: Date;
+  db_now: Date;
+}
+
+/** What to claim: how many, the due window, the lease, one account only, forced. */
+export interface ClaimRequest {
+  owner: string;
+  limit: number;
+  dueWithinDays: number;
+  leaseMs: number;
+  accountId?: string;
+  force: boolean;
+  /** Accounts with a pair waiting in the Backend escrow: claimable whether due or not. */
+  escrowed: string[];
+}
+
+/** Claims due accounts under a lease owned by `req.owner` (FOR UPDATE SKIP LOCKED). */
+export function claimDueAccounts(sql: Sql, req: ClaimRequest): Promise<ClaimedAccount[]> {
+  return sql<ClaimedAccount[]>`
+    select * from mp_claim_due_accounts(
+      ${req.owner}::uuid, ${req.limit}::int, make_interval(days => ${req.dueWithinDays}::int),
+      make_interval(secs => ${req.leaseMs / 1000}::float8), ${req.accountId ?? null}::uuid,
+      ${req.force}::boolean, ${pgArray(req.escrowed)}::uuid[])`;
+}
+
+/** A refreshed pair as stored: ciphertexts plus what MercadoPago said about it. */
+export interface StoredPair {
+  accessTokenEncrypted: string;
+  refreshTokenEncrypted: string;
+  expiresIn: number;
+  tokenExpiresAt: Date;
+  userId: number | null;
+  publicKey: string | null;
+  liveMode: boolean | null;
+  scope: string | null;
+}
+
+/**
+ * Saves a refreshed pair only while the account is still at `baseVersion` and leased by
+ * `owner`; returns the saved row for the sync, or undefined when the CAS was lost.
+ */
+export async function saveRefreshed(
+  sql: Sql,
+  accountId: string,
+  owner: string,
+  baseVersion: number,
+  pair: StoredPair,
+): Promise<AccountRow | undefined> {
+  const [row] = await sql<AccountRow[]>`
+    select * from mp_save_refreshed(
+      ${accountId}::uuid, ${owner}::uuid, ${baseVersion}::bigint,
+      ${pair.accessTokenEncrypted}, ${pair.refreshTokenEncrypted}, ${pair.expiresIn}::int,
+      ${pair.tokenExpiresAt}::timestamptz, ${pair.userId}::bigint, ${pair.publicKey}::text,
+      ${pair.liveMode}::boolean, ${pair.scope}::text)`;
+  return row;
+}
+
+/** The backoff state a recorded failure left. */
+export interface FailureState {
+  failures: number;
+  next_attempt_at: Date;
+}
+
+/** Backoff of transient failures: base · 2^failures, capped. */
+export interface Backoff {
+  baseMs: number;
+  capMs: number;
+}
+
+/**
+ * Records a transient failure (counted, backed off or Retry-After) and releases the lease;
+ * `unsent`: the request counted by {@link beginRefreshCall} provably never reached MercadoPago.
+ */
+export async function recordFailure(
+  sql: Sql,
+  accountId: string,
+  owner: string,
+  baseVersion: number,
+  failure: { error: string; backoff: Backoff; retryAfterMs?: number; unsent: boolean },
+): Promise<FailureState | undefined> {
+  const seconds = (ms: number | undefined) => ms === undefined ? null : ms / 1000;
+  const [row] = await sql<FailureState[]>`
+    select * from mp_record_refresh_failure(
+      ${accountId}::uuid, ${owner}::uuid, ${baseVersion}::bigint, ${failure.error},
+      make_interval(secs => ${seconds(failure.retryAfterMs)}::float8),
+      make_interval(secs => ${seconds(failure.backoff.baseMs)}::float8),
+      make_interval(secs => ${seconds(failure.backoff.capMs)}::float8),
+      ${failure.unsent}::boolean)`;
+  return row;
+}
+
+/** Why an account needs re-authorization (docs/contract.md, connection states). */
+export type ReauthReason = "invalid_grant" | "seller_mismatch" | "token_dead";
+
+/** Marks the account as needing re-authorization and releases the lease; false if not owner. */
+export async function recordReauthRequired(
+  sql: Sql,
+  accountId: string,
+  owner: string,
+  baseVersion: number,
+  reason: ReauthReason = "invalid_grant",
+): Promise<boolean> {
+  const [row] = await sql<{ ok: boolean }[]>`
+    select mp_record_reauth_required(${accountId}::uuid, ${owner}::uuid, ${baseVersion}::bigint,
+      ${reason}) as ok`;
+  return row.ok;
+}
+
+/**
+ * Counts the request about to carry the account's refresh token, before it is sent
+ * (`mp_begin_refresh_call`); false when it may not be sent: the token may already have
+ * reached MercadoPago (and this is not its last-resort attempt), or the lease is gone.
+ */
+export async function beginRefreshCall(
+  sql: Sql,
+  accountId: string,
+  owner: string,
+  baseVersion: number,
+): Promise<boolean> {
+  const [row] = await sql<{ ok: boolean }[]>`
+    select mp_begin_refresh_call(${accountId}::uuid, ${owner}::uuid, ${baseVersion}::bigint)
+      as ok`;
+  return row.ok;
+}
+
+/** Records a refresh whose outcome is unknown (at_risk) and releases the lease; false if not owner. */
+export async function recordUnconfirmed(
+  sql: Sql,
+  accountId: string,
+  owner: string,
+  baseVersion: number,
+  error: string,
+): Promise<boolean> {
+  const [row] = await sql<{ ok: boolean }[]>`
+    select mp_record_refresh_unconfirmed(${accountId}::uuid, ${owner}::uuid,
+      ${baseVersion}::bigint, ${error}) as ok`;
+  return row.ok;
+}
+
+/** Marks refreshes left without an outcome by a dead worker (lease over) as at_risk; how many. */
+export async function flagUnconfirmedRefreshes(sql: Sql): Promise<number> {
+  const [row] = await sql<{ n: number }[]>`select mp_flag_unconfirmed_refreshes() as n`;
+  return row.n;
+}
+
+/** Leases one connected account whatever its refresh state (no live lease of another owner). */
+export async function leaseAccount(
+  sql: Sql,
+  accountId: string,
+  owner: string,
+  leaseMs: number,
+): Promise<ClaimedAccount | undefined> {
+  const [row] = await sql<ClaimedAccount[]>`
+    select * from mp_lease_account(${accountId}::uuid, ${owner}::uuid,
+      make_interval(secs => ${leaseMs / 1000}::float8))`;
+  return row;
+}
+
+/**
+ * Clears an access token MercadoPago confirmed dead, at a new version, under `owner`'s lease
+ * (`mp_record_token_dead`): the row for the cache write and whether its refresh token is unsent.
+ */
+export async function recordTokenDead(
+  sql: Sql,
+  accountId: string,
+  owner: string,
+  baseVersion: number,
+): Promise<(AccountRow & { mp_refresh_sends: number }) | undefined> {
+  const [row] = await sql<(AccountRow & { mp_refresh_sends: number })[]>`
+    select * from mp_record_token_dead(${accountId}::uuid, ${owner}::uuid,
+      ${baseVersion}::bigint)`;
+  return row;
+}
+
+/** Releases the leases `owner` holds on `accountIds`; returns how many it released. */
+export async function releaseLeases(
+  sql: Sql,
+  owner: string,
+  accountIds: string[],
+): Promise<number> {
+  if (accountIds.length === 0) return 0;
+  const [row] = await sql<{ n: number }[]>`
+    select mp_release_refresh_leases(${owner}::uuid, ${pgArray(accountIds)}::uuid[]) as n`;
+  return row.n;
+}
+
+/** The account as the sync needs it, when it holds exactly this refresh-token ciphertext. */
+export async function readIfHolds(
+  sql: Sql,
+  accountId: string,
+  refreshTokenEncrypted: string,
+): Promise<AccountRow | undefined> {
+  const [row] = await sql<AccountRow[]>`
+    select ${accountColumns(sql)}
+      from nv_accounts where id = ${accountId} and mp_refresh_token = ${refreshTokenEncrypted}`;
+  return row;
+}
+
+// ---- Drift detection and status (read-only) ----
