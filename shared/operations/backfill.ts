@@ -3,6 +3,7 @@
  * batched, version-fenced sync, page by page (keyset on the account id). Idempotent, so an
  * interrupted run is resumed by running it again.
  */
+import { forEachPage } from "../platform/pipeline.ts";
 import { type AccountRow } from "../store/accounts.ts";
 import { countAccountPages, readAccountPage } from "../store/account_scans.ts";
 import type { Context } from "../platform/context.ts";
@@ -80,14 +81,12 @@ export async function runBackfill(
     // While one page is written, the next is decrypted and the one after is read.
     // Most caches are current on a rerun: only the ones behind are sent to the fenced write.
     const sync = new SyncPipeline(ctx, log, { dryRun: opts.dryRun, skipCurrent: true });
-    let next: Promise<AccountRow[]> | undefined = page(null);
     try {
-      while (next) {
-        const rows: AccountRow[] = await next;
-        next = rows.length === limit ? page(rows[rows.length - 1].id) : undefined;
-        next?.catch(() => {}); // awaited on the next turn; an early exit must not leave it unhandled
-        await sync.add(rows, tally);
-      }
+      await forEachPage(
+        (last: AccountRow | undefined) => page(last?.id ?? null),
+        limit,
+        (rows) => sync.add(rows, tally),
+      );
     } catch (err) {
       await sync.finish().catch(() => {}); // pages in flight end before the summary is made
       throw err;

@@ -12,6 +12,7 @@
  * per value), the next page is read while the current one is re-encrypted and written, two
  * page writes may be in flight, and memory holds only those pages.
  */
+import { BoundedTasks, forEachPage } from "../platform/pipeline.ts";
 import type { Context } from "../platform/context.ts";
 import {
   DecryptError,
@@ -300,25 +301,17 @@ async function rotateTable(
     onProgress(b.handled);
   };
 
-  const writing: Promise<void>[] = [];
-  let failure: unknown;
-  let next: Promise<StaleRow[]> | undefined = read(null);
-  while (next) {
-    const page: StaleRow[] = await next;
-    next = page.length === batchSize ? read(page[page.length - 1].key) : undefined;
-    next?.catch(() => {}); // awaited on the next turn; an early exit must not leave it unhandled
-    if (page.length > 0) {
-      writing.push(
-        write(reencrypt(page)).catch((err) => {
-          failure ??= err;
-        }),
-      );
-    }
-    if (writing.length >= WRITES_IN_FLIGHT) await writing.shift();
-    if (failure) break;
+  const writing = new BoundedTasks(WRITES_IN_FLIGHT);
+  try {
+    await forEachPage(
+      (last: StaleRow | undefined) => read(last?.key ?? null),
+      batchSize,
+      (page) => page.length > 0 ? writing.add(write(reencrypt(page))) : Promise.resolve(),
+    );
+  } finally {
+    await writing.finish().catch(() => {}); // writes in flight end before the error is rethrown
   }
-  await Promise.all(writing);
-  if (failure) throw failure;
+  await writing.finish();
   return out;
 }
 

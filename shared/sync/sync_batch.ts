@@ -4,6 +4,7 @@
  * version-fenced statement per page (`writeCacheBatch`), with the outcomes `syncAccountRow`
  * reports for one account.
  */
+import { BoundedTasks } from "../platform/pipeline.ts";
 import type { AccountRow } from "../store/accounts.ts";
 import {
   type BatchCacheResult,
@@ -167,8 +168,7 @@ const PIPELINE_DEPTH = 3;
  */
 export class SyncPipeline {
   #decrypting: Promise<unknown> = Promise.resolve();
-  #inFlight: Promise<void>[] = [];
-  #failure: unknown;
+  #writes = new BoundedTasks(PIPELINE_DEPTH);
 
   constructor(
     private ctx: Context,
@@ -189,18 +189,11 @@ export class SyncPipeline {
     const decrypted = Promise.all([rows, this.#decrypting])
       .then(([page]) => decryptRows(this.ctx, this.log, page, known));
     this.#decrypting = decrypted.catch(() => {});
-    this.#inFlight.push(
-      decrypted.then((d) => writeRows(this.ctx, d, this.opts)).then(done).catch((err) => {
-        this.#failure ??= err;
-      }),
-    );
-    if (this.#inFlight.length >= PIPELINE_DEPTH) await this.#inFlight.shift();
-    if (this.#failure) throw this.#failure;
+    await this.#writes.add(decrypted.then((d) => writeRows(this.ctx, d, this.opts)).then(done));
   }
 
   /** Waits for every page added; rethrows the first error. */
   async finish(): Promise<void> {
-    await Promise.all(this.#inFlight.splice(0));
-    if (this.#failure) throw this.#failure;
+    await this.#writes.finish();
   }
 }
