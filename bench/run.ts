@@ -14,6 +14,7 @@ import { checkoutBench, checkoutNotes } from "./checkout.ts";
 import { refreshBench } from "./refresh.ts";
 import { backfillBench } from "./backfill.ts";
 import { scaleBench } from "./scale.ts";
+import { eventsBench } from "./events.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const STATE_DIR = ".local/bench";
@@ -27,6 +28,7 @@ const BENCHES: [string, Bench][] = [
   ["refresh", refreshBench],
   ["backfill", backfillBench],
   ["scale", scaleBench],
+  ["events", eventsBench],
 ];
 
 /** Environment additions that make each benchmark small under `--quick`. */
@@ -35,6 +37,7 @@ const QUICK_ENV: Record<string, string> = {
   BENCH_BACKFILL_ACCOUNTS: "1000",
   BENCH_BACKFILL_NAIVE_SAMPLE: "100",
   BENCH_SCALE_ACCOUNTS: "2000",
+  BENCH_EVENTS: "2000",
 };
 
 async function text(cmd: string, args: string[]): Promise<string> {
@@ -159,6 +162,9 @@ function results(
     "edge runtime counts it; heap as the isolate reports it while it serves the request), wall " +
     "clock is the caller's. The first request an isolate serves carries its warm-up (JIT, " +
     "connections), which is where the max figures come from.",
+    "- **Events.** See the header comment of `bench/events.ts` and docs/events.md (\"Bursts\"): " +
+    "every run's CPU, wall and heap are the gateway's per-request figures (the successors are " +
+    "called by the runs themselves, so their wall clock is the gateway's, queueing included).",
     "",
   ].join("\n");
 }
