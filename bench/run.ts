@@ -162,7 +162,7 @@ function results(
     "edge runtime counts it; heap as the isolate reports it while it serves the request), wall " +
     "clock is the caller's. The first request an isolate serves carries its warm-up (JIT, " +
     "connections), which is where the max figures come from.",
-    "- **Events.** See the header comment of `bench/events.ts` and docs/events.md (\"Bursts\"): " +
+    '- **Events.** See the header comment of `bench/events.ts` and docs/events.md ("Bursts"): ' +
     "every run's CPU, wall and heap are the gateway's per-request figures (the successors are " +
     "called by the runs themselves, so their wall clock is the gateway's, queueing included).",
     "",

@@ -104,7 +104,9 @@ export async function continueDelivery(
     }
     const url = new URL("functions/v1/mp-deliver-events", base.endsWith("/") ? base : `${base}/`);
     const body = JSON.stringify({ limit, chain: run.chain + 1 });
-    const started = await Promise.all(Array.from({ length: n }, () => startOne(url, key, body, log)));
+    const started = await Promise.all(
+      Array.from({ length: n }, () => startOne(url, key, body, log)),
+    );
     const count = started.filter(Boolean).length;
     log.info("Delivery continued", {
       chain: run.chain + 1,
