@@ -259,5 +259,8 @@ if (import.meta.main) {
     ...env,
     ...(size ? { BENCH_EVENTS: size } : {}),
   });
-  console.table(rows);
+  const { markdownTable, textTable } = await import("./table.ts");
+  console.log(textTable(rows));
+  console.log("");
+  console.log(markdownTable(rows));
 }
