@@ -505,7 +505,7 @@ async function allDelivered(accounts: string[]): Promise<boolean> {
   return n === 0;
 }
 
-Deno.test("delivery: parallel runs deliver every event once, in order per account", async () => {
+Deno.test("delivery: parallel runs deliver every event, in order per account", async () => {
   startReceiver();
   receiver.mode = "ok";
   await parkOthers([]);
