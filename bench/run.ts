@@ -11,10 +11,14 @@ import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { launchStack } from "../local/launch.ts";
 import type { Bench, BenchRow } from "./types.ts";
+import { markdownTable, textTable } from "./table.ts";
+
+export { markdownTable, textTable };
 import { checkoutBench, checkoutNotes } from "./checkout.ts";
 import { refreshBench } from "./refresh.ts";
 import { backfillBench } from "./backfill.ts";
 import { scaleBench } from "./scale.ts";
+import { eventsBench } from "./events.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const STATE_DIR = ".local/bench";
@@ -29,6 +33,7 @@ const BENCHES: [string, Bench][] = [
   ["refresh", refreshBench],
   ["backfill", backfillBench],
   ["scale", scaleBench],
+  ["events", eventsBench],
 ];
 
 /** Environment additions that make each benchmark small under `--quick`. */
@@ -37,6 +42,7 @@ const QUICK_ENV: Record<string, string> = {
   BENCH_BACKFILL_ACCOUNTS: "1000",
   BENCH_BACKFILL_NAIVE_SAMPLE: "100",
   BENCH_SCALE_ACCOUNTS: "2000",
+  BENCH_EVENTS: "2000",
 };
 
 async function text(cmd: string, args: string[]): Promise<string> {
@@ -92,44 +98,6 @@ async function pauseSchedules(env: Record<string, string>) {
   }
 }
 
-const COLUMNS: (keyof BenchRow)[] = [
-  "bench",
-  "metric",
-  "value",
-  "baseline",
-  "ratio",
-  "target",
-  "met",
-];
-
-function cell(row: BenchRow, col: keyof BenchRow): string {
-  const v = row[col];
-  if (col === "met") return v === null ? "" : v ? "yes" : "NO";
-  return String(v);
-}
-
-/** The rows as a plain-text table for the terminal. */
-export function textTable(rows: BenchRow[]): string {
-  const widths = COLUMNS.map((c) => Math.max(c.length, ...rows.map((r) => [...cell(r, c)].length)));
-  const line = (cells: string[]) =>
-    cells.map((c, i) => c + " ".repeat(widths[i] - [...c].length)).join("  ").trimEnd();
-  return [
-    line(COLUMNS),
-    line(widths.map((w) => "-".repeat(w))),
-    ...rows.map((r) => line(COLUMNS.map((c) => cell(r, c)))),
-  ].join("\n");
-}
-
-/** The rows as a Markdown table. */
-export function markdownTable(rows: BenchRow[]): string {
-  const esc = (s: string) => s.replaceAll("|", "\\|");
-  return [
-    `| ${COLUMNS.join(" | ")} |`,
-    `| ${COLUMNS.map(() => "---").join(" | ")} |`,
-    ...rows.map((r) => `| ${COLUMNS.map((c) => esc(cell(r, c))).join(" | ")} |`),
-  ].join("\n");
-}
-
 function results(
   rows: BenchRow[],
   host: [string, string][],
@@ -161,6 +129,9 @@ function results(
     "edge runtime counts it; heap as the isolate reports it while it serves the request), wall " +
     "clock is the caller's. The first request an isolate serves carries its warm-up (JIT, " +
     "connections), which is where the max figures come from.",
+    '- **Events.** See the header comment of `bench/events.ts` and docs/events.md ("Bursts"): ' +
+    "every run's CPU, wall and heap are the gateway's per-request figures (the successors are " +
+    "called by the runs themselves, so their wall clock is the gateway's, queueing included).",
     "",
   ].join("\n");
 }

@@ -30,10 +30,10 @@ const HEALTH_CALLS = 20;
 const REFRESH = { accounts: 5000, quickAccounts: 500, limit: 500, latencyMs: 50 };
 /** mp-probe: due accounts (real sandbox grants) and the schedule its capacity is computed for. */
 const PROBE = { accounts: 1000, quickAccounts: 200, runsPerDay: 1440, intervalDays: 7 };
-const LIMITS = { cpuMs: 1000, healthCpuMs: 250, wallMs: 60_000, heapMb: 256 };
+export const LIMITS = { cpuMs: 1000, healthCpuMs: 250, wallMs: 60_000, heapMb: 256 };
 
 /** One invocation as the gateway accounted it. */
-interface Invocation {
+export interface Invocation {
   status: number;
   body: Record<string, unknown>;
   cpuMs: number;
@@ -44,7 +44,7 @@ interface Invocation {
 }
 
 /** The gateway's "Edge request" line for `requestId` in the stack log (waits for the flush). */
-async function gatewayLine(logFile: string, requestId: string) {
+export async function gatewayLine(logFile: string, requestId: string) {
   for (let i = 0; i < 100; i++) {
     const text = await Deno.readTextFile(logFile);
     const at = text.lastIndexOf(`"request_id":"${requestId}"`);
@@ -59,7 +59,7 @@ async function gatewayLine(logFile: string, requestId: string) {
 }
 
 /** Calls function `name` through the gateway and reads what it cost from the gateway's log. */
-async function invoke(
+export async function invoke(
   env: Record<string, string>,
   logFile: string,
   name: string,
@@ -94,7 +94,7 @@ const max = (xs: number[]) => Math.max(...xs);
 const f0 = (n: number) => n.toFixed(0);
 
 /** The CPU, wall and heap rows of a series of invocations, against the limits. */
-function costRows(label: string, runs: Invocation[], cpuLimitMs: number): BenchRow[] {
+export function costRows(label: string, runs: Invocation[], cpuLimitMs: number): BenchRow[] {
   const cpu = runs.map((r) => r.cpuMs);
   const wall = runs.map((r) => r.wallMs);
   const heap = runs.map((r) => r.heapMb);

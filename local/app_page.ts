@@ -1,10 +1,18 @@
 /**
  * The small page at APP_RETURN_URL where a person sees the local accounts and connects or
- * revokes them through the sandbox: plain server-rendered HTML with forms. Connect and
- * Revoke call mp-oauth-start and mp-revoke server side with the stack's secret key.
+ * revokes them through the sandbox: plain server-rendered HTML with forms. Per account it shows
+ * both databases side by side — the Admin DB's master (connection state, seller, token
+ * version) and the Backend DB's cache (client, cached version, token held) — and below, the
+ * events the platform's receiver (`/platform/events`, local/platform_receiver.ts) got, each
+ * verified with the `standardwebhooks` library. Connect and Revoke call mp-oauth-start and
+ * mp-revoke server side with the stack's secret key; Approve client creates a Backend `clients`
+ * row and calls provision-step-7-1 (link and sync); Break at MercadoPago kills the seller's
+ * grant in the sandbox (`/__sandbox/invalidate`, scope `grant`) and has mp-probe verify the
+ * account's token now, which finds it dead.
  */
 import type { Fetch } from "./gateway.ts";
-import { connect, type Sql } from "../shared/platform/db.ts";
+import type { ReceivedEvent } from "./platform_receiver.ts";
+import { connect, pgArray, type Sql } from "../shared/platform/db.ts";
 import { createLogger } from "../shared/platform/log.ts";
 
 /** What the page needs: where the functions are and the key it calls them with. */
@@ -12,6 +20,20 @@ export interface AppPageOptions {
   functionsUrl: string;
   serverKey: string;
   adminDbUrl: string;
+  /** The Backend DB (the cache side); without it the cache columns show "—". */
+  backendDbUrl?: string;
+  /** The MercadoPago sandbox, for Break at MercadoPago. */
+  sandboxUrl?: string;
+  /** The events the platform's receiver got, oldest first. */
+  events?: () => readonly ReceivedEvent[];
+}
+
+/** A Backend `clients` row as the page shows it: the cache of an account's credentials. */
+interface CacheView {
+  id: string;
+  mp_token_version: number | null;
+  has_token: boolean;
+  mp_synced_at: Date | null;
 }
 
 interface AccountView {
@@ -39,6 +61,8 @@ const REASONS: Record<string, string> = {
     "MercadoPago authorized a different seller than this account's; use Connect another seller to replace it",
   account_not_found: "the account does not exist",
   unavailable: "a database could not be reached",
+  mp_not_connected: "the account is not connected to MercadoPago, so there is nothing to sync",
+  no_seller: "the account has no MercadoPago seller to break",
 };
 
 function esc(value: unknown): string {
@@ -62,6 +86,19 @@ function banner(query: URLSearchParams): string {
   if (query.get("mp") === "revoked") {
     return `<p class="banner ok" id="result">Account ${account} was disconnected.</p>`;
   }
+  if (query.get("mp") === "approved") {
+    const client = `<code id="result-client">${esc(query.get("client_id"))}</code>`;
+    return query.get("synced") === "true"
+      ? `<p class="banner ok" id="result">Client ${client} approved: linked to account ${account} and synced.</p>`
+      : `<p class="banner ok" id="result">Client ${client} approved and linked to account ${account}; not synced (${
+        esc(REASONS[query.get("reason") ?? ""] ?? query.get("reason"))
+      }).</p>`;
+  }
+  if (query.get("mp") === "broken") {
+    return `<p class="banner ok" id="result">MercadoPago killed the grant of account ${account}; mp-probe found its token <code>${
+      esc(query.get("probe"))
+    }</code>.</p>`;
+  }
   if (query.get("mp") === "error") {
     const reason = query.get("reason") ?? "unknown";
     const text = REASONS[reason] ?? "see the functions' log";
@@ -75,27 +112,51 @@ function banner(query: URLSearchParams): string {
   return "";
 }
 
-function row(a: AccountView): string {
+function row(a: AccountView, cache: CacheView | undefined): string {
   const form = (action: string, label: string) =>
     `<form method="post" action="/app/${action}"><input type="hidden" name="account_id" value="${
       esc(a.id)
     }"><button type="submit" class="${action}">${label}</button></form>`;
   return `<tr data-account-id="${esc(a.id)}">
   <td><code>${esc(a.id)}</code></td>
-  <td>${a.backend_client_id ? `<code>${esc(a.backend_client_id)}</code>` : "—"}</td>
   <td class="state">${esc(a.mp_state.replaceAll("_", " "))}</td>
   <td class="reason">${a.mp_state_reason ? esc(a.mp_state_reason) : ""}</td>
-  <td>${a.mp_user_id ?? "—"}</td>
+  <td class="seller">${a.mp_user_id ?? "—"}</td>
   <td class="expires">${a.mp_connected ? expiresIn(a.expires_in_seconds) : "—"}</td>
   <td class="reauth">${a.mp_needs_reauth ? "needs re-authorization" : "no"}</td>
-  <td>${a.mp_token_version}</td>
+  <td class="master-version">${a.mp_token_version}</td>
+  <td class="client cache">${
+    a.backend_client_id ? `<code>${esc(a.backend_client_id)}</code>` : "—"
+  }</td>
+  <td class="cache-version cache">${cache?.mp_token_version ?? "—"}</td>
+  <td class="cache-token cache">${cache ? (cache.has_token ? "yes" : "no") : "—"}</td>
   <td class="actions">${form("connect", a.mp_connected ? "Reconnect" : "Connect")}${
     a.mp_user_id ? form("replace", "Connect another seller") : ""
+  }${a.backend_client_id ? "" : form("approve", "Approve client")}${
+    a.mp_connected && a.mp_user_id ? form("break", "Break at MercadoPago") : ""
   }${a.mp_connected ? form("revoke", "Revoke") : ""}</td>
 </tr>`;
 }
 
-function page(accounts: AccountView[], query: URLSearchParams): string {
+function eventRows(events: readonly ReceivedEvent[]): string {
+  if (events.length === 0) return '<tr><td colspan="5">No events received yet.</td></tr>';
+  return [...events].reverse().map((e) =>
+    `<tr class="event" data-event-id="${esc(e.id)}" data-account-id="${esc(e.account_id)}">
+  <td class="time">${esc(e.received_at)}</td>
+  <td class="type">${esc(e.type ?? "—")}</td>
+  <td class="account"><code>${esc(e.account_id ?? "—")}</code></td>
+  <td class="verified">${e.verified ? "yes" : "no"}</td>
+  <td><code>${esc(e.id)}</code></td>
+</tr>`
+  ).join("\n");
+}
+
+function page(
+  accounts: AccountView[],
+  caches: Map<string, CacheView>,
+  events: readonly ReceivedEvent[],
+  query: URLSearchParams,
+): string {
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -109,19 +170,40 @@ function page(accounts: AccountView[], query: URLSearchParams): string {
   .banner { padding: .6rem .8rem; border-radius: 4px; }
   .ok { background: #e6f4ea; } .error { background: #fce8e6; }
   code { font-size: 12px; }
+  th.cache, td.cache { background: #f4f7fc; }
 </style>
 </head>
 <body>
 <h1>MercadoPago accounts</h1>
-<p>Local Admin DB accounts. Connect goes through the MercadoPago sandbox's authorization and
-comes back here; Revoke clears the credentials in both databases.</p>
+<p>Local Admin DB accounts, each beside its Backend DB cache. Connect goes through the MercadoPago
+sandbox's authorization and comes back here; Approve client creates a Backend client and
+provisions it (link and sync); Break at MercadoPago kills the seller's grant and lets mp-probe
+find out; Revoke clears the credentials in both databases. <a href="/app" id="refresh">Refresh</a></p>
 ${banner(query)}
 <form method="post" action="/app/accounts"><button type="submit" id="new-account">New account</button></form>
-<table>
-<thead><tr><th>Account</th><th>Client</th><th>Connection</th><th>Why</th><th>MP seller</th><th>Expires in</th>
-<th>Re-authorization</th><th>Version</th><th></th></tr></thead>
+<table id="accounts">
+<thead><tr><th colspan="7">Admin DB (master)</th><th colspan="3" class="cache">Backend DB (cache)</th><th></th></tr>
+<tr><th>Account</th><th>Connection</th><th>Why</th><th>MP seller</th><th>Expires in</th>
+<th>Re-authorization</th><th>Version</th><th class="cache">Client</th><th class="cache">Version</th>
+<th class="cache">Token</th><th></th></tr></thead>
 <tbody>
-${accounts.length ? accounts.map(row).join("\n") : '<tr><td colspan="9">No accounts yet.</td></tr>'}
+${
+    accounts.length
+      ? accounts.map((a) =>
+        row(a, a.backend_client_id ? caches.get(a.backend_client_id) : undefined)
+      )
+        .join("\n")
+      : '<tr><td colspan="11">No accounts yet.</td></tr>'
+  }
+</tbody>
+</table>
+<h2>Events received by the platform</h2>
+<p>What <code>/platform/events</code> got from mp-deliver-events, newest first, each signature
+verified with the <code>standardwebhooks</code> library.</p>
+<table id="events">
+<thead><tr><th>Received</th><th>Type</th><th>Account</th><th>Verified</th><th>webhook-id</th></tr></thead>
+<tbody>
+${eventRows(events)}
 </tbody>
 </table>
 </body>
@@ -143,7 +225,10 @@ function seeOther(location: string): Response {
 export function createAppPage(opts: AppPageOptions): Fetch & { close(): Promise<void> } {
   const log = createLogger({ component: "app-page" });
   let sql: Sql | undefined;
+  let backendSql: Sql | undefined;
   const db = () => sql ??= connect(opts.adminDbUrl, { max: 2 });
+  const backend = () =>
+    opts.backendDbUrl ? backendSql ??= connect(opts.backendDbUrl, { max: 2 }) : undefined;
 
   const callFunction = async (name: string, body: unknown) => {
     const res = await fetch(`${opts.functionsUrl}/${name}`, {
@@ -173,7 +258,56 @@ export function createAppPage(opts: AppPageOptions): Fetch & { close(): Promise<
                coalesce(mp_needs_reauth, false) as mp_needs_reauth, mp_token_version,
                mp_state, mp_state_reason
           from nv_accounts order by mp_updated_at desc nulls last, id limit 200`;
-      return html(page(accounts, url.searchParams));
+      const ids = accounts.map((a) => a.backend_client_id).filter((id): id is string => !!id);
+      const caches = new Map<string, CacheView>();
+      const cacheDb = backend();
+      if (cacheDb && ids.length > 0) {
+        for (
+          const c of await cacheDb<CacheView[]>`
+          select id, mp_token_version, mp_access_token is not null as has_token, mp_synced_at
+            from clients where id = any (${pgArray(ids)}::uuid[])`
+        ) caches.set(c.id, c);
+      }
+      return html(page(accounts, caches, opts.events?.() ?? [], url.searchParams));
+    }
+    if (route === "POST /app/approve") {
+      const accountId = await accountIdOf(req);
+      const cacheDb = backend();
+      if (!accountId) return failure("invalid_request");
+      if (!cacheDb) return failure("unavailable");
+      const [client] = await cacheDb<{ id: string }[]>`
+        insert into clients default values returning id`;
+      const res = await callFunction("provision-step-7-1", {
+        account_id: accountId,
+        client_id: client.id,
+      });
+      if (res.status !== 200) return failure(res.body?.error?.code ?? "internal");
+      const q = new URLSearchParams({
+        mp: "approved",
+        account_id: accountId,
+        client_id: client.id,
+        synced: String(res.body.synced === true),
+        ...(res.body.reason ? { reason: String(res.body.reason) } : {}),
+      });
+      return seeOther(`/app?${q}`);
+    }
+    if (route === "POST /app/break") {
+      const accountId = await accountIdOf(req);
+      if (!accountId || !opts.sandboxUrl) return failure("invalid_request");
+      const [account] = await db()<{ mp_user_id: number | null }[]>`
+        select mp_user_id from nv_accounts where id = ${accountId}`;
+      if (!account?.mp_user_id) return failure("no_seller");
+      const killed = await fetch(`${opts.sandboxUrl}/__sandbox/invalidate`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ user_id: Number(account.mp_user_id), scope: "grant" }),
+      });
+      await killed.body?.cancel();
+      if (!killed.ok) return failure("internal");
+      const probe = await callFunction("mp-probe", { account_id: accountId });
+      if (probe.status !== 200) return failure(probe.body?.error?.code ?? "internal");
+      const state = probe.body.results?.[0]?.state ?? "unknown";
+      return seeOther(`/app?mp=broken&account_id=${accountId}&probe=${encodeURIComponent(state)}`);
     }
     if (route === "POST /app/accounts") {
       const [created] = await db()<{ id: string }[]>`
@@ -188,7 +322,15 @@ export function createAppPage(opts: AppPageOptions): Fetch & { close(): Promise<
         ...(route === "POST /app/replace" ? { replace_seller: true } : {}),
       });
       if (res.status !== 200) return failure(res.body?.error?.code ?? "internal");
-      return seeOther(res.body.url);
+      // Reconnect: the sandbox's authorization signs in as the account's own seller again
+      // (its `user_id` parameter), as the same person logging in at MercadoPago would.
+      const to = new URL(res.body.url);
+      if (route === "POST /app/connect" && opts.sandboxUrl && to.href.startsWith(opts.sandboxUrl)) {
+        const [known] = await db()<{ mp_user_id: number | null }[]>`
+          select mp_user_id from nv_accounts where id = ${accountId}`;
+        if (known?.mp_user_id) to.searchParams.set("user_id", String(known.mp_user_id));
+      }
+      return seeOther(to.href);
     }
     if (route === "POST /app/revoke") {
       const accountId = await accountIdOf(req);
@@ -198,7 +340,15 @@ export function createAppPage(opts: AppPageOptions): Fetch & { close(): Promise<
       return seeOther(`/app?mp=revoked&account_id=${accountId}`);
     }
     if (
-      ["/app", "/app/accounts", "/app/connect", "/app/replace", "/app/revoke"].includes(
+      [
+        "/app",
+        "/app/accounts",
+        "/app/connect",
+        "/app/replace",
+        "/app/revoke",
+        "/app/approve",
+        "/app/break",
+      ].includes(
         url.pathname,
       )
     ) {
@@ -218,8 +368,9 @@ export function createAppPage(opts: AppPageOptions): Fetch & { close(): Promise<
 
   return Object.assign(guarded, {
     close: async () => {
-      await sql?.end({ timeout: 1 });
+      await Promise.all([sql?.end({ timeout: 1 }), backendSql?.end({ timeout: 1 })]);
       sql = undefined;
+      backendSql = undefined;
     },
   });
 }

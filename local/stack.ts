@@ -281,15 +281,18 @@ async function serve(
     clientSecret: env.MP_CLIENT_SECRET,
     webhookSecret: env.MP_WEBHOOK_SECRET,
   });
-  const appPage = createAppPage({
-    functionsUrl: env.FUNCTIONS_URL,
-    serverKey: secretKey,
-    adminDbUrl: admin.url,
-  });
   const receiver = createPlatformReceiver(
     common.PLATFORM_WEBHOOK_SECRETS,
     log.child({ component: "platform" }),
   );
+  const appPage = createAppPage({
+    functionsUrl: env.FUNCTIONS_URL,
+    serverKey: secretKey,
+    adminDbUrl: admin.url,
+    backendDbUrl: backend.url,
+    sandboxUrl,
+    events: () => receiver.received,
+  });
   const gateway = await createGateway({
     env: functionEnv,
     limits,

@@ -416,7 +416,19 @@ Deno.test("mp-deliver-events: bad input is 400 invalid_request and changes nothi
   const before = await adminDb()`select md5(string_agg(t::text, ',' order by pos)) as s
     from mp_event_outbox t`;
   for (
-    const body of [{ limit: 0 }, { limit: 1001 }, { limit: "5" }, { limit: 1.5 }, { x: 1 }, "[]"]
+    const body of [
+      { limit: 0 },
+      { limit: 1001 },
+      { limit: "5" },
+      { limit: 1.5 },
+      { x: 1 },
+      "[]",
+      { chain: 0 },
+      { chain: 31 },
+      { chain: "1" },
+      { chain: 1.5 },
+      { limit: 10, chain: null },
+    ]
   ) {
     const res = await call("mp-deliver-events", body);
     assert.equal(res.status, 400, JSON.stringify(body));
@@ -453,6 +465,91 @@ Deno.test("retention: delivered events after 30 days, failed after 90, recent on
     .map((r) => r.id);
   assert.ok(!left.includes(oldDelivered) && !left.includes(oldFailed));
   for (const id of [newDelivered, newFailed, ...ids]) assert.ok(left.includes(id));
+});
+
+// ---- bursts: parallel runs and the runs' own successors (docs/events.md, "Bursts") ----
+
+/** `perAccount` events for each of `accounts` new accounts, as the triggers shape them, due now. */
+async function seedEvents(accounts: number, perAccount: number): Promise<string[]> {
+  const ids = Array.from({ length: accounts }, () => crypto.randomUUID());
+  await adminDb()`
+    insert into mp_event_outbox (account_id, seq, type, payload)
+    select a.id, s.seq, 'mp.connection.at_risk',
+           mp_event_payload('mp.connection.at_risk', now(), a.id, null, null, 'at_risk',
+             'refresh_unconfirmed', null, s.seq)
+      from unnest(${ids}::uuid[]) a(id)
+     cross join generate_series(1, ${perAccount}::int) s(seq)
+     order by s.seq, a.id`;
+  return ids;
+}
+
+/** Per account, the event seqs in the order the receiver got them (first receipt of each id). */
+async function receiptOrder(accounts: string[]): Promise<Map<string, number[]>> {
+  const rows = await adminDb()`select id, account_id, seq from mp_event_outbox
+    where account_id = any (${accounts}::uuid[])`;
+  const byId = new Map(rows.map((r: any) => [r.id, r]));
+  const order = new Map<string, number[]>(accounts.map((a) => [a, []]));
+  const seen = new Set<string>();
+  for (const d of receiver.deliveries) {
+    const row: any = byId.get(d.id);
+    if (!row || seen.has(d.id)) continue;
+    seen.add(d.id);
+    order.get(row.account_id)!.push(Number(row.seq));
+  }
+  return order;
+}
+
+async function allDelivered(accounts: string[]): Promise<boolean> {
+  const [{ n }] = await adminDb()`select count(*)::int as n from mp_event_outbox
+    where account_id = any (${accounts}::uuid[]) and status <> 'delivered'`;
+  return n === 0;
+}
+
+Deno.test("delivery: parallel runs deliver every event, in order per account", async () => {
+  startReceiver();
+  receiver.mode = "ok";
+  await parkOthers([]);
+  const accounts = await seedEvents(30, 5);
+  await parkOthers(accounts);
+  // Six runs at once, again and again, each claiming small batches: they race for the same
+  // accounts' oldest events under the lease.
+  await eventually(async () => {
+    await Promise.all(Array.from({ length: 6 }, () => deliver({ limit: 7 })));
+    return await allDelivered(accounts);
+  }, 30_000);
+  const order = await receiptOrder(accounts);
+  for (const [account, seqs] of order) {
+    assert.deepEqual(seqs, [1, 2, 3, 4, 5], `account ${account}: received in order`);
+  }
+  const ids = (await adminDb()`select id from mp_event_outbox
+    where account_id = any (${accounts}::uuid[])`).map((r: any) => r.id);
+  const sent = new Set(receiver.deliveries.filter((d) => ids.includes(d.id)).map((d) => d.id));
+  assert.equal(sent.size, ids.length, "every event sent");
+});
+
+Deno.test("delivery: a full run starts successors of itself that drain a backlog, in order", async () => {
+  startReceiver();
+  receiver.mode = "ok";
+  await parkOthers([]);
+  const accounts = await seedEvents(40, 3);
+  await parkOthers(accounts);
+  // One scheduled-like run of 5: it is full, so it starts lanes (chain 1, 2, …) that go on
+  // without any further call until nothing is due.
+  const report = await deliver({ limit: 5 });
+  assert.equal(report.delivered, 5, JSON.stringify(report));
+  assert.ok(report.continued >= 1 && report.continued <= 4, JSON.stringify(report));
+  await eventually(() => allDelivered(accounts), 60_000);
+  for (const [account, seqs] of await receiptOrder(accounts)) {
+    assert.deepEqual(seqs, [1, 2, 3], `account ${account}: received in order`);
+  }
+  // The chain's last link starts nothing; a drained run neither.
+  const more = await seedEvents(5, 1);
+  await parkOthers(more);
+  const last = await deliver({ limit: 1, chain: 30 });
+  assert.equal(last.continued, 0, JSON.stringify(last));
+  await parkOthers([]);
+  const idle = await deliver({});
+  assert.equal(idle.continued, 0);
 });
 
 Deno.test({

@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import { Webhook } from "standardwebhooks";
 import { nextAttemptAt, RETRY_WINDOW_MS, retryDelayMs } from "../shared/events/schedule.ts";
 import { decodeCursor, encodeCursor } from "../shared/events/cursor.ts";
-import { attemptResult, outcomeOf } from "../shared/events/deliver.ts";
+import { attemptResult, DELIVER_MAX_LIMIT, outcomeOf } from "../shared/events/deliver.ts";
+import { DELIVER_CHAIN_MAX, DELIVER_LANES, successorsToStart } from "../shared/events/lanes.ts";
 import { parseEventsQuery } from "../shared/events/pull.ts";
 import { signatureHeaders, signers } from "../shared/events/sign.ts";
 import { loadConfig, parseWebhookSecrets } from "../shared/platform/config.ts";
@@ -178,4 +179,27 @@ Deno.test("schedules: stalled after two missed intervals or when never run", () 
   assert.equal(s["mp-probe"].stalled, false);
   assert.equal(s["mp-deliver-events"].stalled, true);
   assert.equal(s["mp-deliver-events"].last_run_at, null);
+});
+
+Deno.test("lanes: a full root opens the lanes the backlog fills, up to 4 delivering in all", () => {
+  const root = { chain: 0, full: true, active: 0, limit: 1000 };
+  assert.equal(successorsToStart({ ...root, due: 100_000 }), DELIVER_LANES);
+  assert.equal(successorsToStart({ ...root, due: 1 }), 1);
+  assert.equal(successorsToStart({ ...root, due: 2500 }), 3);
+  assert.equal(successorsToStart({ ...root, due: 100_000, active: 3 }), 1, "tops up only");
+  assert.equal(successorsToStart({ ...root, due: 100_000, active: 9 }), 0);
+  assert.equal(successorsToStart({ ...root, due: 0 }), 0, "nothing due: an idle outbox");
+  assert.equal(successorsToStart({ ...root, due: 100_000, full: false }), 0, "drained run");
+});
+
+Deno.test("lanes: a lane continues itself once, while fewer than 4 others deliver, up to chain 30", () => {
+  const lane = { full: true, due: 50_000, active: 3, limit: 1000 };
+  assert.equal(successorsToStart({ ...lane, chain: 1 }), 1);
+  assert.equal(successorsToStart({ ...lane, chain: DELIVER_CHAIN_MAX - 1 }), 1);
+  assert.equal(successorsToStart({ ...lane, chain: DELIVER_CHAIN_MAX }), 0, "the chain's end");
+  assert.equal(successorsToStart({ ...lane, chain: 5, active: DELIVER_LANES }), 0, "enough lanes");
+  assert.equal(successorsToStart({ ...lane, chain: 5, due: 0 }), 0);
+  assert.equal(successorsToStart({ ...lane, chain: 5, full: false }), 0);
+  // However it is called, one scheduled run's lanes deliver a bounded number of events.
+  assert.ok(DELIVER_LANES * DELIVER_CHAIN_MAX * DELIVER_MAX_LIMIT >= 100_000);
 });

@@ -51,6 +51,12 @@ export interface DeliverReport {
   pending: number;
 }
 
+/** A run's report, and whether it used its whole limit or budget (more may be due). */
+export interface DeliverRun extends DeliverReport {
+  /** Claimed `limit` events, or stopped by its budget after claiming some: not drained. */
+  full: boolean;
+}
+
 /** Where events go, or undefined when delivery is off (PLATFORM_WEBHOOK_URL unset). */
 export interface WebhookTarget {
   url: string;
@@ -139,7 +145,7 @@ export async function deliverEvents(
   ctx: Context,
   log: Logger,
   opts: DeliverOptions = {},
-): Promise<DeliverReport> {
+): Promise<DeliverRun> {
   const started = Date.now();
   const target = webhookTarget(ctx);
   if (!opts.skipExpiring) {
@@ -149,17 +155,23 @@ export async function deliverEvents(
   let delivered = 0;
   let failed = 0;
   let retried = 0;
+  let full = false;
   if (target) {
     const owner = crypto.randomUUID();
     const limit = opts.limit ?? DELIVER_DEFAULT_LIMIT;
     const budgetEnd = started + (opts.budgetMs ?? DELIVER_BUDGET_MS);
     const leaseMs = 2 * target.timeoutMs + 60_000;
     let claimed = 0;
+    let drained = false;
     while (claimed < limit && mayClaim(ctx, budgetEnd, target)) {
-      const batch = await ctx.admin((sql) =>
-        claimEvents(sql, { owner, limit: Math.min(CLAIM_BATCH, limit - claimed), leaseMs })
-      );
-      if (batch.length === 0) break;
+      const asked = Math.min(CLAIM_BATCH, limit - claimed);
+      const batch = await ctx.admin((sql) => claimEvents(sql, { owner, limit: asked, leaseMs }));
+      if (batch.length === 0) {
+        drained = true;
+        break;
+      }
+      // Fewer than asked: nothing else is claimable now (due, unleased, first of its account).
+      if (batch.length < asked) drained = true;
       claimed += batch.length;
       const outcomes: EventOutcome[] = [];
       let next = 0;
@@ -186,7 +198,9 @@ export async function deliverEvents(
           event_id: errors[0].id,
         });
       }
+      if (drained) break;
     }
+    full = !drained && claimed > 0;
   }
   const { pending } = await ctx.admin((sql) => readOutboxTotals(sql));
   log.info("Event delivery run finished", {
@@ -195,9 +209,10 @@ export async function deliverEvents(
     retried,
     failed,
     pending,
+    full,
     duration_ms: Date.now() - started,
   });
-  return { delivered, failed, pending };
+  return { delivered, failed, pending, full };
 }
 
 /** Events a background delivery handles at most (the schedule does the rest). */

@@ -22,6 +22,8 @@ export interface Config {
   mpOauthPkce: boolean;
   mpWebhookSecret?: string;
   appReturnUrl?: string;
+  /** The project's URL (`SUPABASE_URL`, injected by Supabase): where a function reaches the others. */
+  supabaseUrl?: string;
   /** Every server key that authenticates a caller (service role key and secret keys). */
   serverKeys?: string[];
   /** Tuning with defaults: refresh window, concurrency, timeouts. */
@@ -250,6 +252,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     mpOauthPkce: pkce === "true",
     mpWebhookSecret: env.MP_WEBHOOK_SECRET?.trim() || undefined,
     appReturnUrl: url(env, "APP_RETURN_URL", problems),
+    supabaseUrl: url(env, "SUPABASE_URL", problems),
     serverKeys: serverKeys(env, problems),
     refreshWindowDays: integer(env, "MP_REFRESH_WINDOW_DAYS", 60, 1, 179, problems),
     refreshConcurrency: integer(env, "MP_REFRESH_CONCURRENCY", 8, 1, 64, problems),

@@ -76,6 +76,19 @@ export async function readOutboxTotals(sql: Sql): Promise<OutboxTotals> {
   return row;
 }
 
+/** What is left to deliver: due events (counted up to a cap) and the runs delivering now. */
+export interface DeliveryBacklog {
+  due: number;
+  active: number;
+}
+
+/** Reads the backlog of delivery, counting due events up to `cap`. */
+export async function readBacklog(sql: Sql, cap: number): Promise<DeliveryBacklog> {
+  const [row] = await sql<DeliveryBacklog[]>`
+    select due, active from mp_delivery_backlog(${cap}::int)`;
+  return row;
+}
+
 /** One event as the pull API reads it, with its position in commit order. */
 export interface StoredEvent {
   id: string;
