@@ -154,7 +154,6 @@ function wrongValue(kind: FieldKind, nullable: boolean): unknown {
     limit: [0, 501, -1, 1.5, "5", "ten", true, false, 1e21, ...common],
     count: [0, -1, 1.5, 1e21, "5", "ten", true, false, ...common],
     limit1000: [0, 1001, -1, 1.5, "5", "ten", true, false, 1e21, ...common],
-    chain: [0, 31, -1, 1.5, "5", "ten", true, false, 1e21, ...common],
     version: [-1, -0.5, 1.5, 1e21, "5", "ten", true, false, ...common],
     bool: ["true", "false", 1, 0, "yes", ...common],
   };
@@ -174,7 +173,7 @@ function deep(): string {
 
 // ---------------------------------------------------------------- the functions
 
-type FieldKind = "uuid" | "limit" | "count" | "limit1000" | "chain" | "version" | "bool";
+type FieldKind = "uuid" | "limit" | "count" | "limit1000" | "version" | "bool";
 
 /** What a function accepts, from docs/contract.md; a case is malformed against this. */
 interface FnSpec {
@@ -231,7 +230,6 @@ const SPECS: Record<string, FnSpec> = {
     kind: "server",
     fields: {
       limit: { kind: "limit1000", required: false },
-      chain: { kind: "chain", required: false },
     },
   },
   // Its query (`after`, `limit`) is checked by tests/events_test.ts; here: extra parameters.
@@ -283,8 +281,7 @@ function validBody(spec: FnSpec, seeded: Seeded): Record<string, unknown> {
       if (chance(0.3)) body[name] = ruuid();
     } else if (f.kind === "limit" || f.kind === "count" || f.kind === "limit1000") {
       body[name] = 1 + int(50);
-    } else if (f.kind === "chain") body[name] = 1 + int(30);
-    else if (f.kind === "version") body[name] = int(5);
+    } else if (f.kind === "version") body[name] = int(5);
     else body[name] = chance(0.5);
   }
   return body;

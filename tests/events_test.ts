@@ -92,10 +92,14 @@ async function parkOthers(except: string[]) {
     where status = 'pending' and not (account_id = any (${except}::uuid[]))`;
 }
 
-async function deliver(body: unknown = {}) {
-  const res = await call("mp-deliver-events", body);
+/** One mp-deliver-events run (a successor at link `chain` when given): its answer and how many successors it started. */
+async function deliver(body: unknown = {}, chain?: number) {
+  const res = await call("mp-deliver-events", body, {
+    headers: chain === undefined ? {} : { "x-mp-delivery-chain": String(chain) },
+  });
   assert.equal(res.status, 200, JSON.stringify(res.body));
-  return res.body;
+  assert.deepEqual(Object.keys(res.body).sort(), ["delivered", "failed", "pending"]);
+  return { ...res.body, continued: Number(res.headers.get("x-mp-delivery-continued")) };
 }
 
 /** Delivers until every event of `accountId` is delivered. */
@@ -434,6 +438,12 @@ Deno.test("mp-deliver-events: bad input is 400 invalid_request and changes nothi
     assert.equal(res.status, 400, JSON.stringify(body));
     assert.equal(res.body.error.code, "invalid_request");
   }
+  // A successor's link travels in a header (the body stays the contract's): 1–30 only.
+  for (const chain of ["0", "31", "-1", "1.5", "x", "", "1 2", "0001"]) {
+    const res = await call("mp-deliver-events", {}, { headers: { "x-mp-delivery-chain": chain } });
+    assert.equal(res.status, 400, JSON.stringify(chain));
+    assert.equal(res.body.error.code, "invalid_request");
+  }
   assert.equal((await call("mp-deliver-events", "{not json")).status, 400);
   assert.equal((await call("mp-deliver-events", {}, { key: null })).status, 401);
   const after = await adminDb()`select md5(string_agg(t::text, ',' order by pos)) as s
@@ -545,7 +555,7 @@ Deno.test("delivery: a full run starts successors of itself that drain a backlog
   // The chain's last link starts nothing; a drained run neither.
   const more = await seedEvents(5, 1);
   await parkOthers(more);
-  const last = await deliver({ limit: 1, chain: 30 });
+  const last = await deliver({ limit: 1 }, 30);
   assert.equal(last.continued, 0, JSON.stringify(last));
   await parkOthers([]);
   const idle = await deliver({});

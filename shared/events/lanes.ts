@@ -2,7 +2,7 @@
  * Bursts (SPEC §8: 100,000 events within 15 minutes; docs/events.md, "Bursts"): a run of
  * mp-deliver-events that used its whole limit (or its budget) while events are still due
  * starts successors of itself — POSTs to its own URL with the project's secret key, carrying
- * `{"limit","chain"}` — so a burst drains in parallel lanes while an idle outbox costs one
+ * `{"limit"}` with its link in the `x-mp-delivery-chain` header — so a burst drains in parallel lanes while an idle outbox costs one
  * small scheduled run a minute. Bounded three ways: the scheduled run (a root, no `chain`)
  * opens at most {@link DELIVER_LANES} lanes minus the runs already delivering, a lane run
  * continues itself with one successor only while fewer than that many others deliver, and no
@@ -17,6 +17,25 @@ import { DELIVER_MAX_LIMIT } from "./deliver.ts";
 
 /** Runs delivering in parallel at most (lanes opened by one scheduled run). */
 export const DELIVER_LANES = 4;
+/**
+ * The header a run sets on the successors it starts: their link in the chain (1 to
+ * {@link DELIVER_CHAIN_MAX}). A header, so the body stays the contract's `{"limit"?}`.
+ */
+export const CHAIN_HEADER = "x-mp-delivery-chain";
+/** The header of the answer saying how many successors the run started. */
+export const CONTINUED_HEADER = "x-mp-delivery-continued";
+
+/**
+ * A run's link in its chain from its request's {@link CHAIN_HEADER}: 0 when absent (a scheduled
+ * or manual run), the link when it is an integer from 1 to `max`, else undefined (malformed).
+ */
+export function chainOf(header: string | null, max = DELIVER_CHAIN_MAX): number | undefined {
+  if (header === null) return 0;
+  if (!/^[0-9]{1,3}$/.test(header)) return undefined;
+  const n = Number(header);
+  return n >= 1 && n <= max ? n : undefined;
+}
+
 /** Links of one chain at most (`chain` of a successor: 1 to this). */
 export const DELIVER_CHAIN_MAX = 30;
 /**
@@ -59,11 +78,22 @@ function successorKey(ctx: Context): string | undefined {
 }
 
 /** Starts one successor; whether it is running (or ran). Never throws. */
-async function startOne(url: URL, key: string, body: string, log: Logger): Promise<boolean> {
+async function startOne(
+  url: URL,
+  key: string,
+  body: string,
+  chain: number,
+  log: Logger,
+): Promise<boolean> {
   try {
     const res = await fetch(url, {
       method: "POST",
-      headers: { apikey: key, authorization: `Bearer ${key}`, "content-type": "application/json" },
+      headers: {
+        apikey: key,
+        authorization: `Bearer ${key}`,
+        "content-type": "application/json",
+        [CHAIN_HEADER]: String(chain),
+      },
       body,
       signal: AbortSignal.timeout(SUCCESSOR_ACK_MS),
     });
@@ -103,9 +133,9 @@ export async function continueDelivery(
       return 0;
     }
     const url = new URL("functions/v1/mp-deliver-events", base.endsWith("/") ? base : `${base}/`);
-    const body = JSON.stringify({ limit, chain: run.chain + 1 });
+    const body = JSON.stringify({ limit });
     const started = await Promise.all(
-      Array.from({ length: n }, () => startOne(url, key, body, log)),
+      Array.from({ length: n }, () => startOne(url, key, body, run.chain + 1, log)),
     );
     const count = started.filter(Boolean).length;
     log.info("Delivery continued", {
