@@ -9,7 +9,7 @@
  * SIGINT/SIGTERM.
  */
 import { parseArgs } from "node:util";
-import { connect } from "../shared/platform/db.ts";
+import { connect, type Sql } from "../shared/platform/db.ts";
 import { createLogger } from "../shared/platform/log.ts";
 import { ADMIN_PROJECT, BACKEND_PROJECT, migrate } from "../shared/operations/migrate.ts";
 import { Cluster, ensureReachable, findPostgres, MissingPrerequisite } from "./postgres.ts";
@@ -169,48 +169,43 @@ async function main() {
   }
 }
 
-async function serve(
-  run: {
-    name: string;
-    stateDir: string;
-    envFile: string;
-    started: number;
-    ports: Ports;
-    bin: string;
-  },
-  db: {
-    backend: Cluster;
-    admin: Cluster;
-    backendPooler: Pooler;
-    adminPooler: Pooler;
-    stopClusters: () => Promise<unknown>;
-  },
+/** The stack's addresses and throwaway keys. */
+async function makeKeys(ports: Ports) {
+  const host = "127.0.0.1";
+  return {
+    host,
+    gatewayUrl: `http://${host}:${ports.gateway}`,
+    sandboxUrl: `http://${host}:${ports.sandbox}`,
+    secretKey: `sb_secret_${randomHex(16)}`,
+    serviceRoleKey: await roleJwt("service_role"),
+    anonKey: await roleJwt("anon"),
+    publishableKey: `sb_publishable_${randomHex(16)}`,
+    limits: resolveLimits(),
+  };
+}
+
+/**
+ * The three environments of the stack: what the functions and the files share (`common`), the
+ * functions' whole environment as Supabase gives it (`functionEnv`), and `stack.env` for
+ * scripts and tests (`env`: direct superuser URLs and the poolers').
+ */
+function stackEnvironment(
+  run: ServeRun,
+  db: ServeDatabases,
+  keys: Awaited<ReturnType<typeof makeKeys>>,
 ) {
   const { backend, admin, backendPooler, adminPooler } = db;
-  const { ports, stateDir } = run;
-  const log = createLogger({ component: "local-stack" });
-  const backendSql = connect(backend.url, { max: 4 });
-  const adminSql = connect(admin.url, { max: 2 });
-  // As supabase_admin: what Supabase's image sets up before a project's first migration.
-  await bootstrap(backendSql, { cron: true, standIns: true });
-  await bootstrap(adminSql, { cron: true });
-  // As postgres (not a superuser), with the real CLI, as a deploy does.
-  await Promise.all([
-    migrate(backend.postgresUrl, BACKEND_PROJECT),
-    migrate(admin.postgresUrl, ADMIN_PROJECT),
-  ]);
-
-  const host = "127.0.0.1";
-  const gatewayUrl = `http://${host}:${ports.gateway}`;
-  const sandboxUrl = `http://${host}:${ports.sandbox}`;
-  const secretKey = `sb_secret_${randomHex(16)}`;
-  const serviceRoleKey = await roleJwt("service_role");
-  const anonKey = await roleJwt("anon");
-  const publishableKey = `sb_publishable_${randomHex(16)}`;
-  const limits = resolveLimits();
-  await backendSql`select vault.create_secret(${gatewayUrl}, 'project_url')`;
-  await backendSql`select vault.create_secret(${secretKey}, 'mp_sync_secret_key')`;
-
+  const { ports } = run;
+  const {
+    host,
+    gatewayUrl,
+    sandboxUrl,
+    secretKey,
+    serviceRoleKey,
+    anonKey,
+    publishableKey,
+    limits,
+  } = keys;
   // What the functions and the files share; the database URLs differ (below).
   const common: Record<string, string> = {
     SUPABASE_URL: gatewayUrl,
@@ -275,6 +270,75 @@ async function serve(
     ADMIN_POOLER_URL: adminPooler.url,
     EDGE_WALL_CLOCK_MS: String(limits.wallClockMs),
   };
+  return { common, functionEnv, env };
+}
+
+/** As supabase_admin what Supabase's image sets up, then as postgres (not a superuser) both projects' migrations with the real CLI, as a deploy does. */
+async function prepareDatabases(db: ServeDatabases, backendSql: Sql, adminSql: Sql) {
+  await bootstrap(backendSql, { cron: true, standIns: true });
+  await bootstrap(adminSql, { cron: true });
+  await Promise.all([
+    migrate(db.backend.postgresUrl, BACKEND_PROJECT),
+    migrate(db.admin.postgresUrl, ADMIN_PROJECT),
+  ]);
+}
+
+/** The lines a person reads once the stack is up. */
+function printBanner(run: ServeRun, env: Record<string, string>, host: string, sandboxUrl: string) {
+  const { ports } = run;
+  const seconds = ((performance.now() - run.started) / 1000).toFixed(1);
+  console.log([
+    "",
+    `MercadoPago credential sync — local stack (${run.name}) up in ${seconds}s`,
+    `  functions     ${env.FUNCTIONS_URL}/<name>`,
+    `  app page      ${env.APP_RETURN_URL}`,
+    `  backend db    postgres://supabase_admin@${host}:${ports.backend}/postgres (pg_cron, vault, pg_net stand-ins)`,
+    `  admin db      postgres://supabase_admin@${host}:${ports.admin}/postgres (pg_cron)`,
+    `  poolers       pgbouncer, transaction mode, TLS: postgres@${host}:${ports.backendPooler} (backend), :${ports.adminPooler} (admin)`,
+    `  mp sandbox    ${sandboxUrl}`,
+    `  env file      ${run.envFile} (keys and URLs for scripts and tests)`,
+    "Ctrl-C stops everything.",
+    "",
+  ].join("\n"));
+}
+
+/** What `serve` is asked to run. */
+interface ServeRun {
+  name: string;
+  stateDir: string;
+  envFile: string;
+  started: number;
+  ports: Ports;
+  bin: string;
+}
+
+/** The clusters and poolers `serve` runs on. */
+interface ServeDatabases {
+  backend: Cluster;
+  admin: Cluster;
+  backendPooler: Pooler;
+  adminPooler: Pooler;
+  stopClusters: () => Promise<unknown>;
+}
+
+/**
+ * Brings the stack up on started clusters: databases prepared, environments made, the sandbox,
+ * accounts page, platform receiver, gateway and pg_net worker served, `stack.env` written; stops
+ * everything on SIGINT/SIGTERM.
+ */
+async function serve(run: ServeRun, db: ServeDatabases) {
+  const { backend, admin } = db;
+  const { ports, stateDir } = run;
+  const log = createLogger({ component: "local-stack" });
+  const backendSql = connect(backend.url, { max: 4 });
+  const adminSql = connect(admin.url, { max: 2 });
+  await prepareDatabases(db, backendSql, adminSql);
+
+  const keys = await makeKeys(ports);
+  const { host, gatewayUrl, sandboxUrl, secretKey, limits } = keys;
+  await backendSql`select vault.create_secret(${gatewayUrl}, 'project_url')`;
+  await backendSql`select vault.create_secret(${secretKey}, 'mp_sync_secret_key')`;
+  const { common, functionEnv, env } = stackEnvironment(run, db, keys);
 
   const sandbox = createSandbox({
     clientId: env.MP_CLIENT_ID,
@@ -310,20 +374,7 @@ async function serve(
     `${stateDir}/stack.env`,
     Object.entries(env).map(([k, v]) => `${k}=${v}`).join("\n") + "\n",
   );
-  const seconds = ((performance.now() - run.started) / 1000).toFixed(1);
-  console.log([
-    "",
-    `MercadoPago credential sync — local stack (${run.name}) up in ${seconds}s`,
-    `  functions     ${env.FUNCTIONS_URL}/<name>`,
-    `  app page      ${env.APP_RETURN_URL}`,
-    `  backend db    postgres://supabase_admin@${host}:${ports.backend}/postgres (pg_cron, vault, pg_net stand-ins)`,
-    `  admin db      postgres://supabase_admin@${host}:${ports.admin}/postgres (pg_cron)`,
-    `  poolers       pgbouncer, transaction mode, TLS: postgres@${host}:${ports.backendPooler} (backend), :${ports.adminPooler} (admin)`,
-    `  mp sandbox    ${sandboxUrl}`,
-    `  env file      ${run.envFile} (keys and URLs for scripts and tests)`,
-    "Ctrl-C stops everything.",
-    "",
-  ].join("\n"));
+  printBanner(run, env, host, sandboxUrl);
 
   let stopping = false;
   const shutdown = async () => {
