@@ -216,10 +216,14 @@ export class RefreshPair extends Step {
     runs.forEach((r) => w.noteAnswer(r));
     const results = runs.flatMap((r) => (r.status === 200 ? r.body.results : []) as any[]);
     const refreshed = results.filter((r) => r.status === "refreshed").length;
-    if (refreshed > 1 || after.refreshes - before.refreshes > 1) {
+    // Without force the account is refreshed once (after the first, it is no longer due);
+    // with force each run may refresh it, one after the other (never both at once: the lease).
+    const most = this.force ? 2 : 1;
+    const processed = after.refreshes - before.refreshes;
+    if (refreshed > most || processed > most) {
       throw new Violation(
         4,
-        `two concurrent runs: ${refreshed} refreshed, ${after.refreshes - before.refreshes} refresh(es) processed by MercadoPago`,
+        `two concurrent runs (force=${this.force}): ${refreshed} refreshed, ${processed} refresh(es) processed by MercadoPago`,
       );
     }
     if (refreshed === 1) a.unknownOutcome = false;
@@ -805,6 +809,8 @@ export function commandArbitraries(): fc.Arbitrary<Cmd>[] {
   const db = fc.constantFrom("backend" as const, "admin" as const);
   const common: fc.Arbitrary<Cmd>[] = [
     fc.constant(new ConnectNew()),
+    fc.constant(new ConnectNew()),
+    fc.constant(new ProvisionNew()),
     fc.constant(new ProvisionNew()),
     fc.tuple(i, fc.constantFrom("reconnect" as const, "replace" as const, "mismatch" as const))
       .map(([n, k]) => new Connect(n, k)),
@@ -825,11 +831,9 @@ export function commandArbitraries(): fc.Arbitrary<Cmd>[] {
     fc.constantFrom("no_key" as const, "bad_signature" as const, "unknown_state" as const)
       .map((k) => new Unauthenticated(k)),
     fc.constantFrom(...SANDBOX_MODES).map((m) => new SandboxFault(m)),
-    fc.constantFrom(...SANDBOX_MODES).map((m) => new SandboxFault(m)),
     fc.tuple(i, fc.constantFrom("access" as const, "grant" as const))
       .map(([n, s]) => new Invalidate(n, s)),
     db.map((d) => new StopDb(d)),
-    db.map((d) => new StartDb(d)),
     db.map((d) => new StartDb(d)),
     fc.tuple(db, i).map(([d, n]) => new HangDb(d, n)),
     i.map((n) => new KillRefreshIsolate(n)),

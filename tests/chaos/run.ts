@@ -73,6 +73,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     const property = fc.asyncProperty(
       fc.commands(commandArbitraries(), {
         maxCommands: opts.maxCommands ?? 25,
+        size: "max",
         ...(opts.replayPath ? { replayPath: opts.replayPath } : {}),
       }),
       async (cmds) => {
