@@ -11,7 +11,12 @@ const STEPS_PER_SEED = 50;
 
 for (const seed of SEEDS) {
   Deno.test(`chaos: seed ${seed}, ${STEPS_PER_SEED} steps, invariants 1–9 after every step`, async () => {
-    const summary = await runChaos({ seed, steps: STEPS_PER_SEED, maxCommands: 20, shrinkMinutes: 3 });
+    const summary = await runChaos({
+      seed,
+      steps: STEPS_PER_SEED,
+      maxCommands: 20,
+      shrinkMinutes: 3,
+    });
     console.log(
       `chaos seed ${seed}: ${summary.steps} steps, ${summary.runs} sequences, ` +
         `${total(summary.faults)} faults (${Object.keys(summary.faults).sort().join(", ")}), ` +

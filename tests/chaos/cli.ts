@@ -29,7 +29,9 @@ if (import.meta.main) {
   });
   console.log(
     `chaos: seed ${summary.seed}: ${summary.steps} steps in ${summary.runs} sequences, ` +
-      `${summary.seconds} s (${(summary.steps / Math.max(1, summary.seconds) * 60).toFixed(0)} steps/min); ` +
+      `${summary.seconds} s (${
+        (summary.steps / Math.max(1, summary.seconds) * 60).toFixed(0)
+      } steps/min); ` +
       `${total(summary.faults)} faults injected; ${summary.violations.length} violation(s)`,
   );
   for (const [k, v] of Object.entries(summary.faults).sort()) console.log(`  fault ${k}: ${v}`);

@@ -139,7 +139,9 @@ export class Connect extends Step {
     if (legit) a.allowedSellers.add(seller);
     const r = await oauth(w, a.accountId, seller, this.kind === "replace");
     if (r.ok) {
-      if (!legit) throw new Violation(6, `a connect as another seller without replace_seller succeeded`);
+      if (!legit) {
+        throw new Violation(6, `a connect as another seller without replace_seller succeeded`);
+      }
       a.seller = seller;
       a.revoked = false;
       a.unknownOutcome = false;
@@ -171,7 +173,12 @@ export class ProvisionNew extends Step {
     w.accounts.push(model(accountId, clientId, seller));
     const res = await call("provision-step-7-1", { account_id: accountId, client_id: clientId });
     w.noteAnswer(res);
-    expect(w, res.status === 200 && res.body.synced === true, "provision", `answered ${res.status}`);
+    expect(
+      w,
+      res.status === 200 && res.body.synced === true,
+      "provision",
+      `answered ${res.status}`,
+    );
   }
   toString() {
     return "ProvisionNew";
@@ -186,7 +193,10 @@ export class Provision extends Step {
   }
   async act(w: World) {
     const a = w.acc(this.i);
-    const res = await call("provision-step-7-1", { account_id: a.accountId, client_id: a.clientId });
+    const res = await call("provision-step-7-1", {
+      account_id: a.accountId,
+      client_id: a.clientId,
+    });
     w.noteAnswer(res);
     if (res.status === 200 && res.body.synced === true && a.revoked) {
       throw new Violation(2, `provisioning a revoked account synced a token`);
@@ -344,7 +354,10 @@ export class GetConfig extends Step {
       throw new Violation(9, `get-mp-config (${res.body.source}) answered a token confirmed dead`);
     }
     if (token !== undefined && a.revoked) {
-      throw new Violation(2, `get-mp-config (${res.body.source}) answered a revoked account's token`);
+      throw new Violation(
+        2,
+        `get-mp-config (${res.body.source}) answered a revoked account's token`,
+      );
     }
     // The report confirmed the token dead: MercadoPago killed it, and the answer moved on.
     if (this.report && before?.access && a.mpDead.has(before.access)) {
@@ -450,7 +463,10 @@ export class DeauthorizeSigned extends Step {
     const requestId = crypto.randomUUID();
     const ts = String(Math.floor(Date.now() / 1000));
     const dataId = String(a.seller);
-    const v1 = await signManifest(stack.webhookSecret, signatureManifest({ dataId, requestId, ts }));
+    const v1 = await signManifest(
+      stack.webhookSecret,
+      signatureManifest({ dataId, requestId, ts }),
+    );
     const note = {
       action: "application.deauthorized",
       api_version: "v1",
@@ -481,7 +497,10 @@ export class DeauthorizeSigned extends Step {
             !this.killFirst && before?.connected && m && !m.connected &&
             !a.mpDead.has(before.access ?? "")
           ) {
-            throw new Violation(2, `a deauthorization MercadoPago did not confirm revoked the account`);
+            throw new Violation(
+              2,
+              `a deauthorization MercadoPago did not confirm revoked the account`,
+            );
           }
         }
       } else if (acted && w.db.admin === "up") {
@@ -491,7 +510,10 @@ export class DeauthorizeSigned extends Step {
     if (versionAfterFirst !== undefined && this.times > 1 && w.db.admin === "up") {
       const m = await masterOf(a.accountId);
       if (m && m.version !== versionAfterFirst) {
-        throw new Violation(8, `a replayed delivery changed the account (version ${versionAfterFirst} → ${m.version})`);
+        throw new Violation(
+          8,
+          `a replayed delivery changed the account (version ${versionAfterFirst} → ${m.version})`,
+        );
       }
     }
   }
@@ -524,10 +546,14 @@ async function assertInSync(w: World, by: string, only?: Acc) {
   for (const a of only ? [only] : w.accounts) {
     const m = await masterOf(a.accountId);
     const c = await cacheOf(a.clientId);
-    const [link] = await adminDb()`select backend_client_id from nv_accounts where id = ${a.accountId}`;
+    const [link] =
+      await adminDb()`select backend_client_id from nv_accounts where id = ${a.accountId}`;
     if (!m || !c || link?.backend_client_id !== a.clientId) continue;
     if (m.access !== null && c.version !== m.version) {
-      throw new Violation(1, `after ${by}, account ${a.accountId}: cache at ${c.version}, master at ${m.version}`);
+      throw new Violation(
+        1,
+        `after ${by}, account ${a.accountId}: cache at ${c.version}, master at ${m.version}`,
+      );
     }
   }
 }
@@ -620,7 +646,9 @@ async function rowCounts(): Promise<number> {
     const tables = await sql`select schemaname, relname from pg_stat_user_tables
       where schemaname in ('public')`;
     for (const t of tables) {
-      const [{ n }] = await sql`select count(*)::int as n from ${sql(t.schemaname)}.${sql(t.relname)}`;
+      const [{ n }] = await sql`select count(*)::int as n from ${sql(t.schemaname)}.${
+        sql(t.relname)
+      }`;
       total += n;
     }
   }
@@ -646,9 +674,15 @@ export class Unauthenticated extends Step {
           expect(w, res.status === 401, 8, `${fn} without a valid key answered ${res.status}`);
         }
       } else if (this.kind === "bad_signature") {
-        const res = await call("mp-webhook", { action: "application.deauthorized", data: { id: "1" } }, {
+        const res = await call("mp-webhook", {
+          action: "application.deauthorized",
+          data: { id: "1" },
+        }, {
           key: null,
-          headers: { "x-request-id": "chaos-" + "a".repeat(100), "x-signature": `ts=1,v1=${"0".repeat(64)}` },
+          headers: {
+            "x-request-id": "chaos-" + "a".repeat(100),
+            "x-signature": `ts=1,v1=${"0".repeat(64)}`,
+          },
           query: `?data.id=1&type=mp-connect`,
         });
         w.noteAnswer(res);
@@ -663,7 +697,10 @@ export class Unauthenticated extends Step {
     }
     const after = await rowCounts();
     if (after - before > allowed) {
-      throw new Violation(8, `3 unauthenticated ${this.kind} requests grew storage by ${after - before} rows`);
+      throw new Violation(
+        8,
+        `3 unauthenticated ${this.kind} requests grew storage by ${after - before} rows`,
+      );
     }
   }
   toString() {
@@ -784,7 +821,10 @@ export class HangDb extends Step {
       answers.forEach((r) => w.noteAnswer(r));
       const token = answers[0].status === 200 ? answers[0].body.access_token : undefined;
       if (token !== undefined && (a.revoked || a.confirmedDead.has(token))) {
-        throw new Violation(a.revoked ? 2 : 9, `get-mp-config answered a token it must not, ${this.which} hanging`);
+        throw new Violation(
+          a.revoked ? 2 : 9,
+          `get-mp-config answered a token it must not, ${this.which} hanging`,
+        );
       }
       if (answers[1].status !== 200) a.unknownOutcome = true;
     } finally {

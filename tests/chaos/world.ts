@@ -7,16 +7,7 @@
  * Secrets: tokens are held in memory to compare them with `===`; no message built here or in
  * the commands ever contains one (ids, versions, states and counts only).
  */
-import {
-  adminDb,
-  backendDb,
-  call,
-  closeDbs,
-  cluster,
-  keyRing,
-  sandbox,
-  stack,
-} from "../_stack.ts";
+import { adminDb, backendDb, call, closeDbs, cluster, keyRing, sandbox, stack } from "../_stack.ts";
 import { decryptSecret } from "../../shared/platform/crypto.ts";
 
 /** One account the run created (each with a seller of its own). */
@@ -61,8 +52,6 @@ export interface Totals {
   reuseBaseline: number;
   /** Where the invariant-5 scan of the stack log has got to. */
   logOffset: number;
-  /** Deliberately broken check, for proving the checks can fail (`CHAOS_BREAK`). */
-  brokenCheck?: string;
 }
 
 export function newTotals(): Totals {
@@ -74,7 +63,6 @@ export function newTotals(): Totals {
     violations: [],
     reuseBaseline: 0,
     logOffset: 0,
-    brokenCheck: Deno.env.get("CHAOS_BREAK") || undefined,
   };
 }
 
@@ -180,7 +168,12 @@ async function escrowRefresh(accountId: string): Promise<string | null> {
     where account_id = ${accountId}`;
   if (!row) return null;
   try {
-    return await decryptSecret(await keyRing(), accountId, "refresh_token", row.refresh_token_encrypted);
+    return await decryptSecret(
+      await keyRing(),
+      accountId,
+      "refresh_token",
+      row.refresh_token_encrypted,
+    );
   } catch {
     return null;
   }
@@ -208,8 +201,6 @@ async function newLogText(totals: Totals): Promise<string> {
   }
 }
 
-const broken = (w: World, name: string) => w.totals.brokenCheck === name;
-
 /**
  * Invariants 1–9 against the model, both databases (those up), the sandbox and the stack log.
  * Throws a `Violation` naming the invariant, the account and what differs (never a secret).
@@ -217,10 +208,12 @@ const broken = (w: World, name: string) => w.totals.brokenCheck === name;
 export async function checkInvariants(w: World): Promise<void> {
   // 3: no refresh token presented twice, ever (the sandbox counts every reuse).
   const stats = await sandbox.stats();
-  if (stats.refresh_token_reuse > w.totals.reuseBaseline || broken(w, "3-reuse")) {
+  if (stats.refresh_token_reuse > w.totals.reuseBaseline) {
     throw new Violation(
       3,
-      `the sandbox saw ${stats.refresh_token_reuse - w.totals.reuseBaseline} refresh token(s) presented twice`,
+      `the sandbox saw ${
+        stats.refresh_token_reuse - w.totals.reuseBaseline
+      } refresh token(s) presented twice`,
     );
   }
 
@@ -228,9 +221,11 @@ export async function checkInvariants(w: World): Promise<void> {
   // secret list is fetched) nor in an error body of this step.
   const text = await newLogText(w.totals);
   const secrets = await knownSecretsNow();
-  const leaked = [...new Set([...findIn(text, secrets), ...findIn(w.errorBodies.join("\n"), secrets)])];
+  const leaked = [
+    ...new Set([...findIn(text, secrets), ...findIn(w.errorBodies.join("\n"), secrets)]),
+  ];
   w.errorBodies = [];
-  if (leaked.length > 0 || broken(w, "5")) {
+  if (leaked.length > 0) {
     throw new Violation(5, `${leaked.length} secret(s) appear in the stack log or an error body`);
   }
 
@@ -242,16 +237,28 @@ export async function checkInvariants(w: World): Promise<void> {
     // 1: the cache version never goes down, is never ahead of the master, and at the master's
     // version holds the master's token.
     if (cache) {
-      if (cache.version < a.maxCacheVersion || broken(w, "1")) {
-        throw new Violation(1, `${id}: cache version went from ${a.maxCacheVersion} to ${cache.version}`);
+      if (cache.version < a.maxCacheVersion) {
+        throw new Violation(
+          1,
+          `${id}: cache version went from ${a.maxCacheVersion} to ${cache.version}`,
+        );
       }
       a.maxCacheVersion = cache.version;
       if (master) {
         if (cache.version > master.version) {
-          throw new Violation(1, `${id}: cache version ${cache.version} ahead of master ${master.version}`);
+          throw new Violation(
+            1,
+            `${id}: cache version ${cache.version} ahead of master ${master.version}`,
+          );
         }
-        if (cache.version === master.version && cache.access !== null && cache.access !== master.access) {
-          throw new Violation(1, `${id}: cache at the master's version ${master.version} holds another token`);
+        if (
+          cache.version === master.version && cache.access !== null &&
+          cache.access !== master.access
+        ) {
+          throw new Violation(
+            1,
+            `${id}: cache at the master's version ${master.version} holds another token`,
+          );
         }
       }
     }
@@ -262,13 +269,19 @@ export async function checkInvariants(w: World): Promise<void> {
         throw new Violation(2, `${id}: revoked, but the master is connected or holds a token`);
       }
       if (cache && cache.access !== null) {
-        throw new Violation(2, `${id}: revoked, but the cache holds a token (version ${cache.version})`);
+        throw new Violation(
+          2,
+          `${id}: revoked, but the cache holds a token (version ${cache.version})`,
+        );
       }
       if (w.db.admin === "up" || w.db.backend === "up") {
         const res = await call("get-mp-config", { client_id: a.clientId });
         w.noteAnswer(res);
-        if (res.status === 200 || broken(w, "2")) {
-          throw new Violation(2, `${id}: revoked, but get-mp-config answered ${res.status} (${res.body?.source})`);
+        if (res.status === 200) {
+          throw new Violation(
+            2,
+            `${id}: revoked, but get-mp-config answered ${res.status} (${res.body?.source})`,
+          );
         }
       }
     }
@@ -286,7 +299,7 @@ export async function checkInvariants(w: World): Promise<void> {
 
     // 9: a token confirmed dead is in neither database.
     for (const dead of a.confirmedDead) {
-      if (master?.access === dead || cache?.access === dead || broken(w, "9")) {
+      if (master?.access === dead || cache?.access === dead) {
         throw new Violation(9, `${id}: a token MercadoPago confirmed dead is still stored`);
       }
     }
