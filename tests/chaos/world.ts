@@ -297,7 +297,17 @@ export async function checkInvariants(w: World): Promise<void> {
       throw new Violation(7, `${id}: a forged escrowed token reached the master`);
     }
 
-    // 9: a token confirmed dead is in neither database.
+    // 9: a token confirmed dead is in neither database, and get-mp-config does not answer it.
+    if (a.confirmedDead.size > 0 && (w.db.admin === "up" || w.db.backend === "up")) {
+      const res = await call("get-mp-config", { client_id: a.clientId });
+      w.noteAnswer(res);
+      if (res.status === 200 && a.confirmedDead.has(res.body.access_token)) {
+        throw new Violation(
+          9,
+          `${id}: get-mp-config (${res.body.source}) answered a token confirmed dead`,
+        );
+      }
+    }
     for (const dead of a.confirmedDead) {
       if (master?.access === dead || cache?.access === dead) {
         throw new Violation(9, `${id}: a token MercadoPago confirmed dead is still stored`);
