@@ -732,8 +732,7 @@ export class SandboxFault extends Step {
     return true;
   }
   async act(w: World) {
-    const s = await sandbox.stats();
-    w.faultCallsAt = s.token_calls + s.users_me_calls;
+    w.faultCallsAt = w.calls(await sandbox.stats(), this.mode);
     await sandbox.faults(this.mode, 1);
     w.pendingFault = this.mode;
     w.fault(`sandbox_${this.mode}`);

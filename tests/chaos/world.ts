@@ -32,6 +32,9 @@ export interface Acc {
   forged: Set<string>;
 }
 
+/** Sandbox modes applied after processing: they concern token calls only (local/sandbox.ts). */
+const AFTER_MODES = ["lose_answer", "error_500_after", "malformed_200", "other_seller"];
+
 /** A database fault in force. */
 export type DbState = "up" | "stopped";
 
@@ -107,8 +110,14 @@ export class World {
   /** Clears a pending sandbox fault once the sandbox has seen a call since it was set. */
   async settleFault() {
     if (!this.pendingFault) return;
+    // The after-processing modes concern token calls only; the others also /users/me.
     const s = await sandbox.stats();
-    if (s.token_calls + s.users_me_calls > this.faultCallsAt) this.pendingFault = null;
+    if (this.calls(s, this.pendingFault) > this.faultCallsAt) this.pendingFault = null;
+  }
+
+  /** The sandbox calls a fault of `mode` may be taken by, counted so far. */
+  calls(s: { token_calls: number; users_me_calls: number }, mode: string): number {
+    return AFTER_MODES.includes(mode) ? s.token_calls : s.token_calls + s.users_me_calls;
   }
 
   /** Undoes every fault: databases started, sandbox faults and latency cleared. */
