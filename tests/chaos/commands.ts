@@ -305,8 +305,11 @@ async function killIsolates(fn: string): Promise<number> {
   }
   let killed = 0;
   for (const pid of pids) {
+    // Still an isolate, and one of this stack (a pid may have been reused since).
     const cmd = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
+    const env = await Deno.readTextFile(`/proc/${pid}/environ`).catch(() => "");
     if (!cmd.includes("local/edge/isolate.ts")) continue;
+    if (!env.split("\0").includes(`SUPABASE_URL=${stack.supabaseUrl}`)) continue;
     try {
       Deno.kill(pid, "SIGKILL");
       killed++;
