@@ -264,7 +264,6 @@ export class KillRefreshIsolate extends Step {
   }
   async act(w: World) {
     const a = w.acc(this.i);
-    w.fault("isolate_killed");
     const before = await sandbox.stats();
     await sandbox.latency(1500);
     try {
@@ -281,6 +280,7 @@ export class KillRefreshIsolate extends Step {
       }
       const res = await pending;
       if (killed > 0) a.unknownOutcome = true;
+      w.fault(killed > 0 ? "isolate_killed" : "isolate_kill_missed");
       w.log(`  isolates killed: ${killed}, mp-refresh answered ${res.status}`);
     } finally {
       await sandbox.latency(0);
