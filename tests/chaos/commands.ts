@@ -330,7 +330,10 @@ export class Revoke extends Step {
     const a = w.acc(this.i);
     const res = await call("mp-revoke", { account_id: a.accountId });
     w.noteAnswer(res);
-    if (res.status === 200) a.revoked = true;
+    if (res.status === 200) {
+      a.revoked = true;
+      w.observed("revoked");
+    }
     expect(w, res.status === 200, 2, `mp-revoke answered ${res.status}`);
   }
   toString() {
@@ -366,7 +369,10 @@ export class GetConfig extends Step {
     if (this.report && before?.access && a.mpDead.has(before.access)) {
       const movedOn = (res.status === 404 && res.body?.error?.code === "mp_reauth_required") ||
         (token !== undefined && token !== before.access);
-      if (movedOn) a.confirmedDead.add(before.access);
+      if (movedOn) {
+        a.confirmedDead.add(before.access);
+        w.observed("confirmed_dead_by_report");
+      }
     }
   }
   toString() {
@@ -389,6 +395,7 @@ export class Probe extends Step {
       : undefined;
     if (before?.access && a.mpDead.has(before.access) && mine && mine.state !== "unverified") {
       a.confirmedDead.add(before.access); // MercadoPago answered 401 for it to the probe
+      w.observed("confirmed_dead_by_probe");
     }
   }
   toString() {
@@ -432,7 +439,10 @@ export class DeauthorizeGenuine extends Step {
     });
     if (res.notified === 200 && w.db.admin === "up") {
       const m = await masterOf(a.accountId);
-      if (m && !m.connected) a.revoked = true;
+      if (m && !m.connected) {
+        a.revoked = true;
+        w.observed("deauthorized");
+      }
       expect(w, !!m && !m.connected, 2, `a confirmed deauthorization left the account connected`);
     }
   }

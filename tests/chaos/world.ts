@@ -94,6 +94,12 @@ export class World {
     return this.accounts[i % this.accounts.length];
   }
 
+  /** Counts what the model saw happen (`observed:<what>` in the command counts). */
+  observed(what: string) {
+    const k = `observed:${what}`;
+    this.totals.commands[k] = (this.totals.commands[k] ?? 0) + 1;
+  }
+
   fault(name: string) {
     this.totals.faults[name] = (this.totals.faults[name] ?? 0) + 1;
   }
