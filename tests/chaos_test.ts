@@ -20,7 +20,13 @@ for (const seed of SEEDS) {
     console.log(
       `chaos seed ${seed}: ${summary.steps} steps, ${summary.runs} sequences, ` +
         `${total(summary.faults)} faults (${Object.keys(summary.faults).sort().join(", ")}), ` +
-        `${summary.violations.length} violations, ${summary.seconds} s`,
+        `${summary.violations.length} violations, ${summary.seconds} s; observed ${
+          JSON.stringify(
+            Object.fromEntries(
+              Object.entries(summary.commands).filter(([k]) => k.startsWith("observed:")),
+            ),
+          )
+        }`,
     );
     if (summary.violations.length > 0) {
       throw new Error(`chaos seed ${seed}:\n${summary.violations.join("\n")}`);
