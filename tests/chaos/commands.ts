@@ -433,6 +433,9 @@ export class DeauthorizeGenuine extends Step {
     const a = w.acc(this.i);
     if (a.seller === null) return;
     for (const t of await storedTokens(w, a)) a.mpDead.add(t);
+    // Only a stored access token can be verified (a 401 confirms); an account whose token was
+    // already cleared as dead (reauth_required) has nothing to confirm with.
+    const before = w.db.admin === "up" ? await masterOf(a.accountId) : null;
     const res = await sandbox.post("deauthorize", {
       user_id: a.seller,
       notify_url: `${stack.functionsUrl}/mp-webhook`,
@@ -443,7 +446,9 @@ export class DeauthorizeGenuine extends Step {
         a.revoked = true;
         w.observed("deauthorized");
       }
-      expect(w, !!m && !m.connected, 2, `a confirmed deauthorization left the account connected`);
+      if (before?.connected && before.access !== null) {
+        expect(w, !!m && !m.connected, 2, `a confirmed deauthorization left the account connected`);
+      }
     }
   }
   toString() {
@@ -773,6 +778,29 @@ export class Invalidate extends Step {
   }
 }
 
+/**
+ * Silent invalidation found by the system (SPEC §9, invariant 9): MercadoPago kills the
+ * seller's access tokens (or grant), then mp-probe or a checkout report looks at the account.
+ */
+export class InvalidateThenCheck extends Step {
+  readonly name = "invalidate_then_check";
+  constructor(
+    readonly i: number,
+    readonly scope: "access" | "grant",
+    readonly via: "probe" | "report",
+  ) {
+    super();
+  }
+  async act(w: World) {
+    await new Invalidate(this.i, this.scope).act(w);
+    if (this.via === "probe") await new Probe(this.i).act(w);
+    else await new GetConfig(this.i, true).act(w);
+  }
+  toString() {
+    return `InvalidateThenCheck(${this.i}, ${this.scope}, ${this.via})`;
+  }
+}
+
 /** A database stopped (until `StartDb`). */
 export class StopDb extends Step {
   readonly name = "db_stop";
@@ -885,6 +913,11 @@ export function commandArbitraries(): fc.Arbitrary<Cmd>[] {
     fc.constantFrom(...SANDBOX_MODES).map((m) => new SandboxFault(m)),
     fc.tuple(i, fc.constantFrom("access" as const, "grant" as const))
       .map(([n, s]) => new Invalidate(n, s)),
+    fc.tuple(
+      i,
+      fc.constantFrom("access" as const, "grant" as const),
+      fc.constantFrom("probe" as const, "report" as const),
+    ).map(([n, s, v]) => new InvalidateThenCheck(n, s, v)),
     db.map((d) => new StopDb(d)),
     db.map((d) => new StartDb(d)),
     fc.tuple(db, i).map(([d, n]) => new HangDb(d, n)),

@@ -103,7 +103,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     });
     if (details.failed) {
       const report = fc.defaultReportMessage(details) ?? "failed";
-      totals.violations.push(report);
+      const error = (details.errorInstance as Error | undefined)?.message ??
+        String(details.errorInstance);
+      totals.violations.push(`${error}\n${report}`);
     }
   } finally {
     await restoreCron();
