@@ -19,6 +19,7 @@ import { refreshBench } from "./refresh.ts";
 import { backfillBench } from "./backfill.ts";
 import { scaleBench } from "./scale.ts";
 import { eventsBench } from "./events.ts";
+import { chaosBench } from "./chaos.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const STATE_DIR = ".local/bench";
@@ -34,6 +35,7 @@ const BENCHES: [string, Bench][] = [
   ["backfill", backfillBench],
   ["scale", scaleBench],
   ["events", eventsBench],
+  ["chaos", chaosBench],
 ];
 
 /** Environment additions that make each benchmark small under `--quick`. */
@@ -124,6 +126,8 @@ function results(
     ...checkoutNotes.flatMap((n) => [`- ${n}`]),
     "- **Refresh and backfill.** See the header comments of `bench/refresh.ts` and " +
     "`bench/backfill.ts`.",
+    "- **Chaos.** The model-based run of `tests/chaos/` (see `bench/chaos.ts`): steps, faults " +
+    "injected and invariant violations per seed; `BENCH_CHAOS_STEPS` sets the steps per seed.",
     "- **Scale.** See the header comment of `bench/scale.ts` and `docs/scale.md`: CPU and peak " +
     "heap are the local gateway's per-request figures (main-thread CPU of the isolate, as the " +
     "edge runtime counts it; heap as the isolate reports it while it serves the request), wall " +
