@@ -16,6 +16,7 @@ import {
   pauseJobsDuringFile,
   provisionedPair,
   sandbox,
+  stack,
   supabase,
 } from "./_stack.ts";
 import { MpConfigError, reportRejectedToken, withMpConfig } from "../client/mp_config.ts";
@@ -236,4 +237,26 @@ Deno.test("mp-probe checks its caller and body; its schedule runs it every minut
     where proname = 'mp_invoke_function'`;
   assert.match(src, /'apikey'/);
   assert.match(src, /mp_sync_secret_key/);
+});
+
+Deno.test("a deauthorization after MercadoPago confirmed the token dead: the earlier 401 confirms it, the account is revoked", async () => {
+  const p = await provisionedPair();
+  await sandbox.invalidate(p.seller, "grant");
+  const probed = await call("mp-probe", { account_id: p.accountId });
+  assert.deepEqual(probed.body.results, [{ account_id: p.accountId, state: "reauth_required" }]);
+  assert.equal((await accountRow(p.accountId)).mp_access_token_encrypted, null);
+  const res = await sandbox.post("deauthorize", {
+    user_id: p.seller,
+    notify_url: `${stack.functionsUrl}/mp-webhook`,
+  });
+  assert.equal(res.notified, 200);
+  const row = await accountRow(p.accountId);
+  assert.deepEqual([row.mp_connected, row.mp_state, row.mp_state_reason], [
+    false,
+    "revoked",
+    "mp_deauthorized",
+  ]);
+  const read = await call("get-mp-config", { client_id: p.clientId });
+  assert.equal(read.status, 404);
+  assert.equal(read.body.error.code, "mp_not_connected");
 });

@@ -2,8 +2,9 @@
  * MercadoPago's `application.deauthorized` notification is a claim, not a command: its
  * signature does not cover the body, so the seller it names is checked with MercadoPago
  * before anything is revoked. For each connected account of that seller the stored access
- * token is tried (`GET /users/me`): only a 401 confirms the deauthorization, and the account
- * is then revoked exactly as mp-revoke does. A token that still works is left alone.
+ * token is tried (`GET /users/me`): only a 401 confirms the deauthorization (or an earlier
+ * 401 that already cleared the token), and the account is then revoked exactly as mp-revoke
+ * does. A token that still works is left alone.
  */
 import { connectedAccountsOfSeller } from "../store/accounts.ts";
 import { recordEvent } from "../store/audit.ts";
@@ -35,7 +36,11 @@ export async function confirmDeauthorization(
   const out: DeauthorizationOutcome = { revoked: [], unconfirmed: [], undecryptable: [] };
   const accounts = await ctx.admin((sql) => connectedAccountsOfSeller(sql, mpUserId));
   for (const account of accounts) {
-    const check = await verifyStoredToken(ctx, log, account.id, account.mp_access_token_encrypted);
+    // Connected without an access token: MercadoPago already confirmed it dead (a 401 found by
+    // mp-probe or a report, `dead_token.ts`), which is the confirmation this claim needs.
+    const check = account.mp_access_token_encrypted === null
+      ? { verdict: "dead" as const }
+      : await verifyStoredToken(ctx, log, account.id, account.mp_access_token_encrypted);
     if (check.verdict === "undecryptable") {
       out.undecryptable.push(account.id);
       continue;
