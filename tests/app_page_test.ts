@@ -217,11 +217,5 @@ Deno.test("app page: connect, approve client, break, reconnect, revoke — both 
   }
 });
 
-Deno.test({
-  name: "app page: close",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    await closeDbs();
-  },
-});
+/** The test pools close once, after every test of this file (a hook, not a counted test). */
+Deno.test.afterAll(closeDbs);
