@@ -46,6 +46,7 @@ function model(accountId: string, clientId: string, seller: number | null): Acc 
     mpDead: new Set(),
     confirmedDead: new Set(),
     forged: new Set(),
+    eventsSeen: new Set(),
   };
 }
 

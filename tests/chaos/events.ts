@@ -248,6 +248,10 @@ export async function checkEvents(w: World, secrets: string[]): Promise<void> {
       }
       state = d.state;
       user = num(d.mp_user_id);
+      if (!a.eventsSeen.has(e.id)) {
+        a.eventsSeen.add(e.id);
+        w.observed(`event_${e.type.replace("mp.connection.", "")}`);
+      }
     }
     if (expectSeq !== null && expectSeq - 1 !== Number(row.mp_event_seq)) {
       throw new Violation(
@@ -301,6 +305,7 @@ export async function checkEvents(w: World, secrets: string[]): Promise<void> {
     }
   }
   p.checkedReceipts += fresh.length;
+  for (const _ of fresh) w.observed("event_receipts_checked");
 
   // 3. Pull: the pulled events are the outbox in commit order, none skipped, none repeated.
   if (p.pulled.length > 0) {

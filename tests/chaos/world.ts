@@ -31,6 +31,8 @@ export interface Acc {
   confirmedDead: Set<string>;
   /** Token values planted through forged escrow rows (invariant 7). */
   forged: Set<string>;
+  /** Outbox events of the account the invariant-10 check has seen (counted once each). */
+  eventsSeen: Set<string>;
 }
 
 /** Sandbox modes applied after processing: they concern token calls only (local/sandbox.ts). */
