@@ -1,6 +1,6 @@
 /**
  * The CI-sized chaos run (issue 21, item 1; tests/chaos/): fixed seeds, 200 steps in all, of
- * the model-based run against the suite's stack. Fails on any violation of invariants 1–9, with
+ * the model-based run against the suite's stack. Fails on any violation of invariants 1–10, with
  * the seed, path and shrunk command list in the message. The run pauses the pg_cron jobs and
  * restores them, and undoes every fault it injects after each command sequence.
  */
@@ -10,7 +10,7 @@ const SEEDS = [101, 202, 303, 404];
 const STEPS_PER_SEED = 50;
 
 for (const seed of SEEDS) {
-  Deno.test(`chaos: seed ${seed}, ${STEPS_PER_SEED} steps, invariants 1–9 after every step`, async () => {
+  Deno.test(`chaos: seed ${seed}, ${STEPS_PER_SEED} steps, invariants 1–10 after every step`, async () => {
     const summary = await runChaos({
       seed,
       steps: STEPS_PER_SEED,

@@ -3,7 +3,7 @@
  * The chaos run's commands: each a fast-check `AsyncCommand` over a `World` (the model and the
  * real stack). `run` drives the real handlers through the gateway (or a domain function
  * in-process, for the backfill), updates the model from what it observed, asserts what SPEC
- * requires of the answer when no fault could excuse it, and then checks invariants 1–9
+ * requires of the answer when no fault could excuse it, and then checks invariants 1–10
  * (`checkInvariants`). Commands hold only indices and modes, so their `toString` (the shrunk
  * command list of a failure) never shows a secret.
  */
@@ -27,6 +27,7 @@ import { loadConfig } from "../../shared/platform/config.ts";
 import { createLogger } from "../../shared/platform/log.ts";
 import { runBackfill } from "../../shared/operations/backfill.ts";
 import { type Acc, cacheOf, checkInvariants, masterOf, Violation, type World } from "./world.ts";
+import type { ReceiverMode } from "./events.ts";
 
 type Cmd = fc.AsyncCommand<World, World, false>;
 
@@ -45,6 +46,7 @@ function model(accountId: string, clientId: string, seller: number | null): Acc 
     mpDead: new Set(),
     confirmedDead: new Set(),
     forged: new Set(),
+    eventsSeen: new Set(),
   };
 }
 
@@ -893,16 +895,144 @@ export class HangDb extends Step {
   }
 }
 
-// Extension point (SPEC §10, invariant 10): event delivery to a receiver that sometimes fails
-// (mp-deliver-events) is being built on another branch. Add a `DeliverEvents` command here
-// (a receiver answering 2xx/5xx/never, then mp-deliver-events) and an invariant-10 check in
-// `checkInvariants` (each state change one event, in order per account, no secret), and list it
-// in `commandArbitraries` below.
+// ---------------------------------------------------------------------------------------------
+// Events to the platform (SPEC §10, invariant 10; the receiver and the checks: ./events.ts)
+
+/** Makes the pending events of `ids` due now, as if their retry delays had passed. */
+async function makeDue(ids: string[]) {
+  if (ids.length === 0) return;
+  await adminDb()`update mp_event_outbox set next_attempt_at = now()
+    where account_id = any (${ids}::uuid[]) and status = 'pending'`;
+}
+
+/**
+ * The receiver answers as `mode` from now on (2xx, 5xx, or never: held until the run ends),
+ * then one mp-deliver-events run (`{}` or `{"limit": n}`); with `due`, the tracked accounts'
+ * pending events are made due first, and with a 2xx receiver and no fault in force the
+ * tracked accounts are drained: each of their events is then delivered (invariant 10: at
+ * least once), unless a live lease of a run that lost its database holds one back.
+ */
+export class DeliverEvents extends Step {
+  readonly name: string;
+  constructor(
+    readonly mode: ReceiverMode,
+    readonly limit: number | null,
+    readonly due: boolean,
+  ) {
+    super();
+    this.name = `deliver_${mode}`;
+  }
+  override check() {
+    return true;
+  }
+  async act(w: World) {
+    w.platform.mode = this.mode;
+    const ids = w.accounts.map((a) => a.accountId);
+    if (this.due && w.db.admin === "up") await makeDue(ids);
+    await this.deliverOnce(w);
+    if (this.mode === "ok" && this.due && calm(w)) await this.drain(w, ids);
+  }
+  private async deliverOnce(w: World) {
+    const res = await call("mp-deliver-events", this.limit === null ? {} : { limit: this.limit });
+    w.noteAnswer(res);
+    expect(w, res.status === 200, 10, `mp-deliver-events answered ${res.status}`);
+    if (res.status !== 200) return;
+    const keys = Object.keys(res.body ?? {}).sort().join(",");
+    if (keys !== "delivered,failed,pending") {
+      throw new Violation(10, `mp-deliver-events answered the fields ${keys}`);
+    }
+    if (this.mode !== "ok" && res.body.delivered > 0) {
+      throw new Violation(
+        10,
+        `mp-deliver-events counted ${res.body.delivered} delivered while the receiver answers ${this.mode}`,
+      );
+    }
+    if (res.body.delivered > 0) w.observed("events_delivered");
+  }
+  private async drain(w: World, ids: string[]) {
+    if (ids.length === 0) return;
+    let stuck: any[] = [];
+    for (let n = 0; n < 20; n++) {
+      stuck = await adminDb()`select account_id, bool_or(lease_until > now()) as leased
+        from mp_event_outbox where account_id = any (${ids}::uuid[]) and status = 'pending'
+        group by account_id`;
+      if (stuck.length === 0) return w.observed("events_drained");
+      await delay(250);
+      await makeDue(ids);
+      await this.deliverOnce(w);
+    }
+    const unleased = stuck.filter((s) => !s.leased);
+    if (unleased.length > 0 && calm(w)) {
+      throw new Violation(
+        10,
+        `account ${
+          unleased[0].account_id
+        }: events still pending after 20 runs with a 2xx receiver, none leased`,
+      );
+    }
+    w.observed("events_drain_blocked_by_lease");
+  }
+  toString() {
+    return `DeliverEvents(${this.mode}, limit=${this.limit}, due=${this.due})`;
+  }
+}
+
+/** Up to `pages` pages of mp-events after the run's cursor, `limit` each; the cursor moves on. */
+export class PullEvents extends Step {
+  readonly name = "pull_events";
+  constructor(readonly limit: number, readonly pages: number) {
+    super();
+  }
+  override check() {
+    return true;
+  }
+  async act(w: World) {
+    const p = w.platform;
+    for (let page = 0; page < this.pages; page++) {
+      const after = p.cursor === undefined ? "" : `&after=${encodeURIComponent(p.cursor)}`;
+      const res = await call("mp-events", undefined, { query: `?limit=${this.limit}${after}` });
+      w.noteAnswer(res);
+      expect(w, res.status === 200, 10, `mp-events answered ${res.status}`);
+      if (res.status !== 200) return;
+      const events = res.body?.events;
+      if (!Array.isArray(events) || typeof res.body.next !== "string") {
+        throw new Violation(10, `mp-events answered no events list or no cursor`);
+      }
+      if (events.length > this.limit) {
+        throw new Violation(
+          10,
+          `mp-events answered ${events.length} events for limit ${this.limit}`,
+        );
+      }
+      for (const e of events) {
+        if (p.pulledIds.has(e.id)) {
+          throw new Violation(10, `mp-events answered event ${e.id} a second time`);
+        }
+        p.pulledIds.add(e.id);
+        p.pulled.push({ id: e.id, event: e });
+      }
+      if (events.length === 0 && p.cursor !== undefined && res.body.next !== p.cursor) {
+        throw new Violation(10, `an empty page of mp-events moved the cursor`);
+      }
+      p.cursor = res.body.next;
+      if (events.length > 0) w.observed("events_pulled");
+      if (events.length < this.limit) return;
+    }
+  }
+  toString() {
+    return `PullEvents(limit=${this.limit}, pages=${this.pages})`;
+  }
+}
 
 /** Every command, weighted by repetition. */
 export function commandArbitraries(): fc.Arbitrary<Cmd>[] {
   const i = fc.nat(MAX_ACCOUNTS - 1);
   const db = fc.constantFrom("backend" as const, "admin" as const);
+  const deliver = fc.tuple(
+    fc.constantFrom<ReceiverMode>("ok", "ok", "error", "never"),
+    fc.constantFrom(null, 1, 5, 100),
+    fc.boolean(),
+  ).map(([m, l, d]) => new DeliverEvents(m, l, d));
   const common: fc.Arbitrary<Cmd>[] = [
     fc.constant(new ConnectNew()),
     fc.constant(new ConnectNew()),
@@ -938,6 +1068,10 @@ export function commandArbitraries(): fc.Arbitrary<Cmd>[] {
     db.map((d) => new StartDb(d)),
     fc.tuple(db, i).map(([d, n]) => new HangDb(d, n)),
     i.map((n) => new KillRefreshIsolate(n)),
+    deliver,
+    deliver,
+    fc.tuple(fc.constantFrom(1, 3, 100, 500), fc.integer({ min: 1, max: 3 }))
+      .map(([l, p]) => new PullEvents(l, p)),
   ];
   return common;
 }

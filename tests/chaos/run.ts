@@ -2,8 +2,9 @@
  * The chaos run (issue 21, item 1): fast-check generates command sequences
  * (`fc.commands` over tests/chaos/commands.ts) and `fc.asyncModelRun` runs each against the
  * real stack reached through tests/_stack.ts (its environment must be the stack's, as
- * `deno task test` or tests/chaos/main.ts give it). Invariants 1–9 are checked after every
- * step. A violation is reported with fast-check's seed, path and shrunk command list, which
+ * `deno task test` or tests/chaos/main.ts give it). Invariants 1–10 are checked after every
+ * step; for 10 the run owns the platform's receiver (tests/chaos/events.ts) on the stack's
+ * PLATFORM_WEBHOOK_URL, started here and stopped at the end. A violation is reported with fast-check's seed, path and shrunk command list, which
  * replay it: `deno task chaos --seed S --path P`.
  *
  * The pg_cron jobs of both databases are paused while it runs (a scheduled mp-refresh or
@@ -14,6 +15,7 @@ import fc from "fast-check";
 import { adminDb, backendDb, closeDbs, sandbox, stack } from "../_stack.ts";
 import { commandArbitraries } from "./commands.ts";
 import { checkInvariants, newTotals, type Totals, World } from "./world.ts";
+import { Platform } from "./events.ts";
 
 export interface ChaosOptions {
   seed: number;
@@ -67,9 +69,11 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   await sandbox.faults("none", 0);
   await sandbox.latency(0);
   const restoreCron = await pauseCron();
+  const platform = new Platform();
   let failedAt: number | undefined;
   const shrinkMs = (opts.shrinkMinutes ?? 5) * 60_000;
   try {
+    await platform.start();
     const property = fc.asyncProperty(
       fc.commands(commandArbitraries(), {
         maxCommands: opts.maxCommands ?? 25,
@@ -82,7 +86,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
         if (failedAt === undefined && totals.steps >= opts.steps) return;
         if (failedAt !== undefined && performance.now() - failedAt > shrinkMs) return;
         totals.runs++;
-        const world = new World(totals, log);
+        const world = new World(totals, log, platform);
         try {
           await fc.asyncModelRun(() => ({ model: world, real: world }), cmds);
           await world.restore();
@@ -108,6 +112,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       totals.violations.push(`${error}\n${report}`);
     }
   } finally {
+    await platform.stop();
     await restoreCron();
     await closeDbs();
   }

@@ -9,6 +9,7 @@
  */
 import { adminDb, backendDb, call, closeDbs, cluster, keyRing, sandbox, stack } from "../_stack.ts";
 import { decryptSecret } from "../../shared/platform/crypto.ts";
+import { checkEvents, type Platform } from "./events.ts";
 
 /** One account the run created (each with a seller of its own). */
 export interface Acc {
@@ -30,6 +31,8 @@ export interface Acc {
   confirmedDead: Set<string>;
   /** Token values planted through forged escrow rows (invariant 7). */
   forged: Set<string>;
+  /** Outbox events of the account the invariant-10 check has seen (counted once each). */
+  eventsSeen: Set<string>;
 }
 
 /** Sandbox modes applied after processing: they concern token calls only (local/sandbox.ts). */
@@ -82,7 +85,12 @@ export class World {
   /** Seller ids handed out in this run. */
   private static nextSeller = 0;
 
-  constructor(readonly totals: Totals, readonly log: (line: string) => void) {}
+  constructor(
+    readonly totals: Totals,
+    readonly log: (line: string) => void,
+    /** The run's receiver of pushed events and reader of the pull API (invariant 10). */
+    readonly platform: Platform,
+  ) {}
 
   newSeller(): number {
     // Distinct per invocation and per process: a base from the clock, then a counter.
@@ -139,6 +147,7 @@ export class World {
     await sandbox.faults("none", 0);
     await sandbox.latency(0);
     this.pendingFault = null;
+    this.platform.mode = "ok";
   }
 }
 
@@ -217,7 +226,7 @@ async function newLogText(totals: Totals): Promise<string> {
 }
 
 /**
- * Invariants 1–9 against the model, both databases (those up), the sandbox and the stack log.
+ * Invariants 1–10 against the model, both databases (those up), the sandbox and the stack log.
  * Throws a `Violation` naming the invariant, the account and what differs (never a secret).
  */
 export async function checkInvariants(w: World): Promise<void> {
@@ -348,9 +357,13 @@ export async function checkInvariants(w: World): Promise<void> {
       }
     }
   }
+
+  // 10: events (tests/chaos/events.ts).
+  await checkEvents(w, secrets);
 }
 
-async function knownSecretsNow(): Promise<string[]> {
+/** Every secret the stack knows of now: issued tokens and codes, keys, webhook secrets. */
+export async function knownSecretsNow(): Promise<string[]> {
   const res = await fetch(`${stack.sandboxUrl}/__sandbox/secrets`);
   const issued = (await res.json()).secrets as string[];
   const keys = [
@@ -358,12 +371,15 @@ async function knownSecretsNow(): Promise<string[]> {
     stack.serviceRoleKey,
     stack.env("MP_CLIENT_SECRET"),
     stack.webhookSecret,
+    ...stack.env("PLATFORM_WEBHOOK_SECRETS").split(/\s+/).flatMap((
+      k,
+    ) => [k, k.replace(/^whsec_/, "")]),
     ...stack.env("MP_TOKEN_KEYS").split(",").map((k) => k.slice(k.indexOf(":") + 1)),
   ];
   return [...issued, ...keys].filter((s) => s && s.length >= 8);
 }
 
-function findIn(text: string, secrets: string[]): string[] {
+export function findIn(text: string, secrets: string[]): string[] {
   if (!text) return [];
   return secrets.filter((s) => text.includes(s) || text.includes(encodeURIComponent(s)));
 }
