@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  adminDb,
   backendDb,
   call,
   closeDbs,
@@ -229,4 +230,25 @@ Deno.test("both databases hanging → 503 within the bound, then everything reco
   for (const res of answers) assertUnavailable(res, "both hanging");
   await closeDbs();
   await assertRecovered(synced, unsynced);
+});
+
+Deno.test("invariant 2 with the Backend DB down: mp-revoke answers 503 and changes nothing; once it is back the revoke completes", async () => {
+  const { clientId, accountId } = await syncedPair();
+  const start = await stopped("backend");
+  let res;
+  try {
+    res = await call("mp-revoke", { account_id: accountId });
+  } finally {
+    await start();
+  }
+  assertUnavailable(res, "mp-revoke with the Backend DB down");
+  const [row] = await adminDb()`select mp_connected, mp_token_version from nv_accounts
+    where id = ${accountId}`;
+  assert.deepEqual({ ...row }, { mp_connected: true, mp_token_version: 1 }, "nothing changed");
+  const again = await call("mp-revoke", { account_id: accountId });
+  assert.equal(again.status, 200);
+  const read = await call("get-mp-config", { client_id: clientId });
+  assert.equal(read.status, 404);
+  const [cache] = await backendDb()`select mp_access_token from clients where id = ${clientId}`;
+  assert.equal(cache.mp_access_token, null);
 });

@@ -11,6 +11,8 @@ import {
   backendDb,
   cachedToken,
   call,
+  closeDbs,
+  cluster,
   newAccount,
   newClient,
   pauseJobsDuringFile,
@@ -259,4 +261,31 @@ Deno.test("a deauthorization after MercadoPago confirmed the token dead: the ear
   const read = await call("get-mp-config", { client_id: p.clientId });
   assert.equal(read.status, 404);
   assert.equal(read.body.error.code, "mp_not_connected");
+});
+
+Deno.test("invariant 9 with the Backend DB down: a confirmed dead token changes nothing until its cache can be cleared (report 503), then is cleared and replaced", async () => {
+  const p = await provisionedPair();
+  await sandbox.invalidate(p.seller, "access");
+  const backend = cluster("backend");
+  await backend.stop();
+  let res;
+  try {
+    res = await call("get-mp-config", { client_id: p.clientId, rejected_token_version: 1 });
+  } finally {
+    await backend.start();
+    await closeDbs();
+  }
+  assert.equal(res.status, 503);
+  assert.equal(res.body.error.code, "unavailable");
+  const row = await accountRow(p.accountId);
+  assert.deepEqual([row.mp_token_version, row.mp_state], [1, "connected"], "nothing changed");
+  // The cache still holds the token (version 1): the next report, with the Backend DB back,
+  // verifies again, clears it and answers the replacement.
+  await adminDb()`update nv_accounts set mp_report_checked_at = null where id = ${p.accountId}`;
+  const again = await call("get-mp-config", { client_id: p.clientId, rejected_token_version: 1 });
+  assert.equal(again.status, 200);
+  assert.ok(again.body.access_token !== p.grant.access_token);
+  assert.ok((await cachedToken(p.clientId)) === again.body.access_token);
+  const fast = await call("get-mp-config", { client_id: p.clientId });
+  assert.ok(fast.body.access_token !== p.grant.access_token, "the dead token is not served");
 });

@@ -57,6 +57,9 @@ export async function reportRejectedToken(
         requestId,
         source: "report",
       });
+      if (outcome === "unavailable") {
+        throw new DomainError("unavailable", "the Backend DB could not be reached; retry");
+      }
       if (outcome === "busy") {
         throw new DomainError("unavailable", "a refresh of this account is in progress; retry");
       }

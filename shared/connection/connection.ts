@@ -1,8 +1,12 @@
 /**
- * Changes of a seller's connection that span both databases. Revoke clears the master,
- * then the cache at the new version, and only then reports success (docs/invariants.md, invariant 2).
+ * Changes of a seller's connection that span both databases. Revoke clears the cache first, at
+ * the version the master is about to take (the Backend DB unreachable: nothing changed, 503),
+ * then the master, then the cache again at the version the master took, and only then reports
+ * success (docs/invariants.md, invariant 2) — so a revoke whose answer is an error never leaves
+ * the master revoked behind a cache that still serves the token.
  * Connect stores the master first, then syncs the cache.
  */
+import { readAccount } from "../store/accounts.ts";
 import { revokeAccount, storeConnection } from "../store/connections.ts";
 import type { Context } from "../platform/context.ts";
 import { recordEvent } from "../store/audit.ts";
@@ -18,6 +22,11 @@ export async function revokeConnection(
   accountId: string,
   opts: { requestId?: string; reason?: string } = {},
 ): Promise<boolean> {
+  const current = await ctx.admin((sql) => readAccount(sql, accountId));
+  if (!current) return false;
+  if (current.backend_client_id && current.mp_connected) {
+    await clearClientCache(ctx, current.backend_client_id, current.mp_token_version + 1);
+  }
   const revoked = await ctx.admin((sql) => revokeAccount(sql, accountId, opts.reason ?? "admin"));
   if (!revoked) return false;
   const clientId = revoked.backend_client_id;

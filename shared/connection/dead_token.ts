@@ -11,16 +11,17 @@ import type { Logger } from "../platform/log.ts";
 import { leaseAccount, recordTokenDead, releaseLeases } from "../store/refresh_leases.ts";
 import { recordEvent } from "../store/audit.ts";
 import { readEscrows } from "../store/escrow.ts";
-import { syncAccountRow } from "../sync/sync.ts";
+import { clearClientCache, syncAccountRow } from "../sync/sync.ts";
 import { refreshLeasedAccount } from "../refresh/run.ts";
 import { LEASE_MS } from "../refresh/types.ts";
 
 /**
  * What handling a dead token did: `refreshed` (a new token is served), `reauth_required`
  * (nothing is served until the seller connects again), `stale` (the dead token is no longer
- * the account's current one), `busy` (a refresh holds the account: it will replace the token).
+ * the account's current one), `busy` (a refresh holds the account: it will replace the token),
+ * `unavailable` (the Backend DB could not be reached to clear the cache: nothing changed).
  */
-export type DeadTokenOutcome = "refreshed" | "reauth_required" | "stale" | "busy";
+export type DeadTokenOutcome = "refreshed" | "reauth_required" | "stale" | "busy" | "unavailable";
 
 /** Handles the confirmed death of account `accountId`'s access token of version `version`. */
 export async function handleDeadToken(
@@ -54,6 +55,27 @@ export async function handleDeadToken(
       return "stale";
     }
   }
+  // The cache first, at the version the master is about to take: if the Backend DB cannot be
+  // reached nothing is changed (the fast path would go on serving the dead token from a cache
+  // nobody could clear); the report answers 503 and the probe checks again later. Once the
+  // cache is empty at that version, a fallback read cannot refill it with an older one.
+  const clientId = leased.backend_client_id;
+  if (clientId) {
+    try {
+      await clearClientCache(ctx, clientId, version + 1);
+    } catch (err) {
+      log.warn(
+        "MercadoPago confirmed a token dead but the cache cannot be cleared; nothing changed",
+        {
+          account_id: accountId,
+          client_id: clientId,
+          error: err,
+        },
+      );
+      await release();
+      return "unavailable";
+    }
+  }
   const dead = await ctx.admin((sql) => recordTokenDead(sql, accountId, owner, version));
   if (!dead) {
     await release();
@@ -65,14 +87,14 @@ export async function handleDeadToken(
     token_version: version,
     source: opts.source,
   });
-  try {
-    await syncAccountRow(ctx, dead);
-  } catch (err) {
-    // The master no longer has it; read-repair and reconcile clear the cache at this version.
-    log.error("Could not clear the dead token from the cache", {
-      account_id: accountId,
-      error: err,
-    });
+  if (dead.backend_client_id && dead.backend_client_id !== clientId) {
+    // Linked to another client meanwhile: that cache is cleared by the usual fenced sync.
+    await syncAccountRow(ctx, dead).catch((err) =>
+      log.error("Could not clear the dead token from the cache", {
+        account_id: accountId,
+        error: err,
+      })
+    );
   }
   await recordEvent(ctx, log, {
     event: "token_dead",

@@ -154,7 +154,11 @@ export class Connect extends Step {
     const seller = this.kind === "reconnect" && a.seller !== null ? a.seller : w.newSeller();
     const legit = this.kind !== "mismatch" || a.seller === null;
     if (legit) a.allowedSellers.add(seller);
+    const fault = w.pendingFault;
     const r = await oauth(w, a.accountId, seller, this.kind === "replace");
+    // A code exchange MercadoPago processed but whose answer was lost or unreadable issued a
+    // pair nobody received: not a refresh token of ours to keep (invariant 3 is about those).
+    if (!r.ok && fault !== null) a.unknownOutcome = true;
     if (r.ok) {
       if (!legit) {
         throw new Violation(6, `a connect as another seller without replace_seller succeeded`);
@@ -529,9 +533,12 @@ export class DeauthorizeSigned extends Step {
           const m = await masterOf(a.accountId);
           versionAfterFirst = m?.version;
           if (m && !m.connected && before?.connected) a.revoked = true;
+          // An account without a stored token had it confirmed dead by MercadoPago already
+          // (a probe or a report): that earlier 401 confirms the claim.
           if (
             !this.killFirst && before?.connected && m && !m.connected &&
-            !a.mpDead.has(before.access ?? "")
+            before.access !== null && before.access !== undefined &&
+            !a.mpDead.has(before.access)
           ) {
             throw new Violation(
               2,
