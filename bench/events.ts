@@ -137,6 +137,47 @@ async function chains(logFile: string, from: number) {
 }
 
 /** The events section of `deno task bench`. */
+/**
+ * Plays the schedule until the burst is delivered (or twice the target has passed): a root run
+ * through the gateway every `CRON_MS`, its successors started by the runs themselves.
+ */
+async function driveBurst(
+  env: Record<string, string>,
+  logFile: string,
+  admin: Sql,
+  events: number,
+): Promise<{ seconds: number; delivered: number; roots: Invocation[] }> {
+  const started = performance.now();
+  const roots: Invocation[] = [];
+  let delivered = 0;
+  let lastRoot = -Infinity;
+  while (delivered < events && performance.now() - started < 2 * TARGET_S * 1000) {
+    if (performance.now() - lastRoot >= CRON_MS) {
+      lastRoot = performance.now();
+      const root = await invoke(env, logFile, "mp-deliver-events", {});
+      if (root.status !== 200) throw new Error(`mp-deliver-events answered ${root.status}`);
+      roots.push(root);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    delivered = await deliveredCount(admin);
+  }
+  return { seconds: (performance.now() - started) / 1000, delivered, roots };
+}
+
+/** Every delivery run logged since `from`, once the last ones answered and no lease is live. */
+async function settledRuns(logFile: string, from: number, admin: Sql): Promise<Invocation[]> {
+  let runs: Invocation[] = [];
+  for (let i = 0, seen = -1; i < 60; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    runs = await deliveryRuns(logFile, from);
+    const [{ leased }] = await admin<{ leased: number }[]>`select count(*)::int as leased
+      from mp_event_outbox where status = 'pending' and lease_until > now()`;
+    if (leased === 0 && runs.length === seen) break;
+    seen = runs.length;
+  }
+  return runs;
+}
+
 export const eventsBench: Bench = async (env) => {
   const events = Number(env.BENCH_EVENTS ?? (env.BENCH_QUICK === "1" ? QUICK_EVENTS : EVENTS));
   const logFile = `${env.BENCH_LOG_DIR ?? ".local/dev"}/stack.log`;
@@ -168,31 +209,8 @@ export const eventsBench: Bench = async (env) => {
     console.log(`bench: events: ${size} events seeded over ${events / PER_ACCOUNT} accounts`);
 
     const from = (await Deno.stat(logFile)).size;
-    const started = performance.now();
-    const roots: Invocation[] = [];
-    let delivered = 0;
-    let lastRoot = -Infinity;
-    while (delivered < events && performance.now() - started < 2 * TARGET_S * 1000) {
-      if (performance.now() - lastRoot >= CRON_MS) {
-        lastRoot = performance.now();
-        const root = await invoke(env, logFile, "mp-deliver-events", {});
-        if (root.status !== 200) throw new Error(`mp-deliver-events answered ${root.status}`);
-        roots.push(root);
-      }
-      await new Promise((r) => setTimeout(r, 500));
-      delivered = await deliveredCount(admin);
-    }
-    const seconds = (performance.now() - started) / 1000;
-    // Let the last runs answer and their lines reach the log.
-    let runs: Invocation[] = [];
-    for (let i = 0, seen = -1; i < 60; i++) {
-      await new Promise((r) => setTimeout(r, 1000));
-      runs = await deliveryRuns(logFile, from);
-      const [{ leased }] = await admin<{ leased: number }[]>`select count(*)::int as leased
-        from mp_event_outbox where status = 'pending' and lease_until > now()`;
-      if (leased === 0 && runs.length === seen) break;
-      seen = runs.length;
-    }
+    const { seconds, delivered, roots } = await driveBurst(env, logFile, admin, events);
+    const runs = await settledRuns(logFile, from, admin);
     const { depth, successors } = await chains(logFile, from);
     const label = `mp-deliver-events: a burst of ${size} events (${
       (events / PER_ACCOUNT).toLocaleString("en")
