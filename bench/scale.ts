@@ -43,14 +43,19 @@ export interface Invocation {
   isolate: string;
 }
 
-/** The gateway's "Edge request" line for `requestId` in the stack log (waits for the flush). */
-export async function gatewayLine(logFile: string, requestId: string) {
+/**
+ * The gateway's "Edge request" line for `requestId` in the stack log (waits for the flush).
+ * Other lines carry the same request id (the function's own, and a delivery it ran in the
+ * background after answering), so every line with it is looked at.
+ */
+async function gatewayLine(logFile: string, requestId: string) {
+  const needle = `"request_id":"${requestId}"`;
   for (let i = 0; i < 100; i++) {
     const text = await Deno.readTextFile(logFile);
-    const at = text.lastIndexOf(`"request_id":"${requestId}"`);
-    if (at >= 0) {
+    for (let at = text.indexOf(needle); at >= 0; at = text.indexOf(needle, at + 1)) {
       const start = text.lastIndexOf("\n", at) + 1;
-      const line = JSON.parse(text.slice(start, text.indexOf("\n", at)));
+      const end = text.indexOf("\n", at);
+      const line = JSON.parse(text.slice(start, end < 0 ? undefined : end));
       if (line.msg === "Edge request") return line;
     }
     await new Promise((r) => setTimeout(r, 100));
