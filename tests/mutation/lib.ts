@@ -188,6 +188,28 @@ export function parseJunit(xml: string): Map<string, TestStatus> {
   return out;
 }
 
+/** Seconds each test file took in a JUnit report (`tests/x_test.ts` → sum of its cases). */
+export function junitFileSeconds(xml: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const m of xml.matchAll(/<testcase\b([^>]*?)(\/>|>)/g)) {
+    const file = (attr(m[1], "classname") ?? "").replace(/^\.\//, "");
+    out.set(file, (out.get(file) ?? 0) + Number(attr(m[1], "time") ?? 0));
+  }
+  return out;
+}
+
+/**
+ * `tests` reordered for a `--fail-fast` run: the quickest at baseline first (ties in the order
+ * {@link selectTests} gives, nearest to the module first), so a kill shows as early as it can.
+ * The set is unchanged.
+ */
+export function quickestFirst(tests: string[], seconds: Map<string, number>): string[] {
+  const rank = new Map(tests.map((t, i) => [t, i]));
+  return [...tests].sort((a, b) =>
+    (seconds.get(a) ?? 0) - (seconds.get(b) ?? 0) || rank.get(a)! - rank.get(b)!
+  );
+}
+
 /** The harness's leak scan over the run's whole output, as one more check (`harness › leak scan`). */
 export const LEAK_SCAN = "harness › leak scan";
 

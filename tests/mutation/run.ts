@@ -34,7 +34,9 @@ import {
   isTestFile,
   judge,
   type Judgement,
+  junitFileSeconds,
   type Mutant,
+  quickestFirst,
   readRun,
   replaceSection,
   type RunReport,
@@ -147,7 +149,7 @@ async function runSuite(
   portBase: number,
   tests: string[],
   opts: { failFast: boolean; timeoutMs: number },
-): Promise<RunReport & { seconds: number }> {
+): Promise<RunReport & { seconds: number; junit?: string }> {
   const junitPath = `${dir}/${STATE_DIR}/junit.xml`;
   await Deno.remove(junitPath).catch(() => {});
   const started = performance.now();
@@ -161,6 +163,7 @@ async function runSuite(
   await Deno.writeTextFile(`${dir}/${STATE_DIR}/harness.log`, res.output).catch(() => {});
   return {
     ...readRun(res.output, junit, res.timedOut),
+    junit,
     seconds: Math.round((performance.now() - started) / 1000),
   };
 }
@@ -346,9 +349,11 @@ async function main(): Promise<number> {
       timeout: { type: "string", default: "40" },
       list: { type: "boolean", default: false },
       "no-write": { type: "boolean", default: false },
+      report: { type: "boolean", default: false },
     },
     allowPositionals: true,
   });
+  if (values.report) return await reportOnly();
   const runs = Math.max(1, Number(values.runs));
   const jobs = Math.min(PORT_BASES.length, Math.max(1, Number(values.jobs)));
   const timeoutMs = Number(values.timeout) * 60_000;
@@ -419,6 +424,9 @@ async function main(): Promise<number> {
     for (const e of excluded) {
       console.log(`  excluded from judging (not passing at baseline): ${e}`);
     }
+    // Quickest files first: with --fail-fast a kill shows early (the set is unchanged).
+    const fileSeconds = junitFileSeconds(baseline.junit ?? "");
+    for (const [name, t] of selection) selection.set(name, quickestFirst(t, fileSeconds));
     // --fail-fast would let an excluded failure stop a run before the judges ran.
     const failFast = excluded.length === 0;
 
@@ -434,7 +442,11 @@ async function main(): Promise<number> {
             head,
             runs,
             all: values.all,
-            baseline: { seconds: baseline.seconds, excluded },
+            baseline: {
+              seconds: baseline.seconds,
+              excluded,
+              tests: Object.fromEntries(baseline.tests),
+            },
             outcomes: [...outcomes.values()].filter((o) => o.runs.length),
           },
           null,
@@ -501,6 +513,49 @@ async function main(): Promise<number> {
   } finally {
     for (const d of dirs) await removeWorktree(d);
   }
+}
+
+/**
+ * `--report`: writes the "Mutation score" section from `.local/mutation/results.json` (what a
+ * run recorded so far — a run cut short included, and said so) without running anything.
+ */
+async function reportOnly(): Promise<number> {
+  const saved = JSON.parse(await Deno.readTextFile(`${WORK}/results.json`)) as {
+    head: string;
+    runs: number;
+    all: boolean;
+    started?: number;
+    baseline: { seconds: number; excluded: string[] };
+    outcomes: Outcome[];
+  };
+  // The mutants as they are defined now (an `equivalent` reason added since counts).
+  const now = new Map(MUTANTS.map((m) => [m.name, m]));
+  const outcomes = saved.outcomes.map((o) => ({
+    ...o,
+    mutant: now.get(o.mutant.name) ?? o.mutant,
+  }));
+  const file = `${ROOT}bench/RESULTS.md`;
+  const doc = await Deno.readTextFile(file).catch(() => "# Benchmark results\n");
+  const seconds = outcomes.reduce((t, o) => t + o.runs.reduce((u, r) => u + r.seconds, 0), 0) +
+    saved.baseline.seconds;
+  await Deno.writeTextFile(
+    file,
+    replaceSection(
+      doc,
+      "Mutation score",
+      resultsSection(outcomes, {
+        total: MUTANTS.length,
+        runs: saved.runs,
+        all: saved.all,
+        baselineSeconds: saved.baseline.seconds,
+        excluded: saved.baseline.excluded,
+        head: saved.head,
+        seconds,
+      }),
+    ),
+  );
+  console.log(`written: bench/RESULTS.md (Mutation score) from ${outcomes.length} mutants`);
+  return 0;
 }
 
 export { resultsSection };
