@@ -6,8 +6,10 @@ import {
   combineRuns,
   importSpecifiers,
   judge,
+  junitFileSeconds,
   LEAK_SCAN,
   parseJunit,
+  quickestFirst,
   readRun,
   replaceSection,
   resolveSpecifier,
@@ -235,4 +237,11 @@ Deno.test("replaceSection: replaces the named section only, or appends it", () =
     "# R\n\n## A\n\nold a\n\n## Mutation score\n\nnew\n\n## C\n\nc\n",
   );
   assert.equal(replaceSection("# R\n", "Mutation score", "x"), "# R\n\n## Mutation score\n\nx\n");
+});
+
+Deno.test("quickestFirst: the same files, the quickest at baseline first", () => {
+  const secs = junitFileSeconds(JUNIT);
+  assert.deepEqual([...secs], [["tests/a_test.ts", 0.5], ["tests/b_test.ts", 0.1]]);
+  const order = quickestFirst(["tests/a_test.ts", "tests/c_test.ts", "tests/b_test.ts"], secs);
+  assert.deepEqual(order, ["tests/c_test.ts", "tests/b_test.ts", "tests/a_test.ts"]);
 });
