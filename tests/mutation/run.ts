@@ -47,8 +47,14 @@ import {
 import { MUTANTS } from "./mutants.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
-const WORK = `${ROOT}.local/mutation`;
-const PORT_BASES = [20_000, 21_000];
+/**
+ * Scratch copies and results (`MUTANTS_DIR`, default `.local/mutation`), and the workers' port
+ * bases (`MUTANTS_PORT_BASE`, default 20000; the second worker 1000 above): two runs of the
+ * harness side by side need both moved.
+ */
+const WORK = `${ROOT}${Deno.env.get("MUTANTS_DIR") ?? ".local/mutation"}`;
+const FIRST_PORT = Number(Deno.env.get("MUTANTS_PORT_BASE") ?? 20_000);
+const PORT_BASES = [FIRST_PORT, FIRST_PORT + 1_000];
 const STATE_DIR = ".local/mutant-stack";
 
 /**
