@@ -100,6 +100,7 @@ async function headGraph(dir: string) {
 /** A scratch copy of HEAD for worker `i`, made fresh. */
 async function makeWorktree(i: number): Promise<string> {
   const dir = `${WORK}/w${i}`;
+  await endLeftovers(dir);
   await git(["worktree", "remove", "--force", dir]).catch(() => {});
   await Deno.remove(dir, { recursive: true }).catch(() => {});
   await git(["worktree", "prune"]);
@@ -149,6 +150,34 @@ async function command(
   };
 }
 
+/**
+ * Ends what a run in `dir` left behind (a run killed at its timeout: the databases run in
+ * sessions of their own, maybe stopped by a fault test): by process id, only processes whose
+ * command line names this copy's stack directory. Continued first (a SIGSTOPped postgres
+ * ignores everything else), then asked to stop fast, then killed.
+ */
+async function endLeftovers(dir: string) {
+  const marker = `${dir}/${STATE_DIR}/`;
+  const find = async () => {
+    const ps = await new Deno.Command("ps", { args: ["-eo", "pid=,args="], stdout: "piped" })
+      .output();
+    return new TextDecoder().decode(ps.stdout).split("\n")
+      .filter((l) => l.includes(marker))
+      .map((l) => Number(l.trim().split(/\s+/)[0]))
+      .filter((pid) => pid > 1 && pid !== Deno.pid);
+  };
+  for (const [signal, wait] of [["SIGCONT", 0], ["SIGINT", 5_000], ["SIGKILL", 2_000]] as const) {
+    const pids = await find();
+    if (pids.length === 0) return;
+    for (const pid of pids) {
+      try {
+        Deno.kill(pid, signal);
+      } catch { /* gone */ }
+    }
+    await new Promise((r) => setTimeout(r, wait));
+  }
+}
+
 /** Runs `deno task test` in `dir` on the given tests and reads the run. */
 async function runSuite(
   dir: string,
@@ -166,6 +195,7 @@ async function runSuite(
     opts.timeoutMs,
   );
   const junit = await Deno.readTextFile(junitPath).catch(() => undefined);
+  await endLeftovers(dir);
   await Deno.writeTextFile(`${dir}/${STATE_DIR}/harness.log`, res.output).catch(() => {});
   return {
     ...readRun(res.output, junit, res.timedOut),
