@@ -1,0 +1,73 @@
+// deno-lint-ignore-file no-explicit-any
+/**
+ * The send-once rule (invariant 3) where only one fence holds it: `mp_begin_refresh_call`
+ * under a lease taken without the claim (`mp_lease_account`, as the dead-token path does) —
+ * the last-resort attempt only within 7 days of expiry — and the dead-token path itself, which
+ * must not spend a refresh token that was already sent once (invariants 3 and 9).
+ * (Mutants of both in tests/mutation/mutants.ts.)
+ */
+import assert from "node:assert/strict";
+import { adminDb, backendDb, call, closeDbs, provisionedPair, sandbox } from "./_stack.ts";
+import { pgArray } from "../shared/platform/db.ts";
+
+let paused: string[] = [];
+Deno.test.beforeAll(async () => {
+  const rows = await backendDb()`update cron.job set active = false
+    where jobname in ('mp-refresh', 'mp-reconcile', 'mp-probe') and active returning jobname`;
+  paused = rows.map((r: any) => r.jobname);
+});
+Deno.test.afterAll(async () => {
+  await backendDb()`update cron.job set active = true where jobname = any(${
+    pgArray(paused)
+  }::text[])`;
+  await closeDbs();
+});
+
+/** Marks the account's refresh token as sent once with an unknown outcome (at risk). */
+async function sentOnce(accountId: string, expiresInDays: number) {
+  await adminDb()`update nv_accounts set mp_refresh_sends = 1,
+      mp_refresh_unconfirmed_at = now(),
+      mp_token_expires_at = now() + make_interval(days => ${expiresInDays})
+    where id = ${accountId}`;
+}
+
+async function leaseAndBegin(accountId: string): Promise<boolean> {
+  const owner = crypto.randomUUID();
+  const [leased] = await adminDb()`select * from mp_lease_account(${accountId}::uuid,
+    ${owner}::uuid, interval '1 minute')`;
+  assert.ok(leased, "leased");
+  const [{ began }] = await adminDb()`select mp_begin_refresh_call(${accountId}::uuid,
+    ${owner}::uuid, ${leased.mp_token_version}::bigint) as began`;
+  await adminDb()`select mp_release_refresh_leases(${owner}::uuid, array[${accountId}]::uuid[])`;
+  return began;
+}
+
+Deno.test("invariant 3 in SQL: a sent-once refresh token may go again only within 7 days of expiry", async () => {
+  for (const [days, allowed] of [[10, false], [8, false], [6, true]] as const) {
+    const p = await provisionedPair();
+    await sentOnce(p.accountId, days);
+    assert.equal(await leaseAndBegin(p.accountId), allowed, `expiring in ${days} days`);
+    const [row] = await adminDb()`select mp_refresh_sends from nv_accounts
+      where id = ${p.accountId}`;
+    assert.equal(row.mp_refresh_sends, allowed ? 2 : 1, "counted only when allowed");
+  }
+});
+
+Deno.test("invariants 3 and 9: a dead token whose refresh token was sent once is cleared, and that refresh token is not sent again", async () => {
+  const p = await provisionedPair();
+  await sentOnce(p.accountId, 60);
+  await sandbox.invalidate(p.seller, "access");
+  const before = await sandbox.stats();
+  const res = await call("get-mp-config", { client_id: p.clientId, rejected_token_version: 1 });
+  assert.equal(res.status, 404);
+  assert.equal(res.body.error.code, "mp_reauth_required");
+  const after = await sandbox.stats();
+  assert.equal(after.token_calls, before.token_calls, "no refresh call");
+  const [row] = await adminDb()`select mp_state, mp_refresh_sends, mp_access_token_encrypted
+    from nv_accounts where id = ${p.accountId}`;
+  assert.deepEqual([row.mp_state, row.mp_refresh_sends], ["reauth_required", 1]);
+  assert.equal(row.mp_access_token_encrypted, null);
+  const later = await call("get-mp-config", { client_id: p.clientId });
+  assert.equal(later.status, 404);
+  assert.equal(later.body.error.code, "mp_reauth_required");
+});
