@@ -307,7 +307,7 @@ function resultsSection(
   return [
     `Written by \`deno task mutants${meta.all ? " --all" : ""}${
       meta.runs > 1 ? ` --runs ${meta.runs}` : ""
-    }\` at ${new Date().toISOString()} on commit ${meta.head.slice(0, 10)} in ${
+    }\` at ${new Date().toISOString()} on commit ${meta.head} in ${
       Math.round(meta.seconds / 60)
     } min (baseline ${meta.baselineSeconds} s). ${outcomes.length} of ${meta.total} mutants ran${
       outcomes.length < meta.total ? " (the run was cut short: the rest did not run)" : ""
@@ -386,10 +386,11 @@ async function main(): Promise<number> {
       list: { type: "boolean", default: false },
       "no-write": { type: "boolean", default: false },
       report: { type: "boolean", default: false },
+      from: { type: "string", multiple: true },
     },
     allowPositionals: true,
   });
-  if (values.report) return await reportOnly();
+  if (values.report) return await reportOnly(values.from ?? [`${WORK}/results.json`]);
   const runs = Math.max(1, Number(values.runs));
   const jobs = Math.min(PORT_BASES.length, Math.max(1, Number(values.jobs)));
   const timeoutMs = Number(values.timeout) * 60_000;
@@ -552,28 +553,42 @@ async function main(): Promise<number> {
 }
 
 /**
- * `--report`: writes the "Mutation score" section from `.local/mutation/results.json` (what a
- * run recorded so far — a run cut short included, and said so) without running anything.
+ * `--report [--from results.json…]`: writes the "Mutation score" section from what runs
+ * recorded (a run cut short included, and said so) without running anything. Several files:
+ * a later one's mutants replace an earlier one's (survivors re-run once tests were added), and
+ * the section says which commit judged how many.
  */
-async function reportOnly(): Promise<number> {
-  const saved = JSON.parse(await Deno.readTextFile(`${WORK}/results.json`)) as {
+async function reportOnly(files: string[]): Promise<number> {
+  type Saved = {
     head: string;
     runs: number;
     all: boolean;
-    started?: number;
     baseline: { seconds: number; excluded: string[] };
     outcomes: Outcome[];
   };
   // The mutants as they are defined now (an `equivalent` reason added since counts).
   const now = new Map(MUTANTS.map((m) => [m.name, m]));
-  const outcomes = saved.outcomes.map((o) => ({
-    ...o,
-    mutant: now.get(o.mutant.name) ?? o.mutant,
-  }));
+  const byName = new Map<string, Outcome & { head: string }>();
+  const saved: Saved[] = [];
+  for (const f of files) {
+    const s = JSON.parse(await Deno.readTextFile(f)) as Saved;
+    saved.push(s);
+    for (const o of s.outcomes) {
+      byName.set(o.mutant.name, { ...o, mutant: now.get(o.mutant.name) ?? o.mutant, head: s.head });
+    }
+  }
+  const outcomes = [...byName.values()];
+  const heads = [...new Set(outcomes.map((o) => o.head))].map((h) =>
+    `${h.slice(0, 10)} (${outcomes.filter((o) => o.head === h).length} mutants)`
+  ).join(", ");
+  const seconds = saved.reduce(
+    (t, s) =>
+      t + s.baseline.seconds +
+      s.outcomes.reduce((u, o) => u + o.runs.reduce((v, r) => v + r.seconds, 0), 0),
+    0,
+  );
   const file = `${ROOT}bench/RESULTS.md`;
   const doc = await Deno.readTextFile(file).catch(() => "# Benchmark results\n");
-  const seconds = outcomes.reduce((t, o) => t + o.runs.reduce((u, r) => u + r.seconds, 0), 0) +
-    saved.baseline.seconds;
   await Deno.writeTextFile(
     file,
     replaceSection(
@@ -581,11 +596,11 @@ async function reportOnly(): Promise<number> {
       "Mutation score",
       resultsSection(outcomes, {
         total: MUTANTS.length,
-        runs: saved.runs,
-        all: saved.all,
-        baselineSeconds: saved.baseline.seconds,
-        excluded: saved.baseline.excluded,
-        head: saved.head,
+        runs: Math.min(...saved.map((s) => s.runs)),
+        all: saved.every((s) => s.all),
+        baselineSeconds: saved[0].baseline.seconds,
+        excluded: [...new Set(saved.flatMap((s) => s.baseline.excluded))],
+        head: heads,
         seconds,
       }),
     ),
