@@ -137,7 +137,7 @@ export const MUTANTS: Mutant[] = [
     to: "         and (n.id = any (p_escrowed) or n.mp_refresh_sends <= 1\n",
   },
   {
-    name: "the last-resort window off by a week (14 days) in mp_claim_due_accounts and the send",
+    name: "the last-resort window off by a week (14 days) in mp_begin_refresh_call",
     invariants: [3],
     file: CONN_STATE,
     from:

@@ -574,7 +574,9 @@ async function reportOnly(files: string[]): Promise<number> {
     const s = JSON.parse(await Deno.readTextFile(f)) as Saved;
     saved.push(s);
     for (const o of s.outcomes) {
-      byName.set(o.mutant.name, { ...o, mutant: now.get(o.mutant.name) ?? o.mutant, head: s.head });
+      const m = now.get(o.mutant.name);
+      if (!m) console.log(`dropped (no longer defined): ${o.mutant.name}`);
+      else byName.set(m.name, { ...o, mutant: m, head: s.head });
     }
   }
   const outcomes = [...byName.values()];
