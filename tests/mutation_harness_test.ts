@@ -9,10 +9,10 @@ import {
   junitFileSeconds,
   LEAK_SCAN,
   parseJunit,
-  quickestFirst,
   readRun,
   replaceSection,
   resolveSpecifier,
+  runOrder,
   score,
   selectTests,
 } from "./mutation/lib.ts";
@@ -239,9 +239,22 @@ Deno.test("replaceSection: replaces the named section only, or appends it", () =
   assert.equal(replaceSection("# R\n", "Mutation score", "x"), "# R\n\n## Mutation score\n\nx\n");
 });
 
-Deno.test("quickestFirst: the same files, the quickest at baseline first", () => {
+Deno.test("runOrder: one order for every run — files off the stack first, then the stack's users quickest first", () => {
   const secs = junitFileSeconds(JUNIT);
   assert.deepEqual([...secs], [["tests/a_test.ts", 0.5], ["tests/b_test.ts", 0.1]]);
-  const order = quickestFirst(["tests/a_test.ts", "tests/c_test.ts", "tests/b_test.ts"], secs);
-  assert.deepEqual(order, ["tests/c_test.ts", "tests/b_test.ts", "tests/a_test.ts"]);
+  const usesStack = new Set(["tests/a_test.ts", "tests/b_test.ts"]);
+  const all = runOrder(
+    ["tests/a_test.ts", "tests/z_test.ts", "tests/b_test.ts", "tests/c_test.ts"],
+    usesStack,
+    secs,
+  );
+  assert.deepEqual(all, [
+    "tests/c_test.ts",
+    "tests/z_test.ts",
+    "tests/b_test.ts",
+    "tests/a_test.ts",
+  ]);
+  // A mutant's selection, ordered the same way, is a subsequence of the baseline's order.
+  const some = runOrder(["tests/a_test.ts", "tests/z_test.ts", "tests/b_test.ts"], usesStack, secs);
+  assert.deepEqual(some, all.filter((t) => some.includes(t)));
 });

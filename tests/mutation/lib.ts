@@ -199,15 +199,22 @@ export function junitFileSeconds(xml: string): Map<string, number> {
 }
 
 /**
- * `tests` reordered for a `--fail-fast` run: the quickest at baseline first (ties in the order
- * {@link selectTests} gives, nearest to the module first), so a kill shows as early as it can.
- * The set is unchanged.
+ * The one order every run takes its files in — the baseline and each mutant (a mutant's
+ * selection is a subsequence of it): the files that do not use the shared stack first (they
+ * cannot change what a later test finds in its databases, so leaving some out changes nothing
+ * for the rest), then the stack's users quickest first by `seconds` (a JUnit report's times),
+ * so that with `--fail-fast` a kill shows early. Ties by name.
  */
-export function quickestFirst(tests: string[], seconds: Map<string, number>): string[] {
-  const rank = new Map(tests.map((t, i) => [t, i]));
-  return [...tests].sort((a, b) =>
-    (seconds.get(a) ?? 0) - (seconds.get(b) ?? 0) || rank.get(a)! - rank.get(b)!
-  );
+export function runOrder(
+  tests: string[],
+  usesStack: Set<string>,
+  seconds: Map<string, number> = new Map(),
+): string[] {
+  const key = (t: string) => [usesStack.has(t) ? 1 : 0, usesStack.has(t) ? seconds.get(t) ?? 0 : 0];
+  return [...new Set(tests)].sort((a, b) => {
+    const [ka, kb] = [key(a), key(b)];
+    return ka[0] - kb[0] || ka[1] - kb[1] || (a < b ? -1 : a > b ? 1 : 0);
+  });
 }
 
 /** The harness's leak scan over the run's whole output, as one more check (`harness › leak scan`). */

@@ -10,8 +10,11 @@
  *    shows ({@link RUNTIME_EDGES}): the stack a test reaches through `tests/_stack.ts` serves
  *    the functions (the gateway loads them by path) and was migrated from the working tree's
  *    SQL. `--all`: the whole suite judges every mutant.
- * 3. Baseline: the unmutated copy runs the union of all selections (every file in the order
- *    the mutants get them) once, first. A test failing at baseline judges nothing (listed);
+ * 3. Baseline: the unmutated copy runs the union of all selections once, first, in the one
+ *    order every run takes (lib.ts `runOrder`: files off the stack first, then the stack's
+ *    users quickest first by `--order-from <junit.xml>`'s times, else by name); each mutant's
+ *    files are a subsequence of it, so a test's neighbours before it are the baseline's (a test
+ *    that passes only after others is not judged against a run where it went first). A test failing at baseline judges nothing (listed);
  *    a baseline that cannot be read stops the run.
  * 4. Each mutant: applied in a worker's copy (`from` exactly once, else `invalid`), a .ts
  *    mutant type-checked (`deno check`; failing → `invalid`), then `deno task test --fail-fast
@@ -31,14 +34,15 @@ import {
   baselineFailures,
   buildGraph,
   combineRuns,
+  dependents,
   isTestFile,
   judge,
   type Judgement,
   junitFileSeconds,
   type Mutant,
-  quickestFirst,
   readRun,
   replaceSection,
+  runOrder,
   type RunReport,
   score,
   selectTests,
@@ -387,6 +391,7 @@ async function main(): Promise<number> {
       "no-write": { type: "boolean", default: false },
       report: { type: "boolean", default: false },
       from: { type: "string", multiple: true },
+      "order-from": { type: "string" },
     },
     allowPositionals: true,
   });
@@ -446,7 +451,17 @@ async function main(): Promise<number> {
     if (!inst.ok) throw new Error(`deno install --frozen failed: ${inst.output.slice(0, 500)}`);
 
     // The baseline: every selected file, unmutated, once.
-    const union = [...new Set(mutants.flatMap((m) => selection.get(m.name)!))].sort();
+    // One order for every run (lib.ts runOrder): the baseline takes the files exactly as the
+    // mutants do, each mutant a subsequence of it.
+    const usesStack = new Set([...dependents(graph, "tests/_stack.ts").keys()]);
+    const seconds = values["order-from"]
+      ? junitFileSeconds(await Deno.readTextFile(values["order-from"]))
+      : new Map<string, number>();
+    const union = runOrder(mutants.flatMap((m) => selection.get(m.name)!), usesStack, seconds);
+    const position = new Map(union.map((t, i) => [t, i]));
+    for (const [name, t] of selection) {
+      selection.set(name, [...t].sort((a, b) => position.get(a)! - position.get(b)!));
+    }
     console.log(`baseline: ${union.length} test files, unmutated (HEAD ${head.slice(0, 10)}) …`);
     const baseline = await runSuite(dirs[0], PORT_BASES[0], union, { failFast: false, timeoutMs });
     if (baseline.error) {
@@ -461,9 +476,6 @@ async function main(): Promise<number> {
     for (const e of excluded) {
       console.log(`  excluded from judging (not passing at baseline): ${e}`);
     }
-    // Quickest files first: with --fail-fast a kill shows early (the set is unchanged).
-    const fileSeconds = junitFileSeconds(baseline.junit ?? "");
-    for (const [name, t] of selection) selection.set(name, quickestFirst(t, fileSeconds));
     // --fail-fast would let an excluded failure stop a run before the judges ran.
     const failFast = excluded.length === 0;
 
