@@ -31,6 +31,15 @@ async function sentOnce(accountId: string, expiresInDays: number) {
     where id = ${accountId}`;
 }
 
+/**
+ * Removes a test account and its client: an at-risk account left behind would be due (its
+ * last resort) for another test's `mp-refresh` run of every due account.
+ */
+async function remove(p: { accountId: string; clientId: string }) {
+  await adminDb()`delete from nv_accounts where id = ${p.accountId}`;
+  await backendDb()`delete from clients where id = ${p.clientId}`;
+}
+
 async function leaseAndBegin(accountId: string): Promise<boolean> {
   const owner = crypto.randomUUID();
   const [leased] = await adminDb()`select * from mp_lease_account(${accountId}::uuid,
@@ -50,6 +59,7 @@ Deno.test("invariant 3 in SQL: a sent-once refresh token may go again only withi
     const [row] = await adminDb()`select mp_refresh_sends from nv_accounts
       where id = ${p.accountId}`;
     assert.equal(row.mp_refresh_sends, allowed ? 2 : 1, "counted only when allowed");
+    await remove(p);
   }
 });
 
@@ -73,5 +83,6 @@ Deno.test("invariants 3 and 9: a dead token whose refresh token was sent once is
     const later = await call("get-mp-config", { client_id: p.clientId });
     assert.equal(later.status, 404);
     assert.equal(later.body.error.code, "mp_reauth_required");
+    await remove(p);
   }
 });

@@ -187,13 +187,19 @@ async function runSuite(
   dir: string,
   portBase: number,
   tests: string[],
-  opts: { failFast: boolean; timeoutMs: number },
+  opts: { failFast: number; timeoutMs: number },
 ): Promise<RunReport & { seconds: number; junit?: string }> {
   const junitPath = `${dir}/${STATE_DIR}/junit.xml`;
   await Deno.remove(junitPath).catch(() => {});
   const started = performance.now();
   const res = await command(
-    ["task", "--quiet", "test", ...(opts.failFast ? ["--fail-fast"] : []), ...tests],
+    [
+      "task",
+      "--quiet",
+      "test",
+      ...(opts.failFast > 0 ? [`--fail-fast=${opts.failFast}`] : []),
+      ...tests,
+    ],
     dir,
     { STACK_PORT_BASE: String(portBase), STACK_STATE_DIR: STATE_DIR },
     opts.timeoutMs,
@@ -208,6 +214,45 @@ async function runSuite(
   };
 }
 
+/**
+ * `--baseline results.json`: the baseline an earlier run recorded, used again only when
+ * nothing but the harness (tests/mutation/) changed since its commit and it covers every
+ * selected file — the same code and tests, so the same baseline; else the run stops.
+ */
+async function reusedBaseline(
+  file: string,
+  head: string,
+  union: string[],
+): Promise<RunReport & { seconds: number }> {
+  const saved = JSON.parse(await Deno.readTextFile(file)) as {
+    head: string;
+    baseline: { seconds: number; tests?: Record<string, TestStatus>; order?: string[] };
+  };
+  if (saved.baseline.order && saved.baseline.order.join() !== union.join()) {
+    throw new Error(`${file}'s baseline ran the files in another order`);
+  }
+  if (!saved.baseline.tests) throw new Error(`${file} holds no baseline tests`);
+  const changed = (await git(["diff", "--name-only", saved.head, head])).split("\n")
+    .filter((f) => f && !f.startsWith("tests/mutation/"));
+  if (changed.length > 0) {
+    throw new Error(
+      `baseline of ${saved.head.slice(0, 10)} is not HEAD's: ${
+        changed.slice(0, 5).join(", ")
+      } changed`,
+    );
+  }
+  const tests = new Map(Object.entries(saved.baseline.tests));
+  const files = new Set([...tests.keys()].map((t) => t.split(" › ")[0]));
+  const missing = union.filter((f) => !files.has(f));
+  if (missing.length > 0) throw new Error(`baseline lacks ${missing.join(", ")}`);
+  console.log(
+    `baseline reused from ${file} (commit ${
+      saved.head.slice(0, 10)
+    }; only the harness changed since)`,
+  );
+  return { tests, seconds: saved.baseline.seconds };
+}
+
 /** One mutant run in a worker's copy: applied, checked, run, judged, restored. */
 async function runMutant(
   m: Mutant,
@@ -215,7 +260,7 @@ async function runMutant(
   portBase: number,
   tests: string[],
   baseline: RunReport,
-  opts: { failFast: boolean; timeoutMs: number },
+  opts: { timeoutMs: number },
 ): Promise<Judgement & { seconds: number }> {
   const path = `${dir}/${m.file}`;
   const source = await Deno.readTextFile(path);
@@ -234,7 +279,10 @@ async function runMutant(
     const judged: RunReport = {
       tests: new Map([...baseline.tests].filter(([t]) => inSelection(t, tests))),
     };
-    const run = await runSuite(dir, portBase, tests, opts);
+    // Stop at the first failure of a judging test: after as many failures as there are tests
+    // failing at baseline in this selection, one more (those may fail again, and judge nothing).
+    const known = [...judged.tests.values()].filter((st) => st !== "passed").length;
+    const run = await runSuite(dir, portBase, tests, { ...opts, failFast: known + 1 });
     return { ...judge(judged, run), seconds: run.seconds };
   } finally {
     await Deno.writeTextFile(path, source);
@@ -392,6 +440,7 @@ async function main(): Promise<number> {
       report: { type: "boolean", default: false },
       from: { type: "string", multiple: true },
       "order-from": { type: "string" },
+      baseline: { type: "string" },
     },
     allowPositionals: true,
   });
@@ -463,7 +512,9 @@ async function main(): Promise<number> {
       selection.set(name, [...t].sort((a, b) => position.get(a)! - position.get(b)!));
     }
     console.log(`baseline: ${union.length} test files, unmutated (HEAD ${head.slice(0, 10)}) …`);
-    const baseline = await runSuite(dirs[0], PORT_BASES[0], union, { failFast: false, timeoutMs });
+    const baseline = values.baseline
+      ? await reusedBaseline(values.baseline, head, union)
+      : await runSuite(dirs[0], PORT_BASES[0], union, { failFast: 0, timeoutMs });
     if (baseline.error) {
       console.log(
         `baseline could not be read: ${baseline.error}; stopping (nothing can be judged)`,
@@ -476,8 +527,6 @@ async function main(): Promise<number> {
     for (const e of excluded) {
       console.log(`  excluded from judging (not passing at baseline): ${e}`);
     }
-    // --fail-fast would let an excluded failure stop a run before the judges ran.
-    const failFast = excluded.length === 0;
 
     const outcomes = new Map<string, Outcome>(
       mutants.map((m) => [m.name, { mutant: m, tests: selection.get(m.name)!, runs: [] }]),
@@ -495,6 +544,7 @@ async function main(): Promise<number> {
               seconds: baseline.seconds,
               excluded,
               tests: Object.fromEntries(baseline.tests),
+              order: union,
             },
             outcomes: [...outcomes.values()].filter((o) => o.runs.length),
           },
@@ -508,7 +558,7 @@ async function main(): Promise<number> {
         const o = outcomes.get(m.name)!;
         let r: Judgement & { seconds: number };
         try {
-          r = await runMutant(m, dir, PORT_BASES[w], o.tests, baseline, { failFast, timeoutMs });
+          r = await runMutant(m, dir, PORT_BASES[w], o.tests, baseline, { timeoutMs });
         } catch (err) {
           r = {
             verdict: "error",
