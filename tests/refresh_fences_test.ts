@@ -3,11 +3,23 @@
  * The send-once rule (invariant 3) where only one fence holds it: `mp_begin_refresh_call`
  * under a lease taken without the claim (`mp_lease_account`, as the dead-token path does) —
  * the last-resort attempt only within 7 days of expiry — and the dead-token path itself, which
- * must not spend a refresh token that was already sent once (invariants 3 and 9).
+ * must not spend a refresh token that was already sent once (invariants 3 and 9); and the
+ * claim's own lock (invariant 4): a claim racing another for the same account skips it rather
+ * than waiting and taking it too.
  * (Mutants of both in tests/mutation/mutants.ts.)
  */
 import assert from "node:assert/strict";
-import { adminDb, backendDb, call, closeDbs, provisionedPair, sandbox } from "./_stack.ts";
+import {
+  adminDb,
+  backendDb,
+  call,
+  closeDbs,
+  eventually,
+  newAccount,
+  newClient,
+  provisionedPair,
+  sandbox,
+} from "./_stack.ts";
 import { pgArray } from "../shared/platform/db.ts";
 
 let paused: string[] = [];
@@ -84,5 +96,44 @@ Deno.test("invariants 3 and 9: a dead token whose refresh token was sent once is
     assert.equal(later.status, 404);
     assert.equal(later.body.error.code, "mp_reauth_required");
     await remove(p);
+  }
+});
+
+Deno.test("invariant 4 in SQL: a claim racing a claim of the same account skips it — it does not wait and claim it too", async () => {
+  const { grants: [grant] } = await sandbox.post("grants", { count: 1 });
+  const clientId = await newClient();
+  const id = await newAccount({ grant, clientId, expiresInDays: 10 });
+  const first = await adminDb().reserve();
+  const second = await adminDb().reserve();
+  try {
+    const [{ pid }] = await second`select pg_backend_pid() as pid`;
+    await first`begin`;
+    const [mine] = await first`select * from mp_claim_due_accounts(${crypto.randomUUID()}::uuid,
+      1, interval '60 days', interval '5 minutes', ${id}::uuid, false)`;
+    assert.equal(mine.id, id, "the first claim holds the account, not yet committed");
+    let settled = false;
+    const racing = second`select * from mp_claim_due_accounts(${crypto.randomUUID()}::uuid, 1,
+      interval '60 days', interval '5 minutes', ${id}::uuid, false)`.then((rows) => {
+      settled = true;
+      return rows;
+    });
+    // Either it skipped the locked row at once, or it waits for the first claim's lock.
+    await eventually(async () => {
+      if (settled) return true;
+      const waiting = await adminDb()`select 1 from pg_stat_activity
+        where pid = ${pid} and wait_event_type = 'Lock'`;
+      return waiting.length > 0;
+    });
+    await first`commit`;
+    const theirs = await racing;
+    assert.equal(theirs.length, 0, "the racing claim took nothing");
+    const [row] = await adminDb()`select mp_refresh_lease_owner from nv_accounts where id = ${id}`;
+    assert.ok(row.mp_refresh_lease_owner, "leased once");
+  } finally {
+    await first`rollback`.catch(() => {});
+    first.release();
+    second.release();
+    await adminDb()`delete from nv_accounts where id = ${id}`;
+    await backendDb()`delete from clients where id = ${clientId}`;
   }
 });
