@@ -99,7 +99,7 @@ Deno.test("invariants 3 and 9: a dead token whose refresh token was sent once is
   }
 });
 
-Deno.test("invariant 4 in SQL: a claim racing a claim of the same account skips it — it does not wait and claim it too", async () => {
+Deno.test("invariant 4 in SQL: a claim racing a claim of the same account skips it — it does not wait and claim it too, nor take the live lease after", async () => {
   const { grants: [grant] } = await sandbox.post("grants", { count: 1 });
   const clientId = await newClient();
   const id = await newAccount({ grant, clientId, expiresInDays: 10 });
@@ -127,6 +127,10 @@ Deno.test("invariant 4 in SQL: a claim racing a claim of the same account skips 
     await first`commit`;
     const theirs = await racing;
     assert.equal(theirs.length, 0, "the racing claim took nothing");
+    // Committed now: the row is free, the lease it carries live — still nothing to claim.
+    const later = await adminDb()`select * from mp_claim_due_accounts(${crypto.randomUUID()}::uuid,
+      1, interval '60 days', interval '5 minutes', ${id}::uuid, false)`;
+    assert.equal(later.length, 0, "a live lease is not taken over");
     const [row] = await adminDb()`select mp_refresh_lease_owner from nv_accounts where id = ${id}`;
     assert.ok(row.mp_refresh_lease_owner, "leased once");
   } finally {
