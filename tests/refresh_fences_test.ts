@@ -75,6 +75,20 @@ Deno.test("invariant 3 in SQL: a sent-once refresh token may go again only withi
   }
 });
 
+Deno.test("invariants 3 and 4 in SQL: no send is counted under a lease that has run out", async () => {
+  const p = await provisionedPair();
+  const owner = crypto.randomUUID();
+  const [leased] = await adminDb()`select * from mp_lease_account(${p.accountId}::uuid,
+    ${owner}::uuid, interval '-1 second')`;
+  assert.ok(leased, "leased, already expired");
+  const [{ began }] = await adminDb()`select mp_begin_refresh_call(${p.accountId}::uuid,
+    ${owner}::uuid, ${leased.mp_token_version}::bigint) as began`;
+  assert.equal(began, false, "refused: another refresher may hold the account by now");
+  const [row] = await adminDb()`select mp_refresh_sends from nv_accounts where id = ${p.accountId}`;
+  assert.equal(row.mp_refresh_sends, 0);
+  await remove(p);
+});
+
 Deno.test("invariants 3 and 9: a dead token whose refresh token was sent once is cleared, and that refresh token is not sent again", async () => {
   // 60 days: no send is allowed anyway; 3 days: the last resort would be, yet a dead token
   // spends only a refresh token never sent (shared/connection/dead_token.ts).
