@@ -441,6 +441,7 @@ async function main(): Promise<number> {
       from: { type: "string", multiple: true },
       "order-from": { type: "string" },
       baseline: { type: "string" },
+      "skip-killed": { type: "string" },
     },
     allowPositionals: true,
   });
@@ -456,6 +457,22 @@ async function main(): Promise<number> {
   const mutants = interleave(
     MUTANTS.filter((m) => positionals.length === 0 || positionals.some((w) => m.name.includes(w))),
   );
+  if (values["skip-killed"]) {
+    // Mutants an earlier run killed stay killed when tests are only added: not run again
+    // (`--report --from earlier.json --from results.json` merges both).
+    const earlier = JSON.parse(await Deno.readTextFile(values["skip-killed"])) as {
+      outcomes: Outcome[];
+    };
+    const killed = new Set(
+      earlier.outcomes.filter((o) => combineRuns(o.runs).verdict === "killed").map((o) =>
+        o.mutant.name
+      ),
+    );
+    for (let i = mutants.length - 1; i >= 0; i--) {
+      if (killed.has(mutants[i].name)) mutants.splice(i, 1);
+    }
+    console.log(`skipped ${killed.size} mutants killed in ${values["skip-killed"]}`);
+  }
   if (mutants.length === 0) {
     console.error("no mutant matches");
     return 2;
