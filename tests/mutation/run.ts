@@ -329,6 +329,7 @@ function resultsSection(
     excluded: string[];
     head: string;
     seconds: number;
+    history?: string[];
   },
 ): string {
   const combined = outcomes.map((o) => ({ o, c: combineRuns(o.runs) }));
@@ -385,6 +386,9 @@ function resultsSection(
     }`,
     `- Errors (excluded):\n${list(({ c }) => c.verdict === "error", ({ c }) => c.reason ?? "")}`,
     `- Invalid (excluded):\n${list(({ c }) => c.verdict === "invalid", ({ c }) => c.reason ?? "")}`,
+    `- Survivors of an earlier run, run again once a test was added for them:\n${
+      meta.history?.length ? meta.history.map((h) => `  - ${h}`).join("\n") : "  - none"
+    }`,
     `- Tests failing at baseline (judged nothing): ${
       meta.excluded.length ? meta.excluded.join("; ") : "none"
     }`,
@@ -439,13 +443,16 @@ async function main(): Promise<number> {
       "no-write": { type: "boolean", default: false },
       report: { type: "boolean", default: false },
       from: { type: "string", multiple: true },
+      again: { type: "string", multiple: true },
       "order-from": { type: "string" },
       baseline: { type: "string" },
       "skip-killed": { type: "string" },
     },
     allowPositionals: true,
   });
-  if (values.report) return await reportOnly(values.from ?? [`${WORK}/results.json`]);
+  if (values.report) {
+    return await reportOnly(values.from ?? [`${WORK}/results.json`], values.again ?? []);
+  }
   const runs = Math.max(1, Number(values.runs));
   const jobs = Math.min(PORT_BASES.length, Math.max(1, Number(values.jobs)));
   const timeoutMs = Number(values.timeout) * 60_000;
@@ -637,7 +644,7 @@ async function main(): Promise<number> {
  * a later one's mutants replace an earlier one's (survivors re-run once tests were added), and
  * the section says which commit judged how many.
  */
-async function reportOnly(files: string[]): Promise<number> {
+async function reportOnly(files: string[], again: string[] = []): Promise<number> {
   type Saved = {
     head: string;
     runs: number;
@@ -649,13 +656,34 @@ async function reportOnly(files: string[]): Promise<number> {
   const now = new Map(MUTANTS.map((m) => [m.name, m]));
   const byName = new Map<string, Outcome & { head: string }>();
   const saved: Saved[] = [];
+  const history: string[] = [];
   for (const f of files) {
     const s = JSON.parse(await Deno.readTextFile(f)) as Saved;
     saved.push(s);
     for (const o of s.outcomes) {
       const m = now.get(o.mutant.name);
+      const prev = byName.get(o.mutant.name);
+      if (prev && combineRuns(prev.runs).verdict === "survived") {
+        history.push(
+          `${o.mutant.name}: survived at ${prev.head.slice(0, 10)}, ${
+            combineRuns(o.runs).verdict
+          } at ${s.head.slice(0, 10)}${
+            combineRuns(o.runs).verdict === "killed" ? ` by ${combineRuns(o.runs).killers[0]}` : ""
+          }`,
+        );
+      }
       if (!m) console.log(`dropped (no longer defined): ${o.mutant.name}`);
       else byName.set(m.name, { ...o, mutant: m, head: s.head });
+    }
+  }
+  // `--again FILE`: a further run of the same mutants, its runs added to theirs, so that
+  // disagreements between the two show (the verdict is then what all runs agree on).
+  for (const f of again) {
+    const s = JSON.parse(await Deno.readTextFile(f)) as Saved;
+    saved.push(s);
+    for (const o of s.outcomes) {
+      const prev = byName.get(o.mutant.name);
+      if (prev) prev.runs = [...prev.runs, ...o.runs];
     }
   }
   const outcomes = [...byName.values()];
@@ -677,7 +705,8 @@ async function reportOnly(files: string[]): Promise<number> {
       "Mutation score",
       resultsSection(outcomes, {
         total: MUTANTS.length,
-        runs: Math.min(...saved.map((s) => s.runs)),
+        runs: Math.min(...outcomes.map((o) => o.runs.length)),
+        history,
         all: saved.every((s) => s.all),
         baselineSeconds: saved[0].baseline.seconds,
         excluded: [...new Set(saved.flatMap((s) => s.baseline.excluded))],
