@@ -296,11 +296,11 @@ export const MUTANTS: Mutant[] = [
     to: "",
   },
   {
-    name: "the refresher's seller guard dropped (another seller's answer goes to the save)",
+    name: "the refresher's seller guard inverted (fires only for an account without a seller)",
     invariants: [6],
     file: "shared/refresh/account.ts",
-    from: "        outcome.tokens.user_id !== account.mp_user_id\n      ) {",
-    to: "        outcome.tokens.user_id !== account.mp_user_id && false\n      ) {",
+    from: "        account.mp_user_id !== null && outcome.tokens.user_id !== undefined &&",
+    to: "        account.mp_user_id === null && outcome.tokens.user_id !== undefined &&",
   },
   {
     name: "verifyEscrow accepts another seller's pair",
