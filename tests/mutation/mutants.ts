@@ -1,0 +1,446 @@
+/**
+ * The mutants `deno task mutants` puts into the invariant-critical code, one at a time: each a
+ * small, realistic bug (a condition inverted, a fence loosened, a check dropped, a statement
+ * moved, a constant off by one), never syntax breakage. Each names the invariants of SPEC §5
+ * it breaks; `from` must occur exactly once in `file` (the harness checks it and reports the
+ * mutant `invalid` otherwise). Chosen from the invariants and the code that enforces them
+ * (docs/invariants.md), before any run — not from the tests.
+ */
+import type { Mutant } from "./lib.ts";
+
+const CONN_STATE = "admin/supabase/migrations/20261206000100_mp_connection_state.sql";
+const PUBLIC_EDGES = "admin/supabase/migrations/20261130000200_mp_public_edges.sql";
+
+export const MUTANTS: Mutant[] = [
+  // ---- Invariant 1: monotonic cache ----
+  {
+    name: "writeCache fence loosened (< to <=): a duplicate sync rewrites the cache",
+    invariants: [1],
+    file: "shared/store/clients.ts",
+    from: "where id = ${clientId} and coalesce(mp_token_version, -1) < ${write.version}",
+    to: "where id = ${clientId} and coalesce(mp_token_version, -1) <= ${write.version}",
+  },
+  {
+    name: "writeCache without its version fence",
+    invariants: [1, 2],
+    file: "shared/store/clients.ts",
+    from: "where id = ${clientId} and coalesce(mp_token_version, -1) < ${write.version}",
+    to: "where id = ${clientId}",
+  },
+  {
+    name: "writeCacheBatch fence loosened (< to <=)",
+    invariants: [1],
+    file: "shared/store/clients.ts",
+    from: "and coalesce(c.mp_token_version, -1) < v.version",
+    to: "and coalesce(c.mp_token_version, -1) <= v.version",
+  },
+  {
+    name: "writeCacheBatch without its version fence",
+    invariants: [1, 2],
+    file: "shared/store/clients.ts",
+    from: "         and coalesce(c.mp_token_version, -1) < v.version\n",
+    to: "",
+  },
+  {
+    name: "clearOrphanedCache clears whatever version the cache holds now",
+    invariants: [1],
+    file: "shared/store/clients.ts",
+    from: "       and c.mp_token_version is not distinct from x.version\n",
+    to: "",
+  },
+  {
+    name: "mp_save_refreshed keeps the version (no bump on a new pair)",
+    invariants: [1, 4],
+    file: CONN_STATE,
+    from: "         mp_token_version = nv_accounts.mp_token_version + 1,",
+    to: "         mp_token_version = nv_accounts.mp_token_version,",
+  },
+
+  // ---- Invariant 2: revoke is final ----
+  {
+    name: "revoke clears the cache only when the master row changed",
+    invariants: [2],
+    file: "shared/connection/connection.ts",
+    from: "  if (clientId) {",
+    to: "  if (clientId && revoked.changed) {",
+  },
+  {
+    name: "revoke answers before the cache is cleared (clear not awaited)",
+    invariants: [2],
+    file: "shared/connection/connection.ts",
+    from: "    await clearClientCache(ctx, clientId, revoked.mp_token_version);",
+    to: "    void clearClientCache(ctx, clientId, revoked.mp_token_version).catch(() => {});",
+  },
+  {
+    name: "read-repair ignores a newer (revoked) cache row",
+    invariants: [2],
+    file: "shared/checkout/get_config.ts",
+    from: "(repaired.mp_token_version ?? -1) > write.version",
+    to: "(repaired.mp_token_version ?? -1) > write.version + 1",
+  },
+  {
+    name: "mp_revoke_account keeps the version (the cache clear is fenced out)",
+    invariants: [2, 1],
+    file: CONN_STATE,
+    from: "mp_token_expires_at = null, mp_token_version = mp_token_version + 1,",
+    to: "mp_token_expires_at = null, mp_token_version = mp_token_version,",
+  },
+
+  // ---- Invariant 3: no lost refresh token, none sent twice ----
+  {
+    name: "a 5xx classified as retry (refresh token sent again)",
+    invariants: [3],
+    file: "shared/refresh/outcome.ts",
+    from:
+      '    case "rejected":\n      return "retry";\n    case "invalid_grant":\n      return "reauth";\n' +
+      '    case "timeout":\n    case "lost":\n    case "server_error":\n',
+    to: '    case "rejected":\n    case "server_error":\n      return "retry";\n' +
+      '    case "invalid_grant":\n      return "reauth";\n    case "timeout":\n    case "lost":\n',
+  },
+  {
+    name: "a timeout classified as retry",
+    invariants: [3],
+    file: "shared/refresh/outcome.ts",
+    from:
+      '    case "rejected":\n      return "retry";\n    case "invalid_grant":\n      return "reauth";\n' +
+      '    case "timeout":\n',
+    to: '    case "rejected":\n    case "timeout":\n      return "retry";\n' +
+      '    case "invalid_grant":\n      return "reauth";\n',
+  },
+  {
+    name: "an unreadable 2xx classified as retry",
+    invariants: [3],
+    file: "shared/refresh/outcome.ts",
+    from: '    case "server_error":\n    case "bad_response":\n      return "unknown";',
+    to:
+      '    case "server_error":\n      return "unknown";\n    case "bad_response":\n      return "retry";',
+  },
+  {
+    name: "a lost connection taken for never sent (neverSent matches any client error)",
+    invariants: [3],
+    file: "shared/mercadopago/api.ts",
+    from: "return /client error \\(Connect\\)|Requests to port \\d+ are blocked/.test(text);",
+    to: "return /client error|Requests to port \\d+ are blocked/.test(text);",
+  },
+  {
+    name: "mp_begin_refresh_call allows a second send whatever the expiry",
+    invariants: [3],
+    file: CONN_STATE,
+    from: "       and (mp_refresh_sends = 0\n            or (mp_refresh_sends = 1 and",
+    to: "       and (mp_refresh_sends <= 1\n            or (mp_refresh_sends = 1 and",
+  },
+  {
+    name: "mp_claim_due_accounts claims a sent-once token whatever the expiry",
+    invariants: [3],
+    file: CONN_STATE,
+    from: "         and (n.id = any (p_escrowed) or n.mp_refresh_sends = 0\n",
+    to: "         and (n.id = any (p_escrowed) or n.mp_refresh_sends <= 1\n",
+  },
+  {
+    name: "the last-resort window off by a week (14 days) in mp_begin_refresh_call",
+    invariants: [3],
+    file: CONN_STATE,
+    from:
+      "            or (mp_refresh_sends = 1 and mp_token_expires_at <= now() + interval '7 days'))",
+    to:
+      "            or (mp_refresh_sends = 1 and mp_token_expires_at <= now() + interval '14 days'))",
+  },
+  {
+    name: "the refresher ignores mp_begin_refresh_call's refusal",
+    invariants: [3],
+    file: "shared/refresh/account.ts",
+    from:
+      "      beginRefreshCall(sql, account.id, run.owner, account.mp_token_version)\n    ))\n  ) {",
+    to:
+      "      beginRefreshCall(sql, account.id, run.owner, account.mp_token_version)\n    )) && false\n  ) {",
+  },
+  {
+    name: "circuit breaker limit off by one (4 unknown outcomes)",
+    invariants: [3],
+    file: "shared/refresh/outcome.ts",
+    from: "export const BREAKER_LIMIT = 3;",
+    to: "export const BREAKER_LIMIT = 4;",
+  },
+  {
+    name: "the save's failure is not escrowed: the new pair is dropped",
+    invariants: [3],
+    file: "shared/refresh/save.ts",
+    from: "  return await escrowWithRetries(run, account, pair, saved.saveError);",
+    to:
+      '  void escrowWithRetries;\n  return { account_id: account.id, status: "failed", error: "token_lost" };',
+  },
+  {
+    name: "the save does not check whether a lost-answer attempt committed",
+    invariants: [3],
+    file: "shared/refresh/save.ts",
+    from: "      if (!saved && saveError !== undefined) {",
+    to: "      if (!saved && saveError === undefined && false) {",
+  },
+  {
+    name: "an account whose escrow cannot be read is refreshed anyway",
+    invariants: [3],
+    file: "shared/refresh/account.ts",
+    from: '  if (!escrows) return skip("escrow_unavailable");\n  const escrow = escrows.get(id);',
+    to: "  const escrow = escrows?.get(id);",
+  },
+
+  // ---- Invariant 4: exactly one refresher ----
+  {
+    name: "mp_claim_due_accounts without FOR UPDATE SKIP LOCKED",
+    invariants: [4],
+    file: CONN_STATE,
+    from:
+      "       order by n.id = any (p_escrowed) desc, n.mp_token_expires_at nulls first, n.id\n" +
+      "       limit greatest(p_limit, 0)\n       for update skip locked\n",
+    to: "       order by n.id = any (p_escrowed) desc, n.mp_token_expires_at nulls first, n.id\n" +
+      "       limit greatest(p_limit, 0)\n",
+  },
+  {
+    name: "mp_claim_due_accounts takes over a live lease",
+    invariants: [4],
+    file: CONN_STATE,
+    from: "and (n.mp_refresh_lease_expires_at is null or n.mp_refresh_lease_expires_at <= now())",
+    to:
+      "and (n.mp_refresh_lease_expires_at is null or n.mp_refresh_lease_expires_at <= now() + p_lease)",
+  },
+  {
+    name: "mp_save_refreshed without the lease-owner compare-and-swap",
+    invariants: [4],
+    file: CONN_STATE,
+    from: "     and nv_accounts.mp_refresh_lease_owner = p_owner\n",
+    to: "",
+  },
+  {
+    name: "mp_save_refreshed without the version compare-and-swap",
+    invariants: [4, 1],
+    file: CONN_STATE,
+    from: "     and nv_accounts.mp_token_version = p_base_version\n",
+    to: "",
+  },
+  {
+    name: "mp_begin_refresh_call does not check the lease is live",
+    invariants: [4, 3],
+    file: CONN_STATE,
+    from:
+      "       and mp_refresh_lease_expires_at > now()\n       and mp_token_version = p_base_version and mp_connected\n",
+    to: "       and mp_token_version = p_base_version and mp_connected\n",
+  },
+
+  // ---- Invariant 5: no secret in logs ----
+  {
+    name: "the log scrubber loses its APP_USR- pattern",
+    invariants: [5],
+    file: "shared/platform/log.ts",
+    from: "/APP_USR-[A-Za-z0-9-]+/g,",
+    to: "/APP_USR-NEVER-[A-Za-z0-9-]+/g,",
+  },
+  {
+    name: "the log scrubber loses the access_token field name",
+    invariants: [5],
+    file: "shared/platform/log.ts",
+    from: "/^(mp_)?(access_token|refresh_token|",
+    to: "/^(mp_)?(refresh_token|",
+  },
+  {
+    name: "the log scrubber loses its TG- (refresh token) pattern",
+    invariants: [5],
+    file: "shared/platform/log.ts",
+    from: "  /TG-[A-Za-z0-9-]+/g,\n",
+    to: "",
+  },
+  {
+    name: "secret field names are no longer redacted (values only pattern-scrubbed)",
+    invariants: [5],
+    file: "shared/platform/log.ts",
+    from: 'out[k] = SECRET_FIELD.test(k) ? "[redacted]" : clean(v, depth + 1);',
+    to: "out[k] = clean(v, depth + 1);",
+  },
+  {
+    name: "error messages logged unscrubbed",
+    invariants: [5],
+    file: "shared/platform/log.ts",
+    from: "{ name: err.name, message: scrub(err.message) }",
+    to: "{ name: err.name, message: err.message }",
+  },
+  {
+    name: "the log line's msg unscrubbed",
+    invariants: [5],
+    file: "shared/platform/log.ts",
+    from: "      msg: scrub(msg),",
+    to: "      msg,",
+  },
+
+  // ---- Invariant 6: no silent seller change ----
+  {
+    name: "mp_save_connection's seller check inverted (is not null → is null)",
+    invariants: [6],
+    file: CONN_STATE,
+    from:
+      "if current_seller is not null and current_seller <> p_user_id and not p_replace_seller then",
+    to: "if current_seller is null and current_seller <> p_user_id and not p_replace_seller then",
+  },
+  {
+    name: "mp_save_connection ignores replace_seller's absence",
+    invariants: [6],
+    file: CONN_STATE,
+    from:
+      "if current_seller is not null and current_seller <> p_user_id and not p_replace_seller then",
+    to: "if current_seller is not null and current_seller <> p_user_id and p_replace_seller then",
+  },
+  {
+    name: "mp_save_refreshed without its seller fence",
+    invariants: [6],
+    file: CONN_STATE,
+    from: "     and (p_user_id is null or nv_accounts.mp_user_id is null\n" +
+      "          or nv_accounts.mp_user_id = p_user_id)\n",
+    to: "",
+  },
+  {
+    name: "the refresher's seller guard inverted (fires only for an account without a seller)",
+    invariants: [6],
+    file: "shared/refresh/account.ts",
+    from: "        account.mp_user_id !== null && outcome.tokens.user_id !== undefined &&",
+    to: "        account.mp_user_id === null && outcome.tokens.user_id !== undefined &&",
+  },
+  {
+    name: "verifyEscrow accepts another seller's pair",
+    invariants: [6, 7],
+    file: "shared/refresh/save.ts",
+    from: '    if (seller !== storedSeller) return "seller_mismatch";',
+    to: '    if (seller !== storedSeller && seller === null) return "seller_mismatch";',
+  },
+
+  // ---- Invariant 7: the master takes only verified data ----
+  {
+    name: "verifyEscrow does not decrypt the escrowed refresh token",
+    invariants: [7],
+    file: "shared/refresh/save.ts",
+    from:
+      '    await decryptSecret(keys, account.id, "refresh_token", escrow.refreshTokenEncrypted);\n',
+    to: "",
+  },
+  {
+    name: "verifyEscrow takes a decrypt failure for a pass",
+    invariants: [7],
+    file: "shared/refresh/save.ts",
+    from: '    if (err instanceof DecryptError) return "decrypt_failed";',
+    to: "    if (err instanceof DecryptError) return undefined;",
+  },
+  {
+    name: "verifyEscrow without the expiry's upper bound",
+    invariants: [7],
+    file: "shared/refresh/save.ts",
+    from: "!(escrow.expiresIn > 0 && escrow.expiresIn <= MAX_ESCROW_EXPIRES_IN_S) ||",
+    to: "!(escrow.expiresIn > 0) ||",
+  },
+  {
+    name: "applyEscrow applies the escrow's unverified seller, key, mode and scope",
+    invariants: [7, 6],
+    file: "shared/refresh/save.ts",
+    from:
+      "  const pair = { ...escrow, userId: null, publicKey: null, liveMode: null, scope: null };",
+    to: "  const pair = { ...escrow };",
+  },
+  {
+    name: "applyEscrow applies a pair rejected for anything but a decrypt failure",
+    invariants: [7],
+    file: "shared/refresh/save.ts",
+    from: "  if (rejected) {",
+    to: '  if (rejected === "decrypt_failed") {',
+  },
+
+  // ---- Invariant 8: unauthenticated requests cannot grow storage ----
+  {
+    name: "request id bound off by one (129 characters)",
+    invariants: [8],
+    file: "shared/platform/http.ts",
+    from: "export const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;",
+    to: "export const REQUEST_ID = /^[A-Za-z0-9._-]{1,129}$/;",
+  },
+  {
+    name: "request id pattern without its end anchor (any length after 1 good character)",
+    invariants: [8],
+    file: "shared/platform/http.ts",
+    from: "export const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;",
+    to: "export const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}/;",
+  },
+  {
+    name: "mp_claim_webhook_delivery re-claims a handled delivery (replays acted on)",
+    invariants: [8],
+    file: PUBLIC_EDGES,
+    from: "      where d.status = 'failed'\n",
+    to: "      where d.status in ('failed', 'done')\n",
+  },
+  {
+    name: "mp_claim_webhook_delivery re-claims one being handled at once",
+    invariants: [8],
+    file: PUBLIC_EDGES,
+    from: "(d.status = 'processing' and d.claimed_at < now() - interval '2 minutes')",
+    to: "(d.status = 'processing' and d.claimed_at < now() + interval '2 minutes')",
+  },
+  {
+    name: "consumeState without consumed_at is null (a state used twice)",
+    invariants: [8],
+    file: "shared/store/oauth_states.ts",
+    from: "where state_hash = ${stateHash} and consumed_at is null and expires_at > now()",
+    to: "where state_hash = ${stateHash} and expires_at > now()",
+  },
+  {
+    name: "consumeState accepts an expired state",
+    invariants: [8],
+    file: "shared/store/oauth_states.ts",
+    from: "where state_hash = ${stateHash} and consumed_at is null and expires_at > now()",
+    to: "where state_hash = ${stateHash} and consumed_at is null",
+  },
+  {
+    name: "mp_reject_oauth_state records every rejection (one audit event per replay)",
+    invariants: [8],
+    file: PUBLIC_EDGES,
+    from: "     where state_hash = p_state_hash and rejected_at is null\n",
+    to: "     where state_hash = p_state_hash\n",
+  },
+
+  // ---- Invariant 9: no dead token served knowingly ----
+  {
+    name: "the fallback answers mp_not_connected for a dead token (no mp_reauth_required)",
+    invariants: [9],
+    file: "shared/checkout/get_config.ts",
+    from: "  if (account?.mp_connected && !account.mp_access_token_encrypted) {",
+    to: "  if (account?.mp_connected && !account.mp_access_token_encrypted && !opts.backendUp) {",
+  },
+  {
+    name: "a dead token is not cleared from the cache",
+    invariants: [9],
+    file: "shared/connection/dead_token.ts",
+    from: "      await clearClientCache(ctx, clientId, version + 1);",
+    to: "      void clearClientCache;",
+  },
+  {
+    name: "mp_record_token_dead keeps the version (the cache clear is fenced out)",
+    invariants: [9, 1],
+    file: CONN_STATE,
+    from: "         mp_token_version = a.mp_token_version + 1,\n         mp_needs_reauth = true,",
+    to: "         mp_token_version = a.mp_token_version,\n         mp_needs_reauth = true,",
+  },
+  {
+    name: "mp_record_token_dead keeps the dead token in the master",
+    invariants: [9],
+    file: CONN_STATE,
+    from:
+      "     set mp_access_token_encrypted = null,\n         mp_token_version = a.mp_token_version + 1,",
+    to: "     set mp_token_version = a.mp_token_version + 1,",
+  },
+  {
+    name: "a dead token with a sent-once refresh token is refreshed at once",
+    invariants: [9, 3],
+    file: "shared/connection/dead_token.ts",
+    from: "  if (dead.mp_refresh_sends !== 0 || !leased.mp_refresh_token) {",
+    to: "  if (dead.mp_refresh_sends > 1 || !leased.mp_refresh_token) {",
+  },
+  // ---- Invariant 10: the event outbox ----
+  // The outbox (one event per connection-state change, in the same transaction; delivery at
+  // least once, signed, in order per account) is being built on another branch. Its mutants
+  // go here once it lands, at least three: the event insert moved out of the state change's
+  // transaction, the per-account order dropped from the delivery claim, the signature check
+  // skipped on the receiver side.
+];
