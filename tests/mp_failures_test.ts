@@ -367,3 +367,41 @@ Deno.test("a refresh whose connection drops unanswered is not resent by the HTTP
   assert.equal(after.token_calls - before.token_calls, 1, "one request, not resent");
   assert.equal(after.refresh_token_reuse, before.refresh_token_reuse);
 });
+
+Deno.test("a claimed account that changed before its call (a reconnect while it waited for a slot) is not sent: mp_begin_refresh_call refuses and the run obeys", async () => {
+  // Nothing else due, so the run takes exactly these two accounts, one call at a time.
+  for (let i = 0; i < 20 && (await call("mp-refresh", { limit: 500 })).body.claimed > 0; i++);
+  const first = await dueAccount();
+  const second = await dueAccount();
+  const ctx = ownContext({ MP_REFRESH_CONCURRENCY: "1" });
+  const before = await sandbox.stats();
+  await sandbox.hold(true);
+  let report;
+  try {
+    const running = runRefresh(ctx, quietLog, { limit: 2 });
+    await sandbox.awaitHeld(1); // one account's call is held; the other waits for the slot
+    const waiting = (await accountRow(first.id)).mp_refresh_sends === 1 ? second : first;
+    // The waiting account's seller connects again meanwhile: new pair, version 2, no lease.
+    const { grants: [fresh] } = await sandbox.post("grants", { count: 1, user_id: waiting.seller });
+    const [saved] = await adminDb()`select * from mp_save_connection(${waiting.id}::uuid,
+      ${waiting.seller}::bigint, ${await encrypt(waiting.id, "access_token", fresh.access_token)},
+      ${await encrypt(waiting.id, "refresh_token", fresh.refresh_token)}, 'APP_USR-pk', 15552000,
+      true, 'offline_access', false)`;
+    assert.equal(saved.result, "connected");
+    await sandbox.hold(false);
+    report = await running;
+    const waited = report.results.find((r) => r.account_id === waiting.id);
+    assert.deepEqual(waited, {
+      account_id: waiting.id,
+      status: "skipped",
+      error: "refresh_unconfirmed",
+    });
+    assert.equal((await accountRow(waiting.id)).mp_refresh_sends, 0, "the new refresh token unsent");
+  } finally {
+    await sandbox.hold(false);
+    await ctx.close();
+  }
+  const after = await sandbox.stats();
+  assert.equal(after.token_calls - before.token_calls, 1, "only the held account's call was made");
+  assert.equal(after.refresh_token_reuse, before.refresh_token_reuse);
+});
