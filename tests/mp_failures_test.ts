@@ -396,7 +396,11 @@ Deno.test("a claimed account that changed before its call (a reconnect while it 
       status: "skipped",
       error: "refresh_unconfirmed",
     });
-    assert.equal((await accountRow(waiting.id)).mp_refresh_sends, 0, "the new refresh token unsent");
+    assert.equal(
+      (await accountRow(waiting.id)).mp_refresh_sends,
+      0,
+      "the new refresh token unsent",
+    );
   } finally {
     await sandbox.hold(false);
     await ctx.close();

@@ -15,15 +15,16 @@ Deno.test("forEachPage: keyset pages in order, the next read before the current 
   const reads: (number | undefined)[] = [];
   const log: string[] = [];
   await forEachPage(
-    async (last: number | undefined) => {
+    (last: number | undefined) => {
       reads.push(last);
       log.push(`read after ${last}`);
       const from = last ?? 0;
-      return rows.filter((r) => r > from).slice(0, 3);
+      return Promise.resolve(rows.filter((r) => r > from).slice(0, 3));
     },
     3,
-    async (page) => {
+    (page) => {
       log.push(`use ${page.join(",")}`);
+      return Promise.resolve();
     },
   );
   assert.deepEqual(reads, [undefined, 3, 6]);
