@@ -62,6 +62,23 @@ async function rejection(accountId: string): Promise<string | undefined> {
   return e?.detail?.reason;
 }
 
+/** `grant`'s pair encrypted under `accountId`'s AAD, as the functions escrow it. */
+async function encryptedPair(
+  accountId: string,
+  grant: { access_token: string; refresh_token: string },
+) {
+  const ring = await keyRing();
+  return {
+    accessTokenEncrypted: await encryptSecret(ring, accountId, "access_token", grant.access_token),
+    refreshTokenEncrypted: await encryptSecret(
+      ring,
+      accountId,
+      "refresh_token",
+      grant.refresh_token,
+    ),
+  };
+}
+
 Deno.test("invariant 7: an escrowed pair whose refresh token fails the account's AAD is refused, the master unchanged", async () => {
   const pair = await provisionedPair();
   const ring = await keyRing();
@@ -97,22 +114,10 @@ Deno.test("invariant 7: an escrowed pair whose refresh token fails the account's
 
 Deno.test("invariant 7: an escrowed pair claiming a longer life than MercadoPago gives (201 days) is refused", async () => {
   const pair = await provisionedPair();
-  const ring = await keyRing();
   const fresh = await anotherGrant(pair.seller);
   const [before] = await adminDb()`select * from nv_accounts where id = ${pair.accountId}`;
   await escrow(pair.accountId, {
-    accessTokenEncrypted: await encryptSecret(
-      ring,
-      pair.accountId,
-      "access_token",
-      fresh.access_token,
-    ),
-    refreshTokenEncrypted: await encryptSecret(
-      ring,
-      pair.accountId,
-      "refresh_token",
-      fresh.refresh_token,
-    ),
+    ...(await encryptedPair(pair.accountId, fresh)),
     userId: pair.seller,
     expiresIn: 201 * DAY_S,
   });
@@ -132,18 +137,7 @@ Deno.test("invariants 6 and 7: a genuine escrowed pair reaches the master with i
   const fresh = await anotherGrant(pair.seller);
   const [before] = await adminDb()`select * from nv_accounts where id = ${pair.accountId}`;
   await escrow(pair.accountId, {
-    accessTokenEncrypted: await encryptSecret(
-      ring,
-      pair.accountId,
-      "access_token",
-      fresh.access_token,
-    ),
-    refreshTokenEncrypted: await encryptSecret(
-      ring,
-      pair.accountId,
-      "refresh_token",
-      fresh.refresh_token,
-    ),
+    ...(await encryptedPair(pair.accountId, fresh)),
     userId: pair.seller,
     expiresIn: 180 * DAY_S,
     publicKey: "APP_USR-escrowed-unverified",
