@@ -53,8 +53,13 @@ Deno.test("a run out of repair budget stops after its last repair; the next star
     try {
       const first = await reconcile(ctx, log, { limit: 1, slice: 3 });
       assert.equal(first.repaired, 1);
-      assert.equal(first.drifted, 3, "the page it compared held three");
-      assert.equal(first.skipped, 2, "two left for the next run");
+      // Orphaned caches other tests left count too (the orphan scan has its own cursor, and
+      // its budget was spent): only the linked accounts' page is this test's.
+      const linked = (s: typeof first) => ({
+        drifted: s.drifted - s.unlinked,
+        skipped: s.skipped - s.unlinked,
+      });
+      assert.deepEqual(linked(first), { drifted: 3, skipped: 2 }, "three compared, two left");
       assert.equal(await accountsCursor(), ids[0], "stopped after the account it repaired");
       assert.equal((await cached(clients[0])).mp_access_token, g[0].access_token);
       assert.equal((await cached(clients[1])).mp_access_token, null);

@@ -10,6 +10,7 @@ import type { Mutant } from "./lib.ts";
 
 const CONN_STATE = "admin/supabase/migrations/20261206000100_mp_connection_state.sql";
 const PUBLIC_EDGES = "admin/supabase/migrations/20261130000200_mp_public_edges.sql";
+const OUTBOX = "admin/supabase/migrations/20261206000200_mp_event_outbox.sql";
 
 export const MUTANTS: Mutant[] = [
   // ---- Invariant 1: monotonic cache ----
@@ -438,9 +439,58 @@ export const MUTANTS: Mutant[] = [
     to: "  if (dead.mp_refresh_sends > 1 || !leased.mp_refresh_token) {",
   },
   // ---- Invariant 10: the event outbox ----
-  // The outbox (one event per connection-state change, in the same transaction; delivery at
-  // least once, signed, in order per account) is being built on another branch. Its mutants
-  // go here once it lands, at least three: the event insert moved out of the state change's
-  // transaction, the per-account order dropped from the delivery claim, the signature check
-  // skipped on the receiver side.
+  {
+    name: "mp_claim_events without the per-account order (a later event overtakes an earlier)",
+    invariants: [10],
+    file: OUTBOX,
+    from: `         and not exists (
+           select 1 from public.mp_event_outbox p
+            where p.account_id = c.account_id and p.status = 'pending'
+              and (p.seq, p.pos) < (c.seq, c.pos))
+`,
+    to: "",
+  },
+  {
+    name: "the state-change trigger ignores a seller change (no seller_replaced event)",
+    invariants: [10],
+    file: OUTBOX,
+    from:
+      "  when (old.mp_state is distinct from new.mp_state or old.mp_user_id is distinct from new.mp_user_id)",
+    to: "  when (old.mp_state is distinct from new.mp_state)",
+  },
+  {
+    name: "mp_event_type: reauth_required → connected reported as connected, not recovered",
+    invariants: [10],
+    file: OUTBOX,
+    from: "    when p_new_state = 'connected' and p_old_state in ('at_risk', 'reauth_required')",
+    to: "    when p_new_state = 'connected' and p_old_state in ('at_risk')",
+  },
+  {
+    name: "mp_flag_expiring_events forgets once per token version (expiring on every run)",
+    invariants: [10],
+    file: OUTBOX,
+    from: "       and a.mp_expiring_version is distinct from a.mp_token_version\n",
+    to: "",
+  },
+  {
+    name: "mp_finish_events without its lease-owner fence (a lost lease still records)",
+    invariants: [10],
+    file: OUTBOX,
+    from: "     where e.id = x.id and e.lease_owner = p_owner and e.status = 'pending'",
+    to: "     where e.id = x.id and e.status = 'pending'",
+  },
+  {
+    name: "a redirect taken for an acknowledgement (3xx marks the event delivered)",
+    invariants: [10],
+    file: "shared/events/deliver.ts",
+    from: "status < 300",
+    to: "status < 400",
+  },
+  {
+    name: "deliveries signed with the first secret only (a rotated secret fails)",
+    invariants: [10],
+    file: "shared/events/sign.ts",
+    from: 'webhooks.map((w) => w.sign(id, at, body)).join(" ")',
+    to: "webhooks[0].sign(id, at, body)",
+  },
 ];
