@@ -4,6 +4,7 @@ import {
   applyMutant,
   buildGraph,
   combineRuns,
+  confirmSelection,
   importSpecifiers,
   judge,
   junitFileSeconds,
@@ -257,4 +258,18 @@ Deno.test("runOrder: one order for every run — files off the stack first, then
   // A mutant's selection, ordered the same way, is a subsequence of the baseline's order.
   const some = runOrder(["tests/a_test.ts", "tests/z_test.ts", "tests/b_test.ts"], usesStack, secs);
   assert.deepEqual(some, all.filter((t) => some.includes(t)));
+});
+
+Deno.test("confirmSelection: a kill is run again by its killers' files; survivors and errors are not", () => {
+  const picked = confirmSelection([
+    {
+      name: "a",
+      verdict: "killed",
+      killers: ["tests/b_test.ts › one", "tests/a_test.ts › two", "tests/b_test.ts › three"],
+    },
+    { name: "leak", verdict: "killed", killers: ["harness › leak scan"] },
+    { name: "s", verdict: "survived", killers: [] },
+    { name: "e", verdict: "error", killers: [] },
+  ]);
+  assert.deepEqual([...picked], [["a", ["tests/a_test.ts", "tests/b_test.ts"]], ["leak", []]]);
 });

@@ -335,6 +335,23 @@ export function combineRuns(runs: Judgement[]): Judgement & { disagreement?: str
   };
 }
 
+/**
+ * What `--confirm` runs again: each killed mutant with the test files of its killers (a kill by
+ * the harness's leak scan alone names none: the mutant's whole selection judges it then). The
+ * second run of `--runs 2` at a fraction of its cost; a kill that does not repeat shows as a
+ * disagreement once both runs are merged. Pure.
+ */
+export function confirmSelection(
+  results: { name: string; verdict: Verdict; killers: string[] }[],
+): Map<string, string[]> {
+  return new Map(
+    results.filter((r) => r.verdict === "killed").map((r) => [
+      r.name,
+      [...new Set(r.killers.map((k) => k.split(" › ")[0]))].filter(isTestFile).sort(),
+    ]),
+  );
+}
+
 /** The score: killed / (killed + survived); equivalent, error and invalid mutants excluded. */
 export function score(
   results: { verdict: Verdict; equivalent?: boolean }[],

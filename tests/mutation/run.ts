@@ -18,12 +18,14 @@
  *    a baseline that cannot be read stops the run.
  * 4. Each mutant: applied in a worker's copy (`from` exactly once, else `invalid`), a .ts
  *    mutant type-checked (`deno check`; failing → `invalid`), then `deno task test --fail-fast
- *    <selection>` on the worker's own ports (STACK_PORT_BASE 20000, 21000: below Linux's
+ *    <selection>` on the worker's own ports (STACK_PORT_BASE 20000, 21000, …: below Linux's
  *    ephemeral range). Read from the JUnit report and the leak-scan line, never the exit code:
  *    killed = a test that passed at baseline failed; a stack that did not start, a harness
  *    crash, no report, a timeout → `error`. The copy is restored after each mutant.
- * 5. `--runs N` runs each mutant N times and reports every disagreement. `--jobs 2`: two
- *    mutants at once (default 1; the machine has two cores). `--tests a,b`: judge by these
+ * 5. `--runs N` runs each mutant N times and reports every disagreement; `--confirm FILE`
+ *    runs the kills of an earlier run again, each judged by the files of its killers only
+ *    (merged with `--report --from FILE --again results.json`). `--jobs N`: up to four
+ *    mutants at once (default 1; the machine has two cores, and the suite mostly waits). `--tests a,b`: judge by these
  *    files instead (development only; never written to bench/RESULTS.md).
  * Writes `.local/mutation/results.json` as it goes and the "Mutation score" section of
  * bench/RESULTS.md at the end (unless names were given or `--no-write`). Slow: run by hand.
@@ -34,6 +36,7 @@ import {
   baselineFailures,
   buildGraph,
   combineRuns,
+  confirmSelection,
   dependents,
   isTestFile,
   judge,
@@ -53,12 +56,12 @@ import { MUTANTS } from "./mutants.ts";
 const ROOT = new URL("../../", import.meta.url).pathname;
 /**
  * Scratch copies and results (`MUTANTS_DIR`, default `.local/mutation`), and the workers' port
- * bases (`MUTANTS_PORT_BASE`, default 20000; the second worker 1000 above): two runs of the
+ * bases (`MUTANTS_PORT_BASE`, default 20000; each further worker 1000 above): two runs of the
  * harness side by side need both moved.
  */
 const WORK = `${ROOT}${Deno.env.get("MUTANTS_DIR") ?? ".local/mutation"}`;
 const FIRST_PORT = Number(Deno.env.get("MUTANTS_PORT_BASE") ?? 20_000);
-const PORT_BASES = [FIRST_PORT, FIRST_PORT + 1_000];
+const PORT_BASES = [0, 1, 2, 3].map((i) => FIRST_PORT + i * 1_000);
 const STATE_DIR = ".local/mutant-stack";
 
 /**
@@ -430,6 +433,14 @@ function interleave(ms: Mutant[]): Mutant[] {
   return out;
 }
 
+/** `--confirm FILE`: the kills FILE's run recorded, with their killers' files (lib.ts). */
+async function killerFiles(file: string): Promise<Map<string, string[]>> {
+  const saved = JSON.parse(await Deno.readTextFile(file)) as { outcomes: Outcome[] };
+  return confirmSelection(
+    saved.outcomes.map((o) => ({ name: o.mutant.name, ...combineRuns(o.runs) })),
+  );
+}
+
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
     args: Deno.args,
@@ -447,6 +458,7 @@ async function main(): Promise<number> {
       "order-from": { type: "string" },
       baseline: { type: "string" },
       "skip-killed": { type: "string" },
+      confirm: { type: "string" },
     },
     allowPositionals: true,
   });
@@ -508,10 +520,18 @@ async function main(): Promise<number> {
     const head = (await git(["rev-parse", "HEAD"], dirs[0])).trim();
     const { graph, tests: allTests } = await headGraph(dirs[0]);
     const only = values.tests?.split(",").filter(Boolean);
-    const selection = new Map(mutants.map((m) => [
-      m.name,
-      only ?? (values.all ? allTests : selectTests(graph, m.file, allTests)),
-    ]));
+    const confirming = values.confirm ? await killerFiles(values.confirm) : undefined;
+    if (confirming) {
+      for (let i = mutants.length - 1; i >= 0; i--) {
+        if (!confirming.has(mutants[i].name)) mutants.splice(i, 1);
+      }
+      console.log(`confirming the ${mutants.length} kills of ${values.confirm}`);
+    }
+    const selection = new Map(mutants.map((m) => {
+      const files = only ?? (values.all ? allTests : selectTests(graph, m.file, allTests));
+      const killers = confirming?.get(m.name)?.filter((f) => files.includes(f));
+      return [m.name, killers?.length ? killers : files];
+    }));
     for (const m of mutants) {
       const t = selection.get(m.name)!;
       if (values.list) {
@@ -611,7 +631,7 @@ async function main(): Promise<number> {
         s.score === null ? "n/a" : `${(s.score * 100).toFixed(1)}%`
       }`,
     );
-    if (positionals.length === 0 && !values.tests && !values["no-write"]) {
+    if (positionals.length === 0 && !values.tests && !values.confirm && !values["no-write"]) {
       const file = `${ROOT}bench/RESULTS.md`;
       const doc = await Deno.readTextFile(file).catch(() => "# Benchmark results\n");
       await Deno.writeTextFile(
