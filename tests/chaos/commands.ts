@@ -106,11 +106,12 @@ async function oauth(
 }
 
 /**
- * A first connect sets the seller MercadoPago's token answer names (the sandbox's
- * `other_seller` mode may name another than the one that authorized): no change of seller
- * (invariant 6 concerns changes), so whatever the master took is allowed.
+ * A first connect, or one with `replace_seller`, sets the seller MercadoPago's token answer
+ * names (the sandbox's `other_seller` mode may name another than the one that authorized): no
+ * change of seller, or one the caller asked for (invariant 6 forbids only the others), so
+ * whatever the master took is allowed.
  */
-async function firstSeller(w: World, a: Acc, asked: number) {
+async function answeredSeller(w: World, a: Acc, asked: number) {
   a.seller = asked;
   if (w.db.admin !== "up") return;
   const m = await masterOf(a.accountId);
@@ -134,7 +135,7 @@ export class ConnectNew extends Step {
     a.allowedSellers.add(seller);
     w.accounts.push(a);
     const r = await oauth(w, accountId, seller, false);
-    if (r.ok) await firstSeller(w, a, seller);
+    if (r.ok) await answeredSeller(w, a, seller);
     expect(w, r.ok, "connect", `a first connect failed (${r.reason})`);
   }
   toString() {
@@ -163,7 +164,7 @@ export class Connect extends Step {
       if (!legit) {
         throw new Violation(6, `a connect as another seller without replace_seller succeeded`);
       }
-      if (a.seller === null) await firstSeller(w, a, seller);
+      if (a.seller === null || this.kind === "replace") await answeredSeller(w, a, seller);
       else a.seller = seller;
       a.revoked = false;
       a.unknownOutcome = false;
