@@ -1032,6 +1032,45 @@ export class PullEvents extends Step {
   }
 }
 
+/**
+ * The served token of an account comes within 7 days of its expiry with no refresh succeeding
+ * (the clock moved for it alone): two mp-deliver-events runs, each of which flags `expiring`
+ * events first, then the expiry is put back. Invariant 10 (checked after the step): one
+ * `mp.connection.expiring` per token version, in the account's state. Put back so that no
+ * refresh runs inside the last-resort window, where a refresh token sent once may go again
+ * (invariant 3's one exception, which the model does not follow).
+ */
+export class NearExpiry extends Step {
+  readonly name = "near_expiry";
+  constructor(readonly i: number) {
+    super();
+  }
+  override check(w: Readonly<World>) {
+    return w.accounts.length > 0 && w.allUp;
+  }
+  async act(w: World) {
+    const a = w.acc(this.i);
+    const [row] = await adminDb()`select mp_token_expires_at as at from nv_accounts
+      where id = ${a.accountId} and mp_access_token_encrypted is not null`;
+    if (!row?.at) return;
+    await adminDb()`update nv_accounts set mp_token_expires_at = now() + interval '3 days'
+      where id = ${a.accountId}`;
+    try {
+      for (let n = 0; n < 2; n++) {
+        const res = await call("mp-deliver-events", { limit: 5 });
+        w.noteAnswer(res);
+        expect(w, res.status === 200, 10, `mp-deliver-events answered ${res.status}`);
+      }
+    } finally {
+      await adminDb()`update nv_accounts set mp_token_expires_at = ${row.at}
+        where id = ${a.accountId}`;
+    }
+  }
+  toString() {
+    return `NearExpiry(${this.i})`;
+  }
+}
+
 /** Every command, weighted by repetition. */
 export function commandArbitraries(): fc.Arbitrary<Cmd>[] {
   const i = fc.nat(MAX_ACCOUNTS - 1);
@@ -1076,6 +1115,7 @@ export function commandArbitraries(): fc.Arbitrary<Cmd>[] {
     db.map((d) => new StartDb(d)),
     fc.tuple(db, i).map(([d, n]) => new HangDb(d, n)),
     i.map((n) => new KillRefreshIsolate(n)),
+    i.map((n) => new NearExpiry(n)),
     deliver,
     deliver,
     fc.tuple(fc.constantFrom(1, 3, 100, 500), fc.integer({ min: 1, max: 3 }))

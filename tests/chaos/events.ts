@@ -9,7 +9,8 @@
  * `checkEvents` (called by `checkInvariants` after every step) checks invariant 10:
  * - each tracked account's outbox events, in sequence order, form a chain of real changes of
  *   `nv_accounts.mp_state` (types as docs/events.md, contiguous sequences ending at
- *   `mp_event_seq`, none for a no-op) that ends at the account's current state;
+ *   `mp_event_seq`, none for a no-op) that ends at the account's current state, and at most
+ *   one `expiring` per token version;
  * - every delivery the receiver got verifies under every secret of PLATFORM_WEBHOOK_SECRETS, is
  *   an outbox event byte for byte, and came only after each earlier event of its account was
  *   acknowledged (or delivered before this receiver existed);
@@ -201,6 +202,7 @@ export async function checkEvents(w: World, secrets: string[]): Promise<void> {
     let state = "not_connected";
     let user: number | null = null;
     let expectSeq: number | null = null;
+    const expiringVersions = new Set<number>();
     for (const e of events) {
       const seq = Number(e.seq);
       if (findIn(e.payload, secrets).length > 0) {
@@ -234,6 +236,17 @@ export async function checkEvents(w: World, secrets: string[]): Promise<void> {
             10,
             `${id}: expiring (seq ${seq}) in state ${d.state}, the events' state is ${state}`,
           );
+        }
+        if (expiringVersions.has(d.token_version)) {
+          throw new Violation(
+            10,
+            `${id}: a second expiring (seq ${seq}) for token version ${d.token_version}`,
+          );
+        }
+        expiringVersions.add(d.token_version);
+        if (!a.eventsSeen.has(e.id)) {
+          a.eventsSeen.add(e.id);
+          w.observed("event_expiring");
         }
         continue;
       }
