@@ -6,14 +6,17 @@ import {
   combineRuns,
   confirmSelection,
   importSpecifiers,
+  isTestFile,
   judge,
   junitFileSeconds,
   LEAK_SCAN,
+  MIGRATOR,
   parseJunit,
   readRun,
   replaceSection,
   resolveSpecifier,
   runOrder,
+  runtimeEdges,
   score,
   selectTests,
 } from "./mutation/lib.ts";
@@ -272,4 +275,29 @@ Deno.test("confirmSelection: a kill is run again by its killers' files; survivor
     { name: "e", verdict: "error", killers: [] },
   ]);
   assert.deepEqual([...picked], [["a", ["tests/a_test.ts", "tests/b_test.ts"]], ["leak", []]]);
+});
+
+Deno.test("runtimeEdges: in this repository every migration and every function is judged by the stack's tests", async () => {
+  const out = await new Deno.Command("git", { args: ["ls-files"], stdout: "piped" }).output();
+  const files = new TextDecoder().decode(out.stdout).split("\n").filter(Boolean);
+  const sources = new Map<string, string>();
+  for (const f of files.filter((f) => f.endsWith(".ts"))) {
+    sources.set(f, await Deno.readTextFile(f));
+  }
+  const graph = buildGraph(sources, runtimeEdges(files));
+  const tests = files.filter(isTestFile);
+  for (
+    const f of [
+      "admin/supabase/migrations/20261206000200_mp_event_outbox.sql",
+      "supabase/migrations/20261206000300_mp_schedules.sql",
+      "supabase/functions/mp-deliver-events/index.ts",
+    ]
+  ) {
+    assert.ok(files.includes(f), f);
+    assert.ok(selectTests(graph, f, tests).includes("tests/events_test.ts"), `${f} is judged`);
+  }
+  assert.throws(
+    () => runtimeEdges(files.filter((f) => f !== MIGRATOR)),
+    /runtime edges from missing shared\/operations\/migrate.ts/,
+  );
 });

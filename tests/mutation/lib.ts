@@ -115,6 +115,30 @@ export function isTestFile(path: string): boolean {
   return /^tests\/[^/]+_test\.ts$/.test(path);
 }
 
+/** The module of the stack that applies every migration of both projects. */
+export const MIGRATOR = "shared/operations/migrate.ts";
+
+/**
+ * Dependencies no import statement shows, as `file → files it loads at run time`, over the
+ * repository's `files`: a test that imports `tests/_stack.ts` talks to the stack `deno task
+ * test` started (`local/stack.ts`), whose gateway loads every function's entrypoint by path
+ * (supabase/config.toml) and whose migrator ({@link MIGRATOR}) pushes every migration. Throws
+ * when one of those files is gone (moved without this following, every mutant of a function
+ * or a migration would be judged by no test). Pure.
+ */
+export function runtimeEdges(files: string[]): Record<string, string[]> {
+  const functions = files.filter((f) => /^supabase\/functions\/[^/]+\/index\.ts$/.test(f));
+  const migrations = files.filter((f) => /^(admin\/)?supabase\/migrations\/[^/]+\.sql$/.test(f));
+  const edges = {
+    "tests/_stack.ts": ["local/stack.ts"],
+    "local/gateway.ts": functions,
+    [MIGRATOR]: migrations,
+  };
+  const gone = Object.keys(edges).filter((f) => !files.includes(f));
+  if (gone.length > 0) throw new Error(`mutation harness: runtime edges from missing ${gone}`);
+  return edges;
+}
+
 /**
  * The test files that judge a mutant of `file`: those depending on it, nearest first (a
  * direct importer before a test reaching it through the stack), then by name — so that with

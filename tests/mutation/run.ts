@@ -7,7 +7,7 @@
  *    (`deno install --frozen`).
  * 2. Selection: each mutant is judged by every test file that depends on its module, read from
  *    the import graph of the repository's .ts files (`lib.ts`), plus the dependencies no import
- *    shows ({@link RUNTIME_EDGES}): the stack a test reaches through `tests/_stack.ts` serves
+ *    shows (lib.ts `runtimeEdges`): the stack a test reaches through `tests/_stack.ts` serves
  *    the functions (the gateway loads them by path) and was migrated from the working tree's
  *    SQL. `--all`: the whole suite judges every mutant.
  * 3. Baseline: the unmutated copy runs the union of all selections once, first, in the one
@@ -47,6 +47,7 @@ import {
   replaceSection,
   runOrder,
   type RunReport,
+  runtimeEdges,
   score,
   selectTests,
   type TestStatus,
@@ -63,23 +64,6 @@ const WORK = `${ROOT}${Deno.env.get("MUTANTS_DIR") ?? ".local/mutation"}`;
 const FIRST_PORT = Number(Deno.env.get("MUTANTS_PORT_BASE") ?? 20_000);
 const PORT_BASES = [0, 1, 2, 3].map((i) => FIRST_PORT + i * 1_000);
 const STATE_DIR = ".local/mutant-stack";
-
-/**
- * Dependencies no import statement shows, as `file → files it loads at run time`:
- * - a test that imports `tests/_stack.ts` talks to the stack `deno task test` started
- *   (`local/stack.ts`), whose gateway loads every function's entrypoint by path
- *   (supabase/config.toml);
- * - `local/migrate.ts` pushes every migration of both projects.
- */
-function runtimeEdges(files: string[]): Record<string, string[]> {
-  const functions = files.filter((f) => /^supabase\/functions\/[^/]+\/index\.ts$/.test(f));
-  const migrations = files.filter((f) => /^(admin\/)?supabase\/migrations\/[^/]+\.sql$/.test(f));
-  return {
-    "tests/_stack.ts": ["local/stack.ts"],
-    "local/gateway.ts": functions,
-    "local/migrate.ts": migrations,
-  };
-}
 
 async function git(args: string[], cwd = ROOT): Promise<string> {
   const out = await new Deno.Command("git", { args, cwd, stdout: "piped", stderr: "piped" })
@@ -265,6 +249,10 @@ async function runMutant(
   baseline: RunReport,
   opts: { timeoutMs: number },
 ): Promise<Judgement & { seconds: number }> {
+  if (tests.length === 0) {
+    // The leak scan alone would "judge" it: a mutant no test file reaches is an error.
+    return { verdict: "error", killers: [], reason: "no test file depends on it", seconds: 0 };
+  }
   const path = `${dir}/${m.file}`;
   const source = await Deno.readTextFile(path);
   const applied = applyMutant(source, m);
