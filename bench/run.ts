@@ -127,7 +127,8 @@ function results(
     "- **Refresh and backfill.** See the header comments of `bench/refresh.ts` and " +
     "`bench/backfill.ts`.",
     "- **Chaos.** The model-based run of `tests/chaos/` (see `bench/chaos.ts`): steps, faults " +
-    "injected and invariant violations per seed; `BENCH_CHAOS_STEPS` sets the steps per seed.",
+    "injected and invariant violations per seed; `BENCH_CHAOS_STEPS` sets the steps per seed, " +
+    "`BENCH_CHAOS_STACKS` how many stacks of their own run the seeds side by side.",
     "- **Scale.** See the header comment of `bench/scale.ts` and `docs/scale.md`: CPU and peak " +
     "heap are the local gateway's per-request figures (main-thread CPU of the isolate, as the " +
     "edge runtime counts it; heap as the isolate reports it while it serves the request), wall " +
