@@ -20,6 +20,7 @@ import {
   provisionedPair,
   sandbox,
   stack,
+  withCronPaused,
 } from "./_stack.ts";
 import { connect as connectDb } from "../shared/platform/db.ts";
 
@@ -275,6 +276,34 @@ Deno.test("delivery: a later event of an account waits for the earlier one; conc
   const acked = receiver.deliveries.filter((d) => d.acked && rows.some((r) => r.id === d.id))
     .map((d) => d.id);
   assert.deepEqual([...new Set(acked)], rows.map((r) => r.id), "acknowledged in order");
+});
+
+Deno.test("invariant 10 in SQL: a run whose lease ran out records nothing; the event stays with its new owner", async () => {
+  await withCronPaused("mp-deliver-events", async () => {
+    // Written straight into the master: no function's background delivery claims its event.
+    const accountId = await newAccount({ grant: (await sandbox.grants(1))[0] });
+    assert.equal((await outbox(accountId)).length, 1, "its connected event");
+    await parkOthers([accountId]);
+    await makeDue(accountId);
+    const [late, live] = [crypto.randomUUID(), crypto.randomUUID()];
+    const claim = (owner: string, lease: string) =>
+      adminDb()`select id from mp_claim_events(${owner}::uuid, 1, ${lease}::interval)`;
+    const finish = async (owner: string, id: string) => {
+      const [{ n }] = await adminDb()`select mp_finish_events(${owner}::uuid, ${[id]}::uuid[],
+        array['delivered'], array[null]::timestamptz[], array[null]::text[]) as n`;
+      return n;
+    };
+    // The first run's lease runs out at once (its POST hung past it); a second run takes the
+    // event over while the first is still waiting on its answer.
+    const [first] = await claim(late, "0 seconds");
+    const [second] = await claim(live, "1 minute");
+    assert.equal(second?.id, first?.id, "the event was taken over");
+    assert.equal(await finish(late, first.id), 0, "the run that lost its lease records nothing");
+    const [row] = await adminDb()`select status, lease_owner from mp_event_outbox
+      where id = ${first.id}`;
+    assert.deepEqual({ ...row }, { status: "pending", lease_owner: live });
+    assert.equal(await finish(live, first.id), 1, "its new owner records it");
+  });
 });
 
 Deno.test("delivery: after 3 days an event is failed; --redeliver puts it back", async () => {
