@@ -41,27 +41,38 @@ function summaryOf(seed: string, text: string): Summary {
   return JSON.parse(line.slice("chaos-summary ".length)) as Summary;
 }
 
+/** `tests/chaos/<script> --seed <seeds> --steps <steps> --quiet` run to its end. */
+function chaosProcess(
+  script: "cli.ts" | "main.ts",
+  seeds: string,
+  steps: number,
+  env: Record<string, string>,
+  stdout: "piped" | "null",
+) {
+  return new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      `${ROOT}tests/chaos/${script}`,
+      "--seed",
+      seeds,
+      "--steps",
+      `${steps}`,
+      "--quiet",
+    ],
+    cwd: ROOT,
+    env,
+    stdout,
+    stderr: "inherit",
+  }).output();
+}
+
 /** Each seed in turn against the bench's own stack. */
 async function onBenchStack(env: Record<string, string>, seeds: string[], steps: number) {
   const stackLog = `${ROOT}${env.BENCH_LOG_DIR ?? ".local/bench"}/stack.log`;
   const out: Summary[] = [];
   for (const seed of seeds) {
-    const run = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        `${ROOT}tests/chaos/cli.ts`,
-        "--seed",
-        seed,
-        "--steps",
-        String(steps),
-        "--quiet",
-      ],
-      cwd: ROOT,
-      env: { ...env, STACK_LOG: stackLog },
-      stdout: "piped",
-      stderr: "inherit",
-    }).output();
+    const run = await chaosProcess("cli.ts", seed, steps, { ...env, STACK_LOG: stackLog }, "piped");
     out.push(summaryOf(seed, new TextDecoder().decode(run.stdout)));
   }
   return out;
@@ -77,25 +88,10 @@ async function onOwnStacks(seeds: string[], steps: number, stacks: number) {
   const groups = Array.from({ length: stacks }, (_, k) => seeds.filter((_, i) => i % stacks === k))
     .filter((g) => g.length > 0);
   await Promise.all(groups.map(async (group, k) => {
-    const run = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        `${ROOT}tests/chaos/main.ts`,
-        "--seed",
-        group.join(","),
-        "--steps",
-        String(steps),
-        "--quiet",
-      ],
-      cwd: ROOT,
-      env: {
-        STACK_PORT_BASE: String(base + 200 * (k + 1)),
-        STACK_STATE_DIR: `.local/bench/chaos-${k}`,
-      },
-      stdout: "null",
-      stderr: "inherit",
-    }).output();
+    const run = await chaosProcess("main.ts", group.join(","), steps, {
+      STACK_PORT_BASE: String(base + 200 * (k + 1)),
+      STACK_STATE_DIR: `.local/bench/chaos-${k}`,
+    }, "null");
     if (!run.success) {
       console.error(
         `chaos seeds ${group}: a violation or a failed run (see .local/bench/chaos-${k})`,
