@@ -24,10 +24,10 @@
  *    crash, no report, a timeout → `error`. The copy is restored after each mutant.
  * 5. `--runs N` runs each mutant N times and reports every disagreement; `--confirm FILE`
  *    runs the kills of an earlier run again, each judged by the files of its killers only
- *    (merged with `--report --from FILE --again results.json`). `--jobs N`: up to four
- *    mutants at once (default 1; the machine has two cores, and the suite mostly waits).
- *    `--tests a,b`: judge by these files instead (development only; never written to
- *    bench/RESULTS.md).
+ *    (written to `confirm.json`; merged with `--report --from FILE --again confirm.json`).
+ *    `--jobs N`: up to four mutants at once (default 1; the machine has two cores, and the
+ *    suite mostly waits). `--tests a,b`: judge by these files instead (development only;
+ *    never written to bench/RESULTS.md).
  * Writes `.local/mutation/results.json` as it goes and the "Mutation score" section of
  * bench/RESULTS.md at the end (unless names were given or `--no-write`). Slow: run by hand.
  */
@@ -578,7 +578,7 @@ async function main(): Promise<number> {
     const queue = mutants.flatMap((m) => Array.from({ length: runs }, () => m));
     const save = () =>
       Deno.writeTextFile(
-        `${WORK}/results.json`,
+        `${WORK}/${values.confirm ? "confirm" : "results"}.json`,
         JSON.stringify(
           {
             head,
