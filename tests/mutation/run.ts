@@ -351,12 +351,17 @@ function resultsSection(
     }
   }
   const disagreements = combined.filter(({ c }) => c.disagreement);
+  const twice = combined.filter(({ o }) => o.runs.length >= 2).length;
+  const most = Math.max(...combined.map(({ o }) => o.runs.length));
+  const runsCell = most > meta.runs ? `${meta.runs}–${most} (${twice} run twice)` : `${meta.runs}`;
   return [
     `Written by \`deno task mutants${meta.all ? " --all" : ""}${
       meta.runs > 1 && !meta.confirmed ? ` --runs ${meta.runs}` : ""
     }\` at ${new Date().toISOString()} on commit ${meta.head} in ${
       Math.round(meta.seconds / 60)
-    } min (baseline ${meta.baselineSeconds} s). ${outcomes.length} of ${meta.total} mutants ran${
+    } min${
+      meta.confirmed ? " of worker time" : ""
+    } (baseline ${meta.baselineSeconds} s). ${outcomes.length} of ${meta.total} mutants ran${
       outcomes.length < meta.total ? " (the run was cut short: the rest did not run)" : ""
     }; each judged by ${
       meta.all
@@ -366,7 +371,7 @@ function resultsSection(
     "",
     `| score | killed | survived | error | invalid | equivalent | runs per mutant |`,
     `| --- | --- | --- | --- | --- | --- | --- |`,
-    `| **${pct}** (killed / (killed + survived)) | ${s.killed} | ${s.survived} | ${s.error} | ${s.invalid} | ${s.equivalent} | ${meta.runs} |`,
+    `| **${pct}** (killed / (killed + survived)) | ${s.killed} | ${s.survived} | ${s.error} | ${s.invalid} | ${s.equivalent} | ${runsCell} |`,
     "",
     `Per invariant (killed / judged): ${
       [...perInv].sort((a, b) => a[0] - b[0]).map(([i, e]) => `${i}: ${e.k}/${e.n}`).join(", ")
@@ -396,8 +401,12 @@ function resultsSection(
       meta.excluded.length ? meta.excluded.join("; ") : "none"
     }`,
     `- Runs that disagree: ${
-      meta.runs < 2
+      twice === 0
         ? "not measured (one run per mutant; `--runs 2` or `--confirm` measures it)"
+        : meta.runs < 2 && disagreements.length === 0
+        ? `none among the ${twice} mutants run twice (the other ${
+          combined.length - twice
+        } ran once)`
         : disagreements.length
         ? disagreements.map(({ o, c }) => `${o.mutant.name}: ${c.disagreement}`).join("; ")
         : "none"
