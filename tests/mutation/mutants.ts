@@ -168,7 +168,7 @@ export const MUTANTS: Mutant[] = [
     file: "shared/refresh/save.ts",
     from: "  return await escrowWithRetries(run, account, pair, saved.saveError);",
     to:
-      '  void escrowWithRetries;\n  return { account_id: account.id, status: "failed", error: "token_lost" };',
+      '  void escrowWithRetries;\n  return { result: { account_id: account.id, status: "failed", error: "token_lost" }, events: [] };',
   },
   {
     name: "the save does not check whether a lost-answer attempt committed",

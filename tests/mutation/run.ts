@@ -382,7 +382,7 @@ function resultsSection(
       "none"
     }.${
       meta.confirmed
-        ? " A second run (`--confirm`) ran every kill again, judged by the test files of its killers only (a kill by the leak scan alone: by its whole selection), the harness otherwise as in the first; the two runs' verdicts are merged below."
+        ? ` A second run (\`--confirm\`) ran ${twice} of the ${s.killed} kills again, judged by the test files of its killers only (a kill by the leak scan alone: by its whole selection), the harness otherwise as in the first; the two runs' verdicts are merged below.`
         : ""
     }`,
     "",
