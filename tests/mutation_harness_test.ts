@@ -216,10 +216,11 @@ Deno.test("combineRuns and score: runs that disagree are reported; errors and in
   assert.equal(combineRuns([k, s]).disagreement, "killed vs survived");
   assert.equal(combineRuns([k, e]).verdict, "killed");
   assert.equal(combineRuns([k, e]).disagreement, "killed vs error");
-  assert.equal(
-    combineRuns([k, { verdict: "killed", killers: ["t2"] }]).disagreement,
-    "killed by different tests in different runs",
-  );
+  // Killed in both runs, by other tests: an agreement, its killers noted.
+  const moved = combineRuns([k, { verdict: "killed", killers: ["t2"] }]);
+  assert.equal(moved.disagreement, undefined);
+  assert.equal(moved.killersDiffer, true);
+  assert.equal(combineRuns([k, k]).killersDiffer, false);
   assert.deepEqual(
     score([
       { verdict: "killed" },

@@ -332,9 +332,11 @@ export function baselineFailures(baseline: RunReport): string[] {
 
 /**
  * Combines several runs of one mutant: the verdict all runs agree on, else a disagreement.
- * Killing tests are the union.
+ * Killing tests are the union; `killersDiffer` when runs that agree on a kill name other tests.
  */
-export function combineRuns(runs: Judgement[]): Judgement & { disagreement?: string } {
+export function combineRuns(
+  runs: Judgement[],
+): Judgement & { disagreement?: string; killersDiffer?: boolean } {
   const verdicts = [...new Set(runs.map((r) => r.verdict))];
   const killers = [...new Set(runs.flatMap((r) => r.killers))].sort();
   if (verdicts.length === 1) {
@@ -344,7 +346,7 @@ export function combineRuns(runs: Judgement[]): Judgement & { disagreement?: str
       verdict: verdicts[0],
       killers,
       reason: runs.find((r) => r.reason)?.reason,
-      disagreement: sameKillers ? undefined : "killed by different tests in different runs",
+      killersDiffer: !sameKillers,
     };
   }
   // Runs disagree: an error in one run does not make a kill in another count twice.

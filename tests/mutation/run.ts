@@ -351,6 +351,7 @@ function resultsSection(
     }
   }
   const disagreements = combined.filter(({ c }) => c.disagreement);
+  const movedKillers = combined.filter(({ c }) => c.killersDiffer).map(({ o }) => o.mutant.name);
   const twice = combined.filter(({ o }) => o.runs.length >= 2).length;
   const most = Math.max(...combined.map(({ o }) => o.runs.length));
   const runsCell = most > meta.runs ? `${meta.runs}–${most} (${twice} run twice)` : `${meta.runs}`;
@@ -403,13 +404,17 @@ function resultsSection(
     `- Runs that disagree: ${
       twice === 0
         ? "not measured (one run per mutant; `--runs 2` or `--confirm` measures it)"
-        : meta.runs < 2 && disagreements.length === 0
+        : meta.runs < 2 && disagreements.length === 0 && twice < combined.length
         ? `none among the ${twice} mutants run twice (the other ${
           combined.length - twice
         } ran once)`
         : disagreements.length
         ? disagreements.map(({ o, c }) => `${o.mutant.name}: ${c.disagreement}`).join("; ")
         : "none"
+    }${
+      movedKillers.length
+        ? ` (killed in every run, by other tests in another run: ${movedKillers.join("; ")})`
+        : ""
     }`,
     "",
     "| verdict | inv | mutant | killed by |",
