@@ -21,6 +21,7 @@ import { createSandbox, serveSandbox } from "./sandbox.ts";
 import { startNetWorker } from "./net_worker.ts";
 import { createAppPage } from "./app_page.ts";
 import { createPlatformReceiver } from "./platform_receiver.ts";
+import { assertPortsFree, type Ports, resolvePorts } from "./ports.ts";
 
 /**
  * The project's secrets every function gets (`supabase secrets set` on hosted Supabase), on top
@@ -44,7 +45,7 @@ export const FUNCTION_SECRETS = [
 const ROOT = new URL("../", import.meta.url).pathname;
 const PROFILES = {
   dev: { dir: ".local/dev", base: 54321 },
-  test: { dir: ".local/test", base: 55321 },
+  test: { dir: ".local/test", base: 25321 },
 } as const;
 
 const randomBase64 = (n: number) =>
@@ -81,20 +82,6 @@ async function roleJwt(role: "service_role" | "anon"): Promise<string> {
   return `${header}.${payload}.${b64url(sig)}`;
 }
 
-function port(name: string, fallback: number): number {
-  const v = Deno.env.get(name);
-  return v ? Number(v) : fallback;
-}
-
-interface Ports {
-  gateway: number;
-  backend: number;
-  admin: number;
-  sandbox: number;
-  backendPooler: number;
-  adminPooler: number;
-}
-
 async function main() {
   const { values } = parseArgs({
     args: Deno.args,
@@ -109,15 +96,8 @@ async function main() {
   if (!pgbouncer) {
     throw new MissingPrerequisite("pgbouncer is missing: run `sudo apt-get install pgbouncer`");
   }
-  const base = port("STACK_PORT_BASE", profile.base);
-  const ports: Ports = {
-    gateway: port("GATEWAY_PORT", base),
-    backend: port("BACKEND_DB_PORT", base + 1),
-    admin: port("ADMIN_DB_PORT", base + 2),
-    sandbox: port("SANDBOX_PORT", base + 3),
-    backendPooler: port("BACKEND_POOLER_PORT", base + 4),
-    adminPooler: port("ADMIN_POOLER_PORT", base + 5),
-  };
+  const ports = resolvePorts((name) => Deno.env.get(name), profile.base);
+  assertPortsFree(ports);
   const relDir = Deno.env.get("STACK_STATE_DIR") ?? profile.dir;
   const stateDir = `${ROOT}${relDir}`;
   await Deno.mkdir(stateDir, { recursive: true });

@@ -7,6 +7,7 @@ import { parse } from "smol-toml";
 import { findPostgres, MissingPrerequisite } from "../local/postgres.ts";
 import { parseEnvFile } from "../local/launch.ts";
 import { isAlive } from "../local/pooler.ts";
+import { resolvePorts } from "../local/ports.ts";
 import { connect } from "../shared/platform/db.ts";
 import { call, stack, testPort } from "./_stack.ts";
 
@@ -64,6 +65,67 @@ Deno.test("missing PostgreSQL binaries or pg_cron are one line naming the apt pa
   await Deno.remove(share, { recursive: true });
 });
 
+Deno.test("resolvePorts: base + 0 … 5, each variable overrides its own; a bad value is one line", () => {
+  const env = (vars: Record<string, string>) => (name: string) => vars[name];
+  assert.deepEqual(resolvePorts(env({}), 25321), {
+    gateway: 25321,
+    backend: 25322,
+    admin: 25323,
+    sandbox: 25324,
+    backendPooler: 25325,
+    adminPooler: 25326,
+  });
+  const moved = resolvePorts(env({ STACK_PORT_BASE: "29000", SANDBOX_PORT: "29999" }), 25321);
+  assert.equal(moved.gateway, 29000);
+  assert.equal(moved.adminPooler, 29005);
+  assert.equal(moved.sandbox, 29999);
+  for (const bad of ["x", "0", "65536", "12.5"]) {
+    assert.throws(() => resolvePorts(env({ ADMIN_DB_PORT: bad }), 25321), {
+      message: `ADMIN_DB_PORT=${bad} is not a TCP port (1–65535)`,
+    });
+  }
+});
+
+Deno.test("a port already held stops the stack before it starts anything, in one line naming it", async () => {
+  const base = testPort(50);
+  const held = Deno.listen({ hostname: "127.0.0.1", port: base + 2 });
+  const dir = `.local/stack-test-held-${base}`;
+  const stateDir = new URL(`${dir}/`, ROOT).pathname;
+  await Deno.remove(stateDir, { recursive: true }).catch(() => {});
+  try {
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "local/stack.ts", "--profile", "test"],
+      cwd: ROOT.pathname,
+      env: {
+        STACK_STATE_DIR: dir,
+        STACK_PORT_BASE: String(base),
+        GATEWAY_PORT: String(base),
+        BACKEND_DB_PORT: String(base + 1),
+        ADMIN_DB_PORT: String(base + 2),
+        SANDBOX_PORT: String(base + 3),
+        BACKEND_POOLER_PORT: String(base + 4),
+        ADMIN_POOLER_PORT: String(base + 5),
+      },
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(code, 1);
+    const lines = new TextDecoder().decode(stderr).trim().split("\n");
+    assert.equal(lines.length, 1, lines.join(" | "));
+    assert.match(
+      lines[0],
+      new RegExp(`^local stack failed: port ${base + 2} \\(ADMIN_DB_PORT\\) is in use`),
+    );
+    await assert.rejects(
+      Deno.stat(stateDir),
+      Deno.errors.NotFound,
+      "no state directory, no cluster",
+    );
+  } finally {
+    held.close();
+  }
+});
+
 Deno.test("a second stack starts beside this one and SIGTERM stops every process and cluster", async () => {
   // Its own state directory per port base, so two suites side by side do not share it.
   const second = testPort(90);
@@ -89,12 +151,20 @@ Deno.test("a second stack starts beside this one and SIGTERM stops every process
     stderr: "piped",
   }).spawn();
   const output = child.output();
+  let exited = false;
+  output.finally(() => exited = true);
   let env: Record<string, string> = {};
-  for (let i = 0; i < 600 && !env.FUNCTIONS_URL; i++) {
+  for (let i = 0; i < 1200 && !env.FUNCTIONS_URL && !exited; i++) {
     env = parseEnvFile(await Deno.readTextFile(`${stateDir}stack.env`).catch(() => ""));
     if (!env.FUNCTIONS_URL) await new Promise((r) => setTimeout(r, 100));
   }
-  assert.ok(env.FUNCTIONS_URL, "the stack wrote its env file");
+  if (!env.FUNCTIONS_URL) {
+    // Say why: the stack's last lines (URLs and errors; the keys live only in the env file).
+    if (!exited) child.kill("SIGTERM");
+    const { code, stderr } = await output;
+    const tail = new TextDecoder().decode(stderr).trim().split("\n").slice(-5).join(" | ");
+    assert.fail(`the stack wrote no env file (exit ${code}): ${tail}`);
+  }
   assert.equal(env.GATEWAY_PORT, String(second));
   const health = await fetch(`${env.SUPABASE_URL}/health`);
   assert.equal(health.status, 200);
