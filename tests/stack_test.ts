@@ -7,11 +7,26 @@ import { parse } from "smol-toml";
 import { findPostgres, MissingPrerequisite } from "../local/postgres.ts";
 import { parseEnvFile } from "../local/launch.ts";
 import { isAlive } from "../local/pooler.ts";
-import { resolvePorts } from "../local/ports.ts";
+import { PORT_VARIABLES, resolvePorts } from "../local/ports.ts";
 import { connect } from "../shared/platform/db.ts";
 import { call, stack, testPort } from "./_stack.ts";
 
 const ROOT = new URL("../", import.meta.url);
+
+/**
+ * `local/stack.ts --profile test` with its state under `dir` and its six ports base + 0 … 5,
+ * each set: this process's environment holds the test stack's own.
+ */
+function stackCommand(base: number, dir: string, stdout: "null" | "piped"): Deno.Command {
+  const ports = Object.values(PORT_VARIABLES).map((name, i) => [name, String(base + i)]);
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "local/stack.ts", "--profile", "test"],
+    cwd: ROOT.pathname,
+    env: { STACK_STATE_DIR: dir, STACK_PORT_BASE: String(base), ...Object.fromEntries(ports) },
+    stdout,
+    stderr: "piped",
+  });
+}
 
 Deno.test("supabase/config.toml declares every function, verify_jwt off, entrypoint and import map", async () => {
   const toml = parse(await Deno.readTextFile(new URL("supabase/config.toml", ROOT))) as {
@@ -93,22 +108,7 @@ Deno.test("a port already held stops the stack before it starts anything, in one
   const stateDir = new URL(`${dir}/`, ROOT).pathname;
   await Deno.remove(stateDir, { recursive: true }).catch(() => {});
   try {
-    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "local/stack.ts", "--profile", "test"],
-      cwd: ROOT.pathname,
-      env: {
-        STACK_STATE_DIR: dir,
-        STACK_PORT_BASE: String(base),
-        GATEWAY_PORT: String(base),
-        BACKEND_DB_PORT: String(base + 1),
-        ADMIN_DB_PORT: String(base + 2),
-        SANDBOX_PORT: String(base + 3),
-        BACKEND_POOLER_PORT: String(base + 4),
-        ADMIN_POOLER_PORT: String(base + 5),
-      },
-      stdout: "null",
-      stderr: "piped",
-    }).output();
+    const { code, stderr } = await stackCommand(base, dir, "null").output();
     assert.equal(code, 1);
     const lines = new TextDecoder().decode(stderr).trim().split("\n");
     assert.equal(lines.length, 1, lines.join(" | "));
@@ -132,24 +132,8 @@ Deno.test("a second stack starts beside this one and SIGTERM stops every process
   const dir = `.local/stack-test-${second}`;
   const stateDir = new URL(`${dir}/`, ROOT).pathname;
   await Deno.remove(`${stateDir}stack.env`).catch(() => {});
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "local/stack.ts", "--profile", "test"],
-    cwd: ROOT.pathname,
-    env: {
-      STACK_STATE_DIR: dir,
-      // Ports the tests own (base + 90 …), so they move with STACK_PORT_BASE; each is set, as
-      // this process's environment holds the test stack's own.
-      STACK_PORT_BASE: String(second),
-      GATEWAY_PORT: String(second),
-      BACKEND_DB_PORT: String(second + 1),
-      ADMIN_DB_PORT: String(second + 2),
-      SANDBOX_PORT: String(second + 3),
-      BACKEND_POOLER_PORT: String(second + 4),
-      ADMIN_POOLER_PORT: String(second + 5),
-    },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  // Ports the tests own (base + 90 …), so they move with STACK_PORT_BASE.
+  const child = stackCommand(second, dir, "piped").spawn();
   const output = child.output();
   let exited = false;
   output.finally(() => exited = true);
