@@ -5,6 +5,7 @@
  */
 
 import { parseEnvFile } from "../shared/operations/env_file.ts";
+import { portEnv } from "./ports.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
@@ -27,8 +28,8 @@ export interface LaunchedStack {
   logFile: string;
   /** Absolute path of the state directory. */
   stateDir: string;
-  /** Stops the stack (SIGTERM, then SIGKILL after 20 s) and flushes its log. Idempotent. */
-  stop(): Promise<void>;
+  /** Stops the stack (SIGTERM, then SIGKILL after 20 s), flushes its log, and answers its exit status. Idempotent. */
+  stop(): Promise<Deno.CommandStatus>;
 }
 
 /** Parses `KEY=value` lines (kept here for the stack's callers). */
@@ -67,8 +68,10 @@ export async function launchStack(opts: LaunchOptions): Promise<LaunchedStack> {
   await Deno.mkdir(stateDir, { recursive: true });
   await Deno.remove(envFile).catch(() => {});
   const log = await Deno.open(logFile, { write: true, create: true, truncate: true });
-  const childEnv: Record<string, string> = { STACK_STATE_DIR: opts.stateDir };
-  if (opts.portBase !== undefined) childEnv.STACK_PORT_BASE = String(opts.portBase);
+  const childEnv: Record<string, string> = {
+    STACK_STATE_DIR: opts.stateDir,
+    ...(opts.portBase === undefined ? {} : portEnv(opts.portBase)),
+  };
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `${ROOT}local/stack.ts`, "--profile", "test"],
     env: childEnv,
@@ -77,12 +80,13 @@ export async function launchStack(opts: LaunchOptions): Promise<LaunchedStack> {
     stdin: "null",
   }).spawn();
   const pumps = Promise.all([pump(child.stdout, log, false), pump(child.stderr, log, false)]);
-  let stopped: Promise<void> | undefined;
+  let stopped: Promise<Deno.CommandStatus> | undefined;
   const stop = () =>
     stopped ??= (async () => {
       await stopChild(child);
       await pumps.catch(() => {});
       log.close();
+      return await child.status;
     })();
 
   let exited = false;
@@ -96,7 +100,9 @@ export async function launchStack(opts: LaunchOptions): Promise<LaunchedStack> {
       await new Promise((r) => setTimeout(r, 200));
     }
   }
-  await stop();
+  const { code } = await stop();
   const shown = logFile.startsWith(ROOT) ? logFile.slice(ROOT.length) : logFile;
-  throw new Error(`the local stack did not come up; see ${shown}`);
+  // Its last lines say why (a missing package, a held port); the keys live only in stack.env.
+  const tail = (await Deno.readTextFile(logFile)).trim().split("\n").slice(-5).join(" | ");
+  throw new Error(`the local stack did not come up (exit ${code}): ${tail}; see ${shown}`);
 }

@@ -23,6 +23,15 @@ export const PORT_VARIABLES: Record<keyof Ports, string> = {
   adminPooler: "ADMIN_POOLER_PORT",
 };
 
+/**
+ * `STACK_PORT_BASE` and every port variable set to `base` + 0 … 5, for a child stack: the base
+ * then wins over per-port variables the parent's own environment may hold.
+ */
+export function portEnv(base: number): Record<string, string> {
+  const ports = Object.values(PORT_VARIABLES).map((name, i) => [name, String(base + i)]);
+  return { STACK_PORT_BASE: String(base), ...Object.fromEntries(ports) };
+}
+
 /** Linux's default ephemeral range starts here: any outgoing connection may hold a port above. */
 export const EPHEMERAL_START = 32768;
 

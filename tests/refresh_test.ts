@@ -227,9 +227,6 @@ Deno.test("claim and save in SQL: one owner per lease, compare-and-swap, thin an
 });
 
 Deno.test("ten mp-refresh runs in parallel over 200 due accounts refresh each exactly once", async () => {
-  // MercadoPago answering normally: no fault or latency an earlier file may have left queued.
-  await sandbox.faults("none", 0);
-  await sandbox.latency(0);
   await drain();
   const grants = await sandbox.grants(200);
   const accounts: { id: string; clientId: string }[] = [];

@@ -5,28 +5,13 @@
 import assert from "node:assert/strict";
 import { parse } from "smol-toml";
 import { findPostgres, MissingPrerequisite } from "../local/postgres.ts";
-import { parseEnvFile } from "../local/launch.ts";
+import { launchStack } from "../local/launch.ts";
 import { isAlive } from "../local/pooler.ts";
-import { PORT_VARIABLES, resolvePorts } from "../local/ports.ts";
+import { resolvePorts } from "../local/ports.ts";
 import { connect } from "../shared/platform/db.ts";
 import { call, stack, testPort } from "./_stack.ts";
 
 const ROOT = new URL("../", import.meta.url);
-
-/**
- * `local/stack.ts --profile test` with its state under `dir` and its six ports base + 0 … 5,
- * each set: this process's environment holds the test stack's own.
- */
-function stackCommand(base: number, dir: string, stdout: "null" | "piped"): Deno.Command {
-  const ports = Object.values(PORT_VARIABLES).map((name, i) => [name, String(base + i)]);
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "local/stack.ts", "--profile", "test"],
-    cwd: ROOT.pathname,
-    env: { STACK_STATE_DIR: dir, STACK_PORT_BASE: String(base), ...Object.fromEntries(ports) },
-    stdout,
-    stderr: "piped",
-  });
-}
 
 Deno.test("supabase/config.toml declares every function, verify_jwt off, entrypoint and import map", async () => {
   const toml = parse(await Deno.readTextFile(new URL("supabase/config.toml", ROOT))) as {
@@ -108,19 +93,15 @@ Deno.test("a port already held stops the stack before it starts anything, in one
   const stateDir = new URL(`${dir}/`, ROOT).pathname;
   await Deno.remove(stateDir, { recursive: true }).catch(() => {});
   try {
-    const { code, stderr } = await stackCommand(base, dir, "null").output();
-    assert.equal(code, 1);
-    const lines = new TextDecoder().decode(stderr).trim().split("\n");
-    assert.equal(lines.length, 1, lines.join(" | "));
-    assert.match(
-      lines[0],
-      new RegExp(`^local stack failed: port ${base + 2} \\(ADMIN_DB_PORT\\) is in use`),
-    );
     await assert.rejects(
-      Deno.stat(stateDir),
-      Deno.errors.NotFound,
-      "no state directory, no cluster",
+      launchStack({ stateDir: dir, portBase: base }),
+      new RegExp(
+        `\\(exit 1\\): local stack failed: port ${base + 2} \\(ADMIN_DB_PORT\\) is in use`,
+      ),
     );
+    const lines = (await Deno.readTextFile(`${stateDir}stack.log`)).trim().split("\n");
+    assert.equal(lines.length, 1, lines.join(" | "));
+    await assert.rejects(Deno.stat(`${stateDir}pg`), Deno.errors.NotFound, "no cluster");
   } finally {
     held.close();
   }
@@ -130,76 +111,63 @@ Deno.test("a second stack starts beside this one and SIGTERM stops every process
   // Its own state directory per port base, so two suites side by side do not share it.
   const second = testPort(90);
   const dir = `.local/stack-test-${second}`;
-  const stateDir = new URL(`${dir}/`, ROOT).pathname;
-  await Deno.remove(`${stateDir}stack.env`).catch(() => {});
   // Ports the tests own (base + 90 …), so they move with STACK_PORT_BASE.
-  const child = stackCommand(second, dir, "piped").spawn();
-  const output = child.output();
-  let exited = false;
-  output.finally(() => exited = true);
-  let env: Record<string, string> = {};
-  for (let i = 0; i < 1200 && !env.FUNCTIONS_URL && !exited; i++) {
-    env = parseEnvFile(await Deno.readTextFile(`${stateDir}stack.env`).catch(() => ""));
-    if (!env.FUNCTIONS_URL) await new Promise((r) => setTimeout(r, 100));
-  }
-  if (!env.FUNCTIONS_URL) {
-    // Say why: the stack's last lines (URLs and errors; the keys live only in the env file).
-    if (!exited) child.kill("SIGTERM");
-    const { code, stderr } = await output;
-    const tail = new TextDecoder().decode(stderr).trim().split("\n").slice(-5).join(" | ");
-    assert.fail(`the stack wrote no env file (exit ${code}): ${tail}`);
-  }
-  assert.equal(env.GATEWAY_PORT, String(second));
-  const health = await fetch(`${env.SUPABASE_URL}/health`);
-  assert.equal(health.status, 200);
-  await health.body?.cancel();
-  const pids = [env.BACKEND_PGDATA, env.ADMIN_PGDATA].map((d) => `${d}/postmaster.pid`);
-  for (const pid of pids) await Deno.stat(pid);
-  // A pgbouncer per cluster, TLS required, answering as postgres (not a superuser).
-  const poolerPids: number[] = [];
-  const poolers = [[env.BACKEND_POOLER_URL, String(second + 4)], [
-    env.ADMIN_POOLER_URL,
-    String(second + 5),
-  ]];
-  for (const [url, port] of poolers) {
-    assert.equal(new URL(url).port, port);
-    assert.equal(new URL(url).searchParams.get("sslmode"), "require");
-    const sql = connect(url, { max: 1 });
-    const [row] = await sql`select current_user as user,
+  const launched = await launchStack({ stateDir: dir, portBase: second });
+  try {
+    const env = launched.env;
+    assert.equal(env.GATEWAY_PORT, String(second));
+    const health = await fetch(`${env.SUPABASE_URL}/health`);
+    assert.equal(health.status, 200);
+    await health.body?.cancel();
+    const pids = [env.BACKEND_PGDATA, env.ADMIN_PGDATA].map((d) => `${d}/postmaster.pid`);
+    for (const pid of pids) await Deno.stat(pid);
+    // A pgbouncer per cluster, TLS required, answering as postgres (not a superuser).
+    const poolerPids: number[] = [];
+    const poolers = [[env.BACKEND_POOLER_URL, String(second + 4)], [
+      env.ADMIN_POOLER_URL,
+      String(second + 5),
+    ]];
+    for (const [url, port] of poolers) {
+      assert.equal(new URL(url).port, port);
+      assert.equal(new URL(url).searchParams.get("sslmode"), "require");
+      const sql = connect(url, { max: 1 });
+      const [row] = await sql`select current_user as user,
       (select rolsuper from pg_roles where rolname = current_user) as rolsuper`;
-    await sql.end();
-    assert.deepEqual({ ...row }, { user: "postgres", rolsuper: false });
-    const plain = connect(url.replace("sslmode=require", "sslmode=disable"), { max: 1 });
-    await assert.rejects(plain`select 1`, /SSL required/);
-    await plain.end();
-    const pid = Number(
-      (await Deno.readTextFile(
-        `${env.BACKEND_PGDATA}/../${
-          url === env.BACKEND_POOLER_URL ? "backend" : "admin"
-        }-pooler/pgbouncer.pid`,
-      )).trim(),
-    );
-    assert.ok(await isAlive(pid), "pgbouncer runs");
-    poolerPids.push(pid);
-  }
+      await sql.end();
+      assert.deepEqual({ ...row }, { user: "postgres", rolsuper: false });
+      const plain = connect(url.replace("sslmode=require", "sslmode=disable"), { max: 1 });
+      await assert.rejects(plain`select 1`, /SSL required/);
+      await plain.end();
+      const pid = Number(
+        (await Deno.readTextFile(
+          `${env.BACKEND_PGDATA}/../${
+            url === env.BACKEND_POOLER_URL ? "backend" : "admin"
+          }-pooler/pgbouncer.pid`,
+        )).trim(),
+      );
+      assert.ok(await isAlive(pid), "pgbouncer runs");
+      poolerPids.push(pid);
+    }
 
-  child.kill("SIGTERM");
-  const { code, stdout } = await output;
-  assert.equal(code, 0);
-  assert.match(new TextDecoder().decode(stdout), /Local stack stopped/);
-  for (const pid of pids) await assert.rejects(Deno.stat(pid), Deno.errors.NotFound);
-  for (const pid of poolerPids) assert.equal(await isAlive(pid), false, "pgbouncer stopped");
-  await assert.rejects(fetch(`${env.SUPABASE_URL}/health`));
-  for (
-    const port of [
-      env.BACKEND_DB_PORT,
-      env.ADMIN_DB_PORT,
-      env.SANDBOX_PORT,
-      env.BACKEND_POOLER_PORT,
-      env.ADMIN_POOLER_PORT,
-    ]
-  ) {
-    await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: Number(port) }));
+    const { code } = await launched.stop(); // SIGTERM
+    assert.equal(code, 0);
+    assert.match(await Deno.readTextFile(launched.logFile), /Local stack stopped/);
+    for (const pid of pids) await assert.rejects(Deno.stat(pid), Deno.errors.NotFound);
+    for (const pid of poolerPids) assert.equal(await isAlive(pid), false, "pgbouncer stopped");
+    await assert.rejects(fetch(`${env.SUPABASE_URL}/health`));
+    for (
+      const port of [
+        env.BACKEND_DB_PORT,
+        env.ADMIN_DB_PORT,
+        env.SANDBOX_PORT,
+        env.BACKEND_POOLER_PORT,
+        env.ADMIN_POOLER_PORT,
+      ]
+    ) {
+      await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: Number(port) }));
+    }
+  } finally {
+    await launched.stop(); // already stopped unless an assertion failed first
   }
 });
 
