@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { Webhook } from "standardwebhooks";
-import { nextAttemptAt, RETRY_WINDOW_MS, retryDelayMs } from "../shared/events/schedule.ts";
+import { nextAttemptAt, retryDelayMs } from "../shared/events/schedule.ts";
 import { decodeCursor, encodeCursor } from "../shared/events/cursor.ts";
 import { attemptResult, DELIVER_MAX_LIMIT, outcomeOf } from "../shared/events/deliver.ts";
 import { DELIVER_CHAIN_MAX, DELIVER_LANES, successorsToStart } from "../shared/events/lanes.ts";
@@ -19,6 +19,8 @@ import { HttpError } from "../shared/platform/http.ts";
 const S = 1000;
 const M = 60 * S;
 const H = 60 * M;
+/** docs/events.md "Push: mp-deliver-events": an event is retried for 3 days from its creation. */
+const THREE_DAYS = 3 * 24 * H;
 const secret = () =>
   `whsec_${btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(24))))}`;
 
@@ -34,12 +36,12 @@ Deno.test("retry schedule: retried for 3 days from creation, then failed (null)"
   const created = new Date("2026-01-01T00:00:00Z");
   const now = new Date(created.getTime() + 10 * S);
   assert.deepEqual(nextAttemptAt(created, 1, now), new Date(now.getTime() + 5 * S));
-  const late = new Date(created.getTime() + RETRY_WINDOW_MS - 9 * H);
+  const late = new Date(created.getTime() + THREE_DAYS - 9 * H);
   assert.deepEqual(nextAttemptAt(created, 9, late), null);
-  const inside = new Date(created.getTime() + RETRY_WINDOW_MS - 10 * H);
+  const inside = new Date(created.getTime() + THREE_DAYS - 10 * H);
   assert.deepEqual(
     nextAttemptAt(created, 9, inside),
-    new Date(created.getTime() + RETRY_WINDOW_MS),
+    new Date(created.getTime() + THREE_DAYS),
   );
   // Walking the schedule from creation: failed after about 3 days, never before.
   let at = created;
@@ -50,8 +52,8 @@ Deno.test("retry schedule: retried for 3 days from creation, then failed (null)"
     if (!next) break;
     at = next;
   }
-  assert.ok(at.getTime() - created.getTime() <= RETRY_WINDOW_MS);
-  assert.ok(at.getTime() - created.getTime() > RETRY_WINDOW_MS - 10 * H);
+  assert.ok(at.getTime() - created.getTime() <= THREE_DAYS);
+  assert.ok(at.getTime() - created.getTime() > THREE_DAYS - 10 * H);
   assert.equal(attempts, 12); // at 0, 5 s, 5 min, 35 min, 2.6 h, 7.6 h, 17.6 h … 67.6 h
 });
 
@@ -68,7 +70,7 @@ Deno.test("attempt results: only a 2xx acknowledges; 3xx, 4xx, 5xx and no answer
   const event = { id: "e", retry_from: now, attempts: 1 };
   assert.deepEqual(outcomeOf(event, { ok: true }, now), { id: "e", outcome: "delivered" });
   assert.equal(outcomeOf(event, { ok: false, error: "http 500" }, now).outcome, "retry");
-  const old = { id: "e", retry_from: new Date(now.getTime() - RETRY_WINDOW_MS), attempts: 3 };
+  const old = { id: "e", retry_from: new Date(now.getTime() - THREE_DAYS), attempts: 3 };
   assert.deepEqual(outcomeOf(old, { ok: false, error: "http 500" }, now), {
     id: "e",
     outcome: "failed",
@@ -183,7 +185,7 @@ Deno.test("schedules: stalled after two missed intervals or when never run", () 
 
 Deno.test("lanes: a full root opens the lanes the backlog fills, up to 4 delivering in all", () => {
   const root = { chain: 0, full: true, active: 0, limit: 1000 };
-  assert.equal(successorsToStart({ ...root, due: 100_000 }), DELIVER_LANES);
+  assert.equal(successorsToStart({ ...root, due: 100_000 }), 4);
   assert.equal(successorsToStart({ ...root, due: 1 }), 1);
   assert.equal(successorsToStart({ ...root, due: 2500 }), 3);
   assert.equal(successorsToStart({ ...root, due: 100_000, active: 3 }), 1, "tops up only");
@@ -195,9 +197,9 @@ Deno.test("lanes: a full root opens the lanes the backlog fills, up to 4 deliver
 Deno.test("lanes: a lane continues itself once, while fewer than 4 others deliver, up to chain 30", () => {
   const lane = { full: true, due: 50_000, active: 3, limit: 1000 };
   assert.equal(successorsToStart({ ...lane, chain: 1 }), 1);
-  assert.equal(successorsToStart({ ...lane, chain: DELIVER_CHAIN_MAX - 1 }), 1);
-  assert.equal(successorsToStart({ ...lane, chain: DELIVER_CHAIN_MAX }), 0, "the chain's end");
-  assert.equal(successorsToStart({ ...lane, chain: 5, active: DELIVER_LANES }), 0, "enough lanes");
+  assert.equal(successorsToStart({ ...lane, chain: 29 }), 1);
+  assert.equal(successorsToStart({ ...lane, chain: 30 }), 0, "the chain's end");
+  assert.equal(successorsToStart({ ...lane, chain: 5, active: 4 }), 0, "enough lanes");
   assert.equal(successorsToStart({ ...lane, chain: 5, due: 0 }), 0);
   assert.equal(successorsToStart({ ...lane, chain: 5, full: false }), 0);
   // However it is called, one scheduled run's lanes deliver a bounded number of events.

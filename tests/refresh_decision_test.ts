@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { loadConfig } from "../shared/platform/config.ts";
-import { finishNeededMs, leaseNeededMs, mayStartCall } from "../shared/refresh/may_start_call.ts";
+import { mayStartCall } from "../shared/refresh/may_start_call.ts";
 
 const config = loadConfig({ MP_HTTP_TIMEOUT_MS: "1000", DB_TIMEOUT_MS: "500" });
 const bootedAt = 1_000_000;
@@ -28,8 +28,10 @@ Deno.test("mayStartCall: a spent run budget stops new calls", () => {
 });
 
 Deno.test("mayStartCall: no call starts unless it and its save end before the wall clock", () => {
-  const reserve = finishNeededMs(config) + 3 * config.dbTimeoutMs;
-  const last = bootedAt + config.wallClockMs - reserve;
+  // The call (1 s), three save and three escrow attempts at 0.5 s with their pauses (0.2 s and
+  // 0.8 s each: 2 s), then the run's three closing statements at 0.5 s: 7.5 s before the
+  // free plan's 150 s wall clock.
+  const last = bootedAt + 150_000 - 7_500;
   const late = { ...fresh, budgetEnd: bootedAt + 10 * config.wallClockMs };
   assert.equal(mayStartCall(config, { ...late, now: last - 1 }), undefined);
   assert.equal(mayStartCall(config, { ...late, now: last }), "wall_clock");
@@ -40,7 +42,8 @@ Deno.test("mayStartCall: no call starts unless it and its save end before the wa
 
 Deno.test("mayStartCall: a lease too short for the call and its save stops it", () => {
   const now = fresh.now;
-  const needed = leaseNeededMs(config);
+  // The call and its save or escrow (6 s, as above) and 5 s of slack.
+  const needed = 11_000;
   assert.equal(mayStartCall(config, { ...fresh, leaseEnd: now + needed }), undefined);
   assert.equal(mayStartCall(config, { ...fresh, leaseEnd: now + needed - 1 }), "lease_too_short");
 });

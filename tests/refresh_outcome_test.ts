@@ -4,10 +4,8 @@
  */
 import assert from "node:assert/strict";
 import {
-  BREAKER_LIMIT,
   breakerOpen,
   classifyRefreshFailure,
-  LAST_RESORT_WINDOW_MS,
   maySendRefreshToken,
   unknownInARow,
 } from "../shared/refresh/outcome.ts";
@@ -36,24 +34,24 @@ Deno.test("maySendRefreshToken: unsent → first; sent once → only the last re
   assert.equal(maySendRefreshToken(0, null, now), "first");
   assert.equal(maySendRefreshToken(1, inDays(8), now), "never");
   assert.equal(maySendRefreshToken(1, inDays(6), now), "last_resort");
-  assert.equal(maySendRefreshToken(1, new Date(now + LAST_RESORT_WINDOW_MS), now), "last_resort");
-  assert.equal(
-    maySendRefreshToken(1, new Date(now + LAST_RESORT_WINDOW_MS + 1), now),
-    "never",
-  );
+  // docs/contract.md "mp-refresh": the last resort when the served token expires within 7 days.
+  assert.equal(maySendRefreshToken(1, inDays(7), now), "last_resort");
+  assert.equal(maySendRefreshToken(1, new Date(now + 7 * 86_400_000 + 1), now), "never");
   assert.equal(maySendRefreshToken(1, inDays(-1), now), "last_resort", "already expired");
   assert.equal(maySendRefreshToken(1, null, now), "never", "no known expiry: no last resort");
   assert.equal(maySendRefreshToken(2, inDays(1), now), "never", "the last resort is single");
 });
 
 Deno.test("circuit breaker: unknown outcomes in a row open it at 3; any answer resets the count", () => {
+  // docs/contract.md "mp-refresh": the breaker opens after 3 unknown outcomes in a row.
   let n = 0;
-  for (let i = 0; i < BREAKER_LIMIT - 1; i++) n = unknownInARow(n, "unknown");
+  for (let i = 0; i < 2; i++) n = unknownInARow(n, "unknown");
+  assert.equal(n, 2);
   assert.equal(breakerOpen(n), false);
   assert.equal(unknownInARow(n, "tokens"), 0);
   assert.equal(unknownInARow(n, "retry"), 0);
   assert.equal(unknownInARow(n, "reauth"), 0);
   n = unknownInARow(n, "unknown");
-  assert.equal(n, BREAKER_LIMIT);
+  assert.equal(n, 3);
   assert.equal(breakerOpen(n), true);
 });
