@@ -1,10 +1,12 @@
 /** The mutation harness's pure parts (tests/mutation/lib.ts), no stack needed. */
 import assert from "node:assert/strict";
 import {
+  anchorProblems,
   applyMutant,
   buildGraph,
   combineRuns,
   confirmSelection,
+  enforcedFiles,
   importSpecifiers,
   isTestFile,
   judge,
@@ -15,12 +17,21 @@ import {
   readRun,
   replaceSection,
   resolveSpecifier,
+  runExitCode,
   runOrder,
   runtimeEdges,
+  sampleSeeded,
   score,
+  seededRandom,
   selectTests,
 } from "./mutation/lib.ts";
-import { MUTANTS } from "./mutation/mutants.ts";
+import { MUTANTS, WITHOUT_MUTANT } from "./mutation/mutants.ts";
+
+/** The repository's tracked files (what the harness's scratch copies hold). */
+async function trackedFiles(): Promise<string[]> {
+  const out = await new Deno.Command("git", { args: ["ls-files"], stdout: "piped" }).output();
+  return new TextDecoder().decode(out.stdout).split("\n").filter(Boolean);
+}
 
 Deno.test("importSpecifiers: static, multi-line, type-only, side-effect, re-export and dynamic imports", () => {
   const src = `import assert from "node:assert/strict";
@@ -129,12 +140,172 @@ Deno.test("every mutant of the harness: unique name, invariants 1–10, `from` e
     names.add(m.name);
     assert.ok(m.invariants.length > 0 && m.invariants.every((i) => i >= 1 && i <= 10), m.name);
     for (const i of m.invariants) perInvariant.set(i, (perInvariant.get(i) ?? 0) + 1);
-    const text = await Deno.readTextFile(new URL(`../${m.file}`, import.meta.url));
-    const applied = applyMutant(text, m);
-    assert.ok(applied.ok, `${m.name}: ${!applied.ok && applied.reason}`);
   }
+  // Every anchor found exactly once in the tree as it is now: a refactor that moves a mutant's
+  // text fails here, at once, not hours into a run.
+  const problems = await anchorProblems(
+    MUTANTS,
+    (f) => Deno.readTextFile(new URL(`../${f}`, import.meta.url)),
+  );
+  assert.deepEqual(
+    [...problems].map(([name, why]) => `${name}: ${why}`),
+    [],
+    "mutants whose text is not found exactly once (fix the mutant or the code)",
+  );
   assert.ok(MUTANTS.length >= 40);
-  for (let i = 1; i <= 9; i++) assert.ok((perInvariant.get(i) ?? 0) >= 3, `invariant ${i}`);
+  for (let i = 1; i <= 10; i++) {
+    assert.ok((perInvariant.get(i) ?? 0) >= 3, `invariant ${i}: ${perInvariant.get(i) ?? 0}`);
+  }
+});
+
+Deno.test("mutants in every file docs/invariants.md names under Enforced, at least three per invariant, one in its own files", async () => {
+  const files = await trackedFiles();
+  const doc = await Deno.readTextFile(new URL("../docs/invariants.md", import.meta.url));
+  const enforced = enforcedFiles(doc, files);
+  assert.deepEqual(enforced.unresolved, [], "names under Enforced that match no file, or several");
+  assert.deepEqual([...enforced.byInvariant.keys()].sort((a, b) => a - b), [
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+  ]);
+  const mutated = new Set(MUTANTS.map((m) => m.file));
+  const named = new Set([...enforced.byInvariant.values()].flat());
+  const viaFolder = new Set([...enforced.folders.values()].flat());
+  const missing = [...named].filter((f) => !mutated.has(f) && !(f in WITHOUT_MUTANT)).sort();
+  assert.deepEqual(missing, [], "files under Enforced without a mutant");
+  for (const [file, why] of Object.entries(WITHOUT_MUTANT)) {
+    // An exemption only for a file named through its folder, with a reason, and still true.
+    assert.ok(viaFolder.has(file), `${file} is exempt but not named through a folder`);
+    assert.ok(why.length > 20, file);
+    assert.ok(!mutated.has(file), `${file} is exempt and has a mutant: drop the exemption`);
+  }
+  for (const [inv, own] of enforced.byInvariant) {
+    const tagged = MUTANTS.filter((m) => m.invariants.includes(inv));
+    assert.ok(tagged.length >= 3, `invariant ${inv}: ${tagged.length} mutants`);
+    assert.ok(
+      tagged.some((m) => own.includes(m.file)),
+      `invariant ${inv}: no mutant in a file its Enforced paragraph names (${own.join(", ")})`,
+    );
+  }
+  // What the paragraphs name today, at least (a paragraph losing its files fails here).
+  for (
+    const f of [
+      "shared/mercadopago/signature.ts",
+      "shared/events/cursor.ts",
+      "shared/refresh/may_start_call.ts",
+      "shared/store/connections.ts",
+      "shared/probe/probe.ts",
+      "shared/checkout/report.ts",
+      "shared/sync/sync.ts",
+      "shared/sync/sync_batch.ts",
+      "admin/supabase/migrations/20261130000300_mp_retention_cron.sql",
+    ]
+  ) {
+    assert.ok(named.has(f), `${f} named under Enforced`);
+  }
+});
+
+Deno.test("enforcedFiles: paths, folders, bare names and migrations by their ending; docs and code names left out", () => {
+  const files = [
+    "shared/store/clients.ts",
+    "shared/sync/sync.ts",
+    "shared/sync/sync_batch.ts",
+    "shared/events/lanes.ts",
+    "admin/supabase/migrations/1_mp_public_edges.sql",
+    "supabase/migrations/2_mp_public_edges.sql",
+    "admin/supabase/migrations/3_mp_retention_cron.sql",
+    "tests/sync_test.ts",
+  ];
+  const doc = `# The invariants
+
+## 1. One
+
+- Enforced: \`writeCache\` in \`shared/store/clients.ts\`; \`shared/sync/\` and
+  \`lanes.ts\` (see \`docs/atomic-state.md\`); \`where a < b\`.
+- Tested: \`tests/sync_test.ts\`.
+
+## 2. Two
+
+- Enforced: Admin migration \`…_mp_public_edges.sql\`, retention (\`…_mp_retention_cron.sql\`).
+
+## 3. Three
+
+- Enforced: \`…_mp_public_edges.sql\`, \`shared/gone.ts\`, \`gone.ts\`.
+`;
+  const r = enforcedFiles(doc, files);
+  assert.deepEqual(r.byInvariant.get(1), [
+    "shared/events/lanes.ts",
+    "shared/store/clients.ts",
+    "shared/sync/sync.ts",
+    "shared/sync/sync_batch.ts",
+  ]);
+  assert.deepEqual([...r.folders], [["shared/sync/", [
+    "shared/sync/sync.ts",
+    "shared/sync/sync_batch.ts",
+  ]]]);
+  assert.deepEqual(r.byInvariant.get(2), [
+    "admin/supabase/migrations/1_mp_public_edges.sql",
+    "admin/supabase/migrations/3_mp_retention_cron.sql",
+  ]);
+  // Two migrations of that name and no "Admin migration" to choose: unresolved, as is a file gone.
+  assert.deepEqual(r.unresolved, [
+    "invariant 3: `…_mp_public_edges.sql` → 2 files",
+    "invariant 3: `shared/gone.ts` → 0 files",
+    "invariant 3: `gone.ts` → 0 files",
+  ]);
+});
+
+Deno.test("anchorProblems: a text found twice or not at all, and a missing file, are named", async () => {
+  const tree: Record<string, string> = { "a.ts": "x < y; z < w", "b.sql": "where a = b" };
+  const read = (f: string) =>
+    f in tree ? Promise.resolve(tree[f]) : Promise.reject(new Error("no such file"));
+  const m = (name: string, file: string, from: string) => ({
+    name,
+    invariants: [1],
+    file,
+    from,
+    to: "!",
+  });
+  const problems = await anchorProblems([
+    m("ok", "b.sql", "a = b"),
+    m("twice", "a.ts", " < "),
+    m("none", "a.ts", "<="),
+    m("gone", "c.ts", "x"),
+  ], read);
+  assert.deepEqual([...problems], [
+    ["twice", "`from` occurs 2 times"],
+    ["none", "`from` occurs 0 times"],
+    ["gone", "c.ts does not exist"],
+  ]);
+});
+
+Deno.test("runExitCode: an invalid mutant fails the run, as a survivor or an error does", () => {
+  assert.equal(runExitCode({ survived: 0, error: 0, invalid: 0 }), 0);
+  assert.equal(runExitCode({ survived: 0, error: 0, invalid: 1 }), 1);
+  assert.equal(runExitCode({ survived: 1, error: 0, invalid: 0 }), 1);
+  assert.equal(runExitCode({ survived: 0, error: 1, invalid: 0 }), 1);
+});
+
+Deno.test("sampleSeeded: the same seed draws the same kills, without repeats; another seed others", () => {
+  const items = Array.from({ length: 50 }, (_, i) => `m${i}`);
+  const a = sampleSeeded(items, 10, 42);
+  assert.deepEqual(a, sampleSeeded(items, 10, 42));
+  assert.equal(a.length, 10);
+  assert.equal(new Set(a).size, 10);
+  assert.ok(a.every((x) => items.includes(x)));
+  assert.notDeepEqual(a, sampleSeeded(items, 10, 43));
+  assert.deepEqual(sampleSeeded(items.slice(0, 3), 10, 1).sort(), ["m0", "m1", "m2"]);
+  const r = seededRandom(7);
+  const xs = Array.from({ length: 1000 }, r);
+  assert.ok(xs.every((x) => x >= 0 && x < 1));
+  assert.ok(new Set(xs).size > 990);
 });
 
 const JUNIT = `<?xml version="1.0" encoding="UTF-8"?>

@@ -403,6 +403,15 @@ export function score(
   };
 }
 
+/**
+ * The exit status of a run: 1 when any mutant survived, could not be judged (error) or is
+ * invalid (its text not found exactly once, or it does not type-check) — an invalid mutant
+ * fails the run instead of being left out quietly; else 0.
+ */
+export function runExitCode(s: { survived: number; error: number; invalid: number }): number {
+  return s.survived > 0 || s.error > 0 || s.invalid > 0 ? 1 : 0;
+}
+
 /** Replaces (or appends) the `## <title>` section of a Markdown document. */
 export function replaceSection(doc: string, title: string, body: string): string {
   const heading = `## ${title}`;
@@ -415,4 +424,119 @@ export function replaceSection(doc: string, title: string, body: string): string
   const before = lines.slice(0, start).join("\n");
   const after = lines.slice(end).join("\n");
   return `${before}${before ? "\n" : ""}${section}${after ? `\n${after}` : ""}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where the invariants live (docs/invariants.md, "Enforced")
+
+/** The files docs/invariants.md names under "Enforced", per invariant, and the names it could not resolve. */
+export interface EnforcedFiles {
+  /** Invariant → repository files (.ts, .sql) its "Enforced" paragraph names. */
+  byInvariant: Map<number, string[]>;
+  /** Folders named (`shared/sync/`) → the files of the folder they stand for. */
+  folders: Map<string, string[]>;
+  /** Names that look like files but match none, or more than one. */
+  unresolved: string[];
+}
+
+/**
+ * Reads the "Enforced" paragraph of each `## N.` section of docs/invariants.md and resolves the
+ * files it names in backticks against the repository's `files`: a path (`shared/store/clients.ts`),
+ * a folder (`shared/sync/`: each .ts file in it), a bare name (`lanes.ts`: the one file of that
+ * name under `shared/`), a migration by its ending (`…_mp_refresh.sql`: the Admin one when the
+ * paragraph says "Admin migration", else the only one). Docs (.md) and code names (functions,
+ * tables) are not files and are left out. Pure.
+ */
+export function enforcedFiles(doc: string, files: string[]): EnforcedFiles {
+  const byInvariant = new Map<number, string[]>();
+  const folders = new Map<string, string[]>();
+  const unresolved: string[] = [];
+  const code = files.filter((f) => /\.(ts|sql)$/.test(f) && !/(^|\/)tests?\//.test(f));
+  const sections = doc.split(/^## /m).slice(1);
+  for (const section of sections) {
+    const n = Number(/^(\d+)\./.exec(section)?.[1]);
+    if (!Number.isInteger(n) || n < 1) continue;
+    const m = /^- Enforced:([\s\S]*?)(?=^- |^## |(?![\s\S]))/m.exec(section);
+    if (!m) {
+      unresolved.push(`invariant ${n}: no "- Enforced:" paragraph`);
+      continue;
+    }
+    const paragraph = m[1];
+    const out = new Set<string>();
+    for (const [, token] of paragraph.matchAll(/`([^`]+)`/g)) {
+      let found: string[] | undefined;
+      if (/\.md$/.test(token) || !/\.(ts|sql)$|\/$/.test(token) || /\s/.test(token)) continue;
+      if (token.endsWith("/")) {
+        found = code.filter((f) => f.startsWith(token) && !f.slice(token.length).includes("/"));
+        if (found.length) folders.set(token, found);
+      } else if (token.startsWith("…")) {
+        const tail = token.slice(1);
+        const all = code.filter((f) =>
+          /supabase\/migrations\/[^/]+\.sql$/.test(f) && f.endsWith(tail)
+        );
+        const admin = all.filter((f) => f.startsWith("admin/"));
+        found = all.length > 1 && /Admin migration/.test(paragraph) ? admin : all;
+      } else if (token.includes("/")) {
+        found = code.filter((f) => f === token);
+      } else {
+        found = code.filter((f) => f.startsWith("shared/") && f.split("/").pop() === token);
+      }
+      if (found.length === 0 || (!token.endsWith("/") && found.length > 1)) {
+        unresolved.push(`invariant ${n}: \`${token}\` → ${found.length} files`);
+      } else {
+        for (const f of found) out.add(f);
+      }
+    }
+    byInvariant.set(n, [...out].sort());
+  }
+  return { byInvariant, folders, unresolved };
+}
+
+/**
+ * Why each of `mutants` cannot be applied to the tree `read` gives (its `from` not exactly once
+ * in its file, a missing file, a no-op), by name; an empty map when every one applies.
+ */
+export async function anchorProblems(
+  mutants: Mutant[],
+  read: (file: string) => Promise<string>,
+): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const texts = new Map<string, string | undefined>();
+  for (const m of mutants) {
+    if (!texts.has(m.file)) texts.set(m.file, await read(m.file).catch(() => undefined));
+    const text = texts.get(m.file);
+    if (text === undefined) {
+      out.set(m.name, `${m.file} does not exist`);
+      continue;
+    }
+    const applied = applyMutant(text, m);
+    if (!applied.ok) out.set(m.name, applied.reason);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The independent full-suite confirmation
+
+/** A seeded pseudo-random generator (mulberry32): the same seed, the same numbers. Pure. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `n` of `items` (all when fewer) drawn without replacement by `seed`, in drawing order. Pure. */
+export function sampleSeeded<T>(items: T[], n: number, seed: number): T[] {
+  const pool = [...items];
+  const random = seededRandom(seed);
+  const out: T[] = [];
+  while (out.length < n && pool.length > 0) {
+    out.push(pool.splice(Math.floor(random() * pool.length), 1)[0]);
+  }
+  return out;
 }

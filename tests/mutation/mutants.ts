@@ -11,6 +11,18 @@ import type { Mutant } from "./lib.ts";
 const CONN_STATE = "admin/supabase/migrations/20261206000100_mp_connection_state.sql";
 const PUBLIC_EDGES = "admin/supabase/migrations/20261130000200_mp_public_edges.sql";
 const OUTBOX = "admin/supabase/migrations/20261206000200_mp_event_outbox.sql";
+const REFRESH_SQL = "admin/supabase/migrations/20261124000300_mp_refresh.sql";
+const RETENTION_CRON = "admin/supabase/migrations/20261130000300_mp_retention_cron.sql";
+
+/**
+ * Files docs/invariants.md names only through a folder (`shared/oauth/`) that hold no decision a
+ * bug could get wrong, each with the reason it has no mutant (tests/mutation_harness_test.ts
+ * requires a mutant in every other file the "Enforced" paragraphs name).
+ */
+export const WITHOUT_MUTANT: Record<string, string> = {
+  "shared/oauth/result.ts":
+    "the callback's result type and the constructor of an error result: no condition, bound or verdict",
+};
 
 export const MUTANTS: Mutant[] = [
   // ---- Invariant 1: monotonic cache ----
@@ -492,5 +504,233 @@ export const MUTANTS: Mutant[] = [
     file: "shared/events/sign.ts",
     from: 'webhooks.map((w) => w.sign(id, at, body)).join(" ")',
     to: "webhooks[0].sign(id, at, body)",
+  },
+  // ---- Mutants in every file docs/invariants.md names under "Enforced" (issue 28, item 3) ----
+  // Invariant 1: the one writer of the cache (shared/sync/).
+  {
+    name: "the single sync writes the cache one version ahead of the master",
+    invariants: [1],
+    file: "shared/sync/sync.ts",
+    from: "      version: account.mp_token_version,\n    },\n  };",
+    to: "      version: account.mp_token_version + 1,\n    },\n  };",
+  },
+  {
+    name: "clearClientCache clears at the version before the one given (revoke's clear fenced out)",
+    invariants: [2, 9],
+    file: "shared/sync/sync.ts",
+    from: "{ accessToken: null, publicKey: null, version });",
+    to: "{ accessToken: null, publicKey: null, version: version - 1 });",
+  },
+  {
+    name: "the batched sync writes the cache one version ahead of the master",
+    invariants: [1],
+    file: "shared/sync/sync_batch.ts",
+    from: "        version: a.mp_token_version,\n      });",
+    to: "        version: a.mp_token_version + 1,\n      });",
+  },
+  {
+    name:
+      "the batched sync's prediction takes a cache at the same version for behind (reported synced)",
+    invariants: [1],
+    file: "shared/sync/sync_batch.ts",
+    from: ": (s.mp_token_version ?? -1) < w.version",
+    to: ": (s.mp_token_version ?? -1) <= w.version",
+  },
+  // Invariant 6: storeConnection (shared/store/connections.ts) and the OAuth flow (shared/oauth/).
+  {
+    name: "storeConnection lets every connect replace the seller",
+    invariants: [6],
+    file: "shared/store/connections.ts",
+    from: "${write.scope}::text, ${write.replaceSeller}::boolean)",
+    to: "${write.scope}::text, true)",
+  },
+  {
+    name: "the OAuth callback saves with replace_seller whatever its state said",
+    invariants: [6],
+    file: "shared/oauth/exchange.ts",
+    from: "{ requestId, replaceSeller });",
+    to: "{ requestId, replaceSeller: true });",
+  },
+  {
+    name: "mp-oauth-start records every state as replacing the seller",
+    invariants: [6],
+    file: "shared/oauth/start.ts",
+    from: "createState(sql, stateHash, accountId, verifierEncrypted, replaceSeller)",
+    to: "createState(sql, stateHash, accountId, verifierEncrypted, true)",
+  },
+  // Invariant 8: the OAuth flow's unauthenticated inputs.
+  {
+    name: "every unusable state is audited (a replayed state writes a row per replay)",
+    invariants: [8],
+    file: "shared/oauth/callback.ts",
+    from: "    if (await ctx.admin((sql) => rejectState(sql, stateHash))) {",
+    to: "    if ((await ctx.admin((sql) => rejectState(sql, stateHash))) || true) {",
+  },
+  {
+    name: "the seller's ?error= text is audited unbounded (end anchor dropped)",
+    invariants: [8],
+    file: "shared/oauth/exchange.ts",
+    from: "/^[a-z_]{1,64}$/.test(error)",
+    to: "/^[a-z_]{1,64}/.test(error)",
+  },
+  {
+    name: "OAuth states and PKCE verifiers of 128 random bits instead of 256",
+    invariants: [8],
+    file: "shared/oauth/state_token.ts",
+    from: "crypto.getRandomValues(new Uint8Array(32))",
+    to: "crypto.getRandomValues(new Uint8Array(16))",
+  },
+  // Invariant 8: MercadoPago's webhook signature (shared/mercadopago/signature.ts).
+  {
+    name: "a webhook signed in the future is accepted at any distance (age checked one way)",
+    invariants: [8],
+    file: "shared/mercadopago/signature.ts",
+    from: "if (Math.abs(now - at) > MAX_SIGNATURE_AGE_MS)",
+    to: "if (now - at > MAX_SIGNATURE_AGE_MS)",
+  },
+  {
+    name: "the webhook HMAC's last byte is not compared (off by one)",
+    invariants: [8],
+    file: "shared/mercadopago/signature.ts",
+    from: "for (let i = 0; i < expected.length; i++) diff |=",
+    to: "for (let i = 0; i < expected.length - 1; i++) diff |=",
+  },
+  {
+    name: "a webhook without x-request-id is accepted (signed without it)",
+    invariants: [8],
+    file: "shared/mercadopago/signature.ts",
+    from: "if (request.requestId === null || !MP_REQUEST_ID.test(request.requestId)) {",
+    to: "if (request.requestId !== null && !MP_REQUEST_ID.test(request.requestId)) {",
+  },
+  {
+    name: "the retention job runs monthly, not daily",
+    invariants: [8],
+    file: RETENTION_CRON,
+    from: "\n    '17 3 * * *',\n",
+    to: "\n    '17 3 1 * *',\n",
+  },
+  // Invariants 3 and 4: the refresh's time bounds and its SQL calls.
+  {
+    name: "a MercadoPago call may start with lease enough for the call alone (not its save)",
+    invariants: [3, 4],
+    file: "shared/refresh/may_start_call.ts",
+    from: "if (at.leaseEnd - at.now < leaseNeededMs(config)) return",
+    to: "if (at.leaseEnd - at.now < config.mpTimeoutMs) return",
+  },
+  {
+    name: "a MercadoPago call starts after beforeunload",
+    invariants: [3],
+    file: "shared/refresh/may_start_call.ts",
+    from: '  if (at.unload) return "shutting_down";\n',
+    to: "",
+  },
+  {
+    name: "the time a call needs to be over forgets the escrow attempts",
+    invariants: [3],
+    file: "shared/refresh/may_start_call.ts",
+    from: "const attempts = SAVE_RETRY_MS.length + 1 + ESCROW_RETRY_MS.length + 1;",
+    to: "const attempts = SAVE_RETRY_MS.length + 1;",
+  },
+  {
+    name: "a failure that provably never reached MercadoPago stays counted (unsent inverted)",
+    invariants: [3],
+    file: "shared/store/refresh_leases.ts",
+    from: "${failure.unsent}::boolean)",
+    to: "${!failure.unsent}::boolean)",
+  },
+  {
+    name:
+      "readIfHolds finds the account whatever refresh token it holds (a lost save taken for saved)",
+    invariants: [3],
+    file: "shared/store/refresh_leases.ts",
+    from:
+      "from nv_accounts where id = ${accountId} and mp_refresh_token = ${refreshTokenEncrypted}",
+    to: "from nv_accounts where id = ${accountId}",
+  },
+  {
+    name: "mp_release_refresh_leases releases a lease another run holds",
+    invariants: [4],
+    file: REFRESH_SQL,
+    from: "     where id = any (p_ids) and mp_refresh_lease_owner = p_owner\n",
+    to: "     where id = any (p_ids)\n",
+  },
+  // Invariant 5: the audit trail (shared/store/audit.ts).
+  {
+    name: "a failed audit write logs the events' details, not only their names",
+    invariants: [5],
+    file: "shared/store/audit.ts",
+    from: "{ events: events.map((e) => e.event), error: err }",
+    to: "{ events, error: err }",
+  },
+  // Invariant 9: checkout's report and mp-probe.
+  {
+    name: "a dead token reported while the Backend DB is down is answered as stored (no 503)",
+    invariants: [9],
+    file: "shared/checkout/report.ts",
+    from: '      if (outcome === "unavailable") {\n' +
+      '        throw new DomainError("unavailable", "the Backend DB could not be reached; retry");\n' +
+      "      }\n",
+    to: "",
+  },
+  {
+    name: "a dead token reported during a refresh of the account is answered as stored (no 503)",
+    invariants: [9],
+    file: "shared/checkout/report.ts",
+    from: '      if (outcome === "busy") {\n' +
+      '        throw new DomainError("unavailable", "a refresh of this account is in progress; retry");\n' +
+      "      }\n",
+    to: "",
+  },
+  {
+    name: "mp-probe takes a 401 for no verdict (a dead token is never handled)",
+    invariants: [9],
+    file: "shared/probe/probe.ts",
+    from:
+      'return result.verdict === "alive" || result.verdict === "dead" ? result.verdict : "error";',
+    to: 'return result.verdict === "alive" ? "alive" : "error";',
+  },
+  {
+    name: "mp-probe takes MercadoPago's silence for alive (recorded verified)",
+    invariants: [9],
+    file: "shared/probe/probe.ts",
+    from:
+      'return result.verdict === "alive" || result.verdict === "dead" ? result.verdict : "error";',
+    to: 'return result.verdict === "dead" ? "dead" : "alive";',
+  },
+  // Invariant 10: lanes, the pull cursor and mp_read_events.
+  {
+    name: "a delivery lane continues itself however many others deliver",
+    invariants: [10],
+    file: "shared/events/lanes.ts",
+    from: "if (p.chain > 0) return p.active < lanes ? 1 : 0;",
+    to: "if (p.chain > 0) return 1;",
+  },
+  {
+    name: "a root run opens a lane only per full limit of backlog (floor, not ceiling)",
+    invariants: [10],
+    file: "shared/events/lanes.ts",
+    from: "Math.ceil(p.due / Math.max(1, p.limit))",
+    to: "Math.floor(p.due / Math.max(1, p.limit))",
+  },
+  {
+    name: "the pull cursor encodes the row position before the transaction id",
+    invariants: [10],
+    file: "shared/events/cursor.ts",
+    from: "btoa(`${PREFIX}${p.xid}.${p.pos}`)",
+    to: "btoa(`${PREFIX}${p.pos}.${p.xid}`)",
+  },
+  {
+    name: "mp_read_events reads events of transactions still in flight (no xmin fence)",
+    invariants: [10],
+    file: OUTBOX,
+    from: "   where e.xid < pg_snapshot_xmin(pg_current_snapshot())\n     and (p_xid is null",
+    to: "   where (p_xid is null",
+  },
+  {
+    name: "mp_read_events repeats the event its cursor names (>= instead of >)",
+    invariants: [10],
+    file: OUTBOX,
+    from: "(e.xid, e.pos) > (p_xid, coalesce(p_pos, 0))",
+    to: "(e.xid, e.pos) >= (p_xid, coalesce(p_pos, 0))",
   },
 ];

@@ -33,6 +33,7 @@
  */
 import { parseArgs } from "node:util";
 import {
+  anchorProblems,
   applyMutant,
   baselineFailures,
   buildGraph,
@@ -46,9 +47,11 @@ import {
   type Mutant,
   readRun,
   replaceSection,
+  runExitCode,
   runOrder,
   type RunReport,
   runtimeEdges,
+  sampleSeeded,
   score,
   selectTests,
   type TestStatus,
@@ -89,9 +92,9 @@ async function headGraph(dir: string) {
   };
 }
 
-/** A scratch copy of HEAD for worker `i`, made fresh. */
-async function makeWorktree(i: number): Promise<string> {
-  const dir = `${WORK}/w${i}`;
+/** A scratch copy of HEAD for worker `i` (or under the name given), made fresh. */
+async function makeWorktree(i: number | string): Promise<string> {
+  const dir = `${WORK}/${typeof i === "number" ? `w${i}` : i}`;
   await endLeftovers(dir);
   await git(["worktree", "remove", "--force", dir]).catch(() => {});
   await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -241,6 +244,33 @@ async function reusedBaseline(
   return { tests, seconds: saved.baseline.seconds };
 }
 
+/**
+ * Applies `m` in the copy `dir` and type-checks a .ts mutant (`deno check`): why it is invalid,
+ * or undefined once it is applied and checks. The caller restores the copy (`restore`).
+ */
+async function applyAndCheck(m: Mutant, dir: string): Promise<string | undefined> {
+  const path = `${dir}/${m.file}`;
+  const source = await Deno.readTextFile(path).catch(() => undefined);
+  if (source === undefined) return `${m.file} does not exist`;
+  const applied = applyMutant(source, m);
+  if (!applied.ok) return applied.reason;
+  await Deno.writeTextFile(path, applied.text);
+  if (m.file.endsWith(".ts")) {
+    const check = await command(["check", "--quiet", m.file], dir, {}, 300_000);
+    if (!check.ok) {
+      const why = check.output.split("\n").find((l) => /error/i.test(l)) ?? "deno check failed";
+      return `type check: ${why.trim()}`;
+    }
+  }
+  return undefined;
+}
+
+/** Puts the copy `dir` back to HEAD (after a mutant). */
+async function restore(dir: string) {
+  const dirty = (await git(["status", "--porcelain", "--untracked-files=no"], dir)).trim();
+  if (dirty) await git(["checkout", "--", "."], dir);
+}
+
 /** One mutant run in a worker's copy: applied, checked, run, judged, restored. */
 async function runMutant(
   m: Mutant,
@@ -254,19 +284,9 @@ async function runMutant(
     // The leak scan alone would "judge" it: a mutant no test file reaches is an error.
     return { verdict: "error", killers: [], reason: "no test file depends on it", seconds: 0 };
   }
-  const path = `${dir}/${m.file}`;
-  const source = await Deno.readTextFile(path);
-  const applied = applyMutant(source, m);
-  if (!applied.ok) return { verdict: "invalid", killers: [], reason: applied.reason, seconds: 0 };
-  await Deno.writeTextFile(path, applied.text);
   try {
-    if (m.file.endsWith(".ts")) {
-      const check = await command(["check", "--quiet", m.file], dir, {}, 300_000);
-      if (!check.ok) {
-        const why = check.output.split("\n").find((l) => /error/i.test(l)) ?? "deno check failed";
-        return { verdict: "invalid", killers: [], reason: `type check: ${why.trim()}`, seconds: 0 };
-      }
-    }
+    const invalid = await applyAndCheck(m, dir);
+    if (invalid) return { verdict: "invalid", killers: [], reason: invalid, seconds: 0 };
     // Only the tests that passed at baseline judge; the others are left to run but not read.
     const judged: RunReport = {
       tests: new Map([...baseline.tests].filter(([t]) => inSelection(t, tests))),
@@ -277,9 +297,7 @@ async function runMutant(
     const run = await runSuite(dir, portBase, tests, { ...opts, failFast: known + 1 });
     return { ...judge(judged, run), seconds: run.seconds };
   } finally {
-    await Deno.writeTextFile(path, source);
-    const dirty = (await git(["status", "--porcelain", "--untracked-files=no"], dir)).trim();
-    if (dirty) await git(["checkout", "--", "."], dir);
+    await restore(dir);
   }
 }
 
@@ -324,6 +342,8 @@ function resultsSection(
     history?: string[];
     /** The second run re-ran each kill by its killers' files only (`--confirm`). */
     confirmed?: boolean;
+    /** The independent full-suite confirmation of sampled kills (`--verify`). */
+    verification?: Verification;
   },
 ): string {
   const combined = outcomes.map((o) => ({ o, c: combineRuns(o.runs) }));
@@ -363,7 +383,9 @@ function resultsSection(
     } min${
       meta.confirmed ? " of worker time" : ""
     } (baseline ${meta.baselineSeconds} s). ${outcomes.length} of ${meta.total} mutants ran${
-      outcomes.length < meta.total ? " (the run was cut short: the rest did not run)" : ""
+      outcomes.length < meta.total
+        ? ` (the other ${meta.total - outcomes.length} did not run in the runs recorded here)`
+        : ""
     }; each judged by ${
       meta.all
         ? "the whole suite"
@@ -394,7 +416,9 @@ function resultsSection(
       list(({ o }) => !!o.mutant.equivalent, ({ o }) => o.mutant.equivalent!)
     }`,
     `- Errors (excluded):\n${list(({ c }) => c.verdict === "error", ({ c }) => c.reason ?? "")}`,
-    `- Invalid (excluded):\n${list(({ c }) => c.verdict === "invalid", ({ c }) => c.reason ?? "")}`,
+    `- Invalid (each one fails the run — its text is not found exactly once, or it does not type-check):\n${
+      list(({ c }) => c.verdict === "invalid", ({ c }) => c.reason ?? "")
+    }`,
     `- Survivors of an earlier run, run again once a test was added for them:\n${
       meta.history?.length ? meta.history.map((h) => `  - ${h}`).join("\n") : "  - none"
     }`,
@@ -416,6 +440,7 @@ function resultsSection(
         ? ` (killed in every run, by other tests in another run: ${movedKillers.join("; ")})`
         : ""
     }`,
+    ...(meta.verification ? ["", verificationParagraph(meta.verification)] : []),
     "",
     "| verdict | inv | mutant | killed by |",
     "| --- | --- | --- | --- |",
@@ -473,11 +498,20 @@ async function main(): Promise<number> {
       baseline: { type: "string" },
       "skip-killed": { type: "string" },
       confirm: { type: "string" },
+      check: { type: "boolean", default: false },
+      verify: { type: "string" },
+      verified: { type: "string" },
+      sample: { type: "string", default: "10" },
+      seed: { type: "string" },
     },
     allowPositionals: true,
   });
   if (values.report) {
-    return await reportOnly(values.from ?? [`${WORK}/results.json`], values.again ?? []);
+    return await reportOnly(
+      values.from ?? [`${WORK}/results.json`],
+      values.again ?? [],
+      values.verified,
+    );
   }
   const runs = Math.max(1, Number(values.runs));
   const jobs = Math.min(PORT_BASES.length, Math.max(1, Number(values.jobs)));
@@ -488,8 +522,21 @@ async function main(): Promise<number> {
     names.add(m.name);
   }
   const mutants = interleave(
-    MUTANTS.filter((m) => positionals.length === 0 || positionals.some((w) => m.name.includes(w))),
+    MUTANTS.filter((m) =>
+      positionals.length === 0 || positionals.some((w) => m.name.includes(w) || m.file === w)
+    ),
   );
+  if (values.verify) {
+    return await verifyKills(values.verify, {
+      sample: Number(values.sample),
+      seed: values.seed === undefined ? undefined : Number(values.seed),
+      jobs: Math.min(PORT_BASES.length, Math.max(1, Number(values.jobs))),
+      timeoutMs: Number(values.timeout) * 60_000,
+      from: values.from,
+      orderFrom: values["order-from"],
+    });
+  }
+  if (values.check) return await checkMutants(mutants);
   if (values["skip-killed"]) {
     // Mutants an earlier run killed stay killed when tests are only added: not run again
     // (`--report --from earlier.json --from results.json` merges both).
@@ -532,6 +579,13 @@ async function main(): Promise<number> {
   try {
     for (let i = 0; i < jobs; i++) dirs.push(await makeWorktree(i));
     const head = (await git(["rev-parse", "HEAD"], dirs[0])).trim();
+    const invalidAnchors = await anchorProblems(
+      mutants,
+      (f) => Deno.readTextFile(`${dirs[0]}/${f}`),
+    );
+    for (const [name, reason] of invalidAnchors) {
+      console.log(`INVALID (fails the run): ${name} — ${reason}`);
+    }
     const { graph, tests: allTests } = await headGraph(dirs[0]);
     const only = values.tests?.split(",").filter(Boolean);
     const confirming = values.confirm ? await killerFiles(values.confirm) : undefined;
@@ -589,7 +643,14 @@ async function main(): Promise<number> {
     const outcomes = new Map<string, Outcome>(
       mutants.map((m) => [m.name, { mutant: m, tests: selection.get(m.name)!, runs: [] }]),
     );
-    const queue = mutants.flatMap((m) => Array.from({ length: runs }, () => m));
+    // A mutant whose text is not found exactly once is invalid before anything runs: recorded,
+    // named, and the run fails (exit 1) — never quietly left out.
+    for (const [name, reason] of invalidAnchors) {
+      outcomes.get(name)!.runs.push({ verdict: "invalid", killers: [], reason, seconds: 0 });
+    }
+    const queue = mutants.filter((m) => !invalidAnchors.has(m.name))
+      .flatMap((m) => Array.from({ length: runs }, () => m));
+    const total = queue.length;
     const save = () =>
       Deno.writeTextFile(
         `${WORK}/${values.confirm ? "confirm" : "results"}.json`,
@@ -628,7 +689,7 @@ async function main(): Promise<number> {
         }
         o.runs.push(r);
         done++;
-        console.log(`[${done}/${mutants.length * runs}] ${line({ ...o, runs: [r] })}`);
+        console.log(`[${done}/${total}] ${line({ ...o, runs: [r] })}`);
         await save();
       }
     }));
@@ -667,7 +728,10 @@ async function main(): Promise<number> {
       );
       console.log("written: bench/RESULTS.md (Mutation score)");
     }
-    return s.survived > 0 || s.error > 0 ? 1 : 0;
+    for (const o of finished.filter((o) => combineRuns(o.runs).verdict === "invalid")) {
+      console.log(`INVALID (fails the run): ${o.mutant.name} — ${combineRuns(o.runs).reason}`);
+    }
+    return runExitCode(s);
   } finally {
     for (const d of dirs) await removeWorktree(d);
   }
@@ -679,7 +743,11 @@ async function main(): Promise<number> {
  * a later one's mutants replace an earlier one's (survivors re-run once tests were added), and
  * the section says which commit judged how many.
  */
-async function reportOnly(files: string[], again: string[] = []): Promise<number> {
+async function reportOnly(
+  files: string[],
+  again: string[] = [],
+  verified?: string,
+): Promise<number> {
   type Saved = {
     head: string;
     runs: number;
@@ -745,6 +813,9 @@ async function reportOnly(files: string[], again: string[] = []): Promise<number
         history,
         all: saved.every((s) => s.all || s.confirm),
         confirmed: saved.some((s) => s.confirm),
+        verification: verified
+          ? JSON.parse(await Deno.readTextFile(verified)) as Verification
+          : undefined,
         baselineSeconds: saved[0].baseline.seconds,
         excluded: [...new Set(saved.flatMap((s) => s.baseline.excluded))],
         head: heads,
@@ -754,6 +825,207 @@ async function reportOnly(files: string[], again: string[] = []): Promise<number
   );
   console.log(`written: bench/RESULTS.md (Mutation score) from ${outcomes.length} mutants`);
   return 0;
+}
+
+/** What `--verify` recorded (`.local/mutation/verify.json`). */
+interface Verification {
+  /** The run whose kills were sampled, and its commit. */
+  source: string;
+  sourceHead: string;
+  /** The commit judged now, the seed, how many kills there were to draw from. */
+  head: string;
+  seed: number;
+  kills: number;
+  baseline: { seconds: number; excluded: string[]; files: number };
+  results: {
+    name: string;
+    invariants: number[];
+    file: string;
+    original: string[];
+    verdict: Judgement["verdict"];
+    killers: string[];
+    reason?: string;
+    seconds: number;
+  }[];
+}
+
+/** The paragraph of the "Mutation score" section that reports `--verify`. */
+function verificationParagraph(v: Verification): string {
+  const agreed = v.results.filter((r) => r.verdict === "killed").length;
+  const first = (ks: string[]) => ks.length ? ks[0].replaceAll("|", "\\|") : "none";
+  return [
+    `Independent confirmation (\`deno task mutants --verify ${v.source} --seed ${v.seed} --sample ${v.results.length}\`): ${v.results.length} of the ${v.kills} kills of the run at ${
+      v.sourceHead.slice(0, 10)
+    }, drawn at random with seed ${v.seed}, each judged again by the whole suite (${v.baseline.files} test files, not its killers' files) in a fresh worktree of ${
+      v.head.slice(0, 10)
+    }, against a fresh baseline of the whole suite (${v.baseline.seconds} s; ${v.baseline.excluded.length} test(s) failing there judged nothing): **${agreed} of ${v.results.length} killed again**.`,
+    "",
+    ...v.results.map((r) =>
+      `- ${r.name} (\`${r.file}\`): ${r.verdict}${
+        r.verdict === "killed" ? ` by ${first(r.killers)}` : r.reason ? ` (${r.reason})` : ""
+      }; first run: ${first(r.original)}`
+    ),
+  ].join("\n");
+}
+
+/**
+ * `--check`: applies each mutant in a scratch copy of HEAD and type-checks it, no stack; every
+ * invalid one named, exit 1 if any (seconds per mutant, for use before a long run).
+ */
+async function checkMutants(mutants: Mutant[]): Promise<number> {
+  await Deno.mkdir(WORK, { recursive: true });
+  const dir = await makeWorktree("check");
+  let invalid = 0;
+  try {
+    for (const m of mutants) {
+      let why: string | undefined;
+      try {
+        why = await applyAndCheck(m, dir);
+      } finally {
+        await restore(dir);
+      }
+      if (why) invalid++;
+      console.log(`${why ? "INVALID" : "ok     "} ${m.name}${why ? ` — ${why}` : ""}`);
+    }
+  } finally {
+    await removeWorktree(dir);
+  }
+  console.log(`${mutants.length} mutants checked, ${invalid} invalid`);
+  return invalid > 0 ? 1 : 0;
+}
+
+/**
+ * `--verify FILE [--sample N] [--seed S]`: an independent confirmation of FILE's kills. N kills
+ * (at least 10 unless fewer exist) drawn at random with seed S (random when absent; printed),
+ * each judged by the WHOLE suite — not by the files of its killers — in a worktree of HEAD made
+ * fresh for it, against a baseline of the whole suite run first in a fresh worktree of its own.
+ * Writes `.local/mutation/verify.json` and the "Mutation score" section (from `--from` files,
+ * else FILE, with the confirmation's paragraph); exit 1 unless every sampled kill repeats.
+ */
+async function verifyKills(
+  file: string,
+  opts: {
+    sample: number;
+    seed?: number;
+    jobs: number;
+    timeoutMs: number;
+    from?: string[];
+    orderFrom?: string;
+  },
+): Promise<number> {
+  const saved = JSON.parse(await Deno.readTextFile(file)) as { head: string; outcomes: Outcome[] };
+  const now = new Map(MUTANTS.map((m) => [m.name, m]));
+  const kills = saved.outcomes.filter((o) =>
+    now.has(o.mutant.name) && !now.get(o.mutant.name)!.equivalent &&
+    combineRuns(o.runs).verdict === "killed"
+  );
+  const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 31);
+  const n = Math.max(10, opts.sample);
+  const picked = sampleSeeded(kills, n, seed);
+  console.log(
+    `verify: seed ${seed}: ${picked.length} of the ${kills.length} kills of ${file} (commit ${
+      saved.head.slice(0, 10)
+    }), each judged by the whole suite in a fresh worktree`,
+  );
+  if (picked.length < 10) console.log(`verify: only ${picked.length} kills to draw from (< 10)`);
+  for (const o of picked) console.log(`  ${o.mutant.name}`);
+  await Deno.mkdir(WORK, { recursive: true });
+
+  const baseDir = await makeWorktree("verify-base");
+  let baseline: RunReport & { seconds: number };
+  let head: string;
+  let order: string[];
+  try {
+    head = (await git(["rev-parse", "HEAD"], baseDir)).trim();
+    if (head !== saved.head) {
+      console.log(`verify: HEAD ${head.slice(0, 10)} is not ${saved.head.slice(0, 10)} (FILE's)`);
+    }
+    const { graph, tests } = await headGraph(baseDir);
+    const usesStack = new Set([...dependents(graph, "tests/_stack.ts").keys()]);
+    const seconds = opts.orderFrom
+      ? junitFileSeconds(await Deno.readTextFile(opts.orderFrom))
+      : new Map<string, number>();
+    order = runOrder(tests, usesStack, seconds);
+    const inst = await command(["install", "--frozen", "--quiet"], baseDir, {}, 600_000);
+    if (!inst.ok) throw new Error(`deno install --frozen failed: ${inst.output.slice(0, 500)}`);
+    console.log(`verify: baseline, the whole suite (${order.length} test files), unmutated …`);
+    baseline = await runSuite(baseDir, PORT_BASES[0], order, {
+      failFast: 0,
+      timeoutMs: opts.timeoutMs * 3,
+    });
+  } finally {
+    await removeWorktree(baseDir);
+  }
+  if (baseline.error) {
+    console.log(`verify: the baseline could not be read: ${baseline.error}`);
+    return 2;
+  }
+  const excluded = baselineFailures(baseline);
+  console.log(`verify: baseline ${baseline.seconds} s, ${excluded.length} test(s) not passing`);
+  for (const e of excluded) console.log(`  excluded from judging: ${e}`);
+  const known = [...baseline.tests.values()].filter((st) => st !== "passed").length;
+
+  const results: Verification["results"] = [];
+  const queue = picked.map((o, i) => ({ o, i }));
+  await Promise.all(Array.from({ length: Math.min(opts.jobs, queue.length) }, async (_, w) => {
+    for (let job = queue.shift(); job; job = queue.shift()) {
+      const m = now.get(job.o.mutant.name)!;
+      const dir = await makeWorktree(`verify-${w}`);
+      let r: Judgement & { seconds: number };
+      try {
+        const inst = await command(["install", "--frozen", "--quiet"], dir, {}, 600_000);
+        const invalid = inst.ok ? await applyAndCheck(m, dir) : "deno install --frozen failed";
+        if (invalid) {
+          r = { verdict: "invalid", killers: [], reason: invalid, seconds: 0 };
+        } else {
+          const run = await runSuite(dir, PORT_BASES[w], order, {
+            failFast: known + 1,
+            timeoutMs: opts.timeoutMs * 3,
+          });
+          r = { ...judge(baseline, run), seconds: run.seconds };
+        }
+      } catch (err) {
+        r = { verdict: "error", killers: [], reason: (err as Error).message, seconds: 0 };
+      } finally {
+        await removeWorktree(dir);
+      }
+      results[job.i] = {
+        name: m.name,
+        invariants: m.invariants,
+        file: m.file,
+        original: combineRuns(job.o.runs).killers,
+        verdict: r.verdict,
+        killers: r.killers,
+        reason: r.reason,
+        seconds: r.seconds,
+      };
+      console.log(
+        `verify: ${r.verdict === "killed" ? "killed again" : r.verdict} — ${m.name}${
+          r.verdict === "killed" ? ` by ${r.killers[0]}` : r.reason ? ` (${r.reason})` : ""
+        } (${r.seconds}s)`,
+      );
+      await Deno.writeTextFile(
+        `${WORK}/verify.json`,
+        JSON.stringify(
+          {
+            source: file,
+            sourceHead: saved.head,
+            head,
+            seed,
+            kills: kills.length,
+            baseline: { seconds: baseline.seconds, excluded, files: order.length },
+            results: results.filter(Boolean),
+          } satisfies Verification,
+          null,
+          1,
+        ),
+      );
+    }
+  }));
+  const agreed = results.filter((r) => r.verdict === "killed").length;
+  console.log(`verify: ${agreed} of ${results.length} sampled kills killed again (seed ${seed})`);
+  await reportOnly(opts.from ?? [file], [], `${WORK}/verify.json`);
+  return agreed === results.length ? 0 : 1;
 }
 
 export { resultsSection };
