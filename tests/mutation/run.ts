@@ -877,6 +877,8 @@ async function checkMutants(mutants: Mutant[]): Promise<number> {
   const dir = await makeWorktree("check");
   let invalid = 0;
   try {
+    const inst = await command(["install", "--frozen", "--quiet"], dir, {}, 600_000);
+    if (!inst.ok) throw new Error(`deno install --frozen failed: ${inst.output.slice(0, 500)}`);
     for (const m of mutants) {
       let why: string | undefined;
       try {
