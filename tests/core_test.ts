@@ -20,7 +20,7 @@ import {
   supabase,
 } from "./_stack.ts";
 import { serveFunction } from "./_serve.ts";
-import { getMpConfig, MpConfigError } from "../client/mp_config.ts";
+import { createMpConfigClient, type MpConfig, MpConfigError } from "../client/mp_config.ts";
 import { writeCache, writeCacheBatch } from "../shared/store/clients.ts";
 import { encryptSecret } from "../shared/platform/crypto.ts";
 import { keyRing } from "./_stack.ts";
@@ -43,6 +43,14 @@ function seeded(seed: number): () => number {
   };
 }
 const random = seeded(JITTER_SEED);
+
+/** get-mp-config through the checkout client over the supabase-js client `client`. */
+function getMpConfig(
+  client: ReturnType<typeof supabase>,
+  clientId: string,
+): Promise<MpConfig> {
+  return createMpConfigClient({ supabase: client }).getMpConfig(clientId);
+}
 
 async function connectedPair(opts: { link?: boolean } = {}) {
   const [grant] = await sandbox.grants(1);

@@ -21,7 +21,7 @@ import {
   stack,
   supabase,
 } from "./_stack.ts";
-import { MpConfigError, reportRejectedToken, withMpConfig } from "../client/mp_config.ts";
+import { createMpConfigClient, MpConfigError } from "../client/mp_config.ts";
 
 /** A token MercadoPago still accepts, asked as checkout would (`/users/me`). */
 async function works(token: string): Promise<boolean> {
@@ -142,14 +142,14 @@ Deno.test("the checkout client: a charge answered 401 reports the token once and
   const p = await provisionedPair();
   await sandbox.invalidate(p.seller, "access");
   const tried: number[] = [];
-  const result = await withMpConfig(
-    supabase(),
+  const checkout = createMpConfigClient({ supabase: supabase() });
+  const result = await checkout.withMpConfig(
     p.clientId,
     async (config) => {
       tried.push(config.token_version ?? -1);
       return (await works(config.access_token)) ? 200 : 401;
     },
-    (status) => status === 401,
+    { isRejected: (status) => status === 401 },
   );
   assert.equal(result, 200);
   assert.equal(tried.length, 2);
@@ -159,7 +159,7 @@ Deno.test("the checkout client: a charge answered 401 reports the token once and
   const q = await provisionedPair();
   await sandbox.invalidate(q.seller, "grant");
   await assert.rejects(
-    () => reportRejectedToken(supabase(), q.clientId, 1),
+    () => checkout.reportRejectedToken(q.clientId, 1),
     (err: unknown) =>
       err instanceof MpConfigError && err.status === 404 && err.code === "mp_reauth_required",
   );
