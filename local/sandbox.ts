@@ -24,7 +24,8 @@ import type { SandboxOptions } from "./sandbox/state.ts";
 import { authorize } from "./sandbox/authorization.ts";
 import { token } from "./sandbox/tokens.ts";
 import { usersMe } from "./sandbox/users.ts";
-import { control, lastIssued, reset } from "./sandbox/controls.ts";
+import { ledgerView } from "./sandbox/ledger.ts";
+import { control, controlsSet, lastIssued, reset } from "./sandbox/controls.ts";
 
 export { DroppedConnection, serveSandbox } from "./sandbox/serve.ts";
 export type { SandboxServer, ServeSandboxOptions } from "./sandbox/serve.ts";
@@ -59,7 +60,9 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
     }
     if (route === "GET /__sandbox/secrets") return Response.json({ secrets: [...s.issued] });
     if (route === "GET /__sandbox/last_tokens") return lastIssued(s, url);
+    if (route === "GET /__sandbox/ledger") return ledgerView(s.ledger, url);
     if (route === "POST /__sandbox/reset") return reset(s);
+    if (route === "GET /__sandbox/controls") return controlsSet(s);
     if (req.method === "POST" && url.pathname.startsWith("/__sandbox/")) {
       return await control(s, url.pathname, req);
     }

@@ -174,6 +174,20 @@ export const sandbox = {
     await eventually(async () => (await sandbox.held()) >= n, 60_000);
   },
   latency: (ms: number) => sandbox.post("latency", { ms }),
+  /**
+   * No fault queued, no latency, the latch open, counters at zero, no last pair remembered;
+   * the sellers and tokens it issued keep working. Every test file starts so (below).
+   */
+  reset: (): Promise<{ ok: boolean }> => sandbox.post("reset"),
+  /** The controls set now: the fault queued (mode, calls left), the latency, the latch. */
+  async controls(): Promise<{
+    fault: { mode: string; count: number } | null;
+    latency_ms: number;
+    hold: boolean;
+    held: number;
+  }> {
+    return await (await fetch(`${stack.sandboxUrl}/__sandbox/controls`)).json();
+  },
   /** MercadoPago silently kills the seller's access tokens (`access`) or whole grants (`grant`). */
   invalidate: (userId: number, scope: "access" | "grant") =>
     sandbox.post("invalidate", { user_id: userId, scope }),
@@ -184,6 +198,16 @@ export const sandbox = {
       .tokens;
   },
 };
+
+/**
+ * Every test file that imports this module starts from a reset sandbox: a fault, latency or
+ * latch an earlier file left behind (say, after it failed halfway) cannot reach this one.
+ * Deno runs a file's `beforeAll` hooks in the order registered, so this one comes first.
+ */
+Deno.test.beforeAll(async () => {
+  const { ok } = await sandbox.reset();
+  if (ok !== true) throw new Error("the sandbox did not reset");
+});
 
 let ring: Promise<KeyRing> | undefined;
 

@@ -527,6 +527,46 @@ Deno.test("reset clears counters and faults but keeps tokens", async () => {
   await json(refresh(sb, first.refresh_token), 200);
 });
 
+Deno.test("reset leaves no control set and no last pair, and every issued token still works", async () => {
+  const sb = setup();
+  const { grants: [grant] } = await json(post(sb, "/__sandbox/grants", { user_id: 4242 }), 200);
+  const { grants: [other] } = await json(post(sb, "/__sandbox/grants", { user_id: 4343 }), 200);
+  await fault(sb, "error_500", 1_000_000);
+  await json(post(sb, "/__sandbox/latency", { ms: 60_000 }), 200);
+  await json(post(sb, "/__sandbox/hold", { hold: true }), 200);
+  const held = refresh(sb, other.refresh_token);
+  assert.deepEqual(await json(get(sb, "/__sandbox/controls"), 200), {
+    fault: { mode: "error_500", count: 1_000_000 },
+    latency_ms: 60_000,
+    hold: true,
+    held: 1,
+  });
+  await json(post(sb, "/__sandbox/reset", ""), 200);
+  assert.deepEqual(await json(get(sb, "/__sandbox/controls"), 200), {
+    fault: null,
+    latency_ms: 0,
+    hold: false,
+    held: 0,
+  });
+  // The held call went on, and met neither the fault nor the latency.
+  const rotated = await json(held, 200);
+  assert.equal(rotated.user_id, 4343);
+  assert.equal(await lastTokens(sb, 4242), null, "no last pair remembered");
+  // The seeded pair works (no fault, no latency): the databases' accounts keep theirs.
+  const next = await assertWorks(sb, grant);
+  assert.equal(next.user_id, 4242);
+  assert.equal((await lastTokens(sb, 4242)).refresh_token, next.refresh_token);
+  // Counters from zero: the held call was counted on arrival, before the reset, and its
+  // refresh after it.
+  assert.deepEqual(await stats(sb), {
+    token_calls: 1,
+    refresh_token_reuse: 0,
+    authorizations: 0,
+    refreshes: 2,
+    users_me_calls: 1,
+  });
+});
+
 Deno.test("grants seed many connected sellers whose refresh tokens work", async () => {
   const sb = setup();
   const { grants } = await json(post(sb, "/__sandbox/grants", { count: 500 }), 200);
@@ -869,5 +909,255 @@ Deno.test("serveSandbox over TCP: on a kept-alive connection Deno's fetch resend
     assert.equal((await res.json()).error, "invalid_grant");
     const s = await httpJson(`${base}/__sandbox/stats`);
     assert.deepEqual([s.token_calls, s.refreshes, s.refresh_token_reuse], [2, 1, 1]);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The ledger (`GET /__sandbox/ledger`): what a checker that only reads learns from the sandbox.
+
+/** The ledger's records changed after `since`. */
+async function ledger(sb: Sandbox, since = 0): Promise<Json> {
+  return await json(get(sb, `/__sandbox/ledger?since=${since}`), 200);
+}
+
+/** The id the ledger gives a token: the first 24 hex digits of its SHA-256. */
+async function idOf(token: string): Promise<string> {
+  const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(token));
+  return [...new Uint8Array(hash)].map((b) => b.toString(16).padStart(2, "0")).join("")
+    .slice(0, 24);
+}
+
+/** The ledger's record of the pair whose refresh token is `refreshToken`. */
+async function pairOf(sb: Sandbox, refreshToken: string): Promise<Json> {
+  const id = await idOf(refreshToken);
+  const rec = (await ledger(sb)).pairs.find((p: Json) => p.refresh_id === id);
+  assert.ok(rec, "the ledger has the pair");
+  return rec;
+}
+
+/** Asserts no token or code of `secrets` appears anywhere in the ledger. */
+async function assertNoSecret(sb: Sandbox, secrets: string[]) {
+  const text = JSON.stringify(await ledger(sb));
+  for (const s of secrets) assert.ok(!text.includes(s), "the ledger names no secret");
+}
+
+Deno.test("ledger: each pair with its seller, origin, parent and expiry; each presentation with its answer", async () => {
+  const t = 1_700_000_000_000;
+  const sb = setup(() => t);
+  const { grants: [seed] } = await json(
+    post(sb, "/__sandbox/grants", { user_id: 7001, expires_in: 3 * 86_400 }),
+    200,
+  );
+  assert.equal(seed.expires_in, 3 * 86_400);
+  const seeded = await pairOf(sb, seed.refresh_token);
+  assert.deepEqual(
+    [seeded.access_id, seeded.user_id, seeded.client_id, seeded.via, seeded.parent, seeded.answer],
+    [await idOf(seed.access_token), 7001, CLIENT_ID, "seed", null, "seeded"],
+  );
+  assert.equal(seeded.access_expires_at, t + 3 * 86_400 * 1000);
+  assert.deepEqual(seeded.presented, []);
+
+  const next = await json(refresh(sb, seed.refresh_token), 200);
+  const child = await pairOf(sb, next.refresh_token);
+  assert.deepEqual(
+    [child.via, child.parent, child.user_id, child.grant, child.answer],
+    ["refresh", seeded.refresh_id, 7001, seeded.grant, "delivered"],
+  );
+  assert.equal(child.access_expires_at, t + 180 * 86_400 * 1000, "MercadoPago's 180 days");
+  assert.deepEqual((await pairOf(sb, seed.refresh_token)).presented, [
+    { at: t, answer: "issued", issued: child.refresh_id },
+  ]);
+
+  // Presented again: reused, and the grant's live tokens are in the kill list.
+  await assertMpError(refresh(sb, seed.refresh_token), 400, "invalid_grant");
+  const again = await pairOf(sb, seed.refresh_token);
+  assert.deepEqual(again.presented.map((p: Json) => p.answer), ["issued", "reused"]);
+  const { kills } = await ledger(sb);
+  assert.deepEqual(kills.map((k: Json) => [k.cause, k.user_id, k.access_ids, k.refresh_ids]), [
+    ["reuse", 7001, [child.access_id], [child.refresh_id]],
+  ]);
+
+  // A code: its id is the parent, the authorizing seller is kept.
+  const code = await authorize(sb, { user_id: "7002" });
+  const pair = await json(exchange(sb, code), 200);
+  const byCode = await pairOf(sb, pair.refresh_token);
+  assert.deepEqual(
+    [byCode.via, byCode.parent, byCode.authorized_user_id, byCode.user_id, byCode.answer],
+    ["code", await idOf(code), 7002, 7002, "delivered"],
+  );
+  assert.notEqual(byCode.grant, seeded.grant, "a code starts a grant of its own");
+  await assertNoSecret(sb, [
+    seed.access_token,
+    seed.refresh_token,
+    next.access_token,
+    next.refresh_token,
+    code,
+    pair.access_token,
+    pair.refresh_token,
+    CLIENT_SECRET,
+  ]);
+});
+
+Deno.test("ledger: a fault is recorded when it fires, not when it is set; every answer as the caller got it", async () => {
+  const sb = setup();
+  const seller = 7101;
+  const { grants: [g] } = await json(post(sb, "/__sandbox/grants", { user_id: seller }), 200);
+  await fault(sb, "error_500");
+  assert.deepEqual((await ledger(sb)).faults, [], "set, not fired");
+  await assertMpError(refresh(sb, g.refresh_token), 500, "internal_error");
+  await fault(sb, "rate_limited");
+  await assertMpError(refresh(sb, g.refresh_token), 429, "too_many_requests");
+  await fault(sb, "invalid_grant");
+  await assertMpError(refresh(sb, g.refresh_token), 400, "invalid_grant");
+  await fault(sb, "error_500_after");
+  await assertMpError(refresh(sb, g.refresh_token), 500, "internal_error");
+  const lost = await lastTokens(sb, seller);
+  await fault(sb, "malformed_200");
+  await json(refresh(sb, lost.refresh_token), 200);
+  const unread = await lastTokens(sb, seller);
+  await fault(sb, "lose_answer");
+  await assert.rejects(refresh(sb, unread.refresh_token), DroppedConnection);
+  const dropped = await lastTokens(sb, seller);
+  await fault(sb, "other_seller");
+  const foreign = await json(refresh(sb, dropped.refresh_token), 200);
+  await assertMpError(refresh(sb, "TG-never-issued-1"), 400, "invalid_grant");
+
+  const view = await ledger(sb);
+  assert.deepEqual(
+    view.faults.map((f: Json) => [f.mode, f.call, f.grant_type]),
+    [
+      ["error_500", "token", "refresh_token"],
+      ["rate_limited", "token", "refresh_token"],
+      ["invalid_grant", "token", "refresh_token"],
+      ["error_500_after", "token", "refresh_token"],
+      ["malformed_200", "token", "refresh_token"],
+      ["lose_answer", "token", "refresh_token"],
+      ["other_seller", "token", "refresh_token"],
+    ],
+  );
+  const answers = async (token: string) =>
+    (await pairOf(sb, token)).presented.map((p: Json) => p.answer);
+  assert.deepEqual(await answers(g.refresh_token), [
+    "error_500",
+    "rate_limited",
+    "invalid_grant",
+    "error_500_after",
+  ]);
+  assert.deepEqual(await answers(lost.refresh_token), ["malformed_200"]);
+  assert.deepEqual(await answers(unread.refresh_token), ["dropped"]);
+  assert.deepEqual(await answers(dropped.refresh_token), ["other_seller"]);
+  assert.deepEqual(
+    [
+      (await pairOf(sb, lost.refresh_token)).answer,
+      (await pairOf(sb, unread.refresh_token)).answer,
+      (await pairOf(sb, dropped.refresh_token)).answer,
+    ],
+    ["error_500_after", "malformed_200", "dropped"],
+  );
+  const other = await pairOf(sb, foreign.refresh_token);
+  assert.notEqual(other.user_id, seller, "issued to another seller");
+  assert.equal(other.answer, "delivered");
+  assert.deepEqual(
+    view.unknown_presented.map((u: Json) => [u.refresh_id, u.answer]),
+    [[await idOf("TG-never-issued-1"), "invalid_grant"]],
+  );
+});
+
+Deno.test("ledger: since answers only the records changed after it", async () => {
+  const sb = setup();
+  const { grants: [g] } = await json(post(sb, "/__sandbox/grants", { user_id: 7201 }), 200);
+  const first = await ledger(sb);
+  assert.equal(first.pairs.length, 1);
+  const quiet = await ledger(sb, first.seq);
+  assert.deepEqual(
+    [quiet.seq, quiet.pairs, quiet.kills, quiet.users_me, quiet.faults, quiet.unknown_presented],
+    [first.seq, [], [], [], [], []],
+  );
+  const next = await json(refresh(sb, g.refresh_token), 200);
+  const delta = await ledger(sb, first.seq);
+  assert.deepEqual(
+    delta.pairs.map((p: Json) => p.refresh_id).sort(),
+    [await idOf(g.refresh_token), await idOf(next.refresh_token)].sort(),
+    "the presented pair (changed) and the new one",
+  );
+  assert.ok(delta.seq > first.seq);
+  await assertMpError(get(sb, "/__sandbox/ledger?since=-1"), 400, "invalid_request");
+});
+
+Deno.test("ledger: the kill list (invalidate, deauthorize) and every /users/me verdict", async () => {
+  const sb = setup();
+  const { grants: [a] } = await json(post(sb, "/__sandbox/grants", { user_id: 7301 }), 200);
+  const { grants: [b] } = await json(post(sb, "/__sandbox/grants", { user_id: 7302 }), 200);
+  const { grants: [c] } = await json(post(sb, "/__sandbox/grants", { user_id: 7303 }), 200);
+  await json(usersMe(sb, a.access_token), 200);
+  await json(post(sb, "/__sandbox/invalidate", { user_id: 7301, scope: "access" }), 200);
+  await assertMpError(usersMe(sb, a.access_token), 401, "unauthorized");
+  await json(post(sb, "/__sandbox/invalidate", { user_id: 7302, scope: "grant" }), 200);
+  await json(post(sb, "/__sandbox/deauthorize", { user_id: 7303 }), 200);
+  // Nothing live is left to kill: no record.
+  await json(post(sb, "/__sandbox/invalidate", { user_id: 7301, scope: "access" }), 200);
+  await fault(sb, "error_500");
+  await assertMpError(usersMe(sb, c.access_token), 500, "internal_error");
+  await assertMpError(usersMe(sb, "APP_USR-unknown"), 401, "unauthorized");
+
+  const view = await ledger(sb);
+  assert.deepEqual(view.kills.map((k: Json) => [k.cause, k.user_id, k.access_ids, k.refresh_ids]), [
+    ["invalidate_access", 7301, [await idOf(a.access_token)], []],
+    ["invalidate_grant", 7302, [await idOf(b.access_token)], []],
+    ["invalidate_grant", 7302, [], [await idOf(b.refresh_token)]],
+    ["deauthorize", 7303, [await idOf(c.access_token)], []],
+    ["deauthorize", 7303, [], [await idOf(c.refresh_token)]],
+  ]);
+  assert.deepEqual(
+    view.users_me.map((u: Json) => [u.access_id, u.user_id, u.status, u.delivered]),
+    [
+      [await idOf(a.access_token), 7301, 200, true],
+      [await idOf(a.access_token), 7301, 401, true],
+      [await idOf(c.access_token), 7303, 500, true],
+      [await idOf("APP_USR-unknown"), null, 401, true],
+    ],
+  );
+  assert.deepEqual(view.faults.map((f: Json) => [f.mode, f.call]), [["error_500", "users_me"]]);
+  await assertNoSecret(sb, [a.access_token, b.refresh_token, c.access_token]);
+});
+
+Deno.test("ledger: a call its caller gave up on is a presentation answered abandoned, nothing issued", async () => {
+  const sb = setup();
+  const { grants: [g] } = await json(post(sb, "/__sandbox/grants", { user_id: 7401 }), 200);
+  await json(post(sb, "/__sandbox/hold", { hold: true }), 200);
+  const ac = new AbortController();
+  const held = refresh(sb, g.refresh_token, ac.signal);
+  await sb.handler(new Request(`${BASE}/__sandbox/hold`)); // the call is held on arrival
+  ac.abort();
+  assert.equal((await held).status, 504);
+  await json(post(sb, "/__sandbox/hold", { hold: false }), 200);
+  await fault(sb, "timeout");
+  const ac2 = new AbortController();
+  const timing = refresh(sb, g.refresh_token, ac2.signal);
+  assert.equal(await isPending(timing), true);
+  ac2.abort();
+  assert.equal((await timing).status, 504);
+  const rec = await pairOf(sb, g.refresh_token);
+  assert.deepEqual(rec.presented.map((p: Json) => [p.answer, p.issued]), [
+    ["abandoned", null],
+    ["timeout", null],
+  ]);
+  assert.equal((await ledger(sb)).pairs.length, 1, "no pair issued");
+});
+
+Deno.test("ledger over TCP: the call Deno's fetch resends after a dropped answer is a second presentation", async () => {
+  await overTcp(async (base) => {
+    const { grants: [g] } = await httpJson(`${base}/__sandbox/grants`, { user_id: 7501 });
+    await httpJson(`${base}/__sandbox/faults`, { mode: "lose_answer", count: 1 });
+    await (await fetch(`${base}/oauth/token`, {
+      method: "POST",
+      body: refreshBody(g.refresh_token),
+    })).body?.cancel();
+    const view = await httpJson(`${base}/__sandbox/ledger`);
+    const id = await idOf(g.refresh_token);
+    const rec = view.pairs.find((p: Json) => p.refresh_id === id);
+    assert.deepEqual(rec.presented.map((p: Json) => p.answer), ["dropped", "reused"]);
+    const child = view.pairs.find((p: Json) => p.refresh_id === rec.presented[0].issued);
+    assert.equal(child.answer, "dropped");
   });
 });

@@ -53,15 +53,22 @@ function setFault(s: SandboxState, body: Record<string, unknown>): Response {
   return Response.json({ ok: true });
 }
 
-/** `POST /__sandbox/grants {"count","user_id"?}`: token sets as if sellers had authorized. */
+/**
+ * `POST /__sandbox/grants {"count","user_id"?,"expires_in"?}`: token sets as if sellers had
+ * authorized (access tokens living `expires_in` seconds, default MercadoPago's 180 days).
+ */
 function seedGrants(s: SandboxState, body: Record<string, unknown>): Response {
   const count = body.count ?? 1;
   if (!isInt(count, 1, 10_000) || (body.user_id !== undefined && !isInt(body.user_id, 1))) {
     return mpError(400, "invalid_request", "invalid count or user_id");
   }
+  if (body.expires_in !== undefined && !isInt(body.expires_in, 1, 10 * 365 * 86_400)) {
+    return mpError(400, "invalid_request", "invalid expires_in");
+  }
   const grants = [];
   for (let i = 0; i < (count as number); i++) {
-    grants.push(s.issueTokens(s.seller(body.user_id as number | undefined)));
+    const seller = s.seller(body.user_id as number | undefined);
+    grants.push(s.issueTokens(seller, { via: "seed" }, body.expires_in as number | undefined));
   }
   return Response.json({ grants });
 }
@@ -76,8 +83,11 @@ function invalidate(s: SandboxState, body: Record<string, unknown>): Response {
     return mpError(400, "invalid_request", "invalid user_id or scope");
   }
   const mine = (e: AccessEntry | RefreshEntry) => e.grant.userId === userId;
-  let invalidated = s.revoke(s.accessTokens, mine);
-  if (scope === "grant") invalidated += s.revoke(s.refreshTokens, (e) => mine(e) && !e.used);
+  const cause = scope === "grant" ? "invalidate_grant" : "invalidate_access";
+  let invalidated = s.revoke(s.accessTokens, mine, cause);
+  if (scope === "grant") {
+    invalidated += s.revoke(s.refreshTokens, (e) => mine(e) && !e.used, cause);
+  }
   return Response.json({ ok: true, invalidated });
 }
 
@@ -93,7 +103,8 @@ async function deauthorize(s: SandboxState, body: Record<string, unknown>): Prom
     return mpError(400, "invalid_request", "invalid user_id or notify_url");
   }
   const mine = (e: AccessEntry | RefreshEntry) => e.grant.userId === userId;
-  const revoked = s.revoke(s.accessTokens, mine) + s.revoke(s.refreshTokens, mine);
+  const revoked = s.revoke(s.accessTokens, mine, "deauthorize") +
+    s.revoke(s.refreshTokens, mine, "deauthorize");
   if (notifyUrl === undefined) return Response.json({ ok: true, revoked });
   if (!s.opts.webhookSecret) throw new Error("the sandbox has no webhookSecret to sign with");
   const note = await deauthorizedNotification(s.opts.webhookSecret, userId as number, s.now());
@@ -107,11 +118,27 @@ export function lastIssued(s: SandboxState, url: URL): Response {
   return Response.json({ tokens: s.lastTokens.get(key) ?? null });
 }
 
-/** `POST /__sandbox/reset`: no fault, no latency, the latch open, counters at zero. */
+/**
+ * `POST /__sandbox/reset`: what one test may leave behind for the next is gone — no fault
+ * queued, no latency, the latch open (held calls go on), counters at zero, no last pair
+ * remembered. Sellers, grants, tokens and pending codes stay: the databases' accounts hold
+ * tokens the sandbox issued, and they must keep working.
+ */
 export function reset(s: SandboxState): Response {
   s.fault = null;
   s.latencyMs = 0;
   s.releaseHeld();
   s.stats = newStats();
+  s.lastTokens.clear();
   return Response.json({ ok: true });
+}
+
+/** `GET /__sandbox/controls`: the fault queued (mode and calls left), the latency, the latch. */
+export function controlsSet(s: SandboxState): Response {
+  return Response.json({
+    fault: s.fault ? { ...s.fault } : null,
+    latency_ms: s.latencyMs,
+    hold: s.holding,
+    held: s.held.size,
+  });
 }
