@@ -968,13 +968,14 @@ Deno.test("ledger: each pair with its seller, origin, parent and expiry; each pr
     { at: t, answer: "issued", issued: child.refresh_id },
   ]);
 
-  // Presented again: reused, and the grant's live tokens are in the kill list.
+  // Presented again: reused, and the grant's live tokens are in the kill list (both access
+  // tokens, the unspent refresh token).
   await assertMpError(refresh(sb, seed.refresh_token), 400, "invalid_grant");
   const again = await pairOf(sb, seed.refresh_token);
   assert.deepEqual(again.presented.map((p: Json) => p.answer), ["issued", "reused"]);
   const { kills } = await ledger(sb);
   assert.deepEqual(kills.map((k: Json) => [k.cause, k.user_id, k.access_ids, k.refresh_ids]), [
-    ["reuse", 7001, [child.access_id], [child.refresh_id]],
+    ["reuse", 7001, [seeded.access_id, child.access_id], [child.refresh_id]],
   ]);
 
   // A code: its id is the parent, the authorizing seller is kept.

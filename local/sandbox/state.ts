@@ -4,6 +4,7 @@
  * seller, issuing a pair, revoking tokens, waiting and holding a call.
  */
 import { digits, hex } from "./wire.ts";
+import { type KillRecord, Ledger, type Origin } from "./ledger.ts";
 
 /** A MercadoPago token response (what the sandbox grants; tests and bench share it). */
 export interface MpGrant {
@@ -114,9 +115,12 @@ export class SandboxState {
   /** The latch: token calls wait until the test releases them. */
   holding = false;
   stats = newStats();
+  /** What passed through the sandbox, for checkers that only read (`sandbox/ledger.ts`). */
+  readonly ledger: Ledger;
 
   constructor(readonly opts: SandboxOptions) {
     this.now = opts.now ?? Date.now;
+    this.ledger = new Ledger(this.now, opts.clientId);
   }
 
   /** The given seller, or a new one with an unused random user_id; ensures its public key. */
@@ -130,8 +134,15 @@ export class SandboxState {
     return id;
   }
 
-  /** Issues a new access and refresh token on `grant` (a new grant for a seller id). */
-  issueTokens(grant: Grant | number): TokenBody {
+  /**
+   * Issues a new access and refresh token on `grant` (a new grant for a seller id), recorded in
+   * the ledger with its origin; the access token lives `expiresIn` seconds.
+   */
+  issueTokens(
+    grant: Grant | number,
+    origin: Origin = { via: "seed" },
+    expiresIn = EXPIRES_IN,
+  ): TokenBody {
     const g = typeof grant === "number" ? { userId: grant, revoked: false } : grant;
     const userId = g.userId;
     const refreshToken = `TG-${hex(12)}-${userId}`;
@@ -139,15 +150,12 @@ export class SandboxState {
     const appId = /^\d+$/.test(this.opts.clientId) ? this.opts.clientId : digits(16);
     const accessToken = `APP_USR-${appId}-${digits(6)}-${hex(16)}-${userId}`;
     this.issued.add(accessToken).add(refreshToken);
-    this.accessTokens.set(accessToken, {
-      grant: g,
-      revoked: false,
-      expiresAt: this.now() + EXPIRES_IN * 1000,
-    });
+    const expiresAt = this.now() + expiresIn * 1000;
+    this.accessTokens.set(accessToken, { grant: g, revoked: false, expiresAt });
     const body = {
       access_token: accessToken,
       token_type: "Bearer",
-      expires_in: EXPIRES_IN,
+      expires_in: expiresIn,
       scope: "offline_access read write",
       user_id: userId,
       refresh_token: refreshToken,
@@ -155,6 +163,7 @@ export class SandboxState {
       live_mode: true,
     };
     this.lastTokens.set(userId, body).set("any", body);
+    this.ledger.issued(body, g, expiresAt, origin);
     return body;
   }
 
@@ -163,27 +172,49 @@ export class SandboxState {
     return !entry.revoked && !entry.grant.revoked;
   }
 
-  /** Revokes the live tokens of `tokens` that `match`; returns how many. */
+  /**
+   * Revokes the live tokens of `tokens` that `match`; returns how many. With `cause`, the
+   * ledger's kill list records them (per seller).
+   */
   revoke<E extends AccessEntry | RefreshEntry>(
     tokens: Map<string, E>,
     match: (entry: E) => boolean,
+    cause?: KillRecord["cause"],
   ): number {
-    let count = 0;
-    for (const entry of tokens.values()) {
+    const killed = new Map<number, string[]>();
+    for (const [token, entry] of tokens) {
       if (this.live(entry) && match(entry)) {
         entry.revoked = true;
-        count++;
+        killed.set(entry.grant.userId, [...(killed.get(entry.grant.userId) ?? []), token]);
       }
     }
-    return count;
+    const access = tokens === (this.accessTokens as Map<string, unknown>);
+    for (const [userId, list] of killed) {
+      if (cause) this.ledger.killed(cause, userId, access ? list : [], access ? [] : list);
+    }
+    return [...killed.values()].reduce((n, list) => n + list.length, 0);
+  }
+
+  /**
+   * Revokes a whole grant (every token of it stops working), recorded in the kill list: its
+   * live access tokens and its unspent refresh tokens.
+   */
+  revokeGrant(grant: Grant, cause: KillRecord["cause"]): void {
+    const live = <E extends AccessEntry | RefreshEntry>(tokens: Map<string, E>) =>
+      [...tokens].filter(([, e]) => e.grant === grant && this.live(e)).map(([t]) => t);
+    const access = live(this.accessTokens);
+    const refresh = live(this.refreshTokens).filter((t) => !this.refreshTokens.get(t)!.used);
+    grant.revoked = true;
+    this.ledger.killed(cause, grant.userId, access, refresh);
   }
 
   /** Takes the fault of the next call (in arrival order), if its mode concerns this call. */
-  takeFault(call: Call): FaultMode | undefined {
+  takeFault(call: Call, grantType: string | null = null): FaultMode | undefined {
     const fault = this.fault;
     if (!fault || (call !== "token" && isAfterMode(fault.mode))) return undefined;
     const mode = fault.mode;
     if (--fault.count <= 0) this.fault = null;
+    this.ledger.faultFired(mode, call, grantType);
     return mode;
   }
 

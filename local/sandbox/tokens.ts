@@ -5,17 +5,67 @@
 import { mpError, type Params, readParams, s256 } from "./wire.ts";
 import { answer, failBefore, gone } from "./faults.ts";
 import { CODE_TTL_MS, type SandboxState, type TokenBody } from "./state.ts";
+import type { Shown } from "./ledger.ts";
 
-/** A code exchange or a refresh, then the fault of this call, if any. */
+/**
+ * A code exchange or a refresh, then the fault of this call, if any. The body is read first, so
+ * the ledger records a presented refresh token whatever happens to the call next, and what it
+ * was answered.
+ */
 export async function token(s: SandboxState, req: Request): Promise<Response> {
   s.stats.token_calls++;
-  if (s.holding && !(await s.hold(req.signal))) return gone();
-  const mode = s.takeFault("token");
+  // Read while the latch may hold the call (which is held at once, on arrival).
+  const reading = readParams(req).then((body) => ({
+    body,
+    shown: body?.grant_type === "refresh_token" && body.refresh_token
+      ? s.ledger.presented(body.refresh_token)
+      : undefined,
+  }));
+  const settle = (shown: Shown | undefined, answer: string, res: Response) => {
+    s.ledger.answered(shown, answer, undefined, "abandoned");
+    return res;
+  };
+  if (s.holding && !(await s.hold(req.signal))) {
+    return settle((await reading).shown, "abandoned", gone());
+  }
+  const { body, shown } = await reading;
+  const mode = s.takeFault("token", body?.grant_type ?? null);
   const fail = await failBefore(s, req, mode);
-  if (fail) return fail;
-  const body = await readParams(req);
-  if (!body) return answer(mpError(400, "invalid_request", "malformed request body"), mode);
-  return answer(await grantTokens(s, body, mode === "other_seller"), mode);
+  if (fail) {
+    return settle(shown, fail.status === 504 && mode !== "timeout" ? "abandoned" : mode!, fail);
+  }
+  if (!body) {
+    return answer(mpError(400, "invalid_request", "malformed request body"), mode);
+  }
+  const outcome = await grantTokens(s, body, mode === "other_seller");
+  const issued = outcome instanceof Response ? undefined : outcome;
+  const said = outcome instanceof Response ? await errorOf(outcome) : "issued";
+  try {
+    const res = answer(outcome, mode);
+    const delivered = !req.signal.aborted;
+    const mangled = mode === "error_500_after" ||
+      (issued && (mode === "malformed_200" || mode === "other_seller"));
+    s.ledger.answered(
+      shown,
+      !delivered ? "abandoned" : mangled ? mode! : said,
+      issued,
+      !delivered
+        ? "abandoned"
+        : mode === "error_500_after" || mode === "malformed_200"
+        ? mode
+        : "delivered",
+    );
+    return res;
+  } catch (err) {
+    s.ledger.answered(shown, "dropped", issued, "dropped");
+    throw err;
+  }
+}
+
+/** The `error` of a MercadoPago error answer (`reused` for a spent refresh token). */
+async function errorOf(res: Response): Promise<string> {
+  const body = await res.clone().json().catch(() => ({}));
+  return body.message === "refresh_token already used" ? "reused" : String(body.error);
 }
 
 /** Processes a token request: new tokens, or MercadoPago's error for it. */
@@ -50,7 +100,11 @@ async function exchangeCode(s: SandboxState, body: Params, otherSeller: boolean)
       return mpError(400, "invalid_grant", "invalid code_verifier");
     }
   }
-  return s.issueTokens(otherSeller ? s.seller() : entry.userId);
+  return s.issueTokens(otherSeller ? s.seller() : entry.userId, {
+    via: "code",
+    parent: body.code,
+    authorizedUserId: entry.userId,
+  });
 }
 
 /** `grant_type=refresh_token`: spends the token for a new pair; reuse revokes the grant. */
@@ -61,11 +115,14 @@ function refresh(s: SandboxState, body: Params, otherSeller: boolean): Response 
   if (!entry || entry.revoked) return mpError(400, "invalid_grant", "invalid refresh_token");
   if (entry.used) {
     s.stats.refresh_token_reuse++;
-    entry.grant.revoked = true; // every token of this grant stops working
+    s.revokeGrant(entry.grant, "reuse"); // every token of this grant stops working
     return mpError(400, "invalid_grant", "refresh_token already used");
   }
   if (entry.grant.revoked) return mpError(400, "invalid_grant", "invalid refresh_token");
   entry.used = true;
   s.stats.refreshes++;
-  return s.issueTokens(otherSeller ? s.seller() : entry.grant);
+  return s.issueTokens(otherSeller ? s.seller() : entry.grant, {
+    via: "refresh",
+    parent: body.refresh_token,
+  });
 }

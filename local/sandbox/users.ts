@@ -3,13 +3,20 @@ import { mpError } from "./wire.ts";
 import { failBefore } from "./faults.ts";
 import type { SandboxState } from "./state.ts";
 
-/** The seller behind a working access token; 401 for any other. */
+/** The seller behind a working access token; 401 for any other. Every verdict is in the ledger. */
 export async function usersMe(s: SandboxState, req: Request): Promise<Response> {
   s.stats.users_me_calls++;
-  const fail = await failBefore(s, req, s.takeFault("users_me"));
-  if (fail) return fail;
   const auth = req.headers.get("authorization") ?? "";
   const token = /^bearer /i.test(auth) ? auth.slice(7).trim() : "";
+  const entry = s.accessTokens.get(token);
+  const res = await verdict(s, req, token);
+  s.ledger.checked(token || null, entry?.grant.userId ?? null, res.status, !req.signal.aborted);
+  return res;
+}
+
+async function verdict(s: SandboxState, req: Request, token: string): Promise<Response> {
+  const fail = await failBefore(s, req, s.takeFault("users_me"));
+  if (fail) return fail;
   const entry = s.accessTokens.get(token);
   if (!entry || !s.live(entry) || s.now() >= entry.expiresAt) {
     return mpError(401, "unauthorized", "invalid access token");
