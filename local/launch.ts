@@ -4,15 +4,19 @@
  * `stack.env`, copies its output to a log file, and stops it on request.
  */
 
-import { parseEnvFile } from "../shared/operations/env_file.ts";
+import { parseEnvFile, stackStateDir } from "../shared/operations/env_file.ts";
 import { portEnv } from "./ports.ts";
+import { assertStateDirFree } from "./state_lock.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
 /** Where a launched stack lives. */
 export interface LaunchOptions {
-  /** State directory, relative to the repository root (e.g. `.local/test`). */
-  stateDir: string;
+  /**
+   * State directory, relative to the repository root (e.g. `.local/test`); unset, the stack picks
+   * its own from the port base (`.local/test` at 25321, `.local/test-<base>` at another).
+   */
+  stateDir?: string;
   /** First of the stack's six ports (gateway, Backend DB, Admin DB, sandbox, Backend and Admin poolers). */
   portBase?: number;
   /** File that receives the stack's stdout and stderr (default `<stateDir>/stack.log`). */
@@ -28,6 +32,8 @@ export interface LaunchedStack {
   logFile: string;
   /** Absolute path of the state directory. */
   stateDir: string;
+  /** The state directory as the stack names it (relative to the repository root). */
+  folder: string;
   /** Stops the stack (SIGTERM, then SIGKILL after 20 s), flushes its log, and answers its exit status. Idempotent. */
   stop(): Promise<Deno.CommandStatus>;
 }
@@ -60,18 +66,24 @@ async function stopChild(child: Deno.ChildProcess) {
   }
 }
 
-/** Starts the stack and resolves once its `stack.env` is written; throws if it never is. */
+/**
+ * Starts the stack and resolves once it has written its `stack.env`; throws if it never does, or
+ * at once (touching nothing) when a live stack holds the state directory.
+ */
 export async function launchStack(opts: LaunchOptions): Promise<LaunchedStack> {
-  const stateDir = `${ROOT}${opts.stateDir}`;
-  const envFile = `${stateDir}/stack.env`;
-  const logFile = opts.logFile ?? `${stateDir}/stack.log`;
-  await Deno.mkdir(stateDir, { recursive: true });
-  await Deno.remove(envFile).catch(() => {});
-  const log = await Deno.open(logFile, { write: true, create: true, truncate: true });
+  // An empty STACK_STATE_DIR lets the stack pick its folder from the base (not the parent's).
   const childEnv: Record<string, string> = {
-    STACK_STATE_DIR: opts.stateDir,
+    STACK_STATE_DIR: opts.stateDir ?? "",
     ...(opts.portBase === undefined ? {} : portEnv(opts.portBase)),
   };
+  const folder = stackStateDir("test", (n) => n in childEnv ? childEnv[n] : Deno.env.get(n));
+  const stateDir = folder.startsWith("/") ? folder : `${ROOT}${folder}`;
+  const envFile = `${stateDir}/stack.env`;
+  const logFile = opts.logFile ?? `${stateDir}/stack.log`;
+  // Refused before the log is truncated: that stack's log and stack.env stay as they are.
+  await assertStateDirFree(stateDir, folder);
+  await Deno.mkdir(stateDir, { recursive: true });
+  const log = await Deno.open(logFile, { write: true, create: true, truncate: true });
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `${ROOT}local/stack.ts`, "--profile", "test"],
     env: childEnv,
@@ -93,12 +105,10 @@ export async function launchStack(opts: LaunchOptions): Promise<LaunchedStack> {
   child.status.then(() => (exited = true));
   const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
   while (Date.now() < deadline && !exited) {
-    try {
-      const env = parseEnvFile(await Deno.readTextFile(envFile));
-      return { env, logFile, stateDir, stop };
-    } catch {
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    // The file a stack before it left (killed, never removed) names another STACK_PID.
+    const env = parseEnvFile(await Deno.readTextFile(envFile).catch(() => ""));
+    if (env.STACK_PID === String(child.pid)) return { env, logFile, stateDir, folder, stop };
+    await new Promise((r) => setTimeout(r, 200));
   }
   const { code } = await stop();
   const shown = logFile.startsWith(ROOT) ? logFile.slice(ROOT.length) : logFile;

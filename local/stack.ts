@@ -22,6 +22,13 @@ import { startNetWorker } from "./net_worker.ts";
 import { createAppPage } from "./app_page.ts";
 import { createPlatformReceiver } from "./platform_receiver.ts";
 import { assertPortsFree, type Ports, resolvePorts } from "./ports.ts";
+import { acquireStateLock } from "./state_lock.ts";
+import {
+  formatEnvFile,
+  STACK_PROFILES,
+  type StackProfile,
+  stackStateDir,
+} from "../shared/operations/env_file.ts";
 
 /**
  * The project's secrets every function gets (`supabase secrets set` on hosted Supabase), on top
@@ -43,10 +50,6 @@ export const FUNCTION_SECRETS = [
 ] as const;
 
 const ROOT = new URL("../", import.meta.url).pathname;
-const PROFILES = {
-  dev: { dir: ".local/dev", base: 54321 },
-  test: { dir: ".local/test", base: 25321 },
-} as const;
 
 const randomBase64 = (n: number) =>
   btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(n))));
@@ -88,20 +91,41 @@ async function main() {
     options: { profile: { type: "string", default: "dev" } },
   });
   const name = values.profile!;
-  const profile = PROFILES[name as keyof typeof PROFILES];
-  if (!profile) throw new MissingPrerequisite(`unknown profile ${name} (dev or test)`);
+  if (!(name in STACK_PROFILES)) {
+    throw new MissingPrerequisite(`unknown profile ${name} (dev or test)`);
+  }
+  const profile = name as StackProfile;
   const started = performance.now();
   const bin = await findPostgres();
   const pgbouncer = await findPgbouncer();
   if (!pgbouncer) {
     throw new MissingPrerequisite("pgbouncer is missing: run `sudo apt-get install pgbouncer`");
   }
-  const ports = resolvePorts((name) => Deno.env.get(name), profile.base);
-  assertPortsFree(ports);
-  const relDir = Deno.env.get("STACK_STATE_DIR") ?? profile.dir;
-  const stateDir = `${ROOT}${relDir}`;
-  await Deno.mkdir(stateDir, { recursive: true });
-  await Deno.remove(`${stateDir}/stack.env`).catch(() => {});
+  const env = (name: string) => Deno.env.get(name);
+  const ports = resolvePorts(env, STACK_PROFILES[profile]);
+  // The state folder follows the port base, and its lock refuses a second stack on it: a stack
+  // beside this one never stops or wipes this one's databases.
+  const relDir = stackStateDir(profile, env);
+  const stateDir = relDir.startsWith("/") ? relDir : `${ROOT}${relDir}`;
+  const release = await acquireStateLock(stateDir, relDir);
+  try {
+    assertPortsFree(ports);
+    const envFile = `${relDir}/stack.env`;
+    console.log(
+      `Starting the local stack (${name}) on ports ${ports.gateway}–${ports.adminPooler}: state folder ${relDir}, env file ${envFile}`,
+    );
+    await Deno.remove(`${stateDir}/stack.env`).catch(() => {});
+    const run = { name, stateDir, folder: relDir, envFile, started, ports, bin, release };
+    await startStack(run, pgbouncer);
+  } catch (err) {
+    await release();
+    throw err;
+  }
+}
+
+/** Creates and starts both clusters and their poolers under the (locked) state folder, then serves. */
+async function startStack(run: ServeRun, pgbouncer: string) {
+  const { stateDir, ports, bin } = run;
   const dataDir = await ensureReachable(`${stateDir}/pg`);
   const cron = [
     "shared_preload_libraries = 'pg_cron'",
@@ -136,7 +160,7 @@ async function main() {
       adminPooler.create(),
     ]);
     await Promise.all([backend.start(), admin.start(), backendPooler.start(), adminPooler.start()]);
-    await serve({ name, stateDir, envFile: `${relDir}/stack.env`, started, ports, bin }, {
+    await serve(run, {
       backend,
       admin,
       backendPooler,
@@ -263,6 +287,21 @@ async function prepareDatabases(db: ServeDatabases, backendSql: Sql, adminSql: S
   ]);
 }
 
+/**
+ * Writes `stack.env` whole or not at all (a reader polling for it never sees half of it), owner
+ * only, with `STACK_PID` naming the stack that wrote it; every value quoted for `set -a; . FILE`
+ * and dotenv alike.
+ */
+async function writeEnvFile(run: ServeRun, env: Record<string, string>) {
+  const path = `${run.stateDir}/stack.env`;
+  const text = formatEnvFile({ ...env, STACK_PID: String(Deno.pid) }, [
+    `The local stack (${run.name}) on ports ${run.ports.gateway}–${run.ports.adminPooler}; removed when it stops.`,
+    `In a shell: set -a; . ${run.envFile}; set +a`,
+  ]);
+  await Deno.writeTextFile(`${path}.tmp`, text, { mode: 0o600 });
+  await Deno.rename(`${path}.tmp`, path);
+}
+
 /** The lines a person reads once the stack is up. */
 function printBanner(run: ServeRun, env: Record<string, string>, host: string, sandboxUrl: string) {
   const { ports } = run;
@@ -276,7 +315,8 @@ function printBanner(run: ServeRun, env: Record<string, string>, host: string, s
     `  admin db      postgres://supabase_admin@${host}:${ports.admin}/postgres (pg_cron)`,
     `  poolers       pgbouncer, transaction mode, TLS: postgres@${host}:${ports.backendPooler} (backend), :${ports.adminPooler} (admin)`,
     `  mp sandbox    ${sandboxUrl}`,
-    `  env file      ${run.envFile} (keys and URLs for scripts and tests)`,
+    `  state folder  ${run.folder} (fresh on each start; one stack at a time: STACK_PORT_BASE or STACK_STATE_DIR for another)`,
+    `  env file      ${run.envFile} (keys and URLs for scripts and tests: set -a; . ${run.envFile}; set +a)`,
     "Ctrl-C stops everything.",
     "",
   ].join("\n"));
@@ -285,11 +325,15 @@ function printBanner(run: ServeRun, env: Record<string, string>, host: string, s
 /** What `serve` is asked to run. */
 interface ServeRun {
   name: string;
+  /** The state folder: absolute, and as the person gave it (relative to the repository). */
   stateDir: string;
+  folder: string;
   envFile: string;
   started: number;
   ports: Ports;
   bin: string;
+  /** Gives the state folder's lock back. */
+  release: () => Promise<void>;
 }
 
 /** The clusters and poolers `serve` runs on. */
@@ -350,10 +394,7 @@ async function serve(run: ServeRun, db: ServeDatabases) {
   ];
   const netWorker = startNetWorker(backendSql, log.child({ component: "pg_net" }));
 
-  await Deno.writeTextFile(
-    `${stateDir}/stack.env`,
-    Object.entries(env).map(([k, v]) => `${k}=${v}`).join("\n") + "\n",
-  );
+  await writeEnvFile(run, env);
   printBanner(run, env, host, sandboxUrl);
 
   let stopping = false;
@@ -369,6 +410,7 @@ async function serve(run: ServeRun, db: ServeDatabases) {
     await Promise.all([backendSql.end({ timeout: 1 }), adminSql.end({ timeout: 1 })]);
     await db.stopClusters();
     await Deno.remove(`${stateDir}/stack.env`).catch(() => {});
+    await run.release();
     log.info("Local stack stopped");
     Deno.exit(0);
   };

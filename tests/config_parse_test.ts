@@ -1,6 +1,11 @@
 /** `loadConfig`: parsing and validation of the functions' environment (no stack needed). */
 import assert from "node:assert/strict";
-import { loadConfig, MIN_KEY_LENGTH } from "../shared/platform/config.ts";
+import {
+  loadConfig,
+  MIN_KEY_LENGTH,
+  MisconfiguredError,
+  requireConfig,
+} from "../shared/platform/config.ts";
 
 Deno.test("loadConfig: a 1-character SUPABASE_SERVICE_ROLE_KEY is a problem, not a key", () => {
   const config = loadConfig({ SUPABASE_SERVICE_ROLE_KEY: "x" });
@@ -47,4 +52,26 @@ Deno.test("loadConfig: defaults and malformed URLs and booleans", () => {
 Deno.test("loadConfig: the injected SUPABASE_DB_URL stands in for BACKEND_DB_URL", () => {
   const url = "postgres://postgres@127.0.0.1:6543/postgres";
   assert.equal(loadConfig({ SUPABASE_DB_URL: url }).backendDbUrl, url);
+});
+
+Deno.test("a misconfiguration reads as plain words, `VARIABLE: reason`, never with the value", () => {
+  const short = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
+  const ring = loadConfig({ MP_TOKEN_KEYS: `k1:${btoa("k".repeat(32))},k2:${short}` });
+  assert.throws(() => requireConfig(ring, ["tokenKeys"]), (err: Error) => {
+    assert.ok(err instanceof MisconfiguredError);
+    assert.equal(err.message, "MP_TOKEN_KEYS: key k2 is not 32 bytes");
+    assert.ok(!err.message.includes(short));
+    return true;
+  });
+  assert.throws(() => requireConfig(loadConfig({}), ["tokenKeys"]), {
+    message: "MP_TOKEN_KEYS: not set",
+  });
+  assert.throws(() => requireConfig(loadConfig({ MP_OAUTH_PKCE: "maybe" }), ["mpClientId"]), {
+    message: "MP_OAUTH_PKCE: neither true nor false",
+  });
+  const webhook = loadConfig({ PLATFORM_WEBHOOK_URL: "https://platform.example/events" });
+  assert.equal(
+    webhook.problems.get("PLATFORM_WEBHOOK_SECRETS"),
+    "not set, while PLATFORM_WEBHOOK_URL is",
+  );
 });

@@ -246,9 +246,18 @@ Deno.test("backfill: dry run writes nothing, run fills, rerun is current, --acco
       );
     }
 
-    const unset = await script("backfill", [], { ...s.env, MP_TOKEN_KEYS: "" });
+    // Empty in the environment and no env file to fill it: one line naming both places.
+    const none = ".local/operations-test-none/stack.env";
+    const unset = await script("backfill", [], {
+      ...s.env,
+      MP_TOKEN_KEYS: "",
+      STACK_ENV_FILE: none,
+    });
     assert.equal(unset.code, 2);
-    assert.equal(unset.stderr, "backfill: MP_TOKEN_KEYS is not set (set it in the environment)\n");
+    assert.equal(
+      unset.stderr,
+      `backfill: MP_TOKEN_KEYS is not set (not in the environment, nor in ${none}, which does not exist: start the stack with \`deno task dev\`, or set it)\n`,
+    );
   } finally {
     await s.drop();
   }

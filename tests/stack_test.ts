@@ -1,17 +1,69 @@
 /**
  * The local platform itself: config.toml is what the Supabase CLI needs, missing
- * prerequisites are one clear line, and a stack stops every process it started.
+ * prerequisites are one clear line, a stack stops every process it started, and stacks side by
+ * side keep to their own state folders.
  */
 import assert from "node:assert/strict";
 import { parse } from "smol-toml";
 import { findPostgres, MissingPrerequisite } from "../local/postgres.ts";
 import { launchStack } from "../local/launch.ts";
 import { isAlive } from "../local/pooler.ts";
-import { resolvePorts } from "../local/ports.ts";
+import { portEnv, resolvePorts } from "../local/ports.ts";
 import { connect } from "../shared/platform/db.ts";
 import { call, stack, testPort } from "./_stack.ts";
 
 const ROOT = new URL("../", import.meta.url);
+const decoder = new TextDecoder();
+
+/** When each of a stack's two clusters started: a cluster wiped or restarted starts anew. */
+async function clusterStarts(env: (name: string) => string): Promise<string[]> {
+  const starts: string[] = [];
+  for (const name of ["BACKEND_DB_URL", "ADMIN_DB_URL"]) {
+    const sql = connect(env(name), { max: 1 });
+    try {
+      const [row] = await sql`select pg_postmaster_start_time()::text as started`;
+      starts.push(row.started);
+    } finally {
+      await sql.end({ timeout: 1 });
+    }
+  }
+  return starts;
+}
+
+/** Calls get-mp-config through a stack's gateway for an unknown client: 404 when it answers. */
+async function unknownClientStatus(functionsUrl: string, secretKey: string): Promise<number> {
+  const res = await fetch(`${functionsUrl}/get-mp-config`, {
+    method: "POST",
+    headers: { apikey: secretKey, "content-type": "application/json" },
+    body: JSON.stringify({ client_id: crypto.randomUUID() }),
+  });
+  await res.body?.cancel();
+  return res.status;
+}
+
+/**
+ * Sources `file` in `bash -c 'set -a; . FILE; set +a'` and answers its stderr and, for each of
+ * `names`, whether bash's value equals `expected` (never the values: they are secrets).
+ */
+async function sourcedInBash(file: string, expected: Record<string, string>) {
+  const names = Object.keys(expected);
+  const out = await new Deno.Command("bash", {
+    args: [
+      "-c",
+      'set -a; . "$1"; set +a; shift; for n in "$@"; do printf "%s\\0" "${!n}"; done',
+      "bash",
+      file,
+      ...names,
+    ],
+    env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin" },
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const values = decoder.decode(out.stdout).split("\0");
+  const differing = names.filter((name, i) => values[i] !== expected[name]);
+  return { code: out.code, stderr: decoder.decode(out.stderr), differing, values, names };
+}
 
 Deno.test("supabase/config.toml declares every function, verify_jwt off, entrypoint and import map", async () => {
   const toml = parse(await Deno.readTextFile(new URL("supabase/config.toml", ROOT))) as {
@@ -107,18 +159,39 @@ Deno.test("a port already held stops the stack before it starts anything, in one
   }
 });
 
-Deno.test("a second stack starts beside this one and SIGTERM stops every process and cluster", async () => {
-  // Its own state directory per port base, so two suites side by side do not share it.
+Deno.test("a second stack starts beside this one in its own state folder; this one keeps answering while and after it runs; SIGTERM stops every process and cluster", async () => {
+  const starts = await clusterStarts(stack.env);
+  assert.equal((await call("get-mp-config", { client_id: crypto.randomUUID() })).status, 404);
+  // Ports the tests own (base + 90 …), so they move with STACK_PORT_BASE; no STACK_STATE_DIR:
+  // the stack picks its folder from its base, as `deno task dev` on another base does.
   const second = testPort(90);
-  const dir = `.local/stack-test-${second}`;
-  // Ports the tests own (base + 90 …), so they move with STACK_PORT_BASE.
-  const launched = await launchStack({ stateDir: dir, portBase: second });
+  const launched = await launchStack({ portBase: second });
   try {
     const env = launched.env;
+    assert.equal(launched.folder, `.local/test-${second}`);
+    assert.match(
+      await Deno.readTextFile(launched.logFile),
+      new RegExp(
+        `state folder \\.local/test-${second}, env file \\.local/test-${second}/stack\\.env`,
+      ),
+    );
     assert.equal(env.GATEWAY_PORT, String(second));
     const health = await fetch(`${env.SUPABASE_URL}/health`);
     assert.equal(health.status, 200);
     await health.body?.cancel();
+    assert.equal(await unknownClientStatus(env.FUNCTIONS_URL, env.SECRET_KEY), 404);
+    // This stack, while the second runs: its gateway calls a function, its clusters never restarted.
+    assert.equal((await call("get-mp-config", { client_id: crypto.randomUUID() })).status, 404);
+    assert.deepEqual(await clusterStarts(stack.env), starts);
+
+    // The second stack's stack.env, as a person sources it: no complaint, every value intact.
+    const sourced = await sourcedInBash(`${launched.stateDir}/stack.env`, env);
+    assert.equal(sourced.stderr, "");
+    assert.equal(sourced.code, 0);
+    assert.deepEqual(sourced.differing, [], "variables bash reads otherwise than the stack wrote");
+    const secrets = sourced.values[sourced.names.indexOf("PLATFORM_WEBHOOK_SECRETS")];
+    assert.ok(/^whsec_\S+ whsec_\S+$/.test(secrets), "PLATFORM_WEBHOOK_SECRETS: two secrets");
+
     const pids = [env.BACKEND_PGDATA, env.ADMIN_PGDATA].map((d) => `${d}/postmaster.pid`);
     for (const pid of pids) await Deno.stat(pid);
     // A pgbouncer per cluster, TLS required, answering as postgres (not a superuser).
@@ -166,8 +239,50 @@ Deno.test("a second stack starts beside this one and SIGTERM stops every process
     ) {
       await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: Number(port) }));
     }
+    await assert.rejects(Deno.stat(`${launched.stateDir}/stack.env`), Deno.errors.NotFound);
   } finally {
     await launched.stop(); // already stopped unless an assertion failed first
+  }
+  // This stack, after the second stopped: the same clusters, answering through its gateway.
+  assert.equal((await call("get-mp-config", { client_id: crypto.randomUUID() })).status, 404);
+  assert.deepEqual(await clusterStarts(stack.env), starts);
+});
+
+Deno.test("a second stack on the same state folder is refused in one line; the first keeps running", async () => {
+  const firstBase = testPort(80);
+  const dir = `.local/stack-test-${firstBase}`;
+  const first = await launchStack({ stateDir: dir, portBase: firstBase });
+  try {
+    const env = (name: string) => first.env[name];
+    const starts = await clusterStarts(env);
+    const envFile = `${first.stateDir}/stack.env`;
+    const written = await Deno.readTextFile(envFile);
+    const refusal =
+      `state folder ${dir} is in use by another local stack (pid ${first.env.STACK_PID}): stop it, or start this one with another STACK_PORT_BASE or STACK_STATE_DIR`;
+
+    // On other ports (base + 90 …), the same folder: refused before it touches anything.
+    const second = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("local/stack.ts", ROOT).pathname, "--profile", "test"],
+      env: { ...portEnv(testPort(90)), STACK_STATE_DIR: dir },
+      stdout: "piped",
+      stderr: "piped",
+      stdin: "null",
+    }).output();
+    assert.equal(second.code, 1);
+    assert.equal(decoder.decode(second.stdout), "");
+    assert.equal(decoder.decode(second.stderr), `local stack failed: ${refusal}\n`);
+    // launchStack refuses too, before it truncates the first one's log.
+    await assert.rejects(launchStack({ stateDir: dir, portBase: testPort(90) }), {
+      message: refusal,
+    });
+    assert.match(await Deno.readTextFile(first.logFile), /local stack \(test\) up in/);
+
+    // The first: its env file as it wrote it, its gateway calling a function, its clusters the same.
+    assert.ok((await Deno.readTextFile(envFile)) === written, "its stack.env is untouched");
+    assert.equal(await unknownClientStatus(first.env.FUNCTIONS_URL, first.env.SECRET_KEY), 404);
+    assert.deepEqual(await clusterStarts(env), starts);
+  } finally {
+    assert.equal((await first.stop()).code, 0);
   }
 });
 

@@ -46,7 +46,7 @@ export interface Config {
   platformWebhookSecrets?: string[];
   /** How long one delivery attempt may take (`PLATFORM_WEBHOOK_TIMEOUT_MS`, default 15 s; tests set it low). */
   platformWebhookTimeoutMs: number;
-  /** Variable name → why it is unusable, for every malformed variable. */
+  /** Variable name → why it is unusable (read after `NAME: `), for every malformed variable. */
   problems: Map<string, string>;
 }
 
@@ -95,10 +95,13 @@ export const VARIABLES: Record<Need, string[]> = {
   serverKeys: ["SUPABASE_SECRET_KEYS", "SUPABASE_SERVICE_ROLE_KEY"],
 };
 
-/** Raised when a function needs a variable that is missing or malformed. */
+/**
+ * Raised when a function needs a variable that is missing or malformed; its message reads
+ * `VARIABLE: reason` (e.g. `MP_TOKEN_KEYS: key k2 is not 32 bytes`), never with the value.
+ */
 export class MisconfiguredError extends Error {
   constructor(readonly variable: string, readonly reason: string) {
-    super(`${variable} is ${reason}`);
+    super(`${variable}: ${reason}`);
     this.name = "MisconfiguredError";
   }
 }
@@ -111,7 +114,9 @@ export function parseKeyRing(text: string): KeySpec[] {
   for (const part of text.split(",").map((p) => p.trim()).filter(Boolean)) {
     const at = part.indexOf(":");
     const id = part.slice(0, at);
-    if (at < 1 || !KEY_ID.test(id)) throw new Error("not a list of id:base64key entries");
+    if (at < 1 || !KEY_ID.test(id)) {
+      throw new Error("not a comma-separated list of id:base64key entries");
+    }
     if (ring.some((k) => k.id === id)) throw new Error(`repeating key id ${id}`);
     let raw: Uint8Array;
     try {
@@ -175,7 +180,7 @@ function serverKeys(env: Record<string, string | undefined>, problems: Map<strin
     } catch {
       problems.set(
         "SUPABASE_SECRET_KEYS",
-        `not a JSON object of name → key (each at least ${MIN_KEY_LENGTH} characters)`,
+        `not a JSON object of names to keys (each key at least ${MIN_KEY_LENGTH} characters)`,
       );
     }
   }
@@ -212,7 +217,7 @@ export function parseWebhookSecrets(text: string): string[] {
 function webhook(env: Record<string, string | undefined>, problems: Map<string, string>) {
   const target = url(env, "PLATFORM_WEBHOOK_URL", problems);
   if (target && !/^https?:$/.test(new URL(target).protocol)) {
-    problems.set("PLATFORM_WEBHOOK_URL", "not an http(s) URL");
+    problems.set("PLATFORM_WEBHOOK_URL", "not an http or https URL");
   }
   let secrets: string[] | undefined;
   if (env.PLATFORM_WEBHOOK_SECRETS?.trim()) {
@@ -221,7 +226,9 @@ function webhook(env: Record<string, string | undefined>, problems: Map<string, 
     } catch (e) {
       problems.set("PLATFORM_WEBHOOK_SECRETS", (e as Error).message);
     }
-  } else if (target) problems.set("PLATFORM_WEBHOOK_SECRETS", "not set (PLATFORM_WEBHOOK_URL is)");
+  } else if (target) {
+    problems.set("PLATFORM_WEBHOOK_SECRETS", "not set, while PLATFORM_WEBHOOK_URL is");
+  }
   return { platformWebhookUrl: target, platformWebhookSecrets: secrets };
 }
 
@@ -237,7 +244,9 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     }
   }
   const pkce = env.MP_OAUTH_PKCE?.trim().toLowerCase();
-  if (pkce && pkce !== "true" && pkce !== "false") problems.set("MP_OAUTH_PKCE", "not true/false");
+  if (pkce && pkce !== "true" && pkce !== "false") {
+    problems.set("MP_OAUTH_PKCE", "neither true nor false");
+  }
   const backendDbUrl = url(env, "BACKEND_DB_URL", problems) ??
     url(env, "SUPABASE_DB_URL", problems);
   return {
