@@ -1,0 +1,59 @@
+// deno-lint-ignore-file no-explicit-any
+/**
+ * Invariant 9 when a token check cannot settle (shared/checkout/report.ts,
+ * shared/probe/probe.ts): a dead token reported while a refresh holds the account is not
+ * answered (503, retry), and MercadoPago answering 500 to mp-probe proves nothing — the account
+ * is neither handled as dead nor recorded as verified, and the next run checks it again.
+ */
+import assert from "node:assert/strict";
+import {
+  accountRow,
+  adminDb,
+  cachedToken,
+  call,
+  pauseJobsDuringFile,
+  provisionedPair,
+  sandbox,
+} from "./_stack.ts";
+
+pauseJobsDuringFile();
+
+Deno.test("invariant 9: a dead token reported while a refresh holds the account → 503, the dead token not answered, nothing changed", async () => {
+  const p = await provisionedPair();
+  await sandbox.invalidate(p.seller, "access");
+  const holder = crypto.randomUUID();
+  await adminDb()`update nv_accounts set mp_refresh_lease_owner = ${holder},
+    mp_refresh_lease_expires_at = now() + interval '10 minutes' where id = ${p.accountId}`;
+  const res = await call("get-mp-config", { client_id: p.clientId, rejected_token_version: 1 });
+  assert.equal(res.status, 503, JSON.stringify(res.body));
+  assert.equal(res.body.error.code, "unavailable");
+  assert.equal(res.body.access_token, undefined, "the dead token is not answered");
+  const row: any = await accountRow(p.accountId);
+  assert.deepEqual(
+    [Number(row.mp_token_version), row.mp_state, row.mp_refresh_lease_owner],
+    [1, "connected", holder],
+    "nothing changed under the refresh's lease",
+  );
+});
+
+Deno.test("mp-probe: MercadoPago answering 500 proves nothing — unverified, an error, not recorded verified; the next run checks again", async () => {
+  const p = await provisionedPair();
+  await sandbox.faults("error_500", 1);
+  const res = await call("mp-probe", { account_id: p.accountId });
+  assert.equal(res.status, 200);
+  assert.deepEqual(res.body, {
+    checked: 1,
+    alive: 0,
+    dead: 0,
+    errors: 1,
+    results: [{ account_id: p.accountId, state: "unverified" }],
+  });
+  const row: any = await accountRow(p.accountId);
+  assert.equal(row.mp_verified_at, null, "not recorded as verified");
+  assert.equal(row.mp_state, "connected");
+  assert.equal(await cachedToken(p.clientId), p.grant.access_token);
+  const again = await call("mp-probe", { account_id: p.accountId });
+  assert.deepEqual(again.body.results, [{ account_id: p.accountId, state: "connected" }]);
+  assert.equal(again.body.alive, 1);
+  assert.ok((await accountRow(p.accountId)).mp_verified_at, "verified by the next run");
+});
