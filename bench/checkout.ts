@@ -4,7 +4,7 @@
  * fallback as a ratio to the fast path, and the cold start of every function against a bare
  * `deno serve` of the floor. Each server runs as its own `deno serve` process with the same
  * environment; the load generator runs in this process. `BENCH_QUICK=1` in the environment
- * passed in runs tiny sizes.
+ * passed in runs tiny sizes. How each figure is measured: docs/benchmarks.md ("Checkout").
  */
 import type { Bench, BenchRow } from "./types.ts";
 import { connect, FUNCTION_POOL_MAX, type Sql } from "../shared/platform/db.ts";
@@ -41,31 +41,6 @@ const QUICK: Sizes = {
   rounds: 1,
   coldRuns: 1,
 };
-
-/** How the checkout figures are measured, for the notes of bench/RESULTS.md. */
-export const checkoutNotes = [
-  "**Fast path vs floor.** get-mp-config (`deno serve supabase/functions/get-mp-config/index.ts`) " +
-  "and the floor (`deno serve bench/floor.ts`: imports only `postgres`, same primary-key SELECT, " +
-  "the functions' pool size (`FUNCTION_POOL_MAX`, 3), no key check, validation or logging) run as separate processes with the " +
-  "same environment. One in-process load generator (fetch, fixed concurrency, fixed duration, " +
-  "POST `{client_id}` with the secret key, ids spread over the seeded clients) drives them in " +
-  "interleaved rounds (floor, fast path, fallback, repeated) after a warm-up of each, so drift " +
-  "hits all three alike, then again one request at a time (concurrency 1, as a hosted isolate " +
-  "serves them). Latency is per request, client side, body read included.",
-  "**Fallback.** Every request must miss the cache and still be served, which read-repair " +
-  "would defeat after one call. So the fallback clients are accounts linked (`backend_client_id`) " +
-  "to client ids that have no `clients` row: each request reads the Backend (miss), reads the " +
-  "account from the Admin DB by `backend_client_id`, decrypts the token (AES-256-GCM), attempts " +
-  "the version-fenced repair (a no-op UPDATE: no row), logs the `Fast-path miss` warning and " +
-  "appends the audit event. That is the whole fallback path, repair attempt included; the " +
-  "pre-cache design (Admin read + decrypt only) would be somewhat cheaper.",
-  "**Cold start.** Time from spawning `deno serve` to the first response, median of 7 " +
-  "fresh processes per module (started round-robin across modules) after one untimed start " +
-  "of each that fills Deno's module cache. get-mp-config and the " +
-  "floor answer the same fast-path request (pool connect + SELECT): that is the target row. " +
-  "Every function also answers an unauthenticated request (401/405; the callback a 302 for a " +
-  "missing state), against the floor answering without the database: module loading alone.",
-];
 
 /** Latencies and counts of one measured load. */
 interface Load {

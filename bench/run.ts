@@ -1,20 +1,31 @@
 /**
- * `deno task bench [--quick]`: starts its own local stack (ports 30321–30326, or from
- * `STACK_PORT_BASE`; `.local/bench`),
- * runs every benchmark against it, prints one table and writes `bench/RESULTS.md` with the
- * machine it ran on. `--quick` runs tiny sizes (to prove the bench still runs, e.g. in CI) and
- * writes `.local/bench/RESULTS.quick.md` instead. The stack's pg_cron jobs are paused (the
- * benches drive the functions themselves). Nothing here asserts a time: the exit code is 1
- * only when a benchmark could not run.
+ * `deno task bench [--quick] [--only a,b]`: starts its own local stack (ports 30321–30326, or
+ * from `STACK_PORT_BASE`; `.local/bench`), runs the benchmarks against it (all, or those
+ * `--only` names), prints one table, stores each bench's rows with the run's commit, date and
+ * machine in bench/results/bench.json (a bench not run keeps its stored rows) and re-renders
+ * bench/RESULTS.md from the stores (bench/results.ts). `--quick` runs tiny sizes (to prove the
+ * bench still runs, e.g. in CI) and writes under `.local/bench/` instead. The stack's pg_cron
+ * jobs are paused (the benches drive the functions themselves). Nothing here asserts a time:
+ * the exit code is 1 only when a benchmark could not run.
  */
 import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { launchStack } from "../local/launch.ts";
 import type { Bench, BenchRow } from "./types.ts";
 import { markdownTable, textTable } from "./table.ts";
+import {
+  BENCH_STORE,
+  type BenchEntry,
+  type BenchRunInfo,
+  loadBenchStore,
+  mergeBenches,
+  RESULTS_FILE,
+  writeJson,
+  writeResults,
+} from "./results.ts";
 
 export { markdownTable, textTable };
-import { checkoutBench, checkoutNotes } from "./checkout.ts";
+import { checkoutBench } from "./checkout.ts";
 import { refreshBench } from "./refresh.ts";
 import { backfillBench } from "./backfill.ts";
 import { scaleBench } from "./scale.ts";
@@ -100,83 +111,64 @@ async function pauseSchedules(env: Record<string, string>) {
   }
 }
 
-function results(
-  rows: BenchRow[],
-  host: [string, string][],
-  quick: boolean,
-  seconds: number,
-): string {
-  return [
-    "# Benchmark results",
-    "",
-    `Written by \`deno task bench${quick ? " --quick" : ""}\` in ${seconds.toFixed(0)} s. ` +
-    "Every figure is compared with a baseline measured in the same run, on the same machine; " +
-    "the ratios are what carry over to other machines, not the absolute figures.",
-    "",
-    "## Machine",
-    "",
-    ...host.map(([k, v]) => `- **${k}:** ${v}`),
-    "",
-    "## Figures",
-    "",
-    markdownTable(rows),
-    "",
-    "## How they are measured",
-    "",
-    ...checkoutNotes.flatMap((n) => [`- ${n}`]),
-    "- **Refresh and backfill.** See the header comments of `bench/refresh.ts` and " +
-    "`bench/backfill.ts`.",
-    "- **Chaos.** The model-based run of `tests/chaos/` (see `bench/chaos.ts`): steps, faults " +
-    "injected and invariant violations per seed; `BENCH_CHAOS_STEPS` sets the steps per seed, " +
-    "`BENCH_CHAOS_STACKS` how many stacks of their own run the seeds side by side.",
-    "- **Scale.** See the header comment of `bench/scale.ts` and `docs/scale.md`: CPU and peak " +
-    "heap are the local gateway's per-request figures (main-thread CPU of the isolate, as the " +
-    "edge runtime counts it; heap as the isolate reports it while it serves the request), wall " +
-    "clock is the caller's. The first request an isolate serves carries its warm-up (JIT, " +
-    "connections), which is where the max figures come from.",
-    '- **Events.** See the header comment of `bench/events.ts` and docs/events.md ("Bursts"): ' +
-    "every run's CPU, wall and heap are the gateway's per-request figures (the successors are " +
-    "called by the runs themselves, so their wall clock is the gateway's, queueing included).",
-    "",
-  ].join("\n");
+/** The commit measured: HEAD, and whether tracked files differ from it. */
+async function commitOf(): Promise<{ commit: string; dirty: boolean }> {
+  const commit = await text("git", ["-C", ROOT, "rev-parse", "HEAD"]);
+  const status = await text("git", ["-C", ROOT, "status", "--porcelain", "--untracked-files=no"]);
+  return { commit: commit || "unknown", dirty: status !== "" };
 }
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { quick: { type: "boolean", default: false } },
+    options: {
+      quick: { type: "boolean", default: false },
+      only: { type: "string" },
+    },
   });
   const quick = values.quick!;
+  const only = values.only?.split(",").map((s) => s.trim()).filter(Boolean);
+  const unknown = only?.filter((n) => !BENCHES.some(([name]) => name === n)) ?? [];
+  if (unknown.length > 0) {
+    console.error(`bench: no bench named ${unknown.join(", ")} (${BENCHES.map(([n]) => n)})`);
+    return 2;
+  }
+  const benches = BENCHES.filter(([name]) => !only || only.includes(name));
   const started = performance.now();
+  const { commit, dirty } = await commitOf();
+  const date = new Date().toISOString();
   console.log(
     `bench: starting the local stack (${STATE_DIR}, ports ${PORT_BASE}–${PORT_BASE + 3})`,
   );
   const stack = await launchStack({ stateDir: STATE_DIR, portBase: PORT_BASE });
-  const rows: BenchRow[] = [];
+  const measured: { name: string; rows: BenchRow[] }[] = [];
   let failed = 0;
   let host: [string, string][] = [];
   try {
     const env = { ...stack.env, BENCH_LOG_DIR: STATE_DIR, ...(quick ? QUICK_ENV : {}) };
     host = await machine(env);
     await pauseSchedules(env);
-    for (const [name, bench] of BENCHES) {
+    for (const [name, bench] of benches) {
       const t = performance.now();
       console.log(`bench: ${name}${quick ? " (quick)" : ""} …`);
       try {
-        rows.push(...await bench(env));
+        measured.push({ name, rows: await bench(env) });
         console.log(`bench: ${name} done in ${((performance.now() - t) / 1000).toFixed(1)} s`);
       } catch (err) {
         failed++;
         const message = (err as Error).message ?? String(err);
         console.error(`bench: ${name} failed: ${message}`);
-        rows.push({
-          bench: name,
-          metric: "error",
-          value: message.slice(0, 120),
-          baseline: "",
-          ratio: "",
-          target: "",
-          met: false,
+        measured.push({
+          name,
+          rows: [{
+            bench: name,
+            metric: "error",
+            value: message.slice(0, 120),
+            baseline: "",
+            ratio: "",
+            target: "",
+            met: false,
+          }],
         });
       }
     }
@@ -184,12 +176,35 @@ async function main(): Promise<number> {
     await stack.stop();
   }
   const seconds = (performance.now() - started) / 1000;
-  const out = quick ? `${ROOT}${STATE_DIR}/RESULTS.quick.md` : `${ROOT}bench/RESULTS.md`;
-  await Deno.writeTextFile(out, results(rows, host, quick, seconds));
+  const run: BenchRunInfo = {
+    command: ["deno task bench", ...Deno.args].join(" "),
+    commit,
+    dirty,
+    date,
+    seconds: Math.round(seconds),
+    benches: benches.map(([name]) => name),
+    machine: host,
+  };
+  const entries: BenchEntry[] = measured.map((m) => ({ name: m.name, run, rows: m.rows }));
+  const order = BENCHES.map(([name]) => name);
+  // A quick run proves the bench runs; it never stands in for a measured figure.
+  const store = quick ? `${ROOT}${STATE_DIR}/results.quick.json` : BENCH_STORE;
+  const out = quick ? `${ROOT}${STATE_DIR}/RESULTS.quick.md` : RESULTS_FILE;
+  const merged = mergeBenches(
+    quick ? { benches: [] } : await loadBenchStore(store),
+    entries,
+    order,
+  );
+  await writeJson(store, merged);
+  await writeResults(out, merged, quick ? null : undefined);
   console.log("");
-  console.log(textTable(rows));
+  console.log(textTable(measured.flatMap((m) => m.rows)));
   console.log("");
-  console.log(`bench: wrote ${out.slice(ROOT.length)} in ${seconds.toFixed(0)} s`);
+  console.log(
+    `bench: stored ${store.slice(ROOT.length)}, wrote ${out.slice(ROOT.length)} in ${
+      seconds.toFixed(0)
+    } s`,
+  );
   return failed === 0 ? 0 : 1;
 }
 
