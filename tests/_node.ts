@@ -32,21 +32,38 @@ export async function pinnedVersion(name: string): Promise<string> {
   return m[1];
 }
 
-/** Throws one clear line unless `node` ≥ 20 is on PATH. */
-export async function requireNode(): Promise<void> {
-  let out: Deno.CommandOutput;
+/**
+ * The path of `node` on PATH. Found here, not left to `Deno.Command("node")`, which runs Deno
+ * itself as `node` when PATH has none (the test would pass without ever running Node).
+ */
+async function findNode(): Promise<string | null> {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":").filter(Boolean)) {
+    const info = await Deno.stat(`${dir}/node`).catch(() => null);
+    if (info?.isFile && ((info.mode ?? 0o111) & 0o111) !== 0) return `${dir}/node`;
+  }
+  return null;
+}
+
+/** The real Node (≥ 20) on PATH; throws one clear line otherwise. */
+export async function requireNode(): Promise<string> {
+  const node = await findNode();
+  if (!node) throw new Error("node is not installed: this test runs Node ≥ 20 (`node` on PATH)");
+  const out = await new Deno.Command(node, {
+    args: ["-p", "JSON.stringify([process.version, typeof Deno])"],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  let version = "", deno = "";
   try {
-    out = await new Deno.Command("node", { args: ["--version"], stdout: "piped" }).output();
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new Error("node is not installed: this test runs Node ≥ 20 (`node` on PATH)");
-    }
-    throw err;
+    [version, deno] = JSON.parse(new TextDecoder().decode(out.stdout));
+  } catch { /* not a node that answers */ }
+  if (!out.success || deno !== "undefined") {
+    throw new Error(`${node} is not Node.js: this test runs Node ≥ 20 (\`node\` on PATH)`);
   }
-  const version = new TextDecoder().decode(out.stdout).trim();
-  if (!out.success || Number(version.match(/^v(\d+)\./)?.[1]) < 20) {
-    throw new Error(`node ${version || "(no version)"} is too old: this test runs Node ≥ 20`);
+  if (!(Number(version.match(/^v(\d+)\./)?.[1]) >= 20)) {
+    throw new Error(`node ${version} at ${node} is too old: this test runs Node ≥ 20`);
   }
+  return node;
 }
 
 /** `deno install` in `dir`: from the cache only, else from the registry; the error's first line. */
@@ -68,7 +85,7 @@ async function install(dir: string): Promise<string | null> {
 
 /** A new Node ESM project with `packages` (names as `deno.json` pins them) installed. */
 export async function nodeProject(packages: string[]): Promise<NodeProject> {
-  await requireNode();
+  const node = await requireNode();
   const dependencies: Record<string, string> = {};
   for (const name of packages) dependencies[name] = await pinnedVersion(name);
   const dir = await Deno.makeTempDir({ prefix: "mp_node_project_" });
@@ -87,7 +104,7 @@ export async function nodeProject(packages: string[]): Promise<NodeProject> {
     throw new Error(`could not install ${JSON.stringify(dependencies)} for node: ${error}`);
   }
   const command = (args: string[], env: Record<string, string>) =>
-    new Deno.Command("node", {
+    new Deno.Command(node, {
       args,
       cwd: dir,
       env,
