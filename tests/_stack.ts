@@ -315,7 +315,8 @@ export function portBase(): number {
  * A port the tests own, `offset` (10–99) above the stack's port base, so it moves with
  * `STACK_PORT_BASE` as the stack's own six ports (base … base + 5) do. Two suites side by side
  * need bases at least 100 apart. Offsets in use: 10–16 deno_serve_test, 20 core_test, 30–39
- * misconfigured_test, 40 pkce_off_test, 50–55 and 90–95 stack_test (a held port, a second stack).
+ * misconfigured_test, 40 pkce_off_test, 50–55, 80–85 and 90–95 stack_test (a held port, stacks
+ * side by side).
  */
 export function testPort(offset: number): number {
   if (!Number.isInteger(offset) || offset < 10 || offset > 99) {
