@@ -112,10 +112,11 @@ async function pauseSchedules(env: Record<string, string>) {
 }
 
 /** The commit measured: HEAD, and whether tracked files differ from it. */
-async function commitOf(): Promise<{ commit: string; dirty: boolean }> {
+async function commitOf(): Promise<{ commit: string; dirty: boolean | null }> {
   const commit = await text("git", ["-C", ROOT, "rev-parse", "HEAD"]);
+  if (!commit) return { commit: "unknown", dirty: null };
   const status = await text("git", ["-C", ROOT, "status", "--porcelain", "--untracked-files=no"]);
-  return { commit: commit || "unknown", dirty: status !== "" };
+  return { commit, dirty: status !== "" };
 }
 
 async function main(): Promise<number> {
@@ -183,7 +184,7 @@ async function main(): Promise<number> {
     date,
     seconds: Math.round(seconds),
     benches: benches.map(([name]) => name),
-    machine: host,
+    machine: host.filter(([k]) => k !== "Date"),
   };
   const entries: BenchEntry[] = measured.map((m) => ({ name: m.name, run, rows: m.rows }));
   const order = BENCHES.map(([name]) => name);
