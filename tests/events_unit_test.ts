@@ -1,8 +1,9 @@
 // deno-lint-ignore-file no-explicit-any
 /**
- * The pure decisions of event delivery and the pull API (SPEC §10): the retry schedule, the
- * outcome of an attempt, the cursor, the query of mp-events, the webhook secrets' parsing, the
- * schedules' `stalled`, and the signatures as the `standardwebhooks` library verifies them.
+ * The pure decisions of event delivery and the pull API (docs/contract.md, "Events to the
+ * platform"): the retry schedule, the outcome of an attempt, the cursor, the query of mp-events,
+ * the webhook secrets' parsing, the schedules' `stalled`, and the signatures as the
+ * `standardwebhooks` library verifies them.
  */
 import assert from "node:assert/strict";
 import { Webhook } from "standardwebhooks";
@@ -10,11 +11,12 @@ import { nextAttemptAt, retryDelayMs } from "../shared/events/schedule.ts";
 import { decodeCursor, encodeCursor } from "../shared/events/cursor.ts";
 import { attemptResult, DELIVER_MAX_LIMIT, outcomeOf } from "../shared/events/deliver.ts";
 import { DELIVER_CHAIN_MAX, DELIVER_LANES, successorsToStart } from "../shared/events/lanes.ts";
-import { parseEventsQuery } from "../shared/events/pull.ts";
+import { EventsQuery } from "../shared/events/pull.ts";
 import { signatureHeaders, signers } from "../shared/events/sign.ts";
 import { loadConfig, parseWebhookSecrets } from "../shared/platform/config.ts";
 import { scheduleStatuses } from "../shared/operations/schedules.ts";
-import { HttpError } from "../shared/platform/http.ts";
+import { DomainError } from "../shared/platform/errors.ts";
+import { validate } from "../shared/platform/input.ts";
 
 const S = 1000;
 const M = 60 * S;
@@ -103,9 +105,10 @@ Deno.test("cursor: round trip; anything else is refused", () => {
 });
 
 Deno.test("mp-events query: limit 1–500 and a cursor of ours, else 400 invalid_request", () => {
-  assert.deepEqual(parseEventsQuery({}), { after: null, limit: 100 });
+  const parse = (q: Record<string, unknown>) => validate(EventsQuery, q);
+  assert.deepEqual(parse({}), { limit: 100 });
   assert.deepEqual(
-    parseEventsQuery({ limit: "500", after: encodeCursor({ xid: "5", pos: "6" }) }),
+    parse({ limit: "500", after: encodeCursor({ xid: "5", pos: "6" }) }),
     {
       after: { xid: "5", pos: "6" },
       limit: 500,
@@ -122,8 +125,8 @@ Deno.test("mp-events query: limit 1–500 and a cursor of ours, else 400 invalid
     ]
   ) {
     assert.throws(
-      () => parseEventsQuery(q),
-      (e: unknown) => e instanceof HttpError && e.status === 400 && e.code === "invalid_request",
+      () => parse(q),
+      (e: unknown) => e instanceof DomainError && e.code === "invalid_request",
     );
   }
 });

@@ -63,3 +63,154 @@ Deno.test("operator commands in scripts/ import nothing from local/ (the stand-i
   }
   assert.deepEqual(offenders, []);
 });
+
+// ---------------------------------------------------------------- one error vocabulary
+
+/** The HTTP edge: the one module that turns an error's code into a status. */
+const EDGE = "shared/platform/http.ts";
+/** A function's entry may import the edge (to declare itself with `defineFunction`). */
+const ENTRY = /^supabase\/functions\/[^/]+\/handler\.ts$/;
+/** Where the failures are defined: the platform, and the MercadoPago adapter (`MpError`). */
+const FAILURE_ROOMS = ["shared/platform/", "shared/mercadopago/"];
+/**
+ * Thrown in domain code besides the vocabulary: the MercadoPago adapter's failure, which every
+ * flow turns into a result, an audited state or a `DomainError` (docs/contract.md, "mp-refresh").
+ */
+const ADAPTER_FAILURES = ["MpError"];
+
+/** One import or re-export of a module: what it names and whether it brings in types only. */
+export interface ImportStatement {
+  from: string;
+  typeOnly: boolean;
+}
+
+/** Every import and re-export of a module (static, dynamic, side-effect), comments aside. */
+export function importStatements(text: string): ImportStatement[] {
+  const code = withoutComments(text);
+  const found: ImportStatement[] = [];
+  const re =
+    /\b(?:import|export)\s+(type\s+)?([\w$\s{},*]*?)\s*from\s*["']([^"']+)["']|\bimport\s*\(\s*["']([^"']+)["']|\bimport\s+["']([^"']+)["']/g;
+  for (const m of code.matchAll(re)) {
+    if (m[3] !== undefined) {
+      const braces = /^\{([^}]*)\}$/.exec(m[2].trim());
+      const names = braces ? braces[1].split(",").map((n) => n.trim()).filter(Boolean) : [];
+      const typeOnly = !!m[1] || (names.length > 0 && names.every((n) => /^type\s/.test(n)));
+      found.push({ from: m[3], typeOnly });
+    } else found.push({ from: (m[4] ?? m[5])!, typeOnly: false });
+  }
+  return found;
+}
+
+/** The text without its comments (so a comment naming a class or a module is not code). */
+function withoutComments(text: string): string {
+  return text.replace(/\/\*[\s\S]*?\*\//g, "").replace(/(^|[^:"'`\\])\/\/[^\n]*/g, "$1");
+}
+
+/** What a module throws: each `throw new X(…)` as `X`, each thrown literal as `literal`. */
+export function thrownKinds(text: string): string[] {
+  const code = withoutComments(text);
+  const kinds: string[] = [];
+  for (
+    const m of code.matchAll(/\bthrow\s+(?:new\s+([\w$.]+)|(["'`\d[{]|true\b|false\b|null\b))/g)
+  ) {
+    kinds.push(m[1] ?? "literal");
+  }
+  return kinds;
+}
+
+/** The classes a module declares without exporting them (errors it throws and catches itself). */
+function privateClasses(text: string): string[] {
+  return [...withoutComments(text).matchAll(/^class\s+([\w$]+)/gm)].map((m) => m[1]);
+}
+
+/** The modules the deployed functions run: every file reachable from supabase/functions/*\/index.ts. */
+async function deployedModules(): Promise<Set<string>> {
+  const seen = new Set<string>();
+  const queue: string[] = [];
+  for await (const entry of Deno.readDir(`${ROOT}supabase/functions`)) {
+    if (entry.isDirectory) queue.push(`supabase/functions/${entry.name}/index.ts`);
+  }
+  while (queue.length > 0) {
+    const path = queue.pop()!;
+    if (seen.has(path)) continue;
+    seen.add(path);
+    for (const { from } of importStatements(await Deno.readTextFile(`${ROOT}${path}`))) {
+      if (!from.startsWith(".")) continue;
+      queue.push(new URL(from, `file:///${path}`).pathname.slice(1));
+    }
+  }
+  return seen;
+}
+
+/** The classes the vocabulary's one reading of an error (`failureOf` in shared/platform/errors.ts) knows. */
+async function vocabulary(): Promise<string[]> {
+  const text = await Deno.readTextFile(`${ROOT}shared/platform/errors.ts`);
+  const body = text.slice(text.indexOf("export function failureOf"));
+  return [...body.matchAll(/instanceof\s+([\w$]+)/g)].map((m) => m[1]);
+}
+
+Deno.test("the scans see imports of every form and what is thrown, not comments", () => {
+  const text = [
+    `import { type Call, json as j,\n  uuid } from "../platform/http.ts";`,
+    `import type { Logger } from "./log.ts";`,
+    `import { type A, type B } from "./types.ts";`,
+    `export { validate } from "./input.ts";`,
+    `const m = await import("./lazy.ts");`,
+    `import "./side.ts";`,
+    `// import { x } from "./commented.ts"; throw new Hidden("no")`,
+    `/** throw new AlsoHidden() */`,
+    `if (a) throw new DomainError("invalid_request", "x"); else throw err;`,
+    `throw 0; throw "text"; throw new MpError("bad_response", "y");`,
+    `class Private extends Error {}`,
+    `export class Public extends Error {}`,
+  ].join("\n");
+  assert.deepEqual(importStatements(text), [
+    { from: "../platform/http.ts", typeOnly: false },
+    { from: "./log.ts", typeOnly: true },
+    { from: "./types.ts", typeOnly: true },
+    { from: "./input.ts", typeOnly: false },
+    { from: "./lazy.ts", typeOnly: false },
+    { from: "./side.ts", typeOnly: false },
+  ]);
+  assert.deepEqual(thrownKinds(text), ["DomainError", "literal", "literal", "MpError"]);
+  assert.deepEqual(privateClasses(text), ["Private"]);
+});
+
+Deno.test("one error vocabulary: nothing outside the HTTP edge and the function entries imports shared/platform/http.ts (types aside) or names HttpError", async () => {
+  const offenders: string[] = [];
+  let scanned = 0;
+  for (const top of PRODUCTION) {
+    for await (const path of sources(top)) {
+      scanned++;
+      if (path === EDGE) continue;
+      const text = await Deno.readTextFile(`${ROOT}${path}`);
+      if (/\bHttpError\b/.test(withoutComments(text))) offenders.push(`${path}: HttpError`);
+      if (ENTRY.test(path)) continue;
+      for (const { from, typeOnly } of importStatements(text)) {
+        if (/(^|\/)platform\/http\.ts$/.test(from) && !typeOnly) offenders.push(`${path}: ${from}`);
+      }
+    }
+  }
+  assert.ok(scanned > 50, "the scan saw the tree");
+  assert.deepEqual(offenders, [], "modules that reach for the edge's errors or statuses");
+});
+
+Deno.test("one error vocabulary: deployed domain code throws only DomainError and the failures the edge knows", async () => {
+  const known = await vocabulary();
+  assert.ok(known.includes("DomainError"), `failureOf knows ${known.join(", ")}`);
+  const deployed = await deployedModules();
+  assert.ok(
+    deployed.has("shared/events/pull.ts") && deployed.size > 40,
+    "the walk saw the functions",
+  );
+  const offenders: string[] = [];
+  for (const path of deployed) {
+    if (path === EDGE || FAILURE_ROOMS.some((room) => path.startsWith(room))) continue;
+    const text = await Deno.readTextFile(`${ROOT}${path}`);
+    const allowed = [...known, ...ADAPTER_FAILURES, ...privateClasses(text)];
+    for (const kind of thrownKinds(text)) {
+      if (!allowed.includes(kind)) offenders.push(`${path}: throws ${kind}`);
+    }
+  }
+  assert.deepEqual(offenders, [], "throws outside the vocabulary");
+});

@@ -6,8 +6,8 @@
  */
 import * as v from "valibot";
 import type { Context } from "../platform/context.ts";
-import { validate } from "../platform/http.ts";
 import { DomainError } from "../platform/errors.ts";
+import { validate } from "../platform/input.ts";
 import type { Logger } from "../platform/log.ts";
 import { MpError } from "../mercadopago/api.ts";
 import { verifySignature } from "../mercadopago/signature.ts";

@@ -1,15 +1,15 @@
 /**
- * mp-events, the pull API (SPEC §10, docs/events.md): pages of events in commit order after
- * an opaque cursor. The order is (writing transaction's xid, row position), and only events
+ * mp-events, the pull API (docs/contract.md, "mp-events"; docs/events.md, "Pull"): pages of
+ * events in commit order after an opaque cursor. The order is (writing transaction's xid, row position), and only events
  * of transactions below the reader's snapshot xmin are returned — all of those have finished —
  * so an event whose transaction commits later than a newer one's is never skipped.
  */
+import * as v from "valibot";
 import type { Context } from "../platform/context.ts";
-import { HttpError } from "../platform/http.ts";
 import { readEvents } from "../store/events.ts";
-import { decodeCursor, encodeCursor } from "./cursor.ts";
+import { decodeCursor, encodeCursor, type EventPosition } from "./cursor.ts";
 
-/** The largest page (SPEC §6). */
+/** The largest page (docs/contract.md, "mp-events"). */
 export const EVENTS_MAX_LIMIT = 500;
 /** The page size when the caller gives none. */
 export const EVENTS_DEFAULT_LIMIT = 100;
@@ -22,35 +22,41 @@ export interface PulledEvent {
   data: Record<string, unknown>;
 }
 
-/** Parses the query of mp-events; 400 `invalid_request` for a bad cursor or limit. Pure. */
-export function parseEventsQuery(
-  query: Record<string, unknown>,
-): { after: { xid: string; pos: string } | null; limit: number } {
-  for (const k of Object.keys(query)) {
-    if (k !== "after" && k !== "limit") {
-      throw new HttpError(400, "invalid_request", `unknown field ${k}`);
-    }
-  }
-  let after = null;
-  if (query.after !== undefined) {
-    after = typeof query.after === "string" ? decodeCursor(query.after) : null;
-    if (!after) throw new HttpError(400, "invalid_request", "after: not a cursor of mp-events");
-  }
-  let limit = EVENTS_DEFAULT_LIMIT;
-  if (query.limit !== undefined) {
-    const text = String(query.limit);
-    limit = /^[0-9]{1,4}$/.test(text) ? Number(text) : NaN;
-    if (!(limit >= 1 && limit <= EVENTS_MAX_LIMIT)) {
-      throw new HttpError(400, "invalid_request", `limit: must be from 1 to ${EVENTS_MAX_LIMIT}`);
-    }
-  }
-  return { after, limit };
-}
+const LIMIT_RANGE = `must be from 1 to ${EVENTS_MAX_LIMIT}`;
+const NOT_A_CURSOR = "not a cursor of mp-events";
+
+/**
+ * The query of mp-events (docs/contract.md, "mp-events"), the function's `input:`: `after`, a
+ * cursor this API made, and `limit`, 1–500 in decimal digits (default 100); nothing else.
+ */
+export const EventsQuery = v.strictObject({
+  after: v.optional(
+    v.pipe(
+      v.string(NOT_A_CURSOR),
+      v.rawTransform(({ dataset, addIssue, NEVER }) => {
+        const position = decodeCursor(dataset.value);
+        if (position) return position;
+        addIssue({ message: NOT_A_CURSOR });
+        return NEVER;
+      }),
+    ),
+  ),
+  limit: v.optional(
+    v.pipe(
+      v.string(LIMIT_RANGE),
+      v.regex(/^[0-9]{1,4}$/, LIMIT_RANGE),
+      v.transform(Number),
+      v.minValue(1, LIMIT_RANGE),
+      v.maxValue(EVENTS_MAX_LIMIT, LIMIT_RANGE),
+    ),
+    String(EVENTS_DEFAULT_LIMIT),
+  ),
+});
 
 /** A page of events after `after` (from the oldest kept one without it) and the next cursor. */
 export async function readEventPage(
   ctx: Context,
-  after: { xid: string; pos: string } | null,
+  after: EventPosition | null,
   limit: number,
 ): Promise<{ events: PulledEvent[]; next: string }> {
   const rows = await ctx.admin((sql) => readEvents(sql, after, limit));

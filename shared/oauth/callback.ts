@@ -5,7 +5,7 @@
  * unusable state is `invalid_state`, audited once per state (docs/invariants.md, invariant 8).
  */
 import type { Context } from "../platform/context.ts";
-import { describeError } from "../platform/http.ts";
+import { failureOf } from "../platform/errors.ts";
 import type { Logger } from "../platform/log.ts";
 import { recordEvent } from "../store/audit.ts";
 import { consumeState, readState, recordOutcome, rejectState } from "../store/oauth_states.ts";
@@ -63,7 +63,7 @@ export async function waitOrRejectState(
 
 /** The outcome of a thrown error, logged the way every function logs it. */
 export function failure(err: unknown, log: Logger): CallbackResult {
-  return failed(describeError(err, log).code);
+  return failed(failureOf(err, log).code);
 }
 
 /** The callback proper: consume the state, use it (or wait for the click that did), record how it ended. */

@@ -4,18 +4,19 @@
  * failure.
  */
 import * as v from "valibot";
-import { MisconfiguredError, type Need, requireConfig } from "./config.ts";
+import { type Need, requireConfig } from "./config.ts";
 import { type Context, getContext } from "./context.ts";
-import { DecryptError, logDecryptFailure } from "./crypto.ts";
-import { DomainError, type DomainErrorCode } from "./errors.ts";
-import { UnavailableError } from "./db.ts";
+import { DomainError, type FailureCode, failureOf } from "./errors.ts";
+import { validate } from "./input.ts";
 import { createLogger, type Logger } from "./log.ts";
+
+export { validate };
 
 /** Largest accepted request body (docs/contract.md, common rules). */
 export const MAX_BODY_BYTES = 64 * 1024;
 
-/** An error that becomes an HTTP answer with the error body of docs/contract.md. */
-export class HttpError extends Error {
+/** A refusal of the edge's own (a body too large, no server key), with its status; edge only. */
+class HttpError extends Error {
   constructor(readonly status: number, readonly code: string, message: string) {
     super(message);
     this.name = "HttpError";
@@ -139,18 +140,6 @@ export async function readInput(
   return parsed as Record<string, unknown>;
 }
 
-/** Validates `input` against `schema`; 400 `invalid_request` naming the first bad field. */
-export function validate<S extends v.GenericSchema>(schema: S, input: unknown): v.InferOutput<S> {
-  const result = v.safeParse(schema, input);
-  if (result.success) return result.output;
-  const issue = result.issues[0];
-  const path = v.getDotPath(issue);
-  const message = issue.type === "strict_object" && issue.input !== undefined
-    ? `unknown field ${path ?? ""}`.trim()
-    : `${path ? `${path}: ` : ""}${issue.message}`;
-  throw new DomainError("invalid_request", message);
-}
-
 /** What a function's body receives for one request. */
 export interface Call<I> {
   req: Request;
@@ -172,8 +161,8 @@ export interface FunctionSpec<S extends v.GenericSchema> {
   run(call: Call<v.InferOutput<S>>): Promise<Response>;
 }
 
-/** The HTTP status of each domain error code (docs/contract.md, errors): chosen here, once. */
-const DOMAIN_STATUS: Record<DomainErrorCode, number> = {
+/** The HTTP status of each error code (docs/contract.md, "Errors"): chosen here, once. */
+const STATUS: Record<FailureCode, number> = {
   invalid_request: 400,
   unauthorized: 401,
   account_not_found: 404,
@@ -181,6 +170,9 @@ const DOMAIN_STATUS: Record<DomainErrorCode, number> = {
   mp_not_connected: 404,
   mp_reauth_required: 404,
   account_linked_elsewhere: 409,
+  misconfigured: 500,
+  decrypt_failed: 500,
+  internal: 500,
   unavailable: 503,
 };
 
@@ -192,40 +184,17 @@ export interface ErrorAnswer {
 }
 
 /**
- * What a thrown error means for the caller (docs/contract.md, errors), logging what a person
- * needs: client errors at info with their code, failures at error with their cause.
+ * What a thrown error means for the caller (docs/contract.md, "Errors"): the edge's own refusals
+ * as they are, every other error in the contract's words (`failureOf`, which logs it) with the
+ * status of its code.
  */
 export function describeError(err: unknown, log: Logger): ErrorAnswer {
-  if (err instanceof DomainError) {
-    log.info("Request refused", { code: err.code, reason: err.message });
-    return { status: DOMAIN_STATUS[err.code], code: err.code, message: err.message };
-  }
   if (err instanceof HttpError) {
     log.info("Request refused", { code: err.code, status: err.status, reason: err.message });
     return { status: err.status, code: err.code, message: err.message };
   }
-  if (err instanceof MisconfiguredError) {
-    log.error("Function misconfigured", { variable: err.variable, reason: err.reason });
-    return {
-      status: 500,
-      code: "misconfigured",
-      message: `${err.variable} is missing or malformed`,
-    };
-  }
-  if (err instanceof DecryptError) {
-    logDecryptFailure(log, err.accountId, err.field);
-    return {
-      status: 500,
-      code: "decrypt_failed",
-      message: "stored MP credentials could not be decrypted",
-    };
-  }
-  if (err instanceof UnavailableError) {
-    log.error("Database unavailable", { database: err.database, error: err.cause });
-    return { status: 503, code: "unavailable", message: "the database could not be reached" };
-  }
-  log.error("Unhandled error", { error: err });
-  return { status: 500, code: "internal", message: "internal error" };
+  const { code, message } = failureOf(err, log);
+  return { status: STATUS[code], code, message };
 }
 
 /** Answers a thrown error with its status and code (docs/contract.md, errors). */
