@@ -1,5 +1,5 @@
 /**
- * A burst of events to the platform (SPEC §8, §10; docs/events.md, "Bursts"): 100,000 events
+ * A burst of events to the platform (docs/events.md, "Bursts"): 100,000 events
  * inserted straight into the Admin outbox as the triggers write them (`mp_event_payload`),
  * over 50,000 accounts with two events each — an `at_risk` then a `recovered`, as an outage
  * at MercadoPago and its end would write them; the second event of an account waits for the
@@ -29,7 +29,7 @@ const EVENTS = 100_000;
 const QUICK_EVENTS = 2_000;
 const PER_ACCOUNT = 2;
 const ANSWER_MS = 50;
-/** The SPEC's target for the whole burst. */
+/** The target for the whole burst (docs/events.md, "Bursts"). */
 const TARGET_S = 15 * 60;
 /** Every this many deliveries, one signature is verified with the library. */
 const VERIFY_EVERY = 500;

@@ -186,7 +186,8 @@ export async function seedScale(
     }),
     copy(backendCopy, n, backendLine, () => {}),
   ]);
-  // The COPY wrote one `connected` event per seeded account (a real change, SPEC §10); the
+  // The COPY wrote one `connected` event per seeded account (a real change: docs/contract.md,
+  // "Events to the platform"); the
   // scale benchmarks measure the accounts, not a million-event backlog: drop those events.
   await clearScaleEvents(admin);
   return { accounts: n, drifted, seconds: (performance.now() - started) / 1000 };

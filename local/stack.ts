@@ -228,7 +228,8 @@ function stackEnvironment(
     MP_OAUTH_PKCE: "true",
     MP_WEBHOOK_SECRET: randomHex(24),
     APP_RETURN_URL: `${gatewayUrl}/app`,
-    // Events to the platform (SPEC §10): two secrets, as during a rotation. The test profile
+    // Events to the platform (docs/contract.md, "mp-deliver-events"): two secrets, as during a
+    // rotation. The test profile
     // points at a receiver the tests run themselves on STACK_PORT_BASE + 7 (none by default).
     PLATFORM_WEBHOOK_URL: Deno.env.get("PLATFORM_WEBHOOK_URL") ??
       (run.name === "test"

@@ -1,8 +1,8 @@
 /**
  * `deno task events [--since <ISO time>] [--redeliver] [--json]`: the event outbox for
- * operators (SPEC §10) — pending and failed events, oldest first, and with `--redeliver` the
- * failed ones (created since `--since` when given) put back to pending, due now, for another
- * 3 days of retries. Needs ADMIN_DB_URL.
+ * operators (docs/events.md, "Operators") — pending and failed events, oldest first, and with
+ * `--redeliver` the failed ones (created since `--since` when given) put back to pending, due
+ * now, for another 3 days of retries. Needs ADMIN_DB_URL.
  */
 import { listUndelivered, readOutboxTotals, redeliverEvents } from "../shared/store/events.ts";
 import { scrub } from "../shared/platform/log.ts";

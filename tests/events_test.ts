@@ -1,6 +1,7 @@
 // deno-lint-ignore-file no-explicit-any
 /**
- * Events to the platform (SPEC §10, invariant 10), end to end against the test stack: each
+ * Events to the platform (docs/contract.md, "Events to the platform"; invariant 10), end to end
+ * against the test stack: each
  * event type produced by its real flow, deliveries signed under both secrets and verified by
  * the `standardwebhooks` library, retries with the same `webhook-id` (5xx, a hang past the
  * attempt timeout, a redirect), order per account, the pull cursor under concurrent writers,
@@ -418,7 +419,7 @@ Deno.test("mp-events: commit order with two writers committing out of id order �
   await Promise.all([a.end({ timeout: 1 }), b.end({ timeout: 1 })]);
 });
 
-Deno.test("mp-events: bad input is 400 invalid_request; payloads as SPEC §10", async () => {
+Deno.test("mp-events: bad input is 400 invalid_request; payloads as the contract's", async () => {
   for (
     const q of [
       "?after=garbage!",

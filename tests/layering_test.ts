@@ -214,3 +214,114 @@ Deno.test("one error vocabulary: deployed domain code throws only DomainError an
   }
   assert.deepEqual(offenders, [], "throws outside the vocabulary");
 });
+
+// ---------------------------------------------------------------- citations of the docs
+
+/** Where the tree cites its docs: every source, SQL and Markdown file (tooling state aside). */
+const CITING = [".ts", ".mjs", ".sql", ".md"];
+const NOT_SCANNED = new Set([".git", ".local", "node_modules"]);
+
+/** Every file of the repository with one of `CITING`'s endings. */
+async function* citingFiles(dir = ""): AsyncGenerator<string> {
+  for await (const entry of Deno.readDir(`${ROOT}${dir}`)) {
+    if (NOT_SCANNED.has(entry.name)) continue;
+    const path = dir ? `${dir}/${entry.name}` : entry.name;
+    if (entry.isDirectory) yield* citingFiles(path);
+    else if (CITING.some((end) => entry.name.endsWith(end))) yield path;
+  }
+}
+
+/**
+ * Each `docs/<file>.md, "<heading>"` a text cites, comment markers between its lines aside (a
+ * citation may wrap): the doc's file name and the heading as cited.
+ */
+export function citedHeadings(text: string): { doc: string; heading: string }[] {
+  const flat = text.replace(/\s*\n\s*(?:\*(?!\/)|\/\/|--|#)?\s*/g, " ");
+  return [...flat.matchAll(/\bdocs\/([\w-]+\.md), "([^"]+)"/g)].map((m) => ({
+    doc: m[1],
+    heading: m[2],
+  }));
+}
+
+/**
+ * The names a Markdown document's headings may be cited by: each heading without its section
+ * number (`## 7. Events to the platform` → "Events to the platform"), and its short title, the part
+ * before a colon or a parenthesis (`## Bursts: a run …` → "Bursts"). Code blocks are not headings.
+ */
+export function headingNames(markdown: string): Set<string> {
+  const names = new Set<string>();
+  let fenced = false;
+  for (const line of markdown.split("\n")) {
+    if (/^\s*(```|~~~)/.test(line)) fenced = !fenced;
+    const m = fenced ? null : /^#{1,6}\s+(.+?)\s*#*\s*$/.exec(line);
+    if (!m) continue;
+    const title = m[1].replace(/^\d+(?:\.\d+)*\.?\s+/, "");
+    names.add(title);
+    const cut = title.search(/:\s|\s\(/);
+    if (cut > 0) names.add(title.slice(0, cut));
+  }
+  return names;
+}
+
+Deno.test("the citation scan reads wrapped citations and headings by number, short title and fences", () => {
+  const docs = "docs/"; // not written out here, so that this file cites nothing itself
+  const code = [
+    `/** The answer (${docs}contract.md, "mp-events"; ${docs}events.md, "Pull"). */`,
+    ` * Events (${docs}contract.md, "Events to the`,
+    ` * platform"), and ${docs}contract.md,`,
+    ` * "Errors" once more; ${docs}contract.md, errors is no citation.`,
+  ].join("\n");
+  assert.deepEqual(citedHeadings(code), [
+    { doc: "contract.md", heading: "mp-events" },
+    { doc: "events.md", heading: "Pull" },
+    { doc: "contract.md", heading: "Events to the platform" },
+    { doc: "contract.md", heading: "Errors" },
+  ]);
+  const doc = [
+    "# Title",
+    "## 7. Events to the platform",
+    "### 7.2 mp-events",
+    "## Bursts: a run continues itself (`lanes.ts`)",
+    "## The outbox (Admin DB)",
+    "```sh",
+    "# not a heading",
+    "```",
+  ].join("\n");
+  assert.deepEqual([...headingNames(doc)].sort(), [
+    "Bursts",
+    "Bursts: a run continues itself (`lanes.ts`)",
+    "Events to the platform",
+    "The outbox",
+    "The outbox (Admin DB)",
+    "Title",
+    "mp-events",
+  ]);
+});
+
+Deno.test('every docs/<file>.md, "<heading>" cited in the tree names a heading of that file; nothing cites the SPEC outside the repository', async () => {
+  const spec = ["SPEC", "§"].join(" "); // so that this file does not cite it
+  const headings = new Map<string, Set<string>>();
+  for await (const entry of Deno.readDir(`${ROOT}docs`)) {
+    if (entry.name.endsWith(".md")) {
+      headings.set(entry.name, headingNames(await Deno.readTextFile(`${ROOT}docs/${entry.name}`)));
+    }
+  }
+  assert.ok(headings.get("contract.md")?.has("Events to the platform"), "the contract was read");
+  const broken: string[] = [];
+  const outside: string[] = [];
+  let cited = 0;
+  for await (const path of citingFiles()) {
+    const text = await Deno.readTextFile(`${ROOT}${path}`);
+    for (const { doc, heading } of citedHeadings(text)) {
+      cited++;
+      const names = headings.get(doc);
+      if (!names) broken.push(`${path}: docs/${doc} does not exist`);
+      else if (!names.has(heading)) broken.push(`${path}: docs/${doc} has no heading "${heading}"`);
+    }
+    // Applied migrations are history: their text stays as it was applied.
+    if (!/(^|\/)migrations\//.test(path) && text.includes(spec)) outside.push(path);
+  }
+  assert.ok(cited > 30, `the scan saw the citations (${cited})`);
+  assert.deepEqual(broken, [], "citations of headings that do not exist");
+  assert.deepEqual(outside, [], "citations of SPEC, a document outside the repository");
+});

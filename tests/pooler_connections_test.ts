@@ -1,10 +1,10 @@
 /**
- * SPEC §2 / README "Connections": an isolate opens at most `FUNCTION_POOL_MAX` (3) connections
- * per database, counted at the pooler. mp-refresh — the one function whose request runs
- * statements concurrently (its 8 MercadoPago calls in flight each save through the pools) — runs
- * in one isolate of a gateway of its own, on the stack's TLS poolers; the pooler's `SHOW CLIENTS`
- * is read while its calls are held and after its run, and the clients whose address is one of
- * the isolate process's sockets are that isolate's connections.
+ * docs/contract.md, "Common rules" (README, "Operating it"): an isolate opens at most
+ * `FUNCTION_POOL_MAX` (3) connections per database, counted at the pooler. mp-refresh — the one
+ * function whose request runs statements concurrently (its 8 MercadoPago calls in flight each save
+ * through the pools) — runs in one isolate of a gateway of its own, on the stack's TLS poolers; the
+ * pooler's `SHOW CLIENTS` is read while its calls are held and after its run, and the clients whose
+ * address is one of the isolate process's sockets are that isolate's connections.
  */
 import assert from "node:assert/strict";
 import { createGateway, functionEntrypoints } from "../local/gateway.ts";

@@ -1,5 +1,6 @@
 /**
- * mp-deliver-events (SPEC §10): POSTs the due events of the outbox to `PLATFORM_WEBHOOK_URL`,
+ * mp-deliver-events (docs/contract.md, "mp-deliver-events"): POSTs the due events of the outbox
+ * to `PLATFORM_WEBHOOK_URL`,
  * signed as Standard Webhooks (`sign.ts`). At least once (an event is marked delivered only
  * after a 2xx), in order per account (only each account's oldest pending event is claimed),
  * one attempt at most `PLATFORM_WEBHOOK_TIMEOUT_MS` (15 s), redirects not followed (a 3xx is
@@ -24,7 +25,7 @@ import { signatureHeaders, signers } from "./sign.ts";
 
 /** Events a run delivers at most when the caller gives no limit. */
 export const DELIVER_DEFAULT_LIMIT = 500;
-/** The largest `limit` a caller may ask for (SPEC §6). */
+/** The largest `limit` a caller may ask for (docs/contract.md, "mp-deliver-events"). */
 export const DELIVER_MAX_LIMIT = 1000;
 /** After this long a run claims nothing new. */
 export const DELIVER_BUDGET_MS = 40_000;
@@ -44,7 +45,7 @@ export interface DeliverOptions {
   skipExpiring?: boolean;
 }
 
-/** The answer of mp-deliver-events (SPEC §6). */
+/** The answer of mp-deliver-events (docs/contract.md, "mp-deliver-events"). */
 export interface DeliverReport {
   delivered: number;
   failed: number;

@@ -1,5 +1,5 @@
 /**
- * Bursts (SPEC §8: 100,000 events within 15 minutes; docs/events.md, "Bursts"): a run of
+ * Bursts (100,000 events within 15 minutes: docs/events.md, "Bursts"): a run of
  * mp-deliver-events that used its whole limit (or its budget) while events are still due
  * starts successors of itself — POSTs to its own URL with the project's secret key, carrying
  * `{"limit"}` with its link in the `x-mp-delivery-chain` header — so a burst drains in parallel lanes while an idle outbox costs one

@@ -1,7 +1,7 @@
 /**
- * When a failed delivery is tried again (SPEC §10): about 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
- * then every 10 h, for 3 days from the event's creation (or from its redelivery), then the
- * event is `failed`. Pure.
+ * When a failed delivery is tried again (docs/contract.md, "mp-deliver-events"): about 5 s,
+ * 5 min, 30 min, 2 h, 5 h, 10 h, then every 10 h, for 3 days from the event's creation (or from
+ * its redelivery), then the event is `failed`. Pure.
  */
 
 /** The delays after the 1st, 2nd, … failed attempt; the last one repeats. */

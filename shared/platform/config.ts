@@ -187,7 +187,7 @@ function serverKeys(env: Record<string, string | undefined>, problems: Map<strin
   return keys.length > 0 ? keys : undefined;
 }
 
-/** The variables of event delivery (SPEC §10), named when one is malformed. */
+/** Event delivery's variables (docs/contract.md, "mp-deliver-events"), named when malformed. */
 export const WEBHOOK_VARIABLES = [
   "PLATFORM_WEBHOOK_URL",
   "PLATFORM_WEBHOOK_SECRETS",

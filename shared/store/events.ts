@@ -1,5 +1,6 @@
 /**
- * The Admin DB's event outbox (`mp_event_outbox`, SPEC §10) and the scheduled functions' run
+ * The Admin DB's event outbox (`mp_event_outbox`; docs/contract.md, "Events to the platform")
+ * and the scheduled functions' run
  * records (`mp_function_runs`): every change is one SQL function of the Admin migration
  * …_mp_event_outbox.sql (docs/atomic-state.md).
  */

@@ -9,7 +9,7 @@
 export interface Mutant {
   /** Unique, short, says what the bug is. */
   name: string;
-  /** The invariants of SPEC §5 it breaks (1–10). */
+  /** The invariants of docs/invariants.md it breaks (1–10). */
   invariants: number[];
   /** Repository-relative path of the file it changes (.ts or .sql). */
   file: string;
@@ -427,7 +427,7 @@ export function replaceSection(doc: string, title: string, body: string): string
 }
 
 // ---------------------------------------------------------------------------------------------
-// Where the invariants live (docs/invariants.md, "Enforced")
+// Where the invariants live (each section's "Enforced" line in docs/invariants.md)
 
 /** The files docs/invariants.md names under "Enforced", per invariant, and the names it could not resolve. */
 export interface EnforcedFiles {

@@ -1,7 +1,7 @@
 /**
  * The mutants `deno task mutants` puts into the invariant-critical code, one at a time: each a
  * small, realistic bug (a condition inverted, a fence loosened, a check dropped, a statement
- * moved, a constant off by one), never syntax breakage. Each names the invariants of SPEC §5
+ * moved, a constant off by one), never syntax breakage. Each names the invariants
  * it breaks; `from` must occur exactly once in `file` (the harness checks it and reports the
  * mutant `invalid` otherwise). Chosen from the invariants and the code that enforces them
  * (docs/invariants.md), before any run — not from the tests.
