@@ -1,5 +1,5 @@
 /**
- * MercadoPago `mp-connect` notifications (docs/contract.md, mp-webhook): the strictly parsed
+ * MercadoPago `mp-connect` notifications (docs/contract.md, "mp-webhook"): the strictly parsed
  * signature first (401), then the body, then the delivery claimed in one statement so a repeat
  * changes nothing; `application.deauthorized` is confirmed with MercadoPago account by account
  * before anything is revoked (503 when MercadoPago cannot be asked, so it delivers again).

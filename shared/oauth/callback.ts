@@ -1,8 +1,8 @@
 /**
- * The OAuth callback flow (docs/contract.md, mp-oauth-callback): consume the single-use state,
- * then exchange and save (`exchange.ts`), and record how the state ended. A double-clicked
- * callback finds its state consumed and waits for the first click's outcome; any other
- * unusable state is `invalid_state`, audited once per state (docs/invariants.md, invariant 8).
+ * The OAuth callback flow (docs/contract.md, "mp-oauth-start / mp-oauth-callback"): consume the
+ * single-use state, then exchange and save (`exchange.ts`), and record how the state ended. A
+ * double-clicked callback finds its state consumed and waits for the first click's outcome; any
+ * other unusable state is `invalid_state`, audited once per state (docs/invariants.md, invariant 8).
  */
 import type { Context } from "../platform/context.ts";
 import { failureOf } from "../platform/errors.ts";
