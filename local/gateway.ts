@@ -30,7 +30,9 @@
  * `Memory`) is dispatched on its globalThis; at the wall clock it is terminated (a pending
  * request answers 504). No answer within the request timeout (queueing included): 504, and
  * the isolate serving it is terminated. A thrown or uncaught error: 500 `WORKER_ERROR`, the
- * isolate replaced; a module that fails to load: 503 `BOOT_ERROR`. Idle isolates retire.
+ * isolate replaced; a module that fails to load: 503 `BOOT_ERROR`. Idle isolates retire. Work
+ * handed to `EdgeRuntime.waitUntil` (background work after the answer) keeps its isolate alive: a
+ * retiring isolate ends once that work has settled (its wall clock still ends it).
  * One JSON line per request (`msg: "Edge request"`, `cpu_ms`, `wall_ms`, …) and per isolate
  * start, retirement and termination (with `reason`) goes to stdout; the functions' own
  * console output goes straight to the process's stdout/stderr, as before.

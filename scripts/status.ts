@@ -1,56 +1,42 @@
 /**
  * `deno task status [--json]`: every MercadoPago connection's health — account, client,
- * connection state (with reason and deadline), expires in, last refresh, failures, needs re-authorization, cache in sync —
- * the ones that need a person first, then totals. Needs BACKEND_DB_URL and ADMIN_DB_URL.
+ * connection state (with reason and deadline), expires in, last refresh, failures, needs
+ * re-authorization, cache in sync — the ones that need a person first; then mp-health's totals,
+ * from the same function (`healthTotals`), so the two agree figure for figure; then what the
+ * listing itself counted. Needs BACKEND_DB_URL and ADMIN_DB_URL.
  */
 import {
   type AccountStatus,
   accountStatuses,
-  fastPathMisses,
+  type HealthTotals,
+  healthTotals,
 } from "../shared/operations/health.ts";
 import { scanOrphans } from "../shared/reconcile/drift.ts";
 import { scrub } from "../shared/platform/log.ts";
 import { fail, parseFlags, scriptContext } from "./_cli.ts";
 
-/** The totals printed under the table (and under `totals` with --json). */
-export interface StatusTotals {
+/** What the listing itself counted (under `listed` with --json), beside mp-health's totals. */
+export interface ListedTotals {
+  /** Accounts listed: connected, linked or re-authorization-needing. */
   accounts: number;
-  connected: number;
-  needs_reauth: number;
-  at_risk: number;
   expired: number;
-  expiring_7d: number;
   failing: number;
-  drifted: number;
-  client_missing: number;
+  /** Listed accounts whose cache differs now (mp-health's `drifted` is the pass's last finding). */
+  cache_differs: number;
   not_linked: number;
   unlinked_caches: number;
-  fast_path_misses_1h: number;
 }
 
-/** Totals over the status rows plus the caches no account feeds and the last hour's misses. */
-export function statusTotals(
-  rows: AccountStatus[],
-  unlinkedCaches: number,
-  misses: number,
-): StatusTotals {
-  const now = Date.now();
+/** Counts over the listed rows plus the caches no account feeds. Pure. */
+export function listedTotals(rows: AccountStatus[], unlinkedCaches: number): ListedTotals {
   const count = (f: (r: AccountStatus) => boolean) => rows.filter(f).length;
-  const expiresIn = (r: AccountStatus) => (r.expires_at ? Date.parse(r.expires_at) - now : NaN);
-  const drifted = count((r) => !["in_sync", "not_linked", "client_missing"].includes(r.cache));
   return {
     accounts: rows.length,
-    connected: count((r) => r.connected),
-    needs_reauth: count((r) => r.needs_reauth),
-    at_risk: count((r) => r.state === "at_risk"),
-    expired: count((r) => r.connected && expiresIn(r) <= 0),
-    expiring_7d: count((r) => r.connected && expiresIn(r) < 7 * 86_400_000),
+    expired: count((r) => r.attention === "expired"),
     failing: count((r) => r.failures > 0),
-    drifted: drifted + unlinkedCaches,
-    client_missing: count((r) => r.cache === "client_missing"),
+    cache_differs: count((r) => !["in_sync", "not_linked"].includes(r.cache)),
     not_linked: count((r) => r.cache === "not_linked"),
     unlinked_caches: unlinkedCaches,
-    fast_path_misses_1h: misses,
   };
 }
 
@@ -64,8 +50,40 @@ function span(ms: number): string {
   return ms < 0 ? `-${text}` : text;
 }
 
-/** The table and totals as an operator reads them. */
-export function formatStatus(rows: AccountStatus[], totals: StatusTotals): string {
+const words = (key: string) => key.replaceAll("_", " ");
+const figures = (o: object) => Object.entries(o).map(([k, v]) => `${words(k)}: ${v}`).join(" · ");
+
+/** mp-health's totals as lines: every figure mp-health answers, under the same names. Pure. */
+export function formatTotals(t: HealthTotals): string[] {
+  const { accounts, connected, expiring_7d, needs_reauth, at_risk } = t;
+  const { outbox, reconcile } = t;
+  const schedules = Object.entries(t.schedules).map(([name, s]) =>
+    `${name} ${s.stalled ? "STALLED" : "ok"} (last run ${s.last_run_at ?? "never"}, ${
+      s.outcome ?? "no outcome"
+    }; scheduled ${s.scheduled_at ?? "never"}; every ${s.interval_s} s)`
+  );
+  return [
+    figures({ accounts, connected, expiring_7d, needs_reauth, at_risk }),
+    `states: ${figures(t.states)}`,
+    figures({
+      drifted: t.drifted,
+      client_missing: t.client_missing,
+      fast_path_misses_1h: t.fast_path_misses_1h,
+    }),
+    `drift by kind: ${figures(t.drift_by_kind)}`,
+    `reconcile: ${figures(reconcile)}`,
+    `outbox: ${figures(outbox)}`,
+    `schedules: ${schedules.join(" · ")}`,
+    t.ok ? "ok: true" : `ok: false — ${t.problems.join("; ")}`,
+  ];
+}
+
+/** The table, mp-health's totals and the listing's own counts, as an operator reads them. */
+export function formatStatus(
+  rows: AccountStatus[],
+  totals: HealthTotals,
+  listed: ListedTotals,
+): string {
   const now = Date.now();
   const header = [
     "attention",
@@ -99,7 +117,8 @@ export function formatStatus(rows: AccountStatus[], totals: StatusTotals): strin
     fmt(header),
     ...lines.map(fmt),
     "",
-    Object.entries(totals).map(([k, v]) => `${k.replaceAll("_", " ")}: ${v}`).join(" · "),
+    ...formatTotals(totals),
+    `listed: ${figures(listed)}`,
   ].join("\n");
 }
 
@@ -112,9 +131,12 @@ async function main(): Promise<number> {
     await scanOrphans(ctx, (orphans) => {
       unlinked += orphans.length;
     });
-    const totals = statusTotals(rows, unlinked, await fastPathMisses(ctx));
+    const totals = await healthTotals(ctx);
+    const listed = listedTotals(rows, unlinked);
     console.log(
-      values.json ? JSON.stringify({ totals, accounts: rows }) : formatStatus(rows, totals),
+      values.json
+        ? JSON.stringify({ totals, listed, accounts: rows })
+        : formatStatus(rows, totals, listed),
     );
     return 0;
   } catch (err) {

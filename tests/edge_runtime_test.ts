@@ -309,6 +309,29 @@ Deno.test("wall clock: beforeunload is dispatched, then the isolate is terminate
   }
 });
 
+Deno.test("EdgeRuntime.waitUntil: an isolate retiring at its answer lives until its background work settles", async () => {
+  const file = await Deno.makeTempFile({ prefix: "probe-background-" });
+  const clock = new ManualClock();
+  const { gw, lines } = await probeGateway(
+    { wallClockMs: 4000, beforeunloadWallClockPct: 50 },
+    { PROBE_BACKGROUND_FILE: file },
+    clock,
+  );
+  try {
+    const answer = call(gw, "probe/background?ms=300&until_unload=1");
+    await untilLines(lines, "Edge isolate started", 1); // serving the request now
+    clock.advance(2000); // half its wall clock: it retires at its answer, beforeunload comes
+    assert.equal((await answer).status, 200);
+    const [retired] = await untilLines(lines, "Edge isolate retired", 1);
+    assert.equal(retired.reason, "WallClockTime");
+    assert.equal(await Deno.readTextFile(file), "done", "the background work ran to its end");
+    assert.ok(!lines.some((l) => l.msg === "Edge isolate terminated"));
+  } finally {
+    await gw.close();
+    await Deno.remove(file).catch(() => {});
+  }
+});
+
 Deno.test("no answer within the request timeout: 504, queued requests too", async () => {
   const clock = new ManualClock();
   const { gw, lines } = await probeGateway({ requestTimeoutMs: 3000, maxIsolates: 1 }, {}, clock);

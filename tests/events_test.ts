@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { Webhook } from "standardwebhooks";
 import {
   adminDb,
+  backendDb,
   call,
   closeDbs,
   eventually,
@@ -318,11 +319,14 @@ Deno.test("delivery: after 3 days an event is failed; --redeliver puts it back",
   assert.ok(report.failed >= 1, JSON.stringify(report));
   const [row] = await outbox(accountId);
   assert.equal(row.status, "failed");
+  // An event failed within the last 24 hours: mp-health is not ok and answers 503, same body.
   const health = await call("mp-health");
-  assert.equal(health.status, 200);
+  assert.equal(health.status, 503);
+  assert.equal(health.body.ok, false);
   assert.ok(health.body.outbox.failed >= 1);
+  assert.ok(health.body.outbox.failed_24h >= 1);
   assert.equal(typeof health.body.outbox.pending, "number");
-  assert.equal(typeof health.body.ok, "boolean");
+  assert.ok(health.body.problems.some((p: string) => /failed in the last 24 hours/.test(p)));
   assert.deepEqual(Object.keys(health.body.schedules).sort(), [
     "mp-deliver-events",
     "mp-probe",
@@ -352,12 +356,16 @@ Deno.test("mp-deliver-events records its run; mp-health reports it", async () =>
   const run = health.body.schedules["mp-deliver-events"];
   assert.ok(run.last_run_at, JSON.stringify(run));
   assert.equal(run.outcome, "completed");
-  // A schedule whose last run is old is stalled, and mp-health says so.
+  // A schedule whose last run is old, and that was scheduled long before, is stalled, and
+  // mp-health says so (counted from the later of the two).
   await adminDb()`update mp_function_runs set last_finished_at = now() - interval '1 hour'
+    where function_name = 'mp-deliver-events'`;
+  await backendDb()`update mp_schedules set scheduled_at = now() - interval '1 hour'
     where function_name = 'mp-deliver-events'`;
   const stale = await call("mp-health");
   assert.equal(stale.body.schedules["mp-deliver-events"].stalled, true);
   assert.equal(stale.body.ok, false);
+  assert.equal(stale.status, 503);
 });
 
 Deno.test("mp-events: commit order with two writers committing out of id order — nothing skipped, nothing repeated", async () => {

@@ -60,13 +60,17 @@ Deno.test("retry schedule: retried for 3 days from creation, then failed (null)"
 });
 
 Deno.test("attempt results: only a 2xx acknowledges; 3xx, 4xx, 5xx and no answer are retried", () => {
-  assert.deepEqual(attemptResult(200), { ok: true });
-  assert.deepEqual(attemptResult(204), { ok: true });
-  for (const s of [301, 302, 307, 308]) assert.match((attemptResult(s) as any).error, /redirect/);
-  for (const s of [400, 404, 410, 500, 503]) assert.equal(attemptResult(s).ok, false);
-  assert.deepEqual(attemptResult(null, "timeout after 15000 ms"), {
+  const result = (answer: Parameters<typeof attemptResult>[1]) =>
+    attemptResult("receiver.example", answer, 15_000);
+  assert.deepEqual(result({ status: 200 }), { ok: true });
+  assert.deepEqual(result({ status: 204 }), { ok: true });
+  for (const s of [301, 302, 307, 308]) {
+    assert.match((result({ status: s }) as any).error, /redirect/);
+  }
+  for (const s of [400, 404, 410, 500, 503]) assert.equal(result({ status: s }).ok, false);
+  assert.deepEqual(result({ noAnswer: "timeout" }), {
     ok: false,
-    error: "timeout after 15000 ms",
+    error: "receiver.example timed out after 15 s",
   });
   const now = new Date();
   const event = { id: "e", retry_from: now, attempts: 1 };
@@ -173,11 +177,15 @@ Deno.test("signatures: one v1 per secret; the library verifies under either secr
 Deno.test("schedules: stalled after two missed intervals or when never run", () => {
   const now = new Date("2026-01-01T12:00:00Z");
   const ago = (ms: number) => new Date(now.getTime() - ms);
-  const s = scheduleStatuses([
-    { function_name: "mp-refresh", last_finished_at: ago(19 * M), outcome: "completed" },
-    { function_name: "mp-reconcile", last_finished_at: ago(2 * M + S), outcome: "completed" },
-    { function_name: "mp-probe", last_finished_at: ago(30 * S), outcome: "completed" },
-  ], now);
+  const s = scheduleStatuses(
+    [
+      { function_name: "mp-refresh", last_finished_at: ago(19 * M), outcome: "completed" },
+      { function_name: "mp-reconcile", last_finished_at: ago(2 * M + S), outcome: "completed" },
+      { function_name: "mp-probe", last_finished_at: ago(30 * S), outcome: "completed" },
+    ],
+    [],
+    now,
+  );
   assert.equal(s["mp-refresh"].stalled, false);
   assert.equal(s["mp-refresh"].interval_s, 600);
   assert.equal(s["mp-reconcile"].stalled, true);

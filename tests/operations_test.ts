@@ -490,27 +490,55 @@ Deno.test("status --json: everyone's health, the ones that need a person first, 
       ],
     );
     const first = accounts[0];
-    assert.equal(first.connected, true);
+    // The per-account `connected` is the state (mp-health's definition), not mp_connected.
+    assert.equal(first.connected, false);
     assert.equal(first.needs_reauth, true);
     assert.equal(first.state, "reauth_required");
+    assert.equal(accounts[6].connected, true);
     assert.equal(first.reason, "invalid_grant");
     assert.equal(first.failures, 1);
     assert.ok(first.client_id);
     assert.equal(accounts[2].last_error, "server_error");
     assert.equal(accounts[6].last_refresh_at !== null, true);
-    assert.deepEqual(totals, {
+    // The totals are mp-health's (the same function): by state, the reconcile pass's drift (none
+    // ran here), the outbox (8 `connected` events pending), schedules (none here: stalled).
+    const { listed } = out.summary;
+    assert.deepEqual(
+      {
+        accounts: totals.accounts,
+        connected: totals.connected,
+        needs_reauth: totals.needs_reauth,
+        at_risk: totals.at_risk,
+        expiring_7d: totals.expiring_7d,
+        states: totals.states,
+        drifted: totals.drifted,
+        client_missing: totals.client_missing,
+        fast_path_misses_1h: totals.fast_path_misses_1h,
+        pending: totals.outbox.pending,
+        ok: totals.ok,
+      },
+      {
+        accounts: 8,
+        connected: 7,
+        needs_reauth: 1,
+        at_risk: 0,
+        expiring_7d: 2,
+        states: { connected: 7, at_risk: 0, reauth_required: 1, revoked: 0, not_connected: 0 },
+        drifted: 0,
+        client_missing: 0,
+        fast_path_misses_1h: 1,
+        pending: 8,
+        ok: false,
+      },
+    );
+    assert.equal(totals.schedules["mp-refresh"].stalled, true);
+    assert.deepEqual(listed, {
       accounts: 8,
-      connected: 8,
-      needs_reauth: 1,
-      at_risk: 0,
       expired: 1,
-      expiring_7d: 2,
       failing: 2,
-      drifted: 2,
-      client_missing: 1,
+      cache_differs: 2,
       not_linked: 1,
       unlinked_caches: 1,
-      fast_path_misses_1h: 1,
     });
     for (const grant of g) assert.ok(!out.stdout.includes(grant.access_token));
 
@@ -523,7 +551,20 @@ Deno.test("status --json: everyone's health, the ones that need a person first, 
     );
     assert.ok(lines[1].startsWith("reauthorize") && lines[1].includes(reauth));
     assert.ok(lines[8].includes(notLinked) && lines[8].includes("not_linked"));
-    assert.match(lines.at(-1)!, /accounts: 8 · .*drifted: 2 · .*fast path misses 1h: 1$/);
+    assert.equal(lines[9], "");
+    assert.equal(
+      lines[10],
+      "accounts: 8 · connected: 7 · expiring 7d: 2 · needs reauth: 1 · at risk: 0",
+    );
+    assert.equal(
+      lines[11],
+      "states: connected: 7 · at risk: 0 · reauth required: 1 · revoked: 0 · not connected: 0",
+    );
+    assert.ok(lines.some((l) => l.startsWith("ok: false — mp-refresh stalled")));
+    assert.equal(
+      lines.at(-1),
+      "listed: accounts: 8 · expired: 1 · failing: 2 · cache differs: 2 · not linked: 1 · unlinked caches: 1",
+    );
   } finally {
     await s.drop();
   }
@@ -686,21 +727,26 @@ Deno.test("mp-reconcile: limit bounds the repairs; strict input; server key; POS
 
 Deno.test("mp-health: totals match the databases; drift and fast-path misses move them", async () => {
   await withCronPaused("mp-reconcile", async () => {
+    // Every count by the connection state (one definition), never the mp_connected flag.
     const counts = async () => {
       const [row] = await adminDb()`
-        select count(*) filter (where mp_connected)::int as connected,
-               count(*) filter (where mp_connected
+        select count(*)::int as accounts,
+               count(*) filter (where mp_state = 'connected')::int as connected,
+               count(*) filter (where mp_state in ('connected', 'at_risk')
                                   and mp_token_expires_at < now() + interval '7 days')::int
                  as expiring_7d,
-               count(*) filter (where mp_needs_reauth)::int as needs_reauth from nv_accounts`;
+               count(*) filter (where mp_state = 'reauth_required')::int as needs_reauth
+          from nv_accounts`;
       return { ...row };
     };
     await call("mp-reconcile", {});
     const h0 = await call("mp-health");
-    assert.equal(h0.status, 200);
+    // 200 when ok, else 503 with the same body (the suite pauses the schedules: often stalled).
+    assert.equal(h0.status, h0.body.ok ? 200 : 503);
     assert.deepEqual(
       Object.keys(h0.body).sort(),
       [
+        "accounts",
         "at_risk",
         "client_missing",
         "connected",
@@ -711,6 +757,7 @@ Deno.test("mp-health: totals match the databases; drift and fast-path misses mov
         "needs_reauth",
         "ok",
         "outbox",
+        "problems",
         "reconcile",
         "schedules",
         "states",
@@ -721,6 +768,7 @@ Deno.test("mp-health: totals match the databases; drift and fast-path misses mov
     assert.deepEqual(Object.keys(h0.body.outbox).sort(), [
       "delivery",
       "failed",
+      "failed_24h",
       "last_error",
       "oldest_pending_age_s",
       "pending",
@@ -743,11 +791,17 @@ Deno.test("mp-health: totals match the databases; drift and fast-path misses mov
     assert.equal(h0.body.at_risk, byState.at_risk);
     assert.deepEqual(
       {
+        accounts: h0.body.accounts,
         connected: h0.body.connected,
         expiring_7d: h0.body.expiring_7d,
         needs_reauth: h0.body.needs_reauth,
       },
       await counts(),
+    );
+    assert.equal(
+      Object.values(h0.body.states as Record<string, number>).reduce((a, b) => a + b, 0),
+      h0.body.accounts,
+      "the per-state counts add up to the accounts",
     );
     assert.ok(h0.body.reconcile.last_run_at, "the pass's last run is reported");
     assert.ok(h0.body.reconcile.runs_1h >= 1 && h0.body.reconcile.checked_1h >= 1);
@@ -770,9 +824,10 @@ Deno.test("mp-health: totals match the databases; drift and fast-path misses mov
     const missing = await newAccount({ clientId: crypto.randomUUID() });
 
     const h1 = (await call("mp-health")).body;
-    assert.equal(h1.connected, h0.body.connected + 4);
-    assert.equal(h1.expiring_7d, h0.body.expiring_7d + 1);
+    assert.equal(h1.connected, h0.body.connected + 3, "the reauth_required one is not connected");
+    assert.equal(h1.expiring_7d, h0.body.expiring_7d, "nor is its expiry counted");
     assert.equal(h1.needs_reauth, h0.body.needs_reauth + 1);
+    assert.equal(h1.accounts, h0.body.accounts + 5);
     assert.equal(h1.drifted, h0.body.drifted, "drift counts as the pass last found it");
 
     const pass = await call("mp-reconcile", {});
@@ -829,6 +884,7 @@ async function cronJob() {
     `${BACKEND_MIGRATIONS}/20261130000400_mp_reconcile_at_scale.sql`,
     `${BACKEND_MIGRATIONS}/20261206000100_mp_probe_cron.sql`,
     `${BACKEND_MIGRATIONS}/20261206000300_mp_schedules.sql`,
+    `${BACKEND_MIGRATIONS}/20261207000700_mp_schedule_records.sql`,
   ];
   // Re-running them in order (as postgres, whose job it is) changes nothing. (The suite keeps
   // the job paused; cron.schedule may set it active again, so it is put back as it was.)
@@ -854,8 +910,8 @@ async function cronJob() {
   const [{ recorded }] = await backendDb()`select count(*)::int as recorded
     from supabase_migrations.schema_migrations
     where version in ('20261124000400', '20261130000300', '20261130000400', '20261206000100',
-                      '20261206000300')`;
-  assert.equal(recorded, 5);
+                      '20261206000300', '20261207000700')`;
+  assert.equal(recorded, 6);
 
   // What the job runs reaches mp-reconcile with the Vault key and gets a 200.
   const [queued] = await backendDb().unsafe(jobs[0].command);

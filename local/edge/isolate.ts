@@ -15,15 +15,20 @@ let handler: Fetch | undefined;
 let busy = false;
 let lastHeap = 0;
 
-// The edge runtime's `EdgeRuntime.waitUntil` (background work after the answer), as a minimal
-// stand-in: the isolate process lives on anyway, so it only keeps the promise referenced and
-// logs a rejection.
+// The edge runtime's `EdgeRuntime.waitUntil` (background work after the answer): the promise is
+// kept referenced, a rejection logged, and the host told how much is pending, so it keeps the
+// isolate alive for it as the runtime does (a retiring isolate ends once it has settled; the wall
+// clock still ends it).
 const background = new Set<Promise<unknown>>();
 (globalThis as { EdgeRuntime?: unknown }).EdgeRuntime ??= {
   waitUntil(p: Promise<unknown>) {
     background.add(p);
+    post({ type: "background", pending: background.size, heap: heap() });
     p.catch((err) => console.error(scrub(`waitUntil rejected: ${(err as Error)?.name ?? err}`)))
-      .finally(() => background.delete(p));
+      .finally(() => {
+        background.delete(p);
+        post({ type: "background", pending: background.size, heap: heap() });
+      });
   },
 };
 

@@ -105,6 +105,8 @@ export class EdgeIsolate {
   private jobId = 0;
   private poll?: Timer;
   private idle?: ClockTimer;
+  /** `EdgeRuntime.waitUntil` promises pending in the isolate: it is not retired while any is. */
+  private background = 0;
   private readonly unloaded = new Set<UnloadReason>();
 
   constructor(
@@ -182,11 +184,14 @@ export class EdgeIsolate {
     this.poll = setInterval(() => this.check(), this.limits.pollMs);
   }
 
-  /** Takes no new requests; terminates now when idle, else after booting or its request. */
+  /**
+   * Takes no new requests; terminates now when idle, else after booting or its request — and,
+   * as the runtime does, only once its background work (`EdgeRuntime.waitUntil`) has settled.
+   */
   retire(reason: StopReason): void {
     if (this.state === "dead") return;
     this.retiring ??= reason;
-    if (this.state === "idle") this.stop(this.retiring, undefined, true);
+    if (this.state === "idle" && this.background === 0) this.stop(this.retiring, undefined, true);
   }
 
   /** Terminates the isolate at once; a pending request gets the answer the reason calls for. */
@@ -275,6 +280,12 @@ export class EdgeIsolate {
       case "heap":
         this.check();
         return;
+      case "background":
+        this.background = msg.pending;
+        if (this.background === 0 && this.retiring && this.state === "idle") {
+          this.stop(this.retiring, undefined, true);
+        }
+        return;
       case "unloaded":
         this.log({
           level: "info",
@@ -298,8 +309,9 @@ export class EdgeIsolate {
           isolate: this.id,
         });
         if (msg.type === "error") this.retiring ??= "WorkerError";
-        if (this.retiring) this.stop(this.retiring, undefined, msg.type === "response");
-        else this.becomeIdle();
+        if (msg.type === "error" || (this.retiring && this.background === 0)) {
+          this.stop(this.retiring!, undefined, msg.type === "response");
+        } else this.becomeIdle();
       }
     }
   }

@@ -33,6 +33,8 @@ export type FromIsolate =
   | { type: "response"; id: number; response: WireResponse; heap: number }
   | { type: "error"; id: number; message: string; heap: number }
   | { type: "heap"; heap: number }
+  /** Background work (`EdgeRuntime.waitUntil`) still pending after a change of it. */
+  | { type: "background"; pending: number; heap: number }
   /** `beforeunload` was dispatched: its listeners have run. */
   | { type: "unloaded"; reason: UnloadReason; heap: number };
 

@@ -5,11 +5,14 @@
  * after a 2xx), in order per account (only each account's oldest pending event is claimed),
  * one attempt at most `PLATFORM_WEBHOOK_TIMEOUT_MS` (15 s), redirects not followed (a 3xx is
  * a failure), retries on the schedule of `schedule.ts`, then `failed`. A run is bounded by its
- * `limit` and a time budget well inside the edge runtime's wall clock. `deliverSoon` runs a
- * small delivery in the background of a request that made a change.
+ * `limit` and a time budget well inside the edge runtime's wall clock. `CONNECTION_CHANGES` is
+ * what a function that changes connection states declares (`defineFunction`'s `changes`): after
+ * each of its requests the platform runs `deliverSoon`, a small delivery in the background.
+ * A failed attempt is recorded naming the receiver's host and the cause (`attemptError`).
  */
 import { MisconfiguredError, WEBHOOK_VARIABLES } from "../platform/config.ts";
 import type { Context } from "../platform/context.ts";
+import type { ChangeFollowUp } from "../platform/http.ts";
 import type { Logger } from "../platform/log.ts";
 import { latestStart, shutdownReason } from "../platform/worker_life.ts";
 import {
@@ -56,6 +59,8 @@ export interface DeliverReport {
 export interface DeliverRun extends DeliverReport {
   /** Claimed `limit` events, or stopped by its budget after claiming some: not drained. */
   full: boolean;
+  /** Whether PLATFORM_WEBHOOK_URL was set (recorded with the run; mp-health reads it). */
+  delivery: "on" | "off";
 }
 
 /** Where events go, or undefined when delivery is off (PLATFORM_WEBHOOK_URL unset). */
@@ -77,17 +82,88 @@ export function webhookTarget(ctx: Context): WebhookTarget | undefined {
     : undefined;
 }
 
-/** What one HTTP answer (or its absence) means for an attempt. Pure. */
-export function attemptResult(
-  status: number | null,
-  error?: string,
-): { ok: true } | { ok: false; error: string } {
-  if (status !== null && status >= 200 && status < 300) return { ok: true };
-  if (status === null) return { ok: false, error: error ?? "no answer" };
-  if (status >= 300 && status < 400) {
-    return { ok: false, error: `redirect ${status} (not followed)` };
+/** Why an attempt got no HTTP answer. */
+export type NoAnswer = "refused" | "dns" | "tls" | "timeout" | "closed" | "blocked" | "network";
+
+/**
+ * What a thrown `fetch` error means, read from its name and its (nested) causes' messages, which
+ * are never recorded themselves (they may carry the URL). Pure.
+ */
+export function noAnswerOf(err: unknown): NoAnswer {
+  const parts: string[] = [];
+  let e: unknown = err;
+  for (let depth = 0; e && depth < 4; depth++) {
+    const x = e as { name?: unknown; message?: unknown; code?: unknown; cause?: unknown };
+    parts.push(String(x.name ?? ""), String(x.message ?? ""), String(x.code ?? ""));
+    e = x.cause;
   }
-  return { ok: false, error: `http ${status}` };
+  const text = parts.join(" ").toLowerCase();
+  if (/timeouterror|timed out|\btimeout\b/.test(text)) return "timeout";
+  if (/connection refused|econnrefused/.test(text)) return "refused";
+  if (
+    /dns error|failed to lookup address|name or service not known|no address associated|nodename nor servname|getaddrinfo|enotfound|name resolution/
+      .test(text)
+  ) return "dns";
+  if (/\btls\b|\bssl\b|certificate|handshake|corrupt message|invalidcontenttype/.test(text)) {
+    return "tls";
+  }
+  if (/requests to port \d+ are blocked/.test(text)) return "blocked";
+  if (
+    /connection reset|connection closed|broken pipe|incomplete message|econnreset|unexpected eof|connection aborted/
+      .test(text)
+  ) return "closed";
+  return "network";
+}
+
+/** The receiver as an error names it: host and port only (never its path, query or user). Pure. */
+export function receiverHost(url: string): string {
+  try {
+    return new URL(url).host || "the receiver";
+  } catch {
+    return "the receiver";
+  }
+}
+
+/**
+ * A failed attempt in words, naming the receiver's host and the cause: refused, DNS, TLS,
+ * timeout, closed, or the HTTP status it answered (never a secret or signature). Pure.
+ */
+export function attemptError(
+  host: string,
+  answer: { status: number } | { noAnswer: NoAnswer },
+  timeoutMs: number,
+): string {
+  if ("status" in answer) {
+    return answer.status >= 300 && answer.status < 400
+      ? `${host} answered ${answer.status} (a redirect, not followed)`
+      : `${host} answered ${answer.status}`;
+  }
+  switch (answer.noAnswer) {
+    case "refused":
+      return `${host} refused the connection`;
+    case "dns":
+      return `${host}: DNS lookup failed`;
+    case "tls":
+      return `${host}: TLS handshake failed`;
+    case "timeout":
+      return `${host} timed out after ${timeoutMs / 1000} s`;
+    case "closed":
+      return `${host} closed the connection without an answer`;
+    case "blocked":
+      return `${host}: the runtime blocks requests to this port`;
+    case "network":
+      return `${host} could not be reached (network error)`;
+  }
+}
+
+/** What one HTTP answer (or its absence) means for an attempt to `host`. Pure. */
+export function attemptResult(
+  host: string,
+  answer: { status: number } | { noAnswer: NoAnswer },
+  timeoutMs: number,
+): { ok: true } | { ok: false; error: string } {
+  if ("status" in answer && answer.status >= 200 && answer.status < 300) return { ok: true };
+  return { ok: false, error: attemptError(host, answer, timeoutMs) };
 }
 
 /** The outcome to record for an attempt of `event` that ended with `result` at `now`. Pure. */
@@ -123,12 +199,12 @@ async function attempt(target: WebhookTarget, event: ClaimedEvent) {
       signal: AbortSignal.timeout(target.timeoutMs),
     });
     await res.body?.cancel().catch(() => {});
-    return attemptResult(res.status);
+    return attemptResult(receiverHost(target.url), { status: res.status }, target.timeoutMs);
   } catch (err) {
-    const e = err as Error;
     return attemptResult(
-      null,
-      e?.name === "TimeoutError" ? `timeout after ${target.timeoutMs} ms` : `network: ${e?.name}`,
+      receiverHost(target.url),
+      { noAnswer: noAnswerOf(err) },
+      target.timeoutMs,
     );
   }
 }
@@ -171,8 +247,6 @@ export async function deliverEvents(
         drained = true;
         break;
       }
-      // Fewer than asked: nothing else is claimable now (due, unleased, first of its account).
-      if (batch.length < asked) drained = true;
       claimed += batch.length;
       const outcomes: EventOutcome[] = [];
       let next = 0;
@@ -191,6 +265,9 @@ export async function deliverEvents(
         else if (o.outcome === "failed") failed++;
         else retried++;
       }
+      // Fewer than asked and none settled: nothing else is claimable now. A delivered (or
+      // failed) event lets its account's next event go, so the run claims again.
+      if (batch.length < asked && outcomes.every((o) => o.outcome === "retry")) drained = true;
       const errors = outcomes.filter((o) => o.error);
       if (errors.length > 0) {
         log.warn("Event deliveries failed", {
@@ -213,35 +290,59 @@ export async function deliverEvents(
     full,
     duration_ms: Date.now() - started,
   });
-  return { delivered, failed, pending, full };
+  return { delivered, failed, pending, full, delivery: target ? "on" : "off" };
 }
 
-/** Events a background delivery handles at most (the schedule does the rest). */
+/** Events a background delivery handles at most per round (the schedule does the rest). */
 export const DELIVER_SOON_LIMIT = 50;
-let soon: Promise<unknown> | undefined;
+let running: Promise<void> | undefined;
+/** Asked again while a delivery ran: by whom (its request's log goes with the next round). */
+let again: { ctx: Context; log: Logger } | undefined;
 
 /**
- * Delivers what is due in the background of the current request, right after it changed a
- * connection: `EdgeRuntime.waitUntil` keeps the isolate alive for it where the runtime has
- * it; elsewhere it simply runs on. Never delays the answer, never throws (errors are logged);
- * at most one at a time per isolate. Off when PLATFORM_WEBHOOK_URL is unset.
+ * Delivers what is due, in the background of a request that may have changed a connection
+ * (the platform runs it after the answer: `CONNECTION_CHANGES`). One at a time per isolate:
+ * asked while one runs, that one runs another round when it ends, so a change committed before
+ * the call is always tried. Never throws (errors are logged); nothing when PLATFORM_WEBHOOK_URL
+ * is unset or malformed (mp-deliver-events names the variable).
  */
-export function deliverSoon(ctx: Context, log: Logger): void {
+export function deliverSoon(ctx: Context, log: Logger): Promise<void> {
   try {
-    if (soon || !webhookTarget(ctx)) return;
+    if (!webhookTarget(ctx)) return Promise.resolve();
   } catch {
-    return; // misconfigured: mp-deliver-events names the variable
+    return Promise.resolve();
   }
-  const work = deliverEvents(ctx, log.child({ background: "deliver-events" }), {
-    limit: DELIVER_SOON_LIMIT,
-    budgetMs: 20_000,
-    skipExpiring: true,
-  }).catch((err) => log.warn("Background event delivery failed", { error: err }))
-    .finally(() => {
-      soon = undefined;
-    });
-  soon = work;
-  const runtime = (globalThis as { EdgeRuntime?: { waitUntil?(p: Promise<unknown>): void } })
-    .EdgeRuntime;
-  runtime?.waitUntil?.(work);
+  if (running) {
+    again = { ctx, log };
+    return running;
+  }
+  const rounds = async (caller: { ctx: Context; log: Logger }) => {
+    for (;;) {
+      const { ctx, log } = caller;
+      again = undefined;
+      await deliverEvents(ctx, log, {
+        limit: DELIVER_SOON_LIMIT,
+        budgetMs: 20_000,
+        skipExpiring: true,
+      }).catch((err) => log.warn("Background event delivery failed", { error: err }));
+      // Checked and cleared in one step: a call that comes later finds nothing running.
+      if (!again || shutdownReason()) {
+        running = again = undefined;
+        return;
+      }
+      caller = again;
+    }
+  };
+  running = rounds({ ctx, log });
+  return running;
 }
+
+/**
+ * What a function that changes connection states declares (`changes` of `defineFunction`):
+ * after each of its requests that was not refused, the events the change wrote are delivered
+ * in the background (`deliverSoon`).
+ */
+export const CONNECTION_CHANGES: ChangeFollowUp = {
+  name: "connection",
+  run: deliverSoon,
+};

@@ -1,5 +1,6 @@
 /**
- * Read-only views of the credentials' health: `mp-health`'s totals (constant time) and
+ * Read-only views of the credentials' health: the monitoring totals mp-health answers and
+ * `deno task status` prints (one function, constant time), whether they are `ok`, and
  * `deno task status`'s one row per account (drift itself is found by
  * `shared/reconcile/drift.ts`).
  */
@@ -7,6 +8,7 @@ import type { Context } from "../platform/context.ts";
 import {
   type AccountStatusRow,
   type ConnectionState,
+  type ConnectionTotals,
   readConnectionTotals,
   readStatusPage,
 } from "../store/account_status.ts";
@@ -20,6 +22,7 @@ import {
   SCAN_PAGE,
 } from "../reconcile/drift.ts";
 import { readFunctionRuns, readOutboxTotals, type ScheduledFunction } from "../store/events.ts";
+import { readScheduleRecords } from "../store/schedules.ts";
 import { type ScheduleStatus, scheduleStatuses } from "./schedules.ts";
 
 /** Fast-path misses recorded by get-mp-config in the last hour (from the audit trail). */
@@ -31,15 +34,29 @@ export async function fastPathMisses(ctx: Context): Promise<number> {
   return row.n;
 }
 
-/** The monitoring totals `mp-health` answers with. */
-export interface HealthTotals {
-  connected: number;
-  expiring_7d: number;
-  needs_reauth: number;
-  /** Accounts whose refresh outcome is unknown or failing for 3 days (state `at_risk`). */
-  at_risk: number;
-  /** Accounts per connection state (docs/contract.md, "Connection states"). */
-  states: Record<ConnectionState, number>;
+/** The event outbox as mp-health reports it. */
+export interface OutboxHealth {
+  /**
+   * Push delivery as the last mp-deliver-events run found it: "off" when PLATFORM_WEBHOOK_URL
+   * is unset (events are only kept for mp-events), "unknown" before its first recorded run. Read
+   * from the run's record, so mp-health and `deno task status` judge the same way.
+   */
+  delivery: "on" | "off" | "unknown";
+  pending: number;
+  oldest_pending_age_s: number | null;
+  failed: number;
+  /** Events that failed (3 days of retries over) in the last 24 hours. */
+  failed_24h: number;
+  /** The latest attempt's error of a pending event, else of one failed in the last 24 hours. */
+  last_error: string | null;
+}
+
+/**
+ * The monitoring totals `mp-health` answers and `deno task status` prints: the connection
+ * figures of all accounts (`ConnectionTotals`; a per-site breakdown of the same shape goes
+ * beside them), drift, misses, the outbox, the schedules, and whether all is `ok`.
+ */
+export interface HealthTotals extends ConnectionTotals {
   /** Drift the reconcile pass found at its last check and has not repaired. */
   drifted: number;
   fast_path_misses_1h: number;
@@ -48,63 +65,89 @@ export interface HealthTotals {
   drift_by_kind: Record<(typeof DRIFT_KINDS)[number], number>;
   /** How current the drift figures are: the pass's last run and last full pass, its last hour. */
   reconcile: Omit<ReconcileTotals, "left">;
-  /** The event outbox (SPEC §10): pending, the oldest pending one's age, failed. */
-  outbox: {
-    delivery: "on" | "off";
-    pending: number;
-    oldest_pending_age_s: number | null;
-    failed: number;
-    /** The latest attempt's error of a pending event (the failing endpoint's symptom). */
-    last_error: string | null;
-  };
+  /** The event outbox: pending, the oldest pending one's age, failed, the failing endpoint. */
+  outbox: OutboxHealth;
   /** The last completed run of each scheduled function, `stalled` after two missed intervals. */
   schedules: Record<ScheduledFunction, ScheduleStatus>;
-  /** False when a schedule is stalled. */
+  /** Why `ok` is false, one line each (empty when ok). */
+  problems: string[];
+  /** False while a schedule is stalled or the outbox is not delivering (`problems` says why). */
   ok: boolean;
 }
 
+/** The oldest pending event may be this old (seconds) while delivery is on. */
+export const PENDING_AGE_LIMIT_S = 15 * 60;
+
 /**
- * The monitoring totals, in constant time at any number of accounts: connection counters kept
- * by triggers, expiring accounts over their index, misses over the audit index, and drift as
- * the reconcile pass last found it (docs/scale.md); nothing scans every account.
+ * What makes mp-health not ok, one line each: a stalled schedule; unless delivery is off, a
+ * pending event older than 15 minutes; an event failed in the last 24 hours. Pure.
+ */
+export function healthProblems(
+  schedules: Record<string, Pick<ScheduleStatus, "stalled" | "interval_s">>,
+  outbox: Pick<OutboxHealth, "delivery" | "oldest_pending_age_s" | "failed_24h">,
+): string[] {
+  const problems: string[] = [];
+  for (const [name, s] of Object.entries(schedules)) {
+    if (s.stalled) {
+      problems.push(
+        `${name} stalled: no completed run within twice its ${s.interval_s} s interval`,
+      );
+    }
+  }
+  const age = outbox.oldest_pending_age_s;
+  if (outbox.delivery !== "off" && age !== null && age > PENDING_AGE_LIMIT_S) {
+    problems.push(`the oldest pending event is ${Math.floor(age / 60)} min old (over 15 min)`);
+  }
+  if (outbox.failed_24h > 0) {
+    problems.push(`${outbox.failed_24h} event(s) failed in the last 24 hours`);
+  }
+  return problems;
+}
+
+/**
+ * The monitoring totals, in constant time at any number of accounts: accounts per connection
+ * state from the counters the triggers keep, expiring accounts over their index, misses over
+ * the audit index, drift as the reconcile pass last found it, the outbox over its partial
+ * indexes, a handful of run and schedule records (docs/scale.md); nothing scans every account.
  */
 export async function healthTotals(ctx: Context): Promise<HealthTotals> {
-  const [counts, misses, pass, outbox, runs] = await Promise.all([
+  const [connection, misses, pass, outbox, { now, runs }, scheduled] = await Promise.all([
     ctx.admin((sql) => readConnectionTotals(sql)),
     fastPathMisses(ctx),
     ctx.backend((sql) => readReconcileTotals(sql)),
     ctx.admin((sql) => readOutboxTotals(sql)),
     ctx.admin((sql) => readFunctionRuns(sql)),
+    ctx.backend((sql) => readScheduleRecords(sql)),
   ]);
-  const now = runs[0]?.db_now ?? new Date();
-  const schedules = scheduleStatuses(runs, now);
+  const schedules = scheduleStatuses(runs, scheduled, now);
   const { left, ...reconcile } = pass;
   const kinds = Object.fromEntries(DRIFT_KINDS.map((k) => [k, left[k] ?? 0])) as Record<
     (typeof DRIFT_KINDS)[number],
     number
   >;
+  const delivery = runs.find((r) => r.function_name === "mp-deliver-events")?.summary?.delivery;
+  const outboxHealth: OutboxHealth = {
+    delivery: delivery === "on" || delivery === "off" ? delivery : "unknown",
+    pending: outbox.pending,
+    oldest_pending_age_s: outbox.oldest_pending_at
+      ? Math.max(0, Math.round((now.getTime() - outbox.oldest_pending_at.getTime()) / 1000))
+      : null,
+    failed: outbox.failed,
+    failed_24h: outbox.failed_24h,
+    last_error: outbox.last_error,
+  };
+  const problems = healthProblems(schedules, outboxHealth);
   return {
-    connected: counts.connected,
-    expiring_7d: counts.expiring_7d,
-    needs_reauth: counts.needs_reauth,
-    at_risk: counts.states.at_risk,
-    states: counts.states,
+    ...connection,
     drifted: Object.values(kinds).reduce((a, b) => a + b, 0),
     fast_path_misses_1h: misses,
     client_missing: left.client_missing ?? 0,
     drift_by_kind: kinds,
     reconcile,
-    outbox: {
-      delivery: ctx.config.platformWebhookUrl ? "on" : "off",
-      pending: outbox.pending,
-      oldest_pending_age_s: outbox.oldest_pending_at
-        ? Math.max(0, Math.round((now.getTime() - outbox.oldest_pending_at.getTime()) / 1000))
-        : null,
-      failed: outbox.failed,
-      last_error: outbox.last_error,
-    },
+    outbox: outboxHealth,
     schedules,
-    ok: Object.values(schedules).every((s) => !s.stalled),
+    problems,
+    ok: problems.length === 0,
   };
 }
 
@@ -112,6 +155,7 @@ export async function healthTotals(ctx: Context): Promise<HealthTotals> {
 export interface AccountStatus {
   account_id: string;
   client_id: string | null;
+  /** The account's state is `connected` (the same definition as mp-health's `connected`). */
   connected: boolean;
   /** The connection state, its reason and deadline (docs/contract.md, "Connection states"). */
   state: ConnectionState;
@@ -122,6 +166,7 @@ export interface AccountStatus {
   last_refresh_at: string | null;
   failures: number;
   last_error: string | null;
+  /** The account's state is `reauth_required` (as mp-health's `needs_reauth`). */
   needs_reauth: boolean;
   /** "in_sync", a drift kind, "client_missing", or "not_linked". */
   cache: "in_sync" | Drift["kind"] | "not_linked";
@@ -163,9 +208,11 @@ export async function accountStatuses(ctx: Context): Promise<AccountStatus[]> {
         ? driftOf(r, caches.get(r.backend_client_id)) ?? "in_sync"
         : "not_linked";
       const expires = r.expires_at?.getTime();
-      const attention: AccountStatus["attention"] = r.needs_reauth
+      // As mp-health's expiring_7d: a `connected` or `at_risk` account's served token.
+      const serving = r.state === "connected" || r.state === "at_risk";
+      const attention: AccountStatus["attention"] = r.state === "reauth_required"
         ? "reauthorize"
-        : r.mp_connected && expires !== undefined && expires <= now
+        : serving && expires !== undefined && expires <= now
         ? "expired"
         : r.state === "at_risk"
         ? "at_risk"
@@ -173,13 +220,13 @@ export async function accountStatuses(ctx: Context): Promise<AccountStatus[]> {
         ? "failing"
         : cache !== "in_sync" && cache !== "not_linked"
         ? "drift"
-        : r.mp_connected && expires !== undefined && expires < now + 7 * 86_400_000
+        : serving && expires !== undefined && expires < now + 7 * 86_400_000
         ? "expiring"
         : "ok";
       out.push({
         account_id: r.id,
         client_id: r.backend_client_id,
-        connected: r.mp_connected,
+        connected: r.state === "connected",
         state: r.state,
         reason: r.reason,
         deadline: r.deadline?.toISOString() ?? null,
@@ -188,7 +235,7 @@ export async function accountStatuses(ctx: Context): Promise<AccountStatus[]> {
         last_refresh_at: r.last_refresh_at?.toISOString() ?? null,
         failures: r.failures,
         last_error: r.last_error,
-        needs_reauth: r.needs_reauth,
+        needs_reauth: r.state === "reauth_required",
         cache,
         attention,
       });

@@ -1,7 +1,8 @@
 /**
  * Whether each scheduled function still completes its runs (mp-health): from the functions'
- * own run records (`mp_function_runs`), not from `cron.job_run_details`, which says
- * "succeeded" as soon as pg_net has queued the call.
+ * own run records (`mp_function_runs`, Admin DB) and the moment each job was scheduled
+ * (`mp_schedules`, Backend DB), not from `cron.job_run_details`, which says "succeeded" as soon
+ * as pg_net has queued the call.
  */
 import type { Context } from "../platform/context.ts";
 import type { Logger } from "../platform/log.ts";
@@ -11,35 +12,51 @@ import {
   type ScheduledFunction,
   SCHEDULES,
 } from "../store/events.ts";
+import type { ScheduleRecord } from "../store/schedules.ts";
 
 /** One scheduled function's last completed run as mp-health reports it. */
 export interface ScheduleStatus {
   /** The schedule's interval in seconds. */
   interval_s: number;
+  /** When its job took its current form (the Backend's `mp_schedules`), or null if never. */
+  scheduled_at: string | null;
   last_run_at: string | null;
   outcome: string | null;
-  /** No completed run within twice the interval (or never). */
+  /**
+   * No completed run within twice the interval, counted from the later of the last completed
+   * run and the moment the job was scheduled (neither: stalled).
+   */
   stalled: boolean;
 }
 
 /**
- * The status of every scheduled function from its last recorded run, judged at `now` (the
- * database's clock): stalled when it has not completed a run within twice its interval. Pure.
+ * The status of every scheduled function from its last recorded run and the moment its job was
+ * scheduled, judged at `now` (the database's clock): stalled when twice its interval has passed
+ * since the later of the two, or when it has neither. Pure.
  */
 export function scheduleStatuses(
   runs: Pick<FunctionRun, "function_name" | "last_finished_at" | "outcome">[],
+  scheduled: Pick<ScheduleRecord, "function_name" | "scheduled_at">[],
   now: Date,
 ): Record<ScheduledFunction, ScheduleStatus> {
   const byName = new Map(runs.map((r) => [r.function_name, r]));
+  const since = new Map<string, number>();
+  for (const s of scheduled) {
+    const at = new Date(s.scheduled_at).getTime();
+    since.set(s.function_name, Math.max(at, since.get(s.function_name) ?? -Infinity));
+  }
   const out = {} as Record<ScheduledFunction, ScheduleStatus>;
   for (const [name, interval] of Object.entries(SCHEDULES) as [ScheduledFunction, number][]) {
     const run = byName.get(name);
-    const at = run ? new Date(run.last_finished_at) : null;
+    const ranAt = run ? new Date(run.last_finished_at).getTime() : undefined;
+    const scheduledAt = since.get(name);
+    const from = Math.max(ranAt ?? -Infinity, scheduledAt ?? -Infinity);
     out[name] = {
       interval_s: interval / 1000,
-      last_run_at: at?.toISOString() ?? null,
+      scheduled_at: scheduledAt === undefined ? null : new Date(scheduledAt).toISOString(),
+      last_run_at: ranAt === undefined ? null : new Date(ranAt).toISOString(),
       outcome: run?.outcome ?? null,
-      stalled: !at || now.getTime() - at.getTime() > 2 * interval,
+      stalled: from === -Infinity || now.getTime() - from > 2 * interval,
     };
   }
   return out;

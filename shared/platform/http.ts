@@ -1,7 +1,7 @@
 /**
  * The HTTP layer every function shares: methods, server-key authentication, the 64 KiB
- * body limit, input validation, the error body of docs/contract.md, request ids and one log line per
- * failure.
+ * body limit, input validation, the error body of docs/contract.md, request ids, one log line per
+ * failure, and the background work a function's changes call for after each answer (`changes`).
  */
 import * as v from "valibot";
 import { type Need, requireConfig } from "./config.ts";
@@ -149,6 +149,33 @@ export interface Call<I> {
   requestId: string;
 }
 
+/**
+ * Work that a function's changes call for after each request, in the background of its answer
+ * (`FunctionSpec.changes`): e.g. delivering the events a change of connection state wrote.
+ */
+export interface ChangeFollowUp<I = unknown> {
+  /** What the function changes (named in the work's log lines), e.g. "connection". */
+  name: string;
+  /** The work; it must not reject (it logs its own errors). */
+  run(ctx: Context, log: Logger): Promise<void>;
+  /** Only after requests whose input may change it (default: after every request). */
+  when?(input: I): boolean;
+}
+
+/** Answers to requests refused before anything could change: no follow-up after them. */
+const REFUSED = new Set([400, 401, 405, 413]);
+
+/**
+ * Runs `work` past the answer: the edge runtime keeps the isolate alive for it through
+ * `EdgeRuntime.waitUntil`; elsewhere (`deno serve`) the process simply lives on.
+ */
+function inBackground(work: Promise<void>, log: Logger): void {
+  const held = work.catch((err) => log.warn("Background work failed", { error: err }));
+  const runtime = (globalThis as { EdgeRuntime?: { waitUntil?(p: Promise<unknown>): void } })
+    .EdgeRuntime;
+  runtime?.waitUntil?.(held);
+}
+
 /** How a function is declared: name, methods, caller check, configuration needs, input. */
 export interface FunctionSpec<S extends v.GenericSchema> {
   name: string;
@@ -158,6 +185,13 @@ export interface FunctionSpec<S extends v.GenericSchema> {
   needs: Need[];
   /** Schema of the JSON body (or query string for GET); omit to read the request yourself. */
   input?: S;
+  /**
+   * What the function changes, when it changes state others are told about: after every
+   * request that reached `run` (whatever it answered, errors included, except a refused
+   * request: 400, 401, 405, 413) and that `changes.when` accepts, `changes.run` starts in the
+   * background of the answer.
+   */
+  changes?: ChangeFollowUp<v.InferOutput<S>>;
   run(call: Call<v.InferOutput<S>>): Promise<Response>;
 }
 
@@ -212,6 +246,19 @@ export function defineFunction<S extends v.GenericSchema>(
   return async (req) => {
     const requestId = requestIdOf(req);
     const log = createLogger({ function: spec.name, request_id: requestId });
+    let reached: { ctx: Context; input: v.InferOutput<S> } | undefined;
+    /** The answer, after which the declared follow-up starts (never before the change). */
+    const answer = (res: Response): Response => {
+      const changes = spec.changes;
+      if (
+        changes && reached && !REFUSED.has(res.status) &&
+        (changes.when?.(reached.input) ?? true)
+      ) {
+        const bg = log.child({ background: changes.name });
+        inBackground(changes.run(reached.ctx, bg), bg);
+      }
+      return finish(res, requestId);
+    };
     try {
       if (!spec.methods.includes(req.method)) {
         const res = errorBody(405, "method_not_allowed", `use ${spec.methods.join(" or ")}`);
@@ -226,11 +273,12 @@ export function defineFunction<S extends v.GenericSchema>(
       if (spec.auth === "server" && !hasServerKey(req, ctx.config.serverKeys!)) {
         throw new HttpError(401, "unauthorized", "a valid server key is required");
       }
-      const input = spec.input ? validate(spec.input, await readInput(req)) : undefined;
-      const res = await spec.run({ req, input: input as v.InferOutput<S>, ctx, log, requestId });
-      return finish(res, requestId);
+      const input =
+        (spec.input ? validate(spec.input, await readInput(req)) : undefined) as v.InferOutput<S>;
+      reached = { ctx, input };
+      return answer(await spec.run({ req, input, ctx, log, requestId }));
     } catch (err) {
-      return finish(errorResponse(err, log), requestId);
+      return answer(errorResponse(err, log));
     }
   };
 }

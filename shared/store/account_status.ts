@@ -1,6 +1,6 @@
 /**
- * `nv_accounts` as operators see it: `deno task status`'s page of accounts and mp-health's
- * totals per connection state (kept by triggers, constant time).
+ * `nv_accounts` as operators see it: `deno task status`'s page of accounts and the connection
+ * figures mp-health and `deno task status` report (per state, kept by triggers: constant time).
  */
 import { NO_ID, type Sql } from "../platform/db.ts";
 
@@ -58,38 +58,58 @@ export const CONNECTION_STATES = [
 export type ConnectionState = (typeof CONNECTION_STATES)[number];
 
 /**
- * The connection totals `mp-health` reports: connected and needing re-authorization from the
- * counters the triggers keep (`mp_account_totals`), accounts per connection state
- * (`mp_state_totals`), expiring within 7 days over its index.
+ * The connection figures mp-health and `deno task status` report for a set of accounts (all of
+ * them today; the same shape will hold each site's figures beside them). Every count is defined
+ * by the connection state alone (docs/contract.md, "mp-reconcile / mp-health").
  */
-export async function readConnectionTotals(
-  sql: Sql,
-): Promise<
-  {
-    connected: number;
-    expiring_7d: number;
-    needs_reauth: number;
-    states: Record<ConnectionState, number>;
-  }
-> {
-  const [row] = await sql<
-    { connected: number; expiring_7d: number; needs_reauth: number; states: string }[]
-  >`
-    select coalesce((select connected from mp_account_totals where id), 0)::int as connected,
-           coalesce((select needs_reauth from mp_account_totals where id), 0)::int as needs_reauth,
-           (select count(*) from nv_accounts
-             where mp_connected and mp_token_expires_at < now() + interval '7 days')::int
-             as expiring_7d,
-           (select coalesce(json_object_agg(state, accounts), '{}')::text
-              from mp_state_totals) as states`;
-  const counted = JSON.parse(row.states) as Record<string, number>;
+export interface ConnectionTotals {
+  /** Accounts in all: the sum of `states`. */
+  accounts: number;
+  /** Accounts in state `connected`. */
+  connected: number;
+  /** Accounts in state `connected` or `at_risk` whose served token expires within 7 days (or has expired). */
+  expiring_7d: number;
+  /** Accounts in state `reauth_required`. */
+  needs_reauth: number;
+  /** Accounts in state `at_risk`. */
+  at_risk: number;
+  /** Accounts per connection state. */
+  states: Record<ConnectionState, number>;
+}
+
+/**
+ * The figures from the accounts counted per state (`mp_state_totals`) and the expiring count:
+ * `accounts` is the sum over every state counted, so a state outside the five would show as a
+ * difference between it and the sum of `states`. Pure.
+ */
+export function connectionTotals(
+  counted: Record<string, number>,
+  expiring7d: number,
+): ConnectionTotals {
   const states = Object.fromEntries(
     CONNECTION_STATES.map((s) => [s, Number(counted[s] ?? 0)]),
   ) as Record<ConnectionState, number>;
   return {
-    connected: row.connected,
-    expiring_7d: row.expiring_7d,
-    needs_reauth: row.needs_reauth,
+    accounts: Object.values(counted).reduce((a, n) => a + Number(n), 0),
+    connected: states.connected,
+    expiring_7d: expiring7d,
+    needs_reauth: states.reauth_required,
+    at_risk: states.at_risk,
     states,
   };
+}
+
+/**
+ * Reads the connection figures of all accounts in constant time: accounts per state from the
+ * counters the statement triggers keep (`mp_state_totals`), expiring within 7 days as a range
+ * over the partial index of the `connected` and `at_risk` accounts' expiry.
+ */
+export async function readConnectionTotals(sql: Sql): Promise<ConnectionTotals> {
+  const [row] = await sql<{ states: string; expiring_7d: number }[]>`
+    select (select coalesce(json_object_agg(state, accounts), '{}')::text
+              from mp_state_totals) as states,
+           (select count(*) from nv_accounts
+             where mp_state in ('connected', 'at_risk')
+               and mp_token_expires_at < now() + interval '7 days')::int as expiring_7d`;
+  return connectionTotals(JSON.parse(row.states), row.expiring_7d);
 }

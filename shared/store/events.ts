@@ -61,18 +61,23 @@ export async function flagExpiring(sql: Sql, limit: number): Promise<number> {
   return row.n;
 }
 
-/** The outbox's totals: pending, oldest pending creation, failed, the latest attempt error. */
+/**
+ * The outbox's totals: pending, oldest pending creation, failed (all, and in the last 24 hours),
+ * the latest error of a pending event (else of one failed in the last 24 hours).
+ */
 export interface OutboxTotals {
   pending: number;
   oldest_pending_at: Date | null;
   failed: number;
+  failed_24h: number;
   last_error: string | null;
 }
 
 /** Reads the outbox's totals (over partial indexes). */
 export async function readOutboxTotals(sql: Sql): Promise<OutboxTotals> {
   const [row] = await sql<OutboxTotals[]>`
-    select pending::int as pending, oldest_pending_at, failed::int as failed, last_error
+    select pending::int as pending, oldest_pending_at, failed::int as failed,
+           failed_24h::int as failed_24h, last_error
       from mp_event_outbox_totals()`;
   return row;
 }
@@ -166,21 +171,39 @@ export async function recordFunctionRun(
   run: { fn: ScheduledFunction; startedAt: Date; outcome: string; summary?: unknown },
 ): Promise<void> {
   await sql`select mp_record_function_run(${run.fn}, ${run.startedAt.toISOString()}::timestamptz,
-    ${run.outcome}, ${JSON.stringify(run.summary ?? {})}::jsonb)`;
+    ${run.outcome}, ${JSON.stringify(run.summary ?? {})}::text::jsonb)`;
 }
 
-/** The last completed run of each function that recorded one, with the database's clock. */
+/** The last completed run of a function that recorded one. */
 export interface FunctionRun {
   function_name: string;
   last_started_at: Date;
   last_finished_at: Date;
   outcome: string;
-  db_now: Date;
+  /** What the run recorded about itself (its counts; mp-deliver-events: `delivery` on/off). */
+  summary: Record<string, unknown>;
 }
 
-/** Reads the scheduled functions' last runs. */
-export async function readFunctionRuns(sql: Sql): Promise<FunctionRun[]> {
-  return await sql<FunctionRun[]>`
-    select function_name, last_started_at, last_finished_at, outcome, now() as db_now
-      from mp_function_runs`;
+/** Reads the scheduled functions' last runs, with the database's clock (one statement). */
+export async function readFunctionRuns(sql: Sql): Promise<{ now: Date; runs: FunctionRun[] }> {
+  const rows = await sql<
+    (Omit<Partial<FunctionRun>, "summary"> & { db_now: Date; summary: string | null })[]
+  >`
+    select now() as db_now, r.function_name, r.last_started_at, r.last_finished_at, r.outcome,
+           r.summary::text as summary
+      from (select 1) one left join mp_function_runs r on true`;
+  return {
+    now: rows[0].db_now,
+    runs: rows.filter((r) => r.function_name != null).map(({ db_now: _, summary, ...r }) => ({
+      ...r,
+      summary: summaryOf(summary),
+    } as FunctionRun)),
+  };
+}
+
+/** A run's summary from its JSON text (older rows hold it as a JSON string of the object). */
+function summaryOf(text: string | null): Record<string, unknown> {
+  let value: unknown = JSON.parse(text ?? "{}");
+  if (typeof value === "string") value = JSON.parse(value);
+  return value !== null && typeof value === "object" ? value as Record<string, unknown> : {};
 }

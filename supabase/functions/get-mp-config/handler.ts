@@ -2,7 +2,7 @@ import * as v from "valibot";
 import { defineFunction, json, uuid } from "../../../shared/platform/http.ts";
 import { getMpConfig } from "../../../shared/checkout/get_config.ts";
 import { reportRejectedToken } from "../../../shared/checkout/report.ts";
-import { deliverSoon } from "../../../shared/events/deliver.ts";
+import { CONNECTION_CHANGES } from "../../../shared/events/deliver.ts";
 
 /**
  * get-mp-config: checkout's MercadoPago credentials for a client — the cache's fast path, or
@@ -15,6 +15,11 @@ export const handler = defineFunction({
   methods: ["GET", "POST"],
   auth: "server",
   needs: ["backendDbUrl", "adminDbUrl", "tokenKeys"],
+  // A report may change the connection (answered 200 or 404 mp_reauth_required); a read never.
+  changes: {
+    ...CONNECTION_CHANGES,
+    when: (input) => input.rejected_token_version !== undefined,
+  },
   input: v.strictObject({
     client_id: uuid,
     rejected_token_version: v.optional(
@@ -30,7 +35,6 @@ export const handler = defineFunction({
         input.rejected_token_version,
         requestId,
       );
-      deliverSoon(ctx, log); // the report may have changed the connection; a read never waits
       return json(200, answer);
     }
     return json(200, await getMpConfig(ctx, log, input.client_id, requestId));

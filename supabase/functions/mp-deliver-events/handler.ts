@@ -47,9 +47,14 @@ export const handler = defineFunction({
       );
     }
     const started = new Date();
-    const { full, ...report } = await deliverEvents(ctx, log, { limit: input.limit });
+    const { full, delivery, ...report } = await deliverEvents(ctx, log, { limit: input.limit });
     const continued = await continueDelivery(ctx, log, { chain, full, limit: input.limit });
-    await recordRun(ctx, log, "mp-deliver-events", started, { ...report, chain, continued });
+    await recordRun(ctx, log, "mp-deliver-events", started, {
+      ...report,
+      delivery,
+      chain,
+      continued,
+    });
     return json(200, report, { [CONTINUED_HEADER]: String(continued) });
   },
 });

@@ -3,9 +3,9 @@ import { defineFunction, json } from "../../../shared/platform/http.ts";
 import { healthTotals } from "../../../shared/operations/health.ts";
 
 /**
- * mp-health (monitoring): totals over both databases — connected, expiring within 7 days,
- * needing re-authorization, drifted, and fast-path misses in the last hour (counted from the
- * audit trail).
+ * mp-health (monitoring): the totals of `shared/operations/health.ts` — connection figures by
+ * state, drift, fast-path misses, the event outbox and the schedules — answered 200 when `ok`,
+ * else 503 with the same body (monitors read status codes; `problems` says why).
  */
 export const handler = defineFunction({
   name: "mp-health",
@@ -14,6 +14,7 @@ export const handler = defineFunction({
   needs: ["backendDbUrl", "adminDbUrl"],
   input: v.strictObject({}),
   async run({ ctx }) {
-    return json(200, await healthTotals(ctx));
+    const totals = await healthTotals(ctx);
+    return json(totals.ok ? 200 : 503, totals);
   },
 });

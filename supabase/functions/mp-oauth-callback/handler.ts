@@ -1,7 +1,7 @@
 import { defineFunction } from "../../../shared/platform/http.ts";
 import { completeCallback, failure } from "../../../shared/oauth/callback.ts";
 import type { CallbackResult } from "../../../shared/oauth/result.ts";
-import { deliverSoon } from "../../../shared/events/deliver.ts";
+import { CONNECTION_CHANGES } from "../../../shared/events/deliver.ts";
 
 /** A 302 to APP_RETURN_URL with the result in its query string. */
 function redirect(appReturnUrl: string, result: CallbackResult): Response {
@@ -36,6 +36,7 @@ export const handler = defineFunction({
     "mpClientSecret",
     "mpRedirectUri",
   ],
+  changes: CONNECTION_CHANGES,
   async run(call) {
     // Errors are logged as every function logs them; the browser still goes back, with the code.
     const { ctx, log, requestId } = call;
@@ -43,7 +44,6 @@ export const handler = defineFunction({
     const result = await completeCallback({ query, ctx, log, requestId }).catch((err) =>
       failure(err, log)
     );
-    if (result.mp === "connected") deliverSoon(ctx, log);
     return redirect(call.ctx.config.appReturnUrl!, result);
   },
 });

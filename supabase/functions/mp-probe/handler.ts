@@ -1,7 +1,7 @@
 import * as v from "valibot";
 import { defineFunction, json, uuid } from "../../../shared/platform/http.ts";
 import { PROBE_MAX_LIMIT, runProbe } from "../../../shared/probe/probe.ts";
-import { deliverSoon } from "../../../shared/events/deliver.ts";
+import { CONNECTION_CHANGES } from "../../../shared/events/deliver.ts";
 import { recordRun } from "../../../shared/operations/schedules.ts";
 
 /**
@@ -14,6 +14,7 @@ export const handler = defineFunction({
   methods: ["POST"],
   auth: "server",
   needs: ["backendDbUrl", "adminDbUrl", "tokenKeys", "mpClientId", "mpClientSecret"],
+  changes: CONNECTION_CHANGES,
   input: v.strictObject({
     limit: v.optional(
       v.pipe(
@@ -32,7 +33,6 @@ export const handler = defineFunction({
       accountId: input.account_id,
       requestId,
     });
-    if (report.dead > 0) deliverSoon(ctx, log);
     if (!input.account_id) {
       const { results: _, ...counts } = report;
       await recordRun(ctx, log, "mp-probe", started, counts);

@@ -3,7 +3,7 @@ import { DomainError } from "../../../shared/platform/errors.ts";
 import { defineFunction, json, readInput, uuid, validate } from "../../../shared/platform/http.ts";
 import { readAccount } from "../../../shared/store/accounts.ts";
 import { runRefresh } from "../../../shared/refresh/run.ts";
-import { deliverSoon } from "../../../shared/events/deliver.ts";
+import { CONNECTION_CHANGES } from "../../../shared/events/deliver.ts";
 import { recordRun } from "../../../shared/operations/schedules.ts";
 
 const Body = v.strictObject({
@@ -29,6 +29,7 @@ export const handler = defineFunction({
   methods: ["POST"],
   auth: "server",
   needs: ["adminDbUrl", "backendDbUrl", "tokenKeys", "mpClientId", "mpClientSecret"],
+  changes: CONNECTION_CHANGES,
   async run({ req, ctx, log, requestId }) {
     const input = validate(Body, await readInput(req, { emptyIsObject: true }));
     if (input.force && !input.account_id) {
@@ -41,7 +42,6 @@ export const handler = defineFunction({
       force: input.force,
       requestId,
     });
-    if (report.claimed > 0) deliverSoon(ctx, log);
     if (!input.account_id) {
       const { results: _, ...counts } = report;
       await recordRun(ctx, log, "mp-refresh", started, counts);

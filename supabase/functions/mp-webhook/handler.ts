@@ -1,7 +1,7 @@
 import { defineFunction, json, readInput } from "../../../shared/platform/http.ts";
 import { DomainError } from "../../../shared/platform/errors.ts";
 import { handleNotification } from "../../../shared/connection/webhook.ts";
-import { deliverSoon } from "../../../shared/events/deliver.ts";
+import { CONNECTION_CHANGES } from "../../../shared/events/deliver.ts";
 
 /**
  * mp-webhook: MercadoPago `mp-connect` notifications, verified by a strictly parsed
@@ -15,6 +15,7 @@ export const handler = defineFunction({
   methods: ["POST"],
   auth: "public",
   needs: ["mpWebhookSecret", "adminDbUrl", "backendDbUrl", "tokenKeys", "mpClientId"],
+  changes: CONNECTION_CHANGES,
   async run({ req, ctx, log, requestId }) {
     let body: Record<string, unknown> | undefined;
     let malformed: DomainError | undefined;
@@ -31,7 +32,6 @@ export const handler = defineFunction({
       body,
       malformed,
     }, requestId);
-    if ((answer.revoked ?? 0) > 0) deliverSoon(ctx, log);
     return json(200, answer);
   },
 });
