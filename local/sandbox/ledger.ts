@@ -59,9 +59,10 @@ export interface PairRecord {
   presented: Presentation[];
 }
 
-/** A refresh token presented that the sandbox never issued. */
+/** A refresh token presented that the sandbox never issued (`n`: its place in the list). */
 export interface UnknownPresentation extends Presentation {
   seq: number;
+  n: number;
   refresh_id: string;
 }
 
@@ -176,7 +177,7 @@ export class Ledger {
       pair.seq = ++this.seq;
       return { p, owner: pair };
     }
-    const unknown = Object.assign(p, { seq: ++this.seq, refresh_id: id });
+    const unknown = Object.assign(p, { seq: ++this.seq, n: this.unknown.length, refresh_id: id });
     this.unknown.push(unknown);
     return { p, owner: unknown };
   }

@@ -1,11 +1,25 @@
 /**
  * The chaos run against a stack that is already up, its environment given (tests/chaos/main.ts
  * and bench/chaos.ts run it so): `deno run -A tests/chaos/cli.ts --seed S --steps N
- * [--max-commands M] [--path P --replay-path R] [--quiet]`. Prints each step, the faults
- * injected and the violations, then one line `chaos-summary {json}`; exits 1 on a violation.
+ * [--max-commands M] [--path P --replay-path R] [--quiet]`. Prints each step, the faults that
+ * fired and the violations with the command that replays the first (`replay: …`), then one line
+ * `chaos-summary {json}` (`ChaosSummary` of tests/chaos/run.ts, plus `commit`); exits 1 on a
+ * violation.
  */
 import { parseArgs } from "node:util";
 import { runChaos, total } from "./run.ts";
+
+/** The checked-out commit, with `+dirty` when the work tree differs from it (null outside git). */
+async function commit(): Promise<string | null> {
+  const git = (...args: string[]) =>
+    new Deno.Command("git", { args, stdout: "piped", stderr: "null" }).output()
+      .then((o) => (o.success ? new TextDecoder().decode(o.stdout).trim() : null))
+      .catch(() => null);
+  const head = await git("rev-parse", "HEAD");
+  if (head === null) return null;
+  const dirty = await git("status", "--porcelain", "--untracked-files=no");
+  return dirty ? `${head}+dirty` : head;
+}
 
 if (import.meta.main) {
   const { values } = parseArgs({
@@ -27,15 +41,20 @@ if (import.meta.main) {
     replayPath: values["replay-path"],
     log: values.quiet ? undefined : (line) => console.log(line),
   });
+  const fired = total(summary.faultsFired);
   console.log(
-    `chaos: seed ${summary.seed}: ${summary.steps} steps in ${summary.runs} sequences, ` +
-      `${summary.seconds} s (${
+    `chaos: seed ${summary.seed}: ${summary.steps} steps in ${summary.runs} sequences ` +
+      `(besides: ${summary.noop_steps} no-op steps; ${summary.shrink_steps} steps in ` +
+      `${summary.shrink_runs} sequences shrinking), ${summary.seconds} s (${
         (summary.steps / Math.max(1, summary.seconds) * 60).toFixed(0)
-      } steps/min); ` +
-      `${total(summary.faults)} faults injected; ${summary.violations.length} violation(s)`,
+      } steps/min); ${fired} faults fired (${
+        total(summary.faults) - fired
+      } set and never taken, not counted); ${summary.violations.length} violation(s)`,
   );
-  for (const [k, v] of Object.entries(summary.faults).sort()) console.log(`  fault ${k}: ${v}`);
+  for (const [k, v] of Object.entries(summary.faultsFired).sort()) {
+    console.log(`  fault ${k}: ${v}`);
+  }
   for (const v of summary.violations) console.log(`VIOLATION (seed ${summary.seed})\n${v}`);
-  console.log(`chaos-summary ${JSON.stringify(summary)}`);
+  console.log(`chaos-summary ${JSON.stringify({ ...summary, commit: await commit() })}`);
   Deno.exit(summary.violations.length === 0 ? 0 : 1);
 }

@@ -2,10 +2,12 @@
 /**
  * The chaos run's commands: each a fast-check `AsyncCommand` over a `World` (the model and the
  * real stack). `run` drives the real handlers through the gateway (or a domain function
- * in-process, for the backfill), updates the model from what it observed, asserts what SPEC
- * requires of the answer when no fault could excuse it, and then checks invariants 1–10
- * (`checkInvariants`). Commands hold only indices and modes, so their `toString` (the shrunk
- * command list of a failure) never shows a secret.
+ * in-process, for the backfill), updates the model from what it observed (and from the sandbox's
+ * ledger: whose tokens MercadoPago issued), asserts what the contract requires of the answer
+ * when no fault could excuse it, and then checks invariants 1–10 (`checkInvariants`, which only
+ * reads). Everything that changes state is done here, by a command: a step of the shrunk list.
+ * Commands hold only indices, modes and sizes, so their `toString` (the shrunk command list of a
+ * failure) never shows a secret.
  */
 import fc from "fast-check";
 import {
@@ -26,8 +28,18 @@ import { createContext } from "../../shared/platform/context.ts";
 import { loadConfig } from "../../shared/platform/config.ts";
 import { createLogger } from "../../shared/platform/log.ts";
 import { runBackfill } from "../../shared/operations/backfill.ts";
-import { type Acc, cacheOf, checkInvariants, masterOf, Violation, type World } from "./world.ts";
+import {
+  type Acc,
+  cacheOf,
+  checkInvariants,
+  escrowOf,
+  masterOf,
+  Violation,
+  type World,
+} from "./world.ts";
 import type { ReceiverMode } from "./events.ts";
+import { type PairRecord, tokenId } from "./ledger.ts";
+import { mercadoPagoRequestId, usableRequestId } from "./judge.ts";
 
 type Cmd = fc.AsyncCommand<World, World, false>;
 
@@ -39,37 +51,46 @@ function model(accountId: string, clientId: string, seller: number | null): Acc 
     accountId,
     clientId,
     seller,
-    allowedSellers: new Set([seller]),
+    allowedSellers: new Set(seller === null ? [] : [seller]),
     revoked: false,
-    unknownOutcome: false,
     maxCacheVersion: -1,
-    mpDead: new Set(),
-    confirmedDead: new Set(),
     forged: new Set(),
     eventsSeen: new Set(),
+    refreshBudget: 0,
   };
 }
 
-/** Base of every command: counts the step, runs it, settles the fault, checks invariants. */
+/** What `act` says when it found nothing to do (the step is not counted). */
+const NOOP = "noop";
+
+/** Base of every command: runs it, reads the ledger, counts the step, checks invariants. */
 abstract class Step implements Cmd {
   abstract readonly name: string;
   check(w: Readonly<World>): boolean {
     return w.accounts.length > 0;
   }
-  abstract act(w: World): Promise<void>;
+  abstract act(w: World): Promise<void | typeof NOOP>;
   async run(_m: World, w: World): Promise<void> {
-    w.totals.steps++;
-    w.totals.commands[this.name] = (w.totals.commands[this.name] ?? 0) + 1;
-    w.log(`step ${w.totals.steps}: ${this}`);
-    await this.act(w);
-    await w.settleFault();
+    const t = w.totals;
+    w.log(
+      t.shrinking ? `shrink step ${t.shrinkSteps + 1}: ${this}` : `step ${t.steps + 1}: ${this}`,
+    );
+    w.beginStep();
+    const outcome = await this.act(w);
+    await w.endStep(this.name, outcome === NOOP);
+    if (outcome === NOOP) w.log("  (no-op: not counted)");
     await checkInvariants(w);
   }
   abstract toString(): string;
 }
 
+/** The account may send its refresh token `n` times in this step (invariant 4's count). */
+function allow(a: Acc, n: number) {
+  a.refreshBudget += n;
+}
+
 /** No fault in force that could excuse an unexpected answer. */
-const calm = (w: World) => w.allUp && !w.pendingFault;
+const calm = (w: World) => w.calm;
 
 function expect(w: World, ok: boolean, invariant: number | string, what: string) {
   if (!ok && calm(w)) throw new Violation(invariant, what);
@@ -106,18 +127,27 @@ async function oauth(
 }
 
 /**
- * A first connect, or one with `replace_seller`, sets the seller MercadoPago's token answer
- * names (the sandbox's `other_seller` mode may name another than the one that authorized): no
- * change of seller, or one the caller asked for (invariant 6 forbids only the others), so
- * whatever the master took is allowed.
+ * The pairs MercadoPago issued in this step for a code `seller` authorized, from the sandbox's
+ * ledger (its `other_seller` mode may issue them to another seller than the one who authorized).
  */
-async function answeredSeller(w: World, a: Acc, asked: number) {
-  a.seller = asked;
-  if (w.db.admin !== "up") return;
-  const m = await masterOf(a.accountId);
-  if (m?.seller != null) {
-    a.allowedSellers.add(m.seller);
-    a.seller = m.seller;
+async function issuedForCode(w: World, seller: number): Promise<PairRecord[]> {
+  await w.readLedger();
+  return w.step.delta.pairs.filter((p) => p.via === "code" && p.authorized_user_id === seller);
+}
+
+/**
+ * A first connect, or one with `replace_seller`, may set the seller MercadoPago's token answer
+ * names (invariant 6 forbids only the other changes): the ledger says whom it issued the pair
+ * to. Once such a connect succeeded, that seller is the only one allowed until the next.
+ */
+async function sellerChange(w: World, a: Acc, asked: number, ok: boolean) {
+  const issued = (await issuedForCode(w, asked)).map((p) => p.user_id);
+  if (ok && issued.length === 1) {
+    a.allowedSellers = new Set(issued);
+    a.seller = issued[0];
+  } else {
+    for (const u of issued) a.allowedSellers.add(u);
+    if (ok) a.seller = asked;
   }
 }
 
@@ -132,10 +162,9 @@ export class ConnectNew extends Step {
     const accountId = await newAccount({ clientId });
     const seller = w.newSeller();
     const a = model(accountId, clientId, null);
-    a.allowedSellers.add(seller);
     w.accounts.push(a);
     const r = await oauth(w, accountId, seller, false);
-    if (r.ok) await answeredSeller(w, a, seller);
+    await sellerChange(w, a, seller, r.ok);
     expect(w, r.ok, "connect", `a first connect failed (${r.reason})`);
   }
   toString() {
@@ -154,20 +183,15 @@ export class Connect extends Step {
     const a = w.acc(this.i);
     const seller = this.kind === "reconnect" && a.seller !== null ? a.seller : w.newSeller();
     const legit = this.kind !== "mismatch" || a.seller === null;
-    if (legit) a.allowedSellers.add(seller);
-    const fault = w.pendingFault;
+    const mayChange = a.seller === null || this.kind === "replace";
     const r = await oauth(w, a.accountId, seller, this.kind === "replace");
-    // A code exchange MercadoPago processed but whose answer was lost or unreadable issued a
-    // pair nobody received: not a refresh token of ours to keep (invariant 3 is about those).
-    if (!r.ok && fault !== null) a.unknownOutcome = true;
+    if (mayChange) await sellerChange(w, a, seller, r.ok);
     if (r.ok) {
       if (!legit) {
         throw new Violation(6, `a connect as another seller without replace_seller succeeded`);
       }
-      if (a.seller === null || this.kind === "replace") await answeredSeller(w, a, seller);
-      else a.seller = seller;
+      if (!mayChange) a.seller = seller;
       a.revoked = false;
-      a.unknownOutcome = false;
     } else if (legit) {
       expect(w, false, "connect", `${this.kind} failed (${r.reason})`);
     } else {
@@ -182,17 +206,28 @@ export class Connect extends Step {
 // ---------------------------------------------------------------------------------------------
 // Provisioning
 
-/** A new account with a sandbox grant whose token is due (30 days), provisioned (step 7.1). */
+/**
+ * A new account with a sandbox grant whose token is due (expiring in 30 days), or within the
+ * last-resort window (3 days: a refresh token sent once may go once more), provisioned (step
+ * 7.1). The sandbox and the master agree on the expiry.
+ */
 export class ProvisionNew extends Step {
   readonly name = "provision";
+  constructor(readonly days: 30 | 3) {
+    super();
+  }
   override check(w: Readonly<World>) {
     return w.accounts.length < MAX_ACCOUNTS && w.allUp;
   }
   async act(w: World) {
     const seller = w.newSeller();
-    const { grants: [grant] } = await sandbox.post("grants", { count: 1, user_id: seller });
+    const { grants: [grant] } = await sandbox.post("grants", {
+      count: 1,
+      user_id: seller,
+      expires_in: this.days * 86_400,
+    });
     const clientId = await newClient();
-    const accountId = await newAccount({ grant, expiresInDays: 30 });
+    const accountId = await newAccount({ grant, expiresInDays: this.days });
     w.accounts.push(model(accountId, clientId, seller));
     const res = await call("provision-step-7-1", { account_id: accountId, client_id: clientId });
     w.noteAnswer(res);
@@ -204,7 +239,7 @@ export class ProvisionNew extends Step {
     );
   }
   toString() {
-    return "ProvisionNew";
+    return `ProvisionNew(${this.days} days)`;
   }
 }
 
@@ -241,31 +276,19 @@ export class RefreshPair extends Step {
   }
   async act(w: World) {
     const a = w.acc(this.i);
-    const before = await sandbox.stats();
-    const fault = w.pendingFault;
+    // Without force the account is refreshed once (after the first, it is no longer due);
+    // with force each run may refresh it, one after the other (never both at once: the lease).
+    // The checker counts what MercadoPago was sent (invariant 4).
+    const most = this.force ? 2 : 1;
+    allow(a, most);
     const body = { account_id: a.accountId, ...(this.force ? { force: true } : {}) };
     const runs = await Promise.all([call("mp-refresh", body), call("mp-refresh", body)]);
-    const after = await sandbox.stats();
     runs.forEach((r) => w.noteAnswer(r));
     const results = runs.flatMap((r) => (r.status === 200 ? r.body.results : []) as any[]);
     const refreshed = results.filter((r) => r.status === "refreshed").length;
-    // Without force the account is refreshed once (after the first, it is no longer due);
-    // with force each run may refresh it, one after the other (never both at once: the lease).
-    const most = this.force ? 2 : 1;
-    const processed = after.refreshes - before.refreshes;
-    if (refreshed > most || processed > most) {
-      throw new Violation(
-        4,
-        `two concurrent runs (force=${this.force}): ${refreshed} refreshed, ${processed} refresh(es) processed by MercadoPago`,
-      );
+    if (refreshed > most) {
+      throw new Violation(4, `two concurrent runs (force=${this.force}): ${refreshed} refreshed`);
     }
-    if (refreshed === 1) a.unknownOutcome = false;
-    // An after-mode fault (or a timeout) on a processed refresh: the answer is lost on purpose.
-    if (
-      fault && after.token_calls > before.token_calls &&
-      ["lose_answer", "error_500_after", "malformed_200", "timeout", "other_seller"].includes(fault)
-    ) a.unknownOutcome = true;
-    if (runs.some((r) => r.status !== 200)) a.unknownOutcome ||= !w.allUp;
   }
   toString() {
     return `RefreshPair(${this.i}, force=${this.force})`;
@@ -287,6 +310,7 @@ export class KillRefreshIsolate extends Step {
   }
   async act(w: World) {
     const a = w.acc(this.i);
+    allow(a, 1);
     const before = await sandbox.stats();
     await sandbox.latency(1500);
     try {
@@ -302,8 +326,9 @@ export class KillRefreshIsolate extends Step {
         if (settled) break;
       }
       const res = await pending;
-      if (killed > 0) a.unknownOutcome = true;
-      w.fault(killed > 0 ? "isolate_killed" : "isolate_kill_missed");
+      // A kill that came too late (or found no isolate) injected nothing: not a fault.
+      if (killed > 0) w.fault("isolate_killed");
+      else w.observed("isolate_kill_missed");
       w.log(`  isolates killed: ${killed}, mp-refresh answered ${res.status}`);
     } finally {
       await sandbox.latency(0);
@@ -342,17 +367,78 @@ async function killIsolates(fn: string): Promise<number> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Request ids (every command that sends one: lengths 1 to 200, across the 128 limit)
+
+/** A request id a command sends: its length and what it is made of. */
+export interface Rid {
+  len: number;
+  /** `plain`: hex; `dotted`: one `.` (valid for the functions, not for MercadoPago's webhook); `bad`: one `!` (valid for neither). */
+  kind: "plain" | "dotted" | "bad";
+}
+
+/** Request ids of 1 to 200 characters, often at the 128 limit. */
+const ridArb: fc.Arbitrary<Rid> = fc.record({
+  len: fc.oneof(fc.integer({ min: 1, max: 200 }), fc.constantFrom(127, 128, 129)),
+  kind: fc.constantFrom("plain" as const, "plain" as const, "dotted" as const, "bad" as const),
+});
+
+const ridText = (r: Rid) => `id(${r.len}, ${r.kind})`;
+
+/**
+ * A fresh id of the rid's shape (random hex, so no two are alike past a few characters), noted
+ * as request-controlled text for the checker (invariant 8).
+ */
+function makeId(w: World, r: Rid, strict = true): string {
+  let s = "";
+  while (s.length < r.len) s += crypto.randomUUID().replaceAll("-", "");
+  s = s.slice(0, r.len);
+  if (r.kind !== "plain") {
+    const at = Math.floor(r.len / 2);
+    s = s.slice(0, at) + (r.kind === "dotted" ? "." : "!") + s.slice(at + 1);
+  }
+  w.sent.push({ text: s, strict });
+  if (s.length > 128) w.observed("request_id_over_128");
+  return s;
+}
+
+/**
+ * A function's answer to a request with `id`: it echoes the id when it may use it (1 to 128 of
+ * `A-Za-z0-9._-`), and an id of its own otherwise.
+ */
+function checkEcho(id: string, res: { status: number; headers: Headers }, fn: string) {
+  const echoed = res.headers.get("x-request-id");
+  if (echoed === null) {
+    if (res.status < 500) {
+      throw new Violation(8, `${fn} answered ${res.status} without x-request-id`);
+    }
+    return;
+  }
+  if (usableRequestId(id) ? echoed !== id : echoed === id || !usableRequestId(echoed)) {
+    throw new Violation(
+      8,
+      `${fn} given a request id of ${id.length} characters (${
+        usableRequestId(id) ? "usable" : "not usable"
+      }) echoed ${echoed === id ? "it" : `another of ${echoed.length}`}`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Revoke, reads, reports, probe
 
 export class Revoke extends Step {
   readonly name = "revoke";
-  constructor(readonly i: number) {
+  constructor(readonly i: number, readonly rid: Rid) {
     super();
   }
   async act(w: World) {
     const a = w.acc(this.i);
-    const res = await call("mp-revoke", { account_id: a.accountId });
+    const id = makeId(w, this.rid);
+    const res = await call("mp-revoke", { account_id: a.accountId }, {
+      headers: { "x-request-id": id },
+    });
     w.noteAnswer(res);
+    checkEcho(id, res, "mp-revoke");
     if (res.status === 200) {
       a.revoked = true;
       w.observed("revoked");
@@ -360,46 +446,65 @@ export class Revoke extends Step {
     expect(w, res.status === 200, 2, `mp-revoke answered ${res.status}`);
   }
   toString() {
-    return `Revoke(${this.i})`;
+    return `Revoke(${this.i}, ${ridText(this.rid)})`;
   }
 }
 
-/** get-mp-config, optionally reporting the current version's token as rejected. */
+/**
+ * get-mp-config, optionally reporting the current version's token as rejected. Invariant 2: a
+ * revoked account's answer is never a token, and 404 while both databases are up. Invariant 9:
+ * never a token MercadoPago confirmed dead — to an earlier step, or to this very request.
+ */
 export class GetConfig extends Step {
   readonly name: string;
-  constructor(readonly i: number, readonly report: boolean) {
+  constructor(readonly i: number, readonly report: boolean, readonly rid: Rid) {
     super();
     this.name = report ? "get_config_report" : "get_config";
   }
   async act(w: World) {
     const a = w.acc(this.i);
+    // A confirmed dead token is refreshed at once when its refresh token was never sent.
+    if (this.report) allow(a, 1);
     const before = w.db.admin === "up" ? await masterOf(a.accountId) : null;
     const body: Record<string, unknown> = { client_id: a.clientId };
     if (this.report && before) body.rejected_token_version = before.version;
-    const res = await call("get-mp-config", body);
+    const id = makeId(w, this.rid);
+    const res = await call("get-mp-config", body, { headers: { "x-request-id": id } });
     w.noteAnswer(res);
+    checkEcho(id, res, "get-mp-config");
     const token: string | undefined = res.status === 200 ? res.body.access_token : undefined;
-    if (token !== undefined && a.confirmedDead.has(token)) {
+    if (token !== undefined && w.deadIds.has(tokenId(token))) {
       throw new Violation(9, `get-mp-config (${res.body.source}) answered a token confirmed dead`);
     }
-    if (token !== undefined && a.revoked) {
-      throw new Violation(
-        2,
-        `get-mp-config (${res.body.source}) answered a revoked account's token`,
+    if (token !== undefined && this.report) {
+      const now = await w.readLedger();
+      const killedHere = now.usersMe.some((u) =>
+        u.status === 401 && u.delivered && u.access_id === tokenId(token)
       );
+      if (killedHere) {
+        throw new Violation(
+          9,
+          `get-mp-config (${res.body.source}) answered the token MercadoPago had just answered 401 for, to this report`,
+        );
+      }
     }
-    // The report confirmed the token dead: MercadoPago killed it, and the answer moved on.
-    if (this.report && before?.access && a.mpDead.has(before.access)) {
-      const movedOn = (res.status === 404 && res.body?.error?.code === "mp_reauth_required") ||
-        (token !== undefined && token !== before.access);
-      if (movedOn) {
-        a.confirmedDead.add(before.access);
-        w.observed("confirmed_dead_by_report");
+    if (a.revoked) {
+      if (token !== undefined) {
+        throw new Violation(
+          2,
+          `get-mp-config (${res.body.source}) answered a revoked account's token`,
+        );
+      }
+      if (w.allUp && res.status !== 404) {
+        throw new Violation(
+          2,
+          `a revoked account's get-mp-config answered ${res.status}, not 404, both databases up`,
+        );
       }
     }
   }
   toString() {
-    return `GetConfig(${this.i}${this.report ? ", report" : ""})`;
+    return `GetConfig(${this.i}${this.report ? ", report" : ""}, ${ridText(this.rid)})`;
   }
 }
 
@@ -410,16 +515,10 @@ export class Probe extends Step {
   }
   async act(w: World) {
     const a = w.acc(this.i);
-    const before = w.db.admin === "up" ? await masterOf(a.accountId) : null;
+    allow(a, 1); // a dead token with an unsent refresh token is refreshed at once
     const res = await call("mp-probe", { account_id: a.accountId });
     w.noteAnswer(res);
-    const mine = res.status === 200
-      ? (res.body.results as any[]).find((r) => r.account_id === a.accountId)
-      : undefined;
-    if (before?.access && a.mpDead.has(before.access) && mine && mine.state !== "unverified") {
-      a.confirmedDead.add(before.access); // MercadoPago answered 401 for it to the probe
-      w.observed("confirmed_dead_by_probe");
-    }
+    expect(w, res.status === 200, 9, `mp-probe answered ${res.status}`);
   }
   toString() {
     return `Probe(${this.i})`;
@@ -428,20 +527,6 @@ export class Probe extends Step {
 
 // ---------------------------------------------------------------------------------------------
 // Deauthorization webhooks
-
-/** The access tokens the databases hold for the account now (MercadoPago is about to kill them). */
-async function storedTokens(w: World, a: Acc): Promise<string[]> {
-  const out: string[] = [];
-  if (w.db.admin === "up") {
-    const m = await masterOf(a.accountId);
-    if (m?.access) out.push(m.access);
-  }
-  if (w.db.backend === "up") {
-    const c = await cacheOf(a.clientId);
-    if (c?.access) out.push(c.access);
-  }
-  return out;
-}
 
 /** The seller removes the app at the sandbox, which delivers the signed notification itself. */
 export class DeauthorizeGenuine extends Step {
@@ -454,8 +539,7 @@ export class DeauthorizeGenuine extends Step {
   }
   async act(w: World) {
     const a = w.acc(this.i);
-    if (a.seller === null) return;
-    for (const t of await storedTokens(w, a)) a.mpDead.add(t);
+    if (a.seller === null) return NOOP;
     // Only a stored access token can be verified (a 401 confirms); an account whose token was
     // already cleared as dead (reauth_required) has nothing to confirm with.
     const before = w.db.admin === "up" ? await masterOf(a.accountId) : null;
@@ -481,12 +565,18 @@ export class DeauthorizeGenuine extends Step {
 
 /**
  * A notification signed as MercadoPago signs it, sent `times` times with the same
- * x-request-id (the later ones are replays); `killFirst` removes the app at the sandbox first,
- * otherwise the claim is false and must not revoke anything.
+ * x-request-id (the later ones are replays; an id MercadoPago would not send — over 128
+ * characters, or not `A-Za-z0-9-` — is refused with 401); `killFirst` removes the app at the
+ * sandbox first, otherwise the claim is false and must not revoke anything.
  */
 export class DeauthorizeSigned extends Step {
   readonly name: string;
-  constructor(readonly i: number, readonly killFirst: boolean, readonly times: number) {
+  constructor(
+    readonly i: number,
+    readonly killFirst: boolean,
+    readonly times: number,
+    readonly rid: Rid,
+  ) {
     super();
     this.name = killFirst ? "webhook_replayed" : "webhook_false_claim";
   }
@@ -495,13 +585,11 @@ export class DeauthorizeSigned extends Step {
   }
   async act(w: World) {
     const a = w.acc(this.i);
-    if (a.seller === null) return;
-    if (this.killFirst) {
-      for (const t of await storedTokens(w, a)) a.mpDead.add(t);
-      await sandbox.post("deauthorize", { user_id: a.seller });
-    }
+    if (a.seller === null) return NOOP;
+    if (this.killFirst) await sandbox.post("deauthorize", { user_id: a.seller });
     const before = w.db.admin === "up" ? await masterOf(a.accountId) : null;
-    const requestId = crypto.randomUUID();
+    const requestId = makeId(w, this.rid);
+    const accepted = mercadoPagoRequestId(requestId);
     const ts = String(Math.floor(Date.now() / 1000));
     const dataId = String(a.seller);
     const v1 = await signManifest(
@@ -528,22 +616,32 @@ export class DeauthorizeSigned extends Step {
         query: `?data.id=${dataId}&type=mp-connect`,
       });
       w.noteAnswer(res);
+      if (!accepted) {
+        if (res.status !== 401) {
+          throw new Violation(
+            8,
+            `mp-webhook answered ${res.status} to an x-request-id of ${requestId.length} characters MercadoPago would not send`,
+          );
+        }
+        continue;
+      }
       if (n === 0) {
         acted = res.status === 200;
         if (acted && w.db.admin === "up") {
           const m = await masterOf(a.accountId);
           versionAfterFirst = m?.version;
           if (m && !m.connected && before?.connected) a.revoked = true;
-          // An account without a stored token had it confirmed dead by MercadoPago already
-          // (a probe or a report): that earlier 401 confirms the claim.
-          if (
-            !this.killFirst && before?.connected && m && !m.connected &&
-            before.access !== null && before.access !== undefined &&
-            !a.mpDead.has(before.access)
-          ) {
+          // Only a 401 from MercadoPago for the stored token confirms the claim; an account
+          // without a stored token had it confirmed dead already (a probe or a report).
+          const confirmed = before?.access == null ||
+            w.deadIds.has(tokenId(before.access)) ||
+            (await w.readLedger(), w.step.delta.usersMe).some((u) =>
+              u.status === 401 && u.access_id === tokenId(before!.access!)
+            );
+          if (before?.connected && m && !m.connected && !confirmed) {
             throw new Violation(
               2,
-              `a deauthorization MercadoPago did not confirm revoked the account`,
+              `a deauthorization MercadoPago did not confirm (no 401 for the stored token) revoked the account`,
             );
           }
         }
@@ -562,7 +660,9 @@ export class DeauthorizeSigned extends Step {
     }
   }
   toString() {
-    return `DeauthorizeSigned(${this.i}, killFirst=${this.killFirst}, times=${this.times})`;
+    return `DeauthorizeSigned(${this.i}, killFirst=${this.killFirst}, times=${this.times}, ${
+      ridText(this.rid)
+    })`;
   }
 }
 
@@ -577,6 +677,7 @@ export class Reconcile extends Step {
   async act(w: World) {
     const res = await call("mp-reconcile", {});
     w.noteAnswer(res);
+    expect(w, res.status === 200, 1, `mp-reconcile answered ${res.status}`);
     if (res.status !== 200 || !calm(w)) return;
     await assertInSync(w, "mp-reconcile");
   }
@@ -602,7 +703,11 @@ async function assertInSync(w: World, by: string, only?: Acc) {
   }
 }
 
-/** `deno task backfill --account <id>`, as its domain function in-process. */
+/**
+ * `deno task backfill --account <id>`, as its domain function in-process. With both databases
+ * up it must not fail (an error or a failed account fails the step), and it leaves the cache at
+ * the master's version.
+ */
 export class Backfill extends Step {
   readonly name = "backfill";
   constructor(readonly i: number) {
@@ -615,7 +720,16 @@ export class Backfill extends Step {
       const summary = await runBackfill(ctx, createLogger({ component: "chaos-backfill" }), {
         accountId: a.accountId,
       }).catch((err) => ({ failed: 1, error: String(err) }));
-      if (summary.failed === 0 && !summary.error && calm(w)) await assertInSync(w, "backfill", a);
+      if (summary.failed > 0 || summary.error) {
+        expect(
+          w,
+          false,
+          "backfill",
+          `the backfill failed with both databases up (${summary.failed} failed${
+            summary.error ? `: ${summary.error}` : ""
+          })`,
+        );
+      } else if (calm(w)) await assertInSync(w, "backfill", a);
     } finally {
       await ctx.close();
     }
@@ -639,7 +753,11 @@ export class ForgeEscrow extends Step {
   async act(w: World) {
     const a = w.acc(this.i);
     const m = await masterOf(a.accountId);
-    if (!m || m.seller === null) return;
+    if (!m || m.seller === null) return NOOP;
+    // A pair the system escrowed itself is MercadoPago's, waiting to be applied: overwriting
+    // it would lose it by the run's own hand.
+    const held = await escrowOf(a.accountId);
+    if (held?.refresh && w.ledger.pairOfRefresh(held.refresh)) return NOOP;
     const ring = await keyRing();
     let access: string, refresh: string, userId: number | null;
     if (this.kind === "garbage") {
@@ -652,8 +770,8 @@ export class ForgeEscrow extends Step {
     } else {
       // A real pair of another seller, encrypted for THIS account, claimed without a user_id.
       const { grants: [g] } = await sandbox.post("grants", { count: 1, user_id: w.newSeller() });
-      a.forged.add(g.access_token);
-      a.forged.add(g.refresh_token);
+      a.forged.add(tokenId(g.access_token));
+      a.forged.add(tokenId(g.refresh_token));
       access = await encryptSecret(ring, a.accountId, "access_token", g.access_token);
       refresh = await encryptSecret(ring, a.accountId, "refresh_token", g.refresh_token);
       userId = null;
@@ -673,6 +791,7 @@ export class ForgeEscrow extends Step {
         scope: "read",
       })
     }`;
+    allow(a, 1); // the forged row is discarded; the account's own token may then be refreshed
     const res = await call("mp-refresh", { account_id: a.accountId });
     w.noteAnswer(res);
   }
@@ -699,9 +818,14 @@ async function rowCounts(): Promise<number> {
   return total;
 }
 
+/**
+ * Three unauthenticated requests of one kind, each with request-controlled text of the rid's
+ * shape (the request id; for `unknown_state`, the state): at most one row more, and (the
+ * checker) nothing over 128 characters stored.
+ */
 export class Unauthenticated extends Step {
   readonly name = "unauthenticated";
-  constructor(readonly kind: "no_key" | "bad_signature" | "unknown_state") {
+  constructor(readonly kind: "no_key" | "bad_signature" | "unknown_state", readonly rid: Rid) {
     super();
   }
   override check(w: Readonly<World>) {
@@ -710,11 +834,16 @@ export class Unauthenticated extends Step {
   async act(w: World) {
     const before = await rowCounts();
     const allowed = this.kind === "unknown_state" ? 1 : 0;
+    const id = makeId(w, this.rid, this.kind !== "unknown_state");
     for (let n = 0; n < 3; n++) {
       if (this.kind === "no_key") {
         for (const fn of ["get-mp-config", "mp-refresh", "mp-revoke", "provision-step-7-1"]) {
-          const res = await call(fn, { client_id: crypto.randomUUID() }, { key: "x".repeat(40) });
+          const res = await call(fn, { client_id: crypto.randomUUID() }, {
+            key: "x".repeat(40),
+            headers: { "x-request-id": id },
+          });
           w.noteAnswer(res);
+          checkEcho(id, res, fn);
           expect(w, res.status === 401, 8, `${fn} without a valid key answered ${res.status}`);
         }
       } else if (this.kind === "bad_signature") {
@@ -723,19 +852,17 @@ export class Unauthenticated extends Step {
           data: { id: "1" },
         }, {
           key: null,
-          headers: {
-            "x-request-id": "chaos-" + "a".repeat(100),
-            "x-signature": `ts=1,v1=${"0".repeat(64)}`,
-          },
+          headers: { "x-request-id": id, "x-signature": `ts=1,v1=${"0".repeat(64)}` },
           query: `?data.id=1&type=mp-connect`,
         });
         w.noteAnswer(res);
+        checkEcho(id, res, "mp-webhook");
         expect(w, res.status === 401, 8, `a badly signed webhook answered ${res.status}`);
       } else {
-        const res = await fetch(
-          `${stack.functionsUrl}/mp-oauth-callback?code=TG-forged&state=chaos-forged-state-${w.totals.runs}`,
-          { redirect: "manual" },
-        );
+        const q = new URLSearchParams({ code: "TG-forged", state: id });
+        const res = await fetch(`${stack.functionsUrl}/mp-oauth-callback?${q}`, {
+          redirect: "manual",
+        });
         await res.body?.cancel();
       }
     }
@@ -748,7 +875,7 @@ export class Unauthenticated extends Step {
     }
   }
   toString() {
-    return `Unauthenticated(${this.kind})`;
+    return `Unauthenticated(${this.kind}, ${ridText(this.rid)})`;
   }
 }
 
@@ -766,7 +893,10 @@ export const SANDBOX_MODES = [
   "other_seller",
 ] as const;
 
-/** The next sandbox call fails as `mode` (SPEC §7). */
+/**
+ * The next sandbox call fails as `mode` (the contract's local stack, MercadoPago sandbox). Counted
+ * as a fault only when a call takes it (the sandbox's ledger says so).
+ */
 export class SandboxFault extends Step {
   readonly name = "sandbox_fault";
   constructor(readonly mode: typeof SANDBOX_MODES[number]) {
@@ -776,10 +906,9 @@ export class SandboxFault extends Step {
     return true;
   }
   async act(w: World) {
-    w.faultCallsAt = w.calls(await sandbox.stats(), this.mode);
+    w.dropPendingFault(); // the one before was never taken: replaced, so not injected
     await sandbox.faults(this.mode, 1);
     w.pendingFault = this.mode;
-    w.fault(`sandbox_${this.mode}`);
   }
   toString() {
     return `SandboxFault(${this.mode})`;
@@ -794,9 +923,9 @@ export class Invalidate extends Step {
   }
   async act(w: World) {
     const a = w.acc(this.i);
-    if (a.seller === null) return;
-    for (const t of await storedTokens(w, a)) a.mpDead.add(t);
-    await sandbox.invalidate(a.seller, this.scope);
+    if (a.seller === null) return NOOP;
+    const res = await sandbox.invalidate(a.seller, this.scope);
+    if (!(res.invalidated > 0)) return NOOP; // nothing live to kill
     w.fault(`invalidate_${this.scope}`);
   }
   toString() {
@@ -805,8 +934,9 @@ export class Invalidate extends Step {
 }
 
 /**
- * Silent invalidation found by the system (SPEC §9, invariant 9): MercadoPago kills the
- * seller's access tokens (or grant), then mp-probe or a checkout report looks at the account.
+ * Silent invalidation found by the system (the connection's lifecycle, invariant 9): MercadoPago
+ * kills the seller's access tokens (or grant), then mp-probe or a checkout report looks at the
+ * account.
  */
 export class InvalidateThenCheck extends Step {
   readonly name = "invalidate_then_check";
@@ -814,16 +944,20 @@ export class InvalidateThenCheck extends Step {
     readonly i: number,
     readonly scope: "access" | "grant",
     readonly via: "probe" | "report",
+    readonly rid: Rid,
   ) {
     super();
   }
   async act(w: World) {
+    if (w.acc(this.i).seller === null) return NOOP;
     await new Invalidate(this.i, this.scope).act(w);
     if (this.via === "probe") await new Probe(this.i).act(w);
-    else await new GetConfig(this.i, true).act(w);
+    else await new GetConfig(this.i, true, this.rid).act(w);
   }
   toString() {
-    return `InvalidateThenCheck(${this.i}, ${this.scope}, ${this.via})`;
+    return `InvalidateThenCheck(${this.i}, ${this.scope}, ${this.via}${
+      this.via === "report" ? `, ${ridText(this.rid)}` : ""
+    })`;
   }
 }
 
@@ -878,6 +1012,8 @@ export class HangDb extends Step {
     const a = w.acc(this.i);
     const c = cluster(this.which);
     w.fault(`${this.which}_hung`);
+    w.step.hung = true;
+    allow(a, 1);
     await c.freeze(true);
     try {
       const answers = await Promise.all([
@@ -886,13 +1022,12 @@ export class HangDb extends Step {
       ]);
       answers.forEach((r) => w.noteAnswer(r));
       const token = answers[0].status === 200 ? answers[0].body.access_token : undefined;
-      if (token !== undefined && (a.revoked || a.confirmedDead.has(token))) {
+      if (token !== undefined && (a.revoked || w.deadIds.has(tokenId(token)))) {
         throw new Violation(
           a.revoked ? 2 : 9,
           `get-mp-config answered a token it must not, ${this.which} hanging`,
         );
       }
-      if (answers[1].status !== 200) a.unknownOutcome = true;
     } finally {
       await c.freeze(false);
     }
@@ -902,9 +1037,8 @@ export class HangDb extends Step {
     return `HangDb(${this.which}, ${this.i})`;
   }
 }
-
 // ---------------------------------------------------------------------------------------------
-// Events to the platform (SPEC §10, invariant 10; the receiver and the checks: ./events.ts)
+// Events to the platform (docs/events.md, invariant 10; the receiver and the checks: ./events.ts)
 
 /** Makes the pending events of `ids` due now, as if their retry delays had passed. */
 async function makeDue(ids: string[]) {
@@ -935,10 +1069,13 @@ export class DeliverEvents extends Step {
   }
   async act(w: World) {
     w.platform.mode = this.mode;
+    const receipts = w.platform.receipts.length;
     const ids = w.accounts.map((a) => a.accountId);
     if (this.due && w.db.admin === "up") await makeDue(ids);
     await this.deliverOnce(w);
     if (this.mode === "ok" && this.due && calm(w)) await this.drain(w, ids);
+    // The receiver failing counts as a fault only when a delivery met it.
+    if (w.platform.receipts.slice(receipts).some((r) => !r.acked)) w.fault(`receiver_${this.mode}`);
   }
   private async deliverOnce(w: World) {
     const res = await call("mp-deliver-events", this.limit === null ? {} : { limit: this.limit });
@@ -1036,9 +1173,9 @@ export class PullEvents extends Step {
  * The served token of an account comes within 7 days of its expiry with no refresh succeeding
  * (the clock moved for it alone): two mp-deliver-events runs, each of which flags `expiring`
  * events first, then the expiry is put back. Invariant 10 (checked after the step): one
- * `mp.connection.expiring` per token version, in the account's state. Put back so that no
- * refresh runs inside the last-resort window, where a refresh token sent once may go again
- * (invariant 3's one exception, which the model does not follow).
+ * `mp.connection.expiring` per token version, in the account's state. Put back within the step:
+ * the sandbox, whose ledger judges invariant 3's last resort by the expiry it issued, was not
+ * told (an account provisioned with 3 days, `ProvisionNew(3 days)`, is near expiry at both).
  */
 export class NearExpiry extends Step {
   readonly name = "near_expiry";
@@ -1052,7 +1189,7 @@ export class NearExpiry extends Step {
     const a = w.acc(this.i);
     const [row] = await adminDb()`select mp_token_expires_at as at from nv_accounts
       where id = ${a.accountId} and mp_access_token_encrypted is not null`;
-    if (!row?.at) return;
+    if (!row?.at) return NOOP;
     await adminDb()`update nv_accounts set mp_token_expires_at = now() + interval '3 days'
       where id = ${a.accountId}`;
     try {
@@ -1083,26 +1220,28 @@ export function commandArbitraries(): fc.Arbitrary<Cmd>[] {
   const common: fc.Arbitrary<Cmd>[] = [
     fc.constant(new ConnectNew()),
     fc.constant(new ConnectNew()),
-    fc.constant(new ProvisionNew()),
-    fc.constant(new ProvisionNew()),
+    fc.constant(new ProvisionNew(30)),
+    fc.constantFrom(30 as const, 3 as const).map((d) => new ProvisionNew(d)),
     fc.tuple(i, fc.constantFrom("reconnect" as const, "replace" as const, "mismatch" as const))
       .map(([n, k]) => new Connect(n, k)),
     i.map((n) => new Provision(n)),
     fc.tuple(i, fc.boolean()).map(([n, f]) => new RefreshPair(n, f)),
     fc.tuple(i, fc.boolean()).map(([n, f]) => new RefreshPair(n, f)),
-    i.map((n) => new Revoke(n)),
-    fc.tuple(i, fc.boolean()).map(([n, r]) => new GetConfig(n, r)),
-    fc.tuple(i, fc.boolean()).map(([n, r]) => new GetConfig(n, r)),
+    fc.tuple(i, ridArb).map(([n, r]) => new Revoke(n, r)),
+    fc.tuple(i, fc.boolean(), ridArb).map(([n, r, id]) => new GetConfig(n, r, id)),
+    fc.tuple(i, fc.boolean(), ridArb).map(([n, r, id]) => new GetConfig(n, r, id)),
     i.map((n) => new Probe(n)),
     i.map((n) => new DeauthorizeGenuine(n)),
-    fc.tuple(i, fc.boolean(), fc.integer({ min: 1, max: 3 }))
-      .map(([n, k, t]) => new DeauthorizeSigned(n, k, t)),
+    fc.tuple(i, fc.boolean(), fc.integer({ min: 1, max: 3 }), ridArb)
+      .map(([n, k, t, id]) => new DeauthorizeSigned(n, k, t, id)),
     fc.constant(new Reconcile()),
     i.map((n) => new Backfill(n)),
     fc.tuple(i, fc.constantFrom("garbage" as const, "other_aad" as const, "other_seller" as const))
       .map(([n, k]) => new ForgeEscrow(n, k)),
-    fc.constantFrom("no_key" as const, "bad_signature" as const, "unknown_state" as const)
-      .map((k) => new Unauthenticated(k)),
+    fc.tuple(
+      fc.constantFrom("no_key" as const, "bad_signature" as const, "unknown_state" as const),
+      ridArb,
+    ).map(([k, id]) => new Unauthenticated(k, id)),
     fc.constantFrom(...SANDBOX_MODES).map((m) => new SandboxFault(m)),
     fc.tuple(i, fc.constantFrom("access" as const, "grant" as const))
       .map(([n, s]) => new Invalidate(n, s)),
@@ -1110,7 +1249,8 @@ export function commandArbitraries(): fc.Arbitrary<Cmd>[] {
       i,
       fc.constantFrom("access" as const, "grant" as const),
       fc.constantFrom("probe" as const, "report" as const),
-    ).map(([n, s, v]) => new InvalidateThenCheck(n, s, v)),
+      ridArb,
+    ).map(([n, s, v, id]) => new InvalidateThenCheck(n, s, v, id)),
     db.map((d) => new StopDb(d)),
     db.map((d) => new StartDb(d)),
     fc.tuple(db, i).map(([d, n]) => new HangDb(d, n)),

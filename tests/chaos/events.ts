@@ -1,6 +1,6 @@
 // deno-lint-ignore-file no-explicit-any
 /**
- * The chaos run's platform (SPEC §10, invariant 10): a receiver of the pushed events on the
+ * The chaos run's platform (docs/events.md, invariant 10): a receiver of the pushed events on the
  * stack's PLATFORM_WEBHOOK_URL (the test profile: the gateway's port + 7), started once per
  * `runChaos` and stopped at its end, answering as the model tells it (`ok` 2xx, `error` 5xx,
  * `never`: the request is held until the run ends, so the attempt times out after the stack's
@@ -15,7 +15,7 @@
  *   an outbox event byte for byte, and came only after each earlier event of its account was
  *   acknowledged (or delivered before this receiver existed);
  * - the pulled events, in order, are exactly the outbox in commit order up to the last pulled;
- * - no payload (outbox, delivery, pull) carries a secret, and none has a field SPEC §10 lacks.
+ * - no payload (outbox, delivery, pull) carries a secret, and none has a field docs/events.md lacks.
  *
  * Secrets are compared with `===`/`includes` only; no message names one.
  */
@@ -166,7 +166,7 @@ export function eventType(
 
 const num = (v: unknown) => (v === null || v === undefined ? null : Number(v));
 
-/** A payload's shape: SPEC §10's fields only (a token could hide in no other). */
+/** A payload's shape: docs/events.md's fields only (a token could hide in no other). */
 function shapeProblem(payload: any): string | null {
   if (!payload || typeof payload !== "object") return "not an object";
   const top = Object.keys(payload).sort().join(",");

@@ -1,11 +1,14 @@
 /**
- * The chaos run (issue 21, item 1): fast-check generates command sequences
+ * The chaos run (issue 21, item 1; issue 28, item 2): fast-check generates command sequences
  * (`fc.commands` over tests/chaos/commands.ts) and `fc.asyncModelRun` runs each against the
  * real stack reached through tests/_stack.ts (its environment must be the stack's, as
  * `deno task test` or tests/chaos/main.ts give it). Invariants 1–10 are checked after every
- * step; for 10 the run owns the platform's receiver (tests/chaos/events.ts) on the stack's
- * PLATFORM_WEBHOOK_URL, started here and stopped at the end. A violation is reported with fast-check's seed, path and shrunk command list, which
- * replay it: `deno task chaos --seed S --path P`.
+ * step by a checker that only reads (tests/chaos/world.ts): both databases, the sandbox's ledger
+ * (tests/chaos/ledger.ts), the platform's receiver — the run owns it (tests/chaos/events.ts), on
+ * the stack's PLATFORM_WEBHOOK_URL, started here and stopped at the end — and the stack log. A
+ * violation is reported with fast-check's seed, path and shrunk command list, and the whole
+ * command that replays it (`replay`: `deno task chaos --seed S --steps N --max-commands M
+ * --path P --replay-path R`).
  *
  * The pg_cron jobs of both databases are paused while it runs (a scheduled mp-refresh or
  * mp-probe would act behind the model's back) and restored after; every fault is undone after
@@ -16,6 +19,7 @@ import { adminDb, backendDb, closeDbs, sandbox, stack } from "../_stack.ts";
 import { commandArbitraries } from "./commands.ts";
 import { checkInvariants, newTotals, type Totals, World } from "./world.ts";
 import { Platform } from "./events.ts";
+import { LedgerMirror } from "./ledger.ts";
 
 export interface ChaosOptions {
   seed: number;
@@ -33,15 +37,32 @@ export interface ChaosOptions {
   log?: (line: string) => void;
 }
 
+/**
+ * What one chaos invocation (one seed) did; `chaos-summary` prints it as JSON (with `commit`),
+ * read by bench/chaos_summary.ts.
+ */
 export interface ChaosSummary {
   seed: number;
+  /** The budget asked for (`--steps`) and the commands per sequence at most (`--max-commands`). */
+  steps_asked: number;
+  max_commands: number;
+  /** Steps that ran and did something: no-op steps and steps run while shrinking are apart. */
   steps: number;
+  noop_steps: number;
+  shrink_steps: number;
+  /** fast-check runs (command sequences) before any failure, and those run while shrinking. */
   runs: number;
+  shrink_runs: number;
   seconds: number;
+  /** Faults set, by kind, fired or not (a sandbox fault no call took is set, not fired). */
   faults: Record<string, number>;
+  /** Faults that fired, by kind: a sandbox fault a call took, a database stopped or hung, … */
+  faultsFired: Record<string, number>;
   commands: Record<string, number>;
-  /** Each violation with seed, path and the shrunk command list; empty when none. */
+  /** Each violation with seed, path, the shrunk command list and its replay line; empty when none. */
   violations: string[];
+  /** The command that replays the first violation (null when none). */
+  replay: string | null;
 }
 
 /** Pauses every active pg_cron job of both databases; returns what restores them. */
@@ -64,19 +85,22 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   const started = performance.now();
   const log = opts.log ?? (() => {});
   const totals: Totals = newTotals();
-  totals.reuseBaseline = (await sandbox.stats()).refresh_token_reuse;
   totals.logOffset = (await Deno.stat(stack.env("STACK_LOG"))).size;
   await sandbox.faults("none", 0);
   await sandbox.latency(0);
+  const ledger = new LedgerMirror(stack.sandboxUrl);
+  await ledger.start();
   const restoreCron = await pauseCron();
   const platform = new Platform();
   let failedAt: number | undefined;
+  let replay: string | null = null;
+  const maxCommands = opts.maxCommands ?? 25;
   const shrinkMs = (opts.shrinkMinutes ?? 5) * 60_000;
   try {
     await platform.start();
     const property = fc.asyncProperty(
       fc.commands(commandArbitraries(), {
-        maxCommands: opts.maxCommands ?? 25,
+        maxCommands,
         size: "max",
         ...(opts.replayPath ? { replayPath: opts.replayPath } : {}),
       }),
@@ -85,11 +109,16 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
         // unless shrinking has taken too long: the best list so far is then reported).
         if (failedAt === undefined && totals.steps >= opts.steps) return;
         if (failedAt !== undefined && performance.now() - failedAt > shrinkMs) return;
-        totals.runs++;
-        const world = new World(totals, log, platform);
+        totals.shrinking = failedAt !== undefined;
+        if (totals.shrinking) totals.shrinkSequences++;
+        else totals.sequences++;
+        const world = new World(totals, log, platform, ledger);
         try {
           await fc.asyncModelRun(() => ({ model: world, real: world }), cmds);
+          // After the faults are undone, once more (a read: no step of its own).
           await world.restore();
+          world.beginStep();
+          await world.readLedger();
           await checkInvariants(world);
         } catch (err) {
           failedAt ??= performance.now();
@@ -109,7 +138,16 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       const report = fc.defaultReportMessage(details) ?? "failed";
       const error = (details.errorInstance as Error | undefined)?.message ??
         String(details.errorInstance);
-      totals.violations.push(`${error}\n${report}`);
+      const replayPath = /replayPath="([^"]*)"/.exec(String(details.counterexample?.[0]))?.[1];
+      replay = [
+        "deno task chaos",
+        `--seed ${opts.seed}`,
+        `--steps ${opts.steps}`,
+        `--max-commands ${maxCommands}`,
+        `--path ${details.counterexamplePath}`,
+        ...(replayPath ? [`--replay-path ${replayPath}`] : []),
+      ].join(" ");
+      totals.violations.push(`${error}\n${report}\nreplay: ${replay}`);
     }
   } finally {
     await platform.stop();
@@ -118,13 +156,27 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   }
   return {
     seed: opts.seed,
+    steps_asked: opts.steps,
+    max_commands: maxCommands,
     steps: totals.steps,
-    runs: totals.runs,
+    noop_steps: totals.noopSteps,
+    shrink_steps: totals.shrinkSteps,
+    runs: totals.sequences,
+    shrink_runs: totals.shrinkSequences,
     seconds: Math.round((performance.now() - started) / 1000),
-    faults: totals.faults,
+    faults: sum(totals.faults, totals.faultsUnfired),
+    faultsFired: totals.faults,
     commands: totals.commands,
     violations: totals.violations,
+    replay,
   };
+}
+
+/** Two count maps added up, key by key. */
+function sum(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
+  const out = { ...a };
+  for (const [k, v] of Object.entries(b)) out[k] = (out[k] ?? 0) + v;
+  return out;
 }
 
 /** Sum of the values of a count map. */

@@ -1,42 +1,50 @@
 // deno-lint-ignore-file no-explicit-any
 /**
- * The chaos run's model (what the run has done and may expect) and its view of the real stack
- * (both databases, the sandbox, the stack log). One `World` lives for one fast-check run (one
- * command sequence); `Totals` live for the whole `deno task chaos` invocation.
+ * The chaos run's model (what the run has done and may expect) and its checker. One `World` lives
+ * for one fast-check run (one command sequence); `Totals` live for the whole `deno task chaos`
+ * invocation.
  *
- * Secrets: tokens are held in memory to compare them with `===`; no message built here or in
- * the commands ever contains one (ids, versions, states and counts only).
+ * The checker (`checkInvariants`, after every step) only reads: both databases, the sandbox's
+ * ledger (tests/chaos/ledger.ts), the run's platform receiver, the stack log. Whatever changes
+ * state is a command (tests/chaos/commands.ts): a step of the shrunk list, replayed with it.
+ *
+ * Secrets: tokens are held in memory to compare them with `===` or by their ledger id; no message
+ * built here or in the commands ever contains one (ids, versions, states and counts only).
  */
-import { adminDb, backendDb, call, closeDbs, cluster, keyRing, sandbox, stack } from "../_stack.ts";
+import { adminDb, backendDb, closeDbs, cluster, keyRing, sandbox, stack } from "../_stack.ts";
 import { decryptSecret } from "../../shared/platform/crypto.ts";
 import { checkEvents, type Platform } from "./events.ts";
+import { addDelta, emptyDelta, type LedgerDelta, type LedgerMirror, tokenId } from "./ledger.ts";
+import {
+  countsAsSend,
+  sendsPerAccount,
+  sendsProblem,
+  unkeptPair,
+  usableRequestId,
+} from "./judge.ts";
 
 /** One account the run created (each with a seller of its own). */
 export interface Acc {
   accountId: string;
   clientId: string;
-  /** The seller the model expects in `mp_user_id` (null: never connected). */
+  /** The seller the model connected it to, as the sandbox issued its token (null: none yet). */
   seller: number | null;
-  /** Sellers `mp_user_id` may legitimately hold (invariant 6): the first connect's, and every replace_seller connect's. */
-  allowedSellers: Set<number | null>;
+  /**
+   * Sellers `mp_user_id` may hold (invariant 6), each as the sandbox's ledger says it issued the
+   * pair: the seeded grant's, a first connect's, a `replace_seller` connect's.
+   */
+  allowedSellers: Set<number>;
   /** mp-revoke answered 200, or a confirmed deauthorization revoked it; cleared by a connect. */
   revoked: boolean;
-  /** A refresh whose answer may be lost (after-mode fault, isolate killed): exempt from the lost-token check until the next connect or refresh. */
-  unknownOutcome: boolean;
   /** Highest `clients.mp_token_version` seen (invariant 1). */
   maxCacheVersion: number;
-  /** Access tokens MercadoPago killed (invalidate, deauthorize) — known dead at MercadoPago, not yet confirmed. */
-  mpDead: Set<string>;
-  /** Access tokens the system confirmed dead (invariant 9). */
-  confirmedDead: Set<string>;
-  /** Token values planted through forged escrow rows (invariant 7). */
+  /** Ledger ids of token values planted through forged escrow rows (invariant 7). */
   forged: Set<string>;
   /** Outbox events of the account the invariant-10 check has seen (counted once each). */
   eventsSeen: Set<string>;
+  /** Refresh-token sends this step may make for the account (invariant 4; 0 unless a command says). */
+  refreshBudget: number;
 }
-
-/** Sandbox modes applied after processing: they concern token calls only (local/sandbox.ts). */
-const AFTER_MODES = ["lose_answer", "error_500_after", "malformed_200", "other_seller"];
 
 /** A database fault in force. */
 export type DbState = "up" | "stopped";
@@ -49,40 +57,81 @@ export class Violation extends Error {
 
 /** Counts over a whole chaos invocation. */
 export interface Totals {
+  /** Steps that ran and did something (no-op and shrinking steps not counted). */
   steps: number;
-  runs: number;
+  /** Command sequences run before any failure (fast-check runs). */
+  sequences: number;
+  /** Steps that found nothing to do (an account without a seller, nothing to kill, …). */
+  noopSteps: number;
+  /** Steps and sequences run while shrinking a failure. */
+  shrinkSteps: number;
+  shrinkSequences: number;
+  /** True once a failure was found: what runs next is shrinking. */
+  shrinking: boolean;
+  /** Faults that fired (a sandbox fault taken by a call, a database stopped or hung, …). */
   faults: Record<string, number>;
+  /** Sandbox faults set that no call took before they were cleared (not injected). */
+  faultsUnfired: Record<string, number>;
   commands: Record<string, number>;
   violations: string[];
-  /** Reuse count of the sandbox when the invocation started (invariant 3 baseline). */
-  reuseBaseline: number;
-  /** Where the invariant-5 scan of the stack log has got to. */
+  /** Where the stack-log scan has got to. */
   logOffset: number;
 }
 
 export function newTotals(): Totals {
   return {
     steps: 0,
-    runs: 0,
+    sequences: 0,
+    noopSteps: 0,
+    shrinkSteps: 0,
+    shrinkSequences: 0,
+    shrinking: false,
     faults: {},
+    faultsUnfired: {},
     commands: {},
     violations: [],
-    reuseBaseline: 0,
     logOffset: 0,
   };
+}
+
+/** What one step did, as the checker needs it. */
+interface StepState {
+  /** The ledger's records read during the step (commands may read it too). */
+  delta: LedgerDelta;
+  /** Both databases up from start to end and none hung: nothing excused a function's failure. */
+  dbCalm: boolean;
+  hung: boolean;
+  /** A sandbox fault was taken by a call during the step. */
+  sandboxFault: boolean;
+  faults: string[];
+}
+
+/** Request-controlled text a command sent: `strict` for request ids, which a function may use only when valid. */
+interface SentText {
+  text: string;
+  strict: boolean;
 }
 
 /** The model and the handle on the real stack of one fast-check run. */
 export class World {
   accounts: Acc[] = [];
   db: Record<"backend" | "admin", DbState> = { backend: "up", admin: "up" };
-  /** A sandbox fault set and maybe not consumed yet. */
+  /** A sandbox fault set and not taken by a call yet. */
   pendingFault: string | null = null;
-  /** Token + /users/me calls at the sandbox when the fault was set. */
-  faultCallsAt = 0;
   /** Response texts of failed answers this step (invariant 5: no secret in an error body). */
   errorBodies: string[] = [];
-  /** Seller ids handed out in this run. */
+  /** Ledger ids of access tokens MercadoPago confirmed dead (401 on /users/me) in a calm step. */
+  deadIds = new Set<string>();
+  /** Request-controlled text sent in this sequence that must not be stored (invariant 8). */
+  sent: SentText[] = [];
+  step: StepState = {
+    delta: emptyDelta(),
+    dbCalm: true,
+    hung: false,
+    sandboxFault: false,
+    faults: [],
+  };
+  /** Seller ids handed out in this process. */
   private static nextSeller = 0;
 
   constructor(
@@ -90,6 +139,8 @@ export class World {
     readonly log: (line: string) => void,
     /** The run's receiver of pushed events and reader of the pull API (invariant 10). */
     readonly platform: Platform,
+    /** The run's copy of the sandbox's ledger. */
+    readonly ledger: LedgerMirror,
   ) {}
 
   newSeller(): number {
@@ -102,18 +153,30 @@ export class World {
     return this.accounts[i % this.accounts.length];
   }
 
+  /** The account of this run whose tokens `userId`'s are (undefined: none). */
+  accountOfSeller(userId: number): Acc | undefined {
+    return this.accounts.find((a) => a.seller === userId || a.allowedSellers.has(userId));
+  }
+
   /** Counts what the model saw happen (`observed:<what>` in the command counts). */
   observed(what: string) {
+    if (this.totals.shrinking) return;
     const k = `observed:${what}`;
     this.totals.commands[k] = (this.totals.commands[k] ?? 0) + 1;
   }
 
+  /** A fault that fired in this step (counted when the step counts). */
   fault(name: string) {
-    this.totals.faults[name] = (this.totals.faults[name] ?? 0) + 1;
+    this.step.faults.push(name);
   }
 
   get allUp(): boolean {
     return this.db.backend === "up" && this.db.admin === "up";
+  }
+
+  /** No fault in force that could excuse an unexpected answer: databases up, no sandbox fault queued or taken in this step. */
+  get calm(): boolean {
+    return this.allUp && this.pendingFault === null && !this.step.sandboxFault;
   }
 
   /** Notes a failed answer's text for the invariant-5 check. */
@@ -121,17 +184,52 @@ export class World {
     if (res.status >= 300 && res.status !== 302) this.errorBodies.push(JSON.stringify(res.body));
   }
 
-  /** Clears a pending sandbox fault once the sandbox has seen a call since it was set. */
-  async settleFault() {
-    if (!this.pendingFault) return;
-    // The after-processing modes concern token calls only; the others also /users/me.
-    const s = await sandbox.stats();
-    if (this.calls(s, this.pendingFault) > this.faultCallsAt) this.pendingFault = null;
+  /** Reads the sandbox's ledger into the step's records; returns what this read brought. */
+  async readLedger(): Promise<LedgerDelta> {
+    const delta = await this.ledger.read();
+    addDelta(this.step.delta, delta);
+    for (const f of delta.faults) {
+      this.fault(`sandbox_${f.mode}`);
+      this.step.sandboxFault = true;
+      this.pendingFault = null; // one fault is queued at a time, for one call
+    }
+    return delta;
   }
 
-  /** The sandbox calls a fault of `mode` may be taken by, counted so far. */
-  calls(s: { token_calls: number; users_me_calls: number }, mode: string): number {
-    return AFTER_MODES.includes(mode) ? s.token_calls : s.token_calls + s.users_me_calls;
+  /** Starts a step: its ledger records, budgets and faults from nothing. */
+  beginStep() {
+    this.step = {
+      delta: emptyDelta(),
+      dbCalm: this.allUp,
+      hung: false,
+      sandboxFault: false,
+      faults: [],
+    };
+    for (const a of this.accounts) a.refreshBudget = 0;
+  }
+
+  /** Ends a step (its ledger read): counts it, unless it was a no-op or shrinking. */
+  async endStep(name: string, noop: boolean) {
+    await this.readLedger();
+    this.step.dbCalm &&= this.allUp && !this.step.hung;
+    const t = this.totals;
+    if (t.shrinking) t.shrinkSteps++;
+    else if (noop) t.noopSteps++;
+    else {
+      t.steps++;
+      t.commands[name] = (t.commands[name] ?? 0) + 1;
+      for (const f of this.step.faults) t.faults[f] = (t.faults[f] ?? 0) + 1;
+    }
+  }
+
+  /** Forgets the queued sandbox fault, counted as set and never taken (not injected). */
+  dropPendingFault() {
+    if (this.pendingFault !== null && !this.totals.shrinking) {
+      const t = this.totals.faultsUnfired;
+      const k = `sandbox_${this.pendingFault}`;
+      t[k] = (t[k] ?? 0) + 1;
+    }
+    this.pendingFault = null;
   }
 
   /** Undoes every fault: databases started, sandbox faults and latency cleared. */
@@ -146,7 +244,7 @@ export class World {
     await closeDbs();
     await sandbox.faults("none", 0);
     await sandbox.latency(0);
-    this.pendingFault = null;
+    this.dropPendingFault();
     this.platform.mode = "ok";
   }
 }
@@ -186,20 +284,25 @@ export async function cacheOf(clientId: string) {
   };
 }
 
-/** The escrowed refresh token of an account, decrypted when it decrypts (null otherwise). */
-async function escrowRefresh(accountId: string): Promise<string | null> {
+/**
+ * The escrowed pair of an account: absent (null), or its refresh token decrypted (null when it
+ * does not decrypt under the account's AAD).
+ */
+export async function escrowOf(accountId: string): Promise<{ refresh: string | null } | null> {
   const [row] = await backendDb()`select refresh_token_encrypted from mp_refresh_escrow
     where account_id = ${accountId}`;
   if (!row) return null;
   try {
-    return await decryptSecret(
-      await keyRing(),
-      accountId,
-      "refresh_token",
-      row.refresh_token_encrypted,
-    );
+    return {
+      refresh: await decryptSecret(
+        await keyRing(),
+        accountId,
+        "refresh_token",
+        row.refresh_token_encrypted,
+      ),
+    };
   } catch {
-    return null;
+    return { refresh: null };
   }
 }
 
@@ -226,19 +329,60 @@ async function newLogText(totals: Totals): Promise<string> {
 }
 
 /**
- * Invariants 1–10 against the model, both databases (those up), the sandbox and the stack log.
- * Throws a `Violation` naming the invariant, the account and what differs (never a secret).
+ * Invariants 1–10 against the model, both databases (those up), the sandbox's ledger, the
+ * receiver and the stack log. Reads only. Throws a `Violation` naming the invariant, the account
+ * and what differs (never a secret).
  */
 export async function checkInvariants(w: World): Promise<void> {
-  // 3: no refresh token presented twice, ever (the sandbox counts every reuse).
-  const stats = await sandbox.stats();
-  if (stats.refresh_token_reuse > w.totals.reuseBaseline) {
-    throw new Violation(
-      3,
-      `the sandbox saw ${
-        stats.refresh_token_reuse - w.totals.reuseBaseline
-      } refresh token(s) presented twice`,
-    );
+  const d = w.step.delta;
+
+  // 3: every refresh token sent at most once, or twice with the last resort (the ledger's own
+  // record of each presentation and its answer).
+  for (const np of d.presentations) {
+    const all = w.ledger.presentationsOf(np.refreshId);
+    const problem = sendsProblem(all, np.pair?.access_expires_at ?? null);
+    if (!problem && all.filter((p) => countsAsSend(p.answer)).length === 2) {
+      w.observed("last_resort_send");
+    }
+    if (problem) {
+      const whose = np.pair ? `of seller ${np.pair.user_id}` : "never issued";
+      throw new Violation(3, `refresh token ${np.refreshId} (${whose}) ${problem}`);
+    }
+  }
+
+  // 4: no account's refresh token is sent more often in a step than its mp-refresh runs allow.
+  const { perAccount, unattributed } = sendsPerAccount(
+    d.presentations,
+    (u) => w.accountOfSeller(u)?.accountId,
+  );
+  for (const a of w.accounts) {
+    const sends = perAccount.get(a.accountId) ?? 0;
+    if (sends > a.refreshBudget) {
+      throw new Violation(
+        4,
+        `account ${a.accountId}: ${sends} refresh token send(s) in one step, ${a.refreshBudget} allowed by its runs`,
+      );
+    }
+  }
+  for (const np of unattributed) {
+    const forged = w.accounts.some((a) => a.forged.has(np.refreshId));
+    if (forged) throw new Violation(7, `a forged escrowed refresh token was sent to MercadoPago`);
+    if (np.pair) {
+      throw new Violation(
+        6,
+        `a refresh token of seller ${np.pair.user_id}, whom no account holds, was sent (${np.p.answer})`,
+      );
+    }
+  }
+
+  // 9: a 401 on /users/me delivered in a step with both databases up is a confirmed death the
+  // system must act on (with a database down it may answer 503 and change nothing).
+  for (const u of d.usersMe) {
+    if (u.status !== 401 || !u.delivered || u.access_id === null) continue;
+    if (w.step.dbCalm) {
+      if (!w.deadIds.has(u.access_id)) w.observed("confirmed_dead");
+      w.deadIds.add(u.access_id);
+    } else w.observed("confirmed_dead_with_a_database_down");
   }
 
   // 5: no secret in the stack log (read the log first: a secret in it was issued before the
@@ -253,9 +397,14 @@ export async function checkInvariants(w: World): Promise<void> {
     throw new Violation(5, `${leaked.length} secret(s) appear in the stack log or an error body`);
   }
 
+  // 8: request-controlled text is never stored over 128 characters, and a request id a function
+  // may not use is neither stored nor logged.
+  await checkSentText(w, text);
+
   for (const a of w.accounts) {
     const master = w.db.admin === "up" ? await masterOf(a.accountId) : null;
     const cache = w.db.backend === "up" ? await cacheOf(a.clientId) : null;
+    const escrow = w.db.backend === "up" ? await escrowOf(a.accountId) : undefined;
     const id = `account ${a.accountId}`;
 
     // 1: the cache version never goes down, is never ahead of the master, and at the master's
@@ -287,7 +436,7 @@ export async function checkInvariants(w: World): Promise<void> {
       }
     }
 
-    // 2: revoked → nothing in either database, and get-mp-config answers 404.
+    // 2: revoked → no token in either database (get-mp-config's answer: GetConfig's check).
     if (a.revoked) {
       if (master && (master.connected || master.access !== null)) {
         throw new Violation(2, `${id}: revoked, but the master is connected or holds a token`);
@@ -298,68 +447,130 @@ export async function checkInvariants(w: World): Promise<void> {
           `${id}: revoked, but the cache holds a token (version ${cache.version})`,
         );
       }
-      if (w.db.admin === "up" || w.db.backend === "up") {
-        const res = await call("get-mp-config", { client_id: a.clientId });
-        w.noteAnswer(res);
-        if (res.status === 200) {
-          throw new Violation(
-            2,
-            `${id}: revoked, but get-mp-config answered ${res.status} (${res.body?.source})`,
-          );
-        }
-      }
     }
 
-    // 6: the seller changes only through connects that may change it.
-    if (master && !a.allowedSellers.has(master.seller)) {
+    // 6: the master's seller is one a connect allowed, and the one the sandbox issued its
+    // tokens to.
+    if (master?.seller != null && !a.allowedSellers.has(master.seller)) {
       throw new Violation(6, `${id}: mp_user_id is ${master.seller}, not one a connect put there`);
     }
-    if (master) a.seller = master.seller;
-
-    // 7: nothing planted through the escrow reaches the master.
-    if (master && (a.forged.has(master.access ?? "") || a.forged.has(master.refresh ?? ""))) {
-      throw new Violation(7, `${id}: a forged escrowed token reached the master`);
-    }
-
-    // 9: a token confirmed dead is in neither database, and get-mp-config does not answer it.
-    if (a.confirmedDead.size > 0 && (w.db.admin === "up" || w.db.backend === "up")) {
-      const res = await call("get-mp-config", { client_id: a.clientId });
-      w.noteAnswer(res);
-      if (res.status === 200 && a.confirmedDead.has(res.body.access_token)) {
+    for (const [what, token] of [["access", master?.access], ["refresh", master?.refresh]]) {
+      if (!master || !token) continue;
+      const pair = what === "access" ? w.ledger.pairOfAccess(token) : w.ledger.pairOfRefresh(token);
+      if (!pair) {
+        throw new Violation(7, `${id}: the master holds a ${what} token MercadoPago never issued`);
+      }
+      if (pair.user_id !== master.seller) {
         throw new Violation(
-          9,
-          `${id}: get-mp-config (${res.body.source}) answered a token confirmed dead`,
+          6,
+          `${id}: the master holds seller ${pair.user_id}'s ${what} token under mp_user_id ${master.seller}`,
         );
       }
     }
-    for (const dead of a.confirmedDead) {
-      if (master?.access === dead || cache?.access === dead) {
-        throw new Violation(9, `${id}: a token MercadoPago confirmed dead is still stored`);
+
+    // 7: nothing planted through the escrow reaches the master.
+    if (
+      master &&
+      [master.access, master.refresh].some((t) => t !== null && a.forged.has(tokenId(t)))
+    ) {
+      throw new Violation(7, `${id}: a forged escrowed token reached the master`);
+    }
+
+    // 9: a token MercadoPago confirmed dead is in neither database.
+    for (const [where, token] of [["master", master?.access], ["cache", cache?.access]]) {
+      if (token && w.deadIds.has(tokenId(token))) {
+        throw new Violation(
+          9,
+          `${id}: the ${where} still holds an access token MercadoPago confirmed dead (401 on /users/me)`,
+        );
       }
     }
 
-    // 3: a refresh token MercadoPago issued for the account is kept (master or escrow) unless
-    // the account knows it lost track (at risk, needing reauthorization, revoked).
-    if (master && cache && master.connected && master.seller !== null && !a.unknownOutcome) {
-      const issued = await sandbox.lastTokens(master.seller);
-      if (
-        issued && Number(issued.user_id) === master.seller &&
-        issued.refresh_token !== master.refresh &&
-        !["at_risk", "reauth_required", "revoked"].includes(master.state)
-      ) {
-        const escrowed = await escrowRefresh(a.accountId);
-        if (issued.refresh_token !== escrowed) {
-          throw new Violation(
-            3,
-            `${id}: the last refresh token MercadoPago issued is neither in the master nor escrowed (state ${master.state})`,
-          );
-        }
+    // 3: a pair MercadoPago delivered for the refresh token the master holds is kept (the
+    // master would hold it, or the escrow).
+    if (master?.refresh && master.seller !== null && escrow !== undefined) {
+      const held = tokenId(master.refresh);
+      const escrowed = escrow?.refresh ? tokenId(escrow.refresh) : null;
+      const lost = unkeptPair(w.ledger, held, master.seller, escrowed);
+      if (lost) {
+        throw new Violation(
+          3,
+          `${id}: MercadoPago delivered pair ${lost.refresh_id} for the refresh token the master holds (state ${master.state}); neither the master nor the escrow keeps it`,
+        );
       }
     }
   }
 
   // 10: events (tests/chaos/events.ts).
   await checkEvents(w, secrets);
+}
+
+/** Every text column of the public tables of one database, per table (for the invariant-8 scan). */
+const textColumns = new Map<"admin" | "backend", Promise<Map<string, string[]>>>();
+
+function columnsOf(which: "admin" | "backend"): Promise<Map<string, string[]>> {
+  let p = textColumns.get(which);
+  if (!p) {
+    const db = which === "admin" ? adminDb() : backendDb();
+    p = db`select table_name, column_name from information_schema.columns
+      where table_schema = 'public' and data_type in ('text', 'character varying', 'jsonb', 'json')
+        and table_name in (select table_name from information_schema.tables
+                           where table_schema = 'public' and table_type = 'BASE TABLE')`
+      .then((rows) => {
+        const out = new Map<string, string[]>();
+        for (const r of rows) {
+          out.set(r.table_name, [...(out.get(r.table_name) ?? []), r.column_name]);
+        }
+        return out;
+      });
+    textColumns.set(which, p);
+    p.catch(() => textColumns.delete(which));
+  }
+  return p;
+}
+
+const quoteIdent = (s: string) => `"${s.replaceAll('"', '""')}"`;
+const likeEscape = (s: string) => s.replace(/[\\%_]/g, (c) => `\\${c}`);
+
+/**
+ * Invariant 8 after every step: no request-controlled text this sequence sent that is over 128
+ * characters (nor a request id a function may not use) appears in any text column of either
+ * database (up), and no such request id in the stack log. Searched by its first 64 characters,
+ * so a copy cut to 128 is found too.
+ */
+async function checkSentText(w: World, logText: string): Promise<void> {
+  const banned = w.sent.filter((s) =>
+    s.text.length > 128 || (s.strict && !usableRequestId(s.text) && s.text.length >= 16)
+  );
+  if (banned.length === 0) return;
+  for (const s of banned) {
+    if (s.strict && logText.includes(s.text.slice(0, 64))) {
+      throw new Violation(
+        8,
+        `a request id of ${s.text.length} characters a function may not use appears in the stack log`,
+      );
+    }
+  }
+  const patterns = banned.map((s) => `%${likeEscape(s.text.slice(0, 64))}%`);
+  for (const which of ["admin", "backend"] as const) {
+    if (w.db[which] !== "up") continue;
+    const db = which === "admin" ? adminDb() : backendDb();
+    for (const [table, cols] of await columnsOf(which)) {
+      const concat = cols.map((c) => `coalesce(${quoteIdent(c)}::text, '')`).join(" || ' ' || ");
+      const [{ n }] = await db.unsafe(
+        `select count(*)::int as n from public.${
+          quoteIdent(table)
+        } where ${concat} like any ($1::text[])`,
+        [patterns],
+      );
+      if (n > 0) {
+        throw new Violation(
+          8,
+          `${which} table ${table} stores request-controlled text a request was not allowed to leave (${n} row(s))`,
+        );
+      }
+    }
+  }
 }
 
 /** Every secret the stack knows of now: issued tokens and codes, keys, webhook secrets. */
