@@ -32,6 +32,8 @@ export interface MpConfig {
   source: "fast_path" | "fallback";
   /** The token's version: what `reportRejectedToken` reports (null: a row written before versions). */
   token_version: number | null;
+  /** The MercadoPago site (country) of the seller's application: `MLA`, `MLB`, `MLM`, … */
+  site_id: string;
 }
 
 /**
@@ -297,6 +299,7 @@ const FIELD_CHECKS: { [K in keyof MpConfig]-?: (v: unknown) => boolean } = {
   public_key: (v) => v === null || typeof v === "string",
   source: (v) => v === "fast_path" || v === "fallback",
   token_version: (v) => v === null || (typeof v === "number" && Number.isSafeInteger(v)),
+  site_id: (v) => typeof v === "string" && /^[A-Z]{3}$/.test(v),
 };
 
 /**

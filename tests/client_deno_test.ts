@@ -46,6 +46,7 @@ const MP_CONFIG_KEYS: Record<keyof MpConfig, true> = {
   public_key: true,
   source: true,
   token_version: true,
+  site_id: true,
 };
 
 /** A port nothing listens on (nothing in the tests opens this offset). */
@@ -276,6 +277,7 @@ Deno.test("client: answers that are not get-mp-config's are unexpected_answer, w
           public_key: fakeToken,
           source: "fast_path",
           token_version: 1,
+          site_id: "MLA",
         }),
       200,
     ],
@@ -288,6 +290,7 @@ Deno.test("client: answers that are not get-mp-config's are unexpected_answer, w
           public_key: null,
           source: "cache",
           token_version: 1,
+          site_id: "MLA",
         }),
       200,
     ],

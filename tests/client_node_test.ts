@@ -61,6 +61,7 @@ out["connected"] = {
   client_id: config.client_id,
   source: config.source,
   token_version: config.token_version,
+  site_id: config.site_id,
   token_is_the_sellers: config.access_token === env("EXPECTED_TOKEN"),
 };
 
@@ -116,10 +117,11 @@ Deno.test("under Node: the copied client compiles with tsc (strict, NodeNext) an
     assert.equal(run.code, 0, `node failed:\n${run.stderr}`);
     const out = JSON.parse(run.stdout.trim());
     assert.deepEqual(out.connected, {
-      keys: ["access_token", "client_id", "public_key", "source", "token_version"],
+      keys: ["access_token", "client_id", "public_key", "site_id", "source", "token_version"],
       client_id: connected.clientId,
       source: "fast_path",
       token_version: 1,
+      site_id: "MLA",
       token_is_the_sellers: true,
     });
     assert.deepEqual(out.unconnected, {

@@ -146,6 +146,7 @@ Deno.test("acceptance 2: a synced client takes the fast path through supabase-js
     public_key: grant.public_key,
     source: "fast_path",
     token_version: 1,
+    site_id: "MLA",
   });
   const viaGet = await call("get-mp-config", undefined, { query: `?client_id=${clientId}` });
   assert.equal(viaGet.status, 200);

@@ -22,7 +22,7 @@ import {
   sandbox,
 } from "./_stack.ts";
 import { decryptSecret, encryptSecret, type SecretField } from "../shared/platform/crypto.ts";
-import { loadConfig } from "../shared/platform/config.ts";
+import { appOfSite, loadConfig } from "../shared/platform/config.ts";
 import { createContext } from "../shared/platform/context.ts";
 import { createLogger } from "../shared/platform/log.ts";
 import { pgArray } from "../shared/platform/db.ts";
@@ -354,13 +354,13 @@ Deno.test("a worker terminated after its request left: the counted send stays, a
 });
 
 Deno.test("a refresh whose connection drops unanswered is not resent by the HTTP client, even after a kept-alive call", async () => {
-  const config = loadConfig(Deno.env.toObject());
+  const app = appOfSite(loadConfig(Deno.env.toObject()), null)!;
   const { grants: [warm, lost] } = await sandbox.post("grants", { count: 2 });
   // A first call leaves a kept-alive connection behind (Deno's fetch would reuse it).
-  await refreshTokens(config, warm.refresh_token);
+  await refreshTokens(app, warm.refresh_token);
   const before = await sandbox.stats();
   await sandbox.faults("lose_answer", 1);
-  const err = await refreshTokens(config, lost.refresh_token).then(() => null, (e) => e);
+  const err = await refreshTokens(app, lost.refresh_token).then(() => null, (e) => e);
   assert.ok(err instanceof MpError);
   assert.equal(err.kind, "lost");
   const after = await sandbox.stats();

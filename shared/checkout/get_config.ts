@@ -5,6 +5,7 @@
  * `Fast-path miss`, records an audit event, and repairs the cache with the version-fenced
  * write so the next call takes the fast path.
  */
+import { siteOf } from "../platform/config.ts";
 import type { Context } from "../platform/context.ts";
 import { UnavailableError } from "../platform/db.ts";
 import { DomainError } from "../platform/errors.ts";
@@ -14,13 +15,17 @@ import { readAccountByClient } from "../store/accounts.ts";
 import { type CachedCredentials, type CacheWrite, readCache } from "../store/clients.ts";
 import { cacheContents, writeClientCache } from "../sync/sync.ts";
 
-/** What checkout gets: the token, the public key, where they came from and their version. */
+/**
+ * What checkout gets: the token, the public key, where they came from, their version and the
+ * MercadoPago site (country) of the application they belong to.
+ */
 export interface MpConfig {
   client_id: string;
   access_token: string;
   public_key: string | null;
   source: "fast_path" | "fallback";
   token_version: number | null;
+  site_id: string;
 }
 
 /** The fast path's read: the cache row, or `backendUp: false` when the Backend DB is unavailable. */
@@ -59,6 +64,7 @@ async function repairCache(
         accessToken: repaired.mp_access_token,
         publicKey: repaired.mp_public_key,
         version: repaired.mp_token_version!,
+        siteId: repaired.mp_site_id,
       };
     }
   } catch (err) {
@@ -109,6 +115,7 @@ async function readFallback(
     public_key: answer.publicKey,
     source: "fallback",
     token_version: answer.version,
+    site_id: siteOf(ctx.config, answer.siteId ?? null),
   };
 }
 
@@ -127,6 +134,7 @@ export async function getMpConfig(
       public_key: cached.mp_public_key,
       source: "fast_path",
       token_version: cached.mp_token_version,
+      site_id: siteOf(ctx.config, cached.mp_site_id),
     };
   }
   return await readFallback(ctx, log, clientId, {

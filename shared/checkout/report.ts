@@ -5,7 +5,9 @@
  * account; a report within that minute gets the last verdict. A confirmed dead token is
  * handled as `shared/connection/dead_token.ts` says; a token MercadoPago still accepts is
  * answered again (audit `invalid_report_unconfirmed`); an older n gets the current token.
+ * MercadoPago is asked through the account's own application (its site's).
  */
+import { appOfSite } from "../platform/config.ts";
 import type { Context } from "../platform/context.ts";
 import { DomainError } from "../platform/errors.ts";
 import type { Logger } from "../platform/log.ts";
@@ -30,7 +32,16 @@ export async function reportRejectedToken(
     account.mp_token_version === version &&
     (await ctx.admin((sql) => claimTokenCheck(sql, account.id, version))) === "check"
   ) {
-    const check = await verifyStoredToken(ctx, log, account.id, account.mp_access_token_encrypted);
+    const app = appOfSite(ctx.config, account.mp_site_id);
+    const check = app
+      ? await verifyStoredToken(ctx, log, app, account.id, account.mp_access_token_encrypted)
+      : { verdict: "no_application" as const };
+    if (check.verdict === "no_application") {
+      log.error("No MercadoPago application for the account's site; answered as stored", {
+        account_id: account.id,
+        site: account.mp_site_id,
+      });
+    }
     if (check.verdict === "unknown") {
       log.warn("MercadoPago could not verify a reported token; answered as stored", {
         account_id: account.id,

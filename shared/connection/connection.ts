@@ -64,16 +64,17 @@ export type SaveOutcome =
   | { result: "account_not_found" };
 
 /**
- * Stores a token set exchanged for `accountId` (encrypted, version +1, connected) and syncs
- * it to the linked client. The Admin write is the master: a failed sync after it is logged
- * and left to read-repair and reconciliation, never undone.
+ * Stores a token set exchanged for `accountId` through the application of `opts.siteId`
+ * (encrypted, version +1, connected, that site) and syncs it to the linked client. The Admin
+ * write is the master: a failed sync after it is logged and left to read-repair and
+ * reconciliation, never undone.
  */
 export async function saveConnection(
   ctx: Context,
   log: Logger,
   accountId: string,
   tokens: MpTokens & { public_key: string; user_id: number },
-  opts: { requestId?: string; replaceSeller?: boolean } = {},
+  opts: { requestId?: string; replaceSeller?: boolean; siteId: string },
 ): Promise<SaveOutcome> {
   const keys = await ctx.keys();
   const write = {
@@ -84,6 +85,7 @@ export async function saveConnection(
     liveMode: tokens.live_mode ?? null,
     scope: tokens.scope ?? null,
     replaceSeller: opts.replaceSeller ?? false,
+    siteId: opts.siteId,
   };
   const stored = await ctx.admin((sql) => storeConnection(sql, accountId, write));
   if (stored.result !== "connected") return stored;
@@ -106,6 +108,7 @@ export async function saveConnection(
     clientId: account.backend_client_id,
     detail: {
       mp_user_id: tokens.user_id,
+      site: opts.siteId,
       token_version: account.mp_token_version,
       live_mode: tokens.live_mode ?? null,
       sync,
@@ -116,6 +119,7 @@ export async function saveConnection(
     account_id: accountId,
     client_id: account.backend_client_id,
     mp_user_id: tokens.user_id,
+    site: opts.siteId,
     token_version: account.mp_token_version,
     sync,
   });

@@ -4,11 +4,14 @@
  * before anything is revoked. For each connected account of that seller the stored access
  * token is tried (`GET /users/me`): only a 401 confirms the deauthorization (or an earlier
  * 401 that already cleared the token), and the account is then revoked exactly as mp-revoke
- * does. A token that still works is left alone.
+ * does. A token that still works is left alone. Only the accounts connected through the
+ * application the notification is for are its concern, each asked about through that
+ * application.
  */
 import { connectedAccountsOfSeller } from "../store/accounts.ts";
 import { recordEvent } from "../store/audit.ts";
 import { revokeConnection } from "./connection.ts";
+import type { MpApp } from "../platform/config.ts";
 import type { Context } from "../platform/context.ts";
 import type { Logger } from "../platform/log.ts";
 import { verifyStoredToken } from "./token_check.ts";
@@ -23,24 +26,28 @@ export interface DeauthorizationOutcome {
 
 /**
  * Confirms with MercadoPago, account by account, that seller `mpUserId` removed the
- * application, and revokes the confirmed ones. Throws MpError when MercadoPago could not be
+ * application `app`, and revokes the confirmed ones. Throws MpError when MercadoPago could not be
  * asked (the caller answers 503 so MercadoPago delivers again); accounts revoked before that
  * stay revoked (a revoke is idempotent).
  */
 export async function confirmDeauthorization(
   ctx: Context,
   log: Logger,
+  app: MpApp,
   mpUserId: number,
   requestId: string,
 ): Promise<DeauthorizationOutcome> {
   const out: DeauthorizationOutcome = { revoked: [], unconfirmed: [], undecryptable: [] };
-  const accounts = await ctx.admin((sql) => connectedAccountsOfSeller(sql, mpUserId));
+  const isDefault = app.site === ctx.config.mpDefaultSite;
+  const accounts = await ctx.admin((sql) =>
+    connectedAccountsOfSeller(sql, mpUserId, { site: app.site, isDefault })
+  );
   for (const account of accounts) {
     // Connected without an access token: MercadoPago already confirmed it dead (a 401 found by
     // mp-probe or a report, `dead_token.ts`), which is the confirmation this claim needs.
     const check = account.mp_access_token_encrypted === null
       ? { verdict: "dead" as const }
-      : await verifyStoredToken(ctx, log, account.id, account.mp_access_token_encrypted);
+      : await verifyStoredToken(ctx, log, app, account.id, account.mp_access_token_encrypted);
     if (check.verdict === "undecryptable") {
       out.undecryptable.push(account.id);
       continue;

@@ -3,6 +3,7 @@
  * one check behind checkout's reports, mp-probe and the deauthorization webhook. Only a 401
  * says dead; MercadoPago failing to answer says nothing.
  */
+import type { MpApp } from "../platform/config.ts";
 import type { Context } from "../platform/context.ts";
 import { DecryptError, decryptSecret, logDecryptFailure } from "../platform/crypto.ts";
 import type { Logger } from "../platform/log.ts";
@@ -17,10 +18,14 @@ export type TokenVerdict =
   | { verdict: "unknown"; error: MpError }
   | { verdict: "undecryptable" };
 
-/** Decrypts account `accountId`'s stored access token and asks MercadoPago about it. */
+/**
+ * Decrypts account `accountId`'s stored access token and asks MercadoPago about it, through
+ * `app`: the application that issued it (the account's site's).
+ */
 export async function verifyStoredToken(
   ctx: Context,
   log: Logger,
+  app: MpApp,
   accountId: string,
   encrypted: string | null,
 ): Promise<TokenVerdict> {
@@ -34,7 +39,7 @@ export async function verifyStoredToken(
     return { verdict: "undecryptable" };
   }
   try {
-    const check = await checkAccessToken(ctx.config, token);
+    const check = await checkAccessToken(app, token);
     return { verdict: check.status === "valid" ? "alive" : "dead" };
   } catch (err) {
     if (!(err instanceof MpError)) throw err;

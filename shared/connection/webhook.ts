@@ -1,16 +1,19 @@
 /**
- * MercadoPago `mp-connect` notifications (docs/contract.md, "mp-webhook"): the strictly parsed
- * signature first (401), then the body, then the delivery claimed in one statement so a repeat
- * changes nothing; `application.deauthorized` is confirmed with MercadoPago account by account
- * before anything is revoked (503 when MercadoPago cannot be asked, so it delivers again).
+ * MercadoPago `mp-connect` notifications (docs/contract.md, "mp-webhook"): the application they
+ * are for (`?app=<site>`; none: the default one), the strictly parsed signature first (401; any
+ * of that application's webhook secrets may match), then the body, then the delivery claimed
+ * in one statement so a repeat changes nothing; `application.deauthorized` is confirmed with
+ * MercadoPago account by account, among that application's accounts, before anything is
+ * revoked (503 when MercadoPago cannot be asked, so it delivers again).
  */
 import * as v from "valibot";
+import { isMpSite, type MpApp } from "../platform/config.ts";
 import type { Context } from "../platform/context.ts";
 import { DomainError } from "../platform/errors.ts";
 import { validate } from "../platform/input.ts";
 import type { Logger } from "../platform/log.ts";
 import { MpError } from "../mercadopago/api.ts";
-import { verifySignature } from "../mercadopago/signature.ts";
+import { verifySignatureWithAny } from "../mercadopago/signature.ts";
 import { claimDelivery, finishDelivery } from "../store/webhook_deliveries.ts";
 import { recordEvent } from "../store/audit.ts";
 import { confirmDeauthorization } from "./deauthorization.ts";
@@ -59,22 +62,42 @@ export interface WebhookAnswer {
 }
 
 /**
- * The notification behind a delivery whose signature holds (DomainError `unauthorized` when it does not,
- * 400 when the body is malformed or a deauthorization names no seller).
+ * The application a delivery is for: `?app=<site>` when it names a site this configuration has
+ * an application for, the default application without `?app`; undefined otherwise (nothing can
+ * verify the delivery, so it is refused as unsigned: 401).
+ */
+export function webhookApp(config: Context["config"], url: URL): MpApp | undefined {
+  const named = url.searchParams.getAll("app");
+  if (named.length > 1) return undefined;
+  const site = named.length === 1 ? named[0] : config.mpDefaultSite;
+  return isMpSite(site) ? config.mpApps.get(site) : undefined;
+}
+
+/**
+ * The notification behind a delivery whose signature holds under one of its application's
+ * secrets (DomainError `unauthorized` when it does not, or names no application of ours; 400
+ * when the body is malformed or a deauthorization names no seller).
  */
 async function verifiedNotification(
   ctx: Context,
   log: Logger,
   delivery: Delivery,
-): Promise<{ action: string; type?: string; mpUserId: number | null }> {
+): Promise<{ app: MpApp; action: string; type?: string; mpUserId: number | null }> {
   const { body, malformed } = delivery;
-  const check = await verifySignature(ctx.config.mpWebhookSecret!, {
+  const app = webhookApp(ctx.config, delivery.url);
+  if (!app) {
+    log.warn("MP webhook for no application of this configuration refused", {
+      app: (delivery.url.searchParams.get("app") ?? "").slice(0, 8).replace(/[^A-Za-z]/g, "?"),
+    });
+    throw new DomainError("unauthorized", "unknown application");
+  }
+  const check = await verifySignatureWithAny(app.webhookSecrets, {
     header: delivery.signature,
     requestId: delivery.mpRequestId,
     dataId: dataId(delivery.url, body),
   });
   if (!check.ok) {
-    log.warn("MP webhook signature refused", { reason: check.reason });
+    log.warn("MP webhook signature refused", { reason: check.reason, site: app.site });
     throw new DomainError("unauthorized", "missing, invalid or stale x-signature");
   }
   if (malformed) throw malformed;
@@ -83,7 +106,7 @@ async function verifiedNotification(
   if (action === "application.deauthorized" && note.user_id === undefined) {
     throw new DomainError("invalid_request", "user_id: required for application.deauthorized");
   }
-  return { action, type: note.type, mpUserId: note.user_id ?? null };
+  return { app, action, type: note.type, mpUserId: note.user_id ?? null };
 }
 
 /**
@@ -93,18 +116,20 @@ async function verifiedNotification(
 async function handleDeauthorization(
   ctx: Context,
   log: Logger,
+  app: MpApp,
   deliveryId: string,
   mpUserId: number,
   requestId: string,
 ): Promise<{ revoked: number; unconfirmed: number }> {
   let outcome;
   try {
-    outcome = await confirmDeauthorization(ctx, log, mpUserId, requestId);
+    outcome = await confirmDeauthorization(ctx, log, app, mpUserId, requestId);
   } catch (err) {
     await ctx.admin((sql) => finishDelivery(sql, deliveryId, "failed")).catch(() => {});
     if (!(err instanceof MpError)) throw err;
     log.warn("MP deauthorization could not be confirmed: MercadoPago unreachable", {
       mp_user_id: mpUserId,
+      site: app.site,
       kind: err.kind,
       status: err.status,
     });
@@ -115,6 +140,7 @@ async function handleDeauthorization(
     event: "deauthorized",
     detail: {
       mp_user_id: mpUserId,
+      site: app.site,
       revoked: outcome.revoked.length,
       unconfirmed: outcome.unconfirmed.length,
     },
@@ -122,6 +148,7 @@ async function handleDeauthorization(
   });
   log.info("MP deauthorization handled", {
     mp_user_id: mpUserId,
+    site: app.site,
     revoked: outcome.revoked,
     unconfirmed: outcome.unconfirmed,
     undecryptable: outcome.undecryptable,
@@ -136,7 +163,7 @@ export async function handleNotification(
   delivery: Delivery,
   requestId: string,
 ): Promise<WebhookAnswer> {
-  const { action, type, mpUserId } = await verifiedNotification(ctx, log, delivery);
+  const { app, action, type, mpUserId } = await verifiedNotification(ctx, log, delivery);
   const deliveryId = delivery.mpRequestId!;
   if (!(await ctx.admin((sql) => claimDelivery(sql, deliveryId, action, mpUserId)))) {
     log.info("MP webhook delivery already handled", { action, mp_user_id: mpUserId });
@@ -144,9 +171,9 @@ export async function handleNotification(
   }
   if (action !== "application.deauthorized") {
     await ctx.admin((sql) => finishDelivery(sql, deliveryId, "done"));
-    log.info("MP webhook acknowledged", { action, type, mp_user_id: mpUserId });
+    log.info("MP webhook acknowledged", { action, type, mp_user_id: mpUserId, site: app.site });
     return { received: true, action };
   }
-  const counts = await handleDeauthorization(ctx, log, deliveryId, mpUserId!, requestId);
+  const counts = await handleDeauthorization(ctx, log, app, deliveryId, mpUserId!, requestId);
   return { received: true, action, ...counts };
 }

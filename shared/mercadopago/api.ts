@@ -1,9 +1,11 @@
 /**
  * MercadoPago's OAuth as its documentation gives it: the authorization URL, the code
- * exchange and the refresh (`POST /oauth/token`, JSON), with a timeout and typed failures.
+ * exchange and the refresh (`POST /oauth/token`, JSON), and `GET /users/me`, with a timeout and
+ * typed failures. Every call is made for one application (`MpApp`): its credentials, its
+ * authorization host, its redirect URI — never another's.
  */
 import * as v from "valibot";
-import type { Config } from "../platform/config.ts";
+import type { MpApp } from "../platform/config.ts";
 
 /**
  * A validated token response. `public_key`, `live_mode`, `scope` may be absent on refresh, and
@@ -64,15 +66,15 @@ const TokenResponse = v.object({
 
 /** The authorization URL the seller's browser is sent to. */
 export function authorizationUrl(
-  config: Config,
+  app: MpApp,
   params: { state: string; codeChallenge?: string },
 ): string {
-  const url = new URL("/authorization", config.mpAuthUrl);
-  url.searchParams.set("client_id", config.mpClientId!);
+  const url = new URL("/authorization", app.authUrl);
+  url.searchParams.set("client_id", app.clientId);
   url.searchParams.set("response_type", "code");
   url.searchParams.set("platform_id", "mp");
   url.searchParams.set("state", params.state);
-  url.searchParams.set("redirect_uri", config.mpRedirectUri!);
+  url.searchParams.set("redirect_uri", app.redirectUri!);
   if (params.codeChallenge) {
     url.searchParams.set("code_challenge", params.codeChallenge);
     url.searchParams.set("code_challenge_method", "S256");
@@ -112,22 +114,22 @@ function tokenClient(): Deno.HttpClient | null {
  * `singleUse`: the body carries a code or refresh token, sent on a connection of its own.
  */
 async function mpFetch(
-  config: Config,
+  app: MpApp,
   path: string,
   init: RequestInit,
   singleUse = false,
 ): Promise<Response> {
   const client = singleUse ? tokenClient() : null;
   try {
-    return await fetch(new URL(path, config.mpApiUrl), {
+    return await fetch(new URL(path, app.apiUrl), {
       ...init,
-      signal: AbortSignal.timeout(config.mpTimeoutMs),
+      signal: AbortSignal.timeout(app.timeoutMs),
       ...(client ? { client } : {}),
     });
   } catch (err) {
     const name = (err as Error).name;
     if (name === "TimeoutError" || name === "AbortError") {
-      throw new MpError("timeout", `MercadoPago did not answer in ${config.mpTimeoutMs} ms`);
+      throw new MpError("timeout", `MercadoPago did not answer in ${app.timeoutMs} ms`);
     }
     if (neverSent(err)) throw new MpError("not_sent", "MercadoPago could not be reached");
     throw new MpError("lost", "The connection to MercadoPago was lost after sending");
@@ -144,13 +146,13 @@ export function neverSent(err: unknown): boolean {
   return /client error \(Connect\)|Requests to port \d+ are blocked/.test(text);
 }
 
-async function tokenCall(config: Config, body: Record<string, string>): Promise<MpTokens> {
-  const res = await mpFetch(config, "/oauth/token", {
+async function tokenCall(app: MpApp, body: Record<string, string>): Promise<MpTokens> {
+  const res = await mpFetch(app, "/oauth/token", {
     method: "POST",
     headers: { "content-type": "application/json", accept: "application/json" },
     body: JSON.stringify({
-      client_id: config.mpClientId,
-      client_secret: config.mpClientSecret,
+      client_id: app.clientId,
+      client_secret: app.clientSecret,
       ...body,
     }),
   }, true);
@@ -187,13 +189,13 @@ async function tokenCall(config: Config, body: Record<string, string>): Promise<
 
 /** Exchanges an authorization code (with its PKCE verifier when one was sent); the seller is required. */
 export async function exchangeCode(
-  config: Config,
+  app: MpApp,
   params: { code: string; codeVerifier?: string },
 ): Promise<MpTokens & { user_id: number }> {
-  const tokens = await tokenCall(config, {
+  const tokens = await tokenCall(app, {
     grant_type: "authorization_code",
     code: params.code,
-    redirect_uri: config.mpRedirectUri!,
+    redirect_uri: app.redirectUri!,
     ...(params.codeVerifier ? { code_verifier: params.codeVerifier } : {}),
   });
   if (tokens.user_id === undefined) {
@@ -202,30 +204,48 @@ export async function exchangeCode(
   return { ...tokens, user_id: tokens.user_id };
 }
 
-/** Uses a (single-use) refresh token; MercadoPago answers with a new pair. */
-export function refreshTokens(config: Config, refreshToken: string): Promise<MpTokens> {
-  return tokenCall(config, { grant_type: "refresh_token", refresh_token: refreshToken });
+/** Uses a (single-use) refresh token of `app`'s; MercadoPago answers with a new pair. */
+export function refreshTokens(app: MpApp, refreshToken: string): Promise<MpTokens> {
+  return tokenCall(app, { grant_type: "refresh_token", refresh_token: refreshToken });
+}
+
+/** What `/users/me` says of a working access token: the seller and the site they sell in. */
+export interface MpSeller {
+  status: "valid";
+  userId: number | null;
+  /** The seller's site (`site_id`), null when MercadoPago did not say. */
+  siteId: string | null;
 }
 
 /**
- * Asks MercadoPago whether an access token still works (`GET /users/me`): `valid` with the
- * seller's id, or `invalid` on a 401 (unknown, expired or deauthorized token). Anything else
- * (timeout, 5xx, 429, another status) throws MpError: nothing can be concluded from it.
+ * Asks MercadoPago whether an access token `app` issued still works (`GET /users/me`): `valid`
+ * with the seller's id and site, or `invalid` on a 401 (unknown, expired or deauthorized
+ * token). Anything else (timeout, 5xx, 429, another status) throws MpError: nothing can be
+ * concluded from it.
  */
 export async function checkAccessToken(
-  config: Config,
+  app: MpApp,
   accessToken: string,
-): Promise<{ status: "valid"; userId: number | null } | { status: "invalid" }> {
-  const res = await mpFetch(config, "/users/me", {
+): Promise<MpSeller | { status: "invalid" }> {
+  const res = await mpFetch(app, "/users/me", {
     headers: { authorization: `Bearer ${accessToken}`, accept: "application/json" },
   });
   const payload = await res.json().catch(() => undefined) as Record<string, unknown> | undefined;
   if (res.status === 401) return { status: "invalid" };
   if (res.ok) {
-    return { status: "valid", userId: typeof payload?.id === "number" ? payload.id : null };
+    return {
+      status: "valid",
+      userId: typeof payload?.id === "number" ? payload.id : null,
+      siteId: typeof payload?.site_id === "string" ? payload.site_id.slice(0, 8) : null,
+    };
   }
   if (res.status === 429) {
-    throw new MpError("rate_limited", "MercadoPago rate limited the call", 429);
+    throw new MpError(
+      "rate_limited",
+      "MercadoPago rate limited the call",
+      429,
+      retryAfterMs(res.headers.get("retry-after")),
+    );
   }
   if (res.status >= 500) {
     throw new MpError("server_error", `MercadoPago answered ${res.status}`, res.status);

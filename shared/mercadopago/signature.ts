@@ -111,3 +111,20 @@ export async function verifySignature(
   if (Math.abs(now - at) > MAX_SIGNATURE_AGE_MS) return { ok: false, reason: "stale" };
   return { ok: true, signedAtMs: at };
 }
+
+/**
+ * Verifies a notification against each of an application's webhook secrets (rotation: the old
+ * and the new one while MercadoPago switches): every secret is tried, and the delivery passes
+ * when any of them signed it. Otherwise the answer is the refusal the secrets agree on (missing,
+ * malformed), `stale` when a secret matched an old timestamp, else `mismatch`.
+ */
+export async function verifySignatureWithAny(
+  secrets: readonly string[],
+  request: { header: string | null; requestId: string | null; dataId: string | null },
+  now = Date.now(),
+): Promise<SignatureCheck> {
+  const checks = await Promise.all(secrets.map((s) => verifySignature(s, request, now)));
+  return checks.find((c) => c.ok) ??
+    checks.find((c) => !c.ok && c.reason === "stale") ??
+    checks[0] ?? { ok: false, reason: "mismatch" };
+}

@@ -86,6 +86,7 @@ export async function completeCallback(call: CallbackCall): Promise<CallbackResu
       accountId,
       consumed.code_verifier_encrypted,
       consumed.replace_seller,
+      consumed.site_id,
     );
   } catch (err) {
     result = await failure(err, log);

@@ -9,18 +9,54 @@ export interface KeySpec {
   raw: Uint8Array;
 }
 
+/** MercadoPago's sites, one per country (docs/contract.md, "Applications and sites"). */
+export const MP_SITES = ["MLA", "MLB", "MLM", "MLC", "MCO", "MLU", "MPE"] as const;
+
+/** One MercadoPago site (country): `MLA` Argentina, `MLB` Brazil, `MLM` Mexico, … */
+export type MpSite = (typeof MP_SITES)[number];
+
+/** Whether `value` is one of MercadoPago's sites. */
+export function isMpSite(value: unknown): value is MpSite {
+  return typeof value === "string" && (MP_SITES as readonly string[]).includes(value);
+}
+
+/**
+ * One MercadoPago application: the site it serves, its credentials and webhook secrets (any of
+ * them verifies a notification), where its sellers authorize it, and how MercadoPago is reached
+ * (`apiUrl` and `timeoutMs` are the same for every application). `clientSecret` and
+ * `redirectUri` are undefined only in the single-app configuration when their variable is unset
+ * (a function that needs them is then misconfigured).
+ */
+export interface MpApp {
+  site: MpSite;
+  clientId: string;
+  clientSecret?: string;
+  webhookSecrets: string[];
+  redirectUri?: string;
+  authUrl: string;
+  pkce: boolean;
+  apiUrl: string;
+  timeoutMs: number;
+}
+
 /** Validated configuration; a field is undefined when its variable is unset or malformed. */
 export interface Config {
   backendDbUrl?: string;
   adminDbUrl?: string;
   tokenKeys?: KeySpec[];
-  mpClientId?: string;
-  mpClientSecret?: string;
-  mpRedirectUri?: string;
+  /**
+   * The MercadoPago applications by site: `MP_APPS`, or the single app of `MP_CLIENT_ID`…
+   * serving `MP_SITE_ID` (empty when `MP_CLIENT_ID` is unset or `MP_APPS` is malformed).
+   */
+  mpApps: ReadonlyMap<MpSite, MpApp>;
+  /**
+   * The single/default application's site: where an account without a site of its own is
+   * served, and the app of `mp-webhook` without `?app` (undefined when it cannot be told).
+   */
+  mpDefaultSite?: MpSite;
+  /** Whether the applications come from `MP_APPS` (errors then name it and the site). */
+  mpAppsVariable: boolean;
   mpApiUrl: string;
-  mpAuthUrl: string;
-  mpOauthPkce: boolean;
-  mpWebhookSecret?: string;
   appReturnUrl?: string;
   /** The project's URL (`SUPABASE_URL`, injected by Supabase): where a function reaches the others. */
   supabaseUrl?: string;
@@ -66,6 +102,17 @@ export type Need =
 /** Needs that may be unset (a feature left off) but never malformed. */
 const OPTIONAL_NEEDS: readonly Need[] = ["platformWebhook"];
 
+/**
+ * Needs met by every MercadoPago application rather than by one field: `mpClientId` (there is an
+ * application), `mpClientSecret`, `mpRedirectUri`, `mpWebhookSecret` (each application has one).
+ */
+const APP_NEEDS: readonly Need[] = [
+  "mpClientId",
+  "mpClientSecret",
+  "mpRedirectUri",
+  "mpWebhookSecret",
+];
+
 /** The environment variables behind each field: the first is named when it is missing. */
 export const VARIABLES: Record<Need, string[]> = {
   backendDbUrl: ["BACKEND_DB_URL", "SUPABASE_DB_URL", "DB_TIMEOUT_MS"],
@@ -73,6 +120,8 @@ export const VARIABLES: Record<Need, string[]> = {
   tokenKeys: ["MP_TOKEN_KEYS"],
   mpClientId: [
     "MP_CLIENT_ID",
+    "MP_APPS",
+    "MP_SITE_ID",
     "MP_API_URL",
     "MP_AUTH_URL",
     "MP_OAUTH_PKCE",
@@ -232,6 +281,168 @@ function webhook(env: Record<string, string | undefined>, problems: Map<string, 
   return { platformWebhookUrl: target, platformWebhookSecrets: secrets };
 }
 
+function boolean(
+  env: Record<string, string | undefined>,
+  name: string,
+  problems: Map<string, string>,
+): boolean {
+  const value = env[name]?.trim().toLowerCase();
+  if (value && value !== "true" && value !== "false") problems.set(name, "neither true nor false");
+  return value === "true";
+}
+
+/** The fields an `MP_APPS` entry may have. */
+const APP_ENTRY_FIELDS = [
+  "client_id",
+  "client_secret",
+  "webhook_secrets",
+  "redirect_uri",
+  "auth_url",
+  "pkce",
+];
+
+/** Whether `value` parses as an absolute URL. */
+function isUrl(value: unknown): value is string {
+  if (typeof value !== "string") return false;
+  try {
+    new URL(value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const nonEmpty = (value: unknown): value is string =>
+  typeof value === "string" && value.trim() !== "";
+
+/**
+ * Parses `MP_APPS`: a JSON object keyed by site, each entry `{"client_id", "client_secret",
+ * "webhook_secrets": [...], "redirect_uri"?, "auth_url"?, "pkce"?}`; the optional fields default
+ * to `MP_REDIRECT_URI`, `MP_AUTH_URL` and `MP_OAUTH_PKCE`. Throws a message naming the site and
+ * field (e.g. `MLB.client_secret is not a non-empty string`), never a value.
+ */
+export function parseMpApps(
+  text: string,
+  defaults: Pick<MpApp, "authUrl" | "pkce" | "apiUrl" | "timeoutMs"> & { redirectUri?: string },
+): Map<MpSite, MpApp> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new Error("not a JSON object keyed by site");
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new Error("not a JSON object keyed by site");
+  }
+  const apps = new Map<MpSite, MpApp>();
+  const owners = new Map<string, MpSite>();
+  for (const [site, entry] of Object.entries(parsed as Record<string, unknown>)) {
+    if (!isMpSite(site)) {
+      throw new Error(`${site.slice(0, 8)} is not a site (${MP_SITES.join(", ")})`);
+    }
+    if (entry === null || typeof entry !== "object" || Array.isArray(entry)) {
+      throw new Error(`${site} is not an object`);
+    }
+    const e = entry as Record<string, unknown>;
+    const unknown = Object.keys(e).find((k) => !APP_ENTRY_FIELDS.includes(k));
+    if (unknown !== undefined) {
+      throw new Error(`${site} has an unknown field ${unknown.slice(0, 32)}`);
+    }
+    if (!nonEmpty(e.client_id)) throw new Error(`${site}.client_id is not a non-empty string`);
+    if (!nonEmpty(e.client_secret)) {
+      throw new Error(`${site}.client_secret is not a non-empty string`);
+    }
+    const secrets = e.webhook_secrets;
+    if (!Array.isArray(secrets) || secrets.length === 0 || !secrets.every(nonEmpty)) {
+      throw new Error(`${site}.webhook_secrets is not a non-empty array of non-empty strings`);
+    }
+    for (const field of ["redirect_uri", "auth_url"]) {
+      if (e[field] !== undefined && !isUrl(e[field])) {
+        throw new Error(`${site}.${field} is not a URL`);
+      }
+    }
+    if (e.pkce !== undefined && typeof e.pkce !== "boolean") {
+      throw new Error(`${site}.pkce is not true or false`);
+    }
+    const clientId = e.client_id.trim();
+    const other = owners.get(clientId);
+    if (other) throw new Error(`${site}.client_id is also ${other}'s`);
+    owners.set(clientId, site);
+    apps.set(site, {
+      site,
+      clientId,
+      clientSecret: e.client_secret.trim(),
+      webhookSecrets: secrets.map((w: string) => w.trim()),
+      redirectUri: (e.redirect_uri as string | undefined) ?? defaults.redirectUri,
+      authUrl: (e.auth_url as string | undefined) ?? defaults.authUrl,
+      pkce: (e.pkce as boolean | undefined) ?? defaults.pkce,
+      apiUrl: defaults.apiUrl,
+      timeoutMs: defaults.timeoutMs,
+    });
+  }
+  if (apps.size === 0) throw new Error("has no application");
+  return apps;
+}
+
+/**
+ * The applications and the default site: `MP_APPS` when set, else the single app of
+ * `MP_CLIENT_ID`/`MP_CLIENT_SECRET`/`MP_WEBHOOK_SECRET` serving `MP_SITE_ID` (default `MLA`).
+ * With `MP_APPS`, the default site is `MP_SITE_ID` (which must have an application there), else
+ * `MLA` when it has one (`MP_SITE_ID`'s default: the single app's site before `MP_APPS`), else
+ * its first entry.
+ */
+function mpApplications(
+  env: Record<string, string | undefined>,
+  problems: Map<string, string>,
+  apiUrl: string,
+  timeoutMs: number,
+): Pick<Config, "mpApps" | "mpDefaultSite" | "mpAppsVariable"> {
+  const defaults = {
+    redirectUri: url(env, "MP_REDIRECT_URI", problems),
+    authUrl: url(env, "MP_AUTH_URL", problems) ?? "https://auth.mercadopago.com",
+    pkce: boolean(env, "MP_OAUTH_PKCE", problems),
+    apiUrl,
+    timeoutMs,
+  };
+  const siteText = env.MP_SITE_ID?.trim();
+  let site: MpSite | undefined = "MLA";
+  if (siteText && !isMpSite(siteText)) {
+    problems.set("MP_SITE_ID", `not one of ${MP_SITES.join(", ")}`);
+    site = undefined;
+  } else if (siteText) site = siteText as MpSite;
+  const appsText = env.MP_APPS?.trim();
+  if (!appsText) {
+    const clientId = env.MP_CLIENT_ID?.trim();
+    const apps = new Map<MpSite, MpApp>();
+    if (clientId && site) {
+      const secret = env.MP_WEBHOOK_SECRET?.trim();
+      apps.set(site, {
+        site,
+        clientId,
+        clientSecret: env.MP_CLIENT_SECRET?.trim() || undefined,
+        webhookSecrets: secret ? [secret] : [],
+        ...defaults,
+      });
+    }
+    return { mpApps: apps, mpDefaultSite: site, mpAppsVariable: false };
+  }
+  let apps: Map<MpSite, MpApp>;
+  try {
+    apps = parseMpApps(appsText, defaults);
+  } catch (e) {
+    problems.set("MP_APPS", (e as Error).message);
+    return { mpApps: new Map(), mpDefaultSite: siteText ? site : undefined, mpAppsVariable: true };
+  }
+  if (siteText) {
+    if (site && !apps.has(site)) {
+      problems.set("MP_SITE_ID", `${site} has no application in MP_APPS`);
+    }
+    return { mpApps: apps, mpDefaultSite: site, mpAppsVariable: true };
+  }
+  const first = apps.has("MLA") ? "MLA" : [...apps.keys()][0];
+  return { mpApps: apps, mpDefaultSite: first, mpAppsVariable: true };
+}
+
 /** Reads and validates the whole configuration from an environment snapshot. */
 export function loadConfig(env: Record<string, string | undefined>): Config {
   const problems = new Map<string, string>();
@@ -243,29 +454,22 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       problems.set("MP_TOKEN_KEYS", (e as Error).message);
     }
   }
-  const pkce = env.MP_OAUTH_PKCE?.trim().toLowerCase();
-  if (pkce && pkce !== "true" && pkce !== "false") {
-    problems.set("MP_OAUTH_PKCE", "neither true nor false");
-  }
   const backendDbUrl = url(env, "BACKEND_DB_URL", problems) ??
     url(env, "SUPABASE_DB_URL", problems);
+  const mpApiUrl = url(env, "MP_API_URL", problems) ?? "https://api.mercadopago.com";
+  const mpTimeoutMs = integer(env, "MP_HTTP_TIMEOUT_MS", 10_000, 100, 60_000, problems);
   return {
     backendDbUrl,
     adminDbUrl: url(env, "ADMIN_DB_URL", problems),
     tokenKeys,
-    mpClientId: env.MP_CLIENT_ID?.trim() || undefined,
-    mpClientSecret: env.MP_CLIENT_SECRET?.trim() || undefined,
-    mpRedirectUri: url(env, "MP_REDIRECT_URI", problems),
-    mpApiUrl: url(env, "MP_API_URL", problems) ?? "https://api.mercadopago.com",
-    mpAuthUrl: url(env, "MP_AUTH_URL", problems) ?? "https://auth.mercadopago.com",
-    mpOauthPkce: pkce === "true",
-    mpWebhookSecret: env.MP_WEBHOOK_SECRET?.trim() || undefined,
+    ...mpApplications(env, problems, mpApiUrl, mpTimeoutMs),
+    mpApiUrl,
     appReturnUrl: url(env, "APP_RETURN_URL", problems),
     supabaseUrl: url(env, "SUPABASE_URL", problems),
     serverKeys: serverKeys(env, problems),
     refreshWindowDays: integer(env, "MP_REFRESH_WINDOW_DAYS", 60, 1, 179, problems),
     refreshConcurrency: integer(env, "MP_REFRESH_CONCURRENCY", 8, 1, 64, problems),
-    mpTimeoutMs: integer(env, "MP_HTTP_TIMEOUT_MS", 10_000, 100, 60_000, problems),
+    mpTimeoutMs,
     dbTimeoutMs: integer(env, "DB_TIMEOUT_MS", 5_000, 100, 60_000, problems),
     probeIntervalDays: integer(env, "MP_PROBE_INTERVAL_DAYS", 7, 1, 180, problems),
     probeRatePerSecond: integer(env, "MP_PROBE_RATE", 10, 1, 100, problems),
@@ -291,8 +495,84 @@ export function requireConfig(config: Config, needs: readonly Need[]): void {
       if (reason) throw new MisconfiguredError(variable, reason);
     }
     if (OPTIONAL_NEEDS.includes(need)) continue;
-    if (config[need as Exclude<Need, "platformWebhook">] === undefined) {
+    if (APP_NEEDS.includes(need)) {
+      requireApps(config, need);
+      continue;
+    }
+    if (
+      config[
+        need as "backendDbUrl" | "adminDbUrl" | "tokenKeys" | "appReturnUrl" | "serverKeys"
+      ] === undefined
+    ) {
       throw new MisconfiguredError(VARIABLES[need][0], "not set");
     }
   }
+}
+
+/** The single-app variable behind each per-application need, and `MP_APPS`'s field for it. */
+const APP_FIELDS: Record<string, { variable: string; field: string; has: (a: MpApp) => boolean }> =
+  {
+    mpClientSecret: {
+      variable: "MP_CLIENT_SECRET",
+      field: "client_secret",
+      has: (a) => !!a.clientSecret,
+    },
+    mpRedirectUri: {
+      variable: "MP_REDIRECT_URI",
+      field: "redirect_uri",
+      has: (a) => !!a.redirectUri,
+    },
+    mpWebhookSecret: {
+      variable: "MP_WEBHOOK_SECRET",
+      field: "webhook_secrets",
+      has: (a) => a.webhookSecrets.length > 0,
+    },
+  };
+
+/** A per-application need: an application exists, and each one has the field the need names. */
+function requireApps(config: Config, need: Need): void {
+  for (const variable of ["MP_APPS", "MP_SITE_ID"]) {
+    const reason = config.problems.get(variable);
+    if (reason) throw new MisconfiguredError(variable, reason);
+  }
+  if (config.mpApps.size === 0) {
+    throw new MisconfiguredError(config.mpAppsVariable ? "MP_APPS" : "MP_CLIENT_ID", "not set");
+  }
+  const spec = APP_FIELDS[need];
+  if (!spec) return;
+  for (const app of config.mpApps.values()) {
+    if (spec.has(app)) continue;
+    throw config.mpAppsVariable
+      ? new MisconfiguredError(
+        "MP_APPS",
+        `${app.site}.${spec.field} is not set (nor ${spec.variable})`,
+      )
+      : new MisconfiguredError(spec.variable, "not set");
+  }
+}
+
+/**
+ * The application that serves an account of `site` (its `mp_site_id`; null: an account connected
+ * before sites were stored, served by the default site's application); undefined when that site
+ * has no application in this configuration.
+ */
+export function appOfSite(config: Config, site: string | null): MpApp | undefined {
+  const wanted = site ?? config.mpDefaultSite;
+  return isMpSite(wanted) ? config.mpApps.get(wanted) : undefined;
+}
+
+/**
+ * The site an account is served in: its own, or (null: an account connected before sites were
+ * stored) the default site; throws `MisconfiguredError` when the default cannot be told.
+ */
+export function siteOf(config: Config, site: string | null): MpSite {
+  if (isMpSite(site)) return site;
+  for (const variable of ["MP_SITE_ID", "MP_APPS"]) {
+    const reason = config.problems.get(variable);
+    if (reason) throw new MisconfiguredError(variable, reason);
+  }
+  if (config.mpDefaultSite === undefined) {
+    throw new MisconfiguredError("MP_SITE_ID", "the default site cannot be told");
+  }
+  return config.mpDefaultSite;
 }

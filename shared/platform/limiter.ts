@@ -1,6 +1,6 @@
 /**
  * A counting semaphore: at most `max` holders at once, waiters served first come, first
- * served. The refresher bounds its concurrency toward MercadoPago with it.
+ * served. The refresher bounds its concurrency toward each MercadoPago application with it.
  */
 
 /** Bounds how many tasks run at once. */
@@ -28,11 +28,15 @@ export class Limiter {
   }
 }
 
-const shared = new Map<number, Limiter>();
+const shared = new Map<string, Limiter>();
 
-/** The isolate's limiter of capacity `max` (concurrent runs in one isolate share it). */
-export function sharedLimiter(max: number): Limiter {
-  let limiter = shared.get(max);
-  if (!limiter) shared.set(max, limiter = new Limiter(max));
+/**
+ * The isolate's limiter of capacity `max` for `key` (concurrent runs in one isolate share it;
+ * each key, e.g. each MercadoPago application, has its own slots).
+ */
+export function sharedLimiter(max: number, key = ""): Limiter {
+  const name = `${key}:${max}`;
+  let limiter = shared.get(name);
+  if (!limiter) shared.set(name, limiter = new Limiter(max));
   return limiter;
 }

@@ -5,13 +5,18 @@
  * least recently verified first, a slice per run, at most `MP_PROBE_RATE` calls a second. A
  * dead token (401) is handled by `shared/connection/dead_token.ts`; anything else from
  * MercadoPago (timeout, 5xx, 429) proves nothing and the account is checked again later.
+ * Each token is checked through the application that issued it, and each application has its
+ * own workers, pacing and circuit breaker (3 checks in a row without an answer stop that
+ * application's checks for the run): one site's MercadoPago failing never stops another's.
  */
+import { appOfSite, type MpApp } from "../platform/config.ts";
 import type { Context } from "../platform/context.ts";
 import type { Logger } from "../platform/log.ts";
 import { latestStart, shutdownReason } from "../platform/worker_life.ts";
 import { claimProbe, type ProbeClaim, recordVerified } from "../store/verification.ts";
 import { handleDeadToken } from "../connection/dead_token.ts";
 import { verifyStoredToken } from "../connection/token_check.ts";
+import { breakerOpen, unknownInARow } from "../refresh/outcome.ts";
 
 /** Accounts a run claims when the caller gives no limit (enough for 1,000,000 a week at one run a minute). */
 export const PROBE_DEFAULT_LIMIT = 200;
@@ -21,7 +26,7 @@ export const PROBE_MAX_LIMIT = 1000;
 export const PROBE_BUDGET_MS = 40_000;
 /** How long a claim keeps other probe runs off an account. */
 const PROBE_LEASE_MS = 2 * 60_000;
-/** Checks in flight at once. */
+/** Checks in flight at once, per application. */
 const PROBE_CONCURRENCY = 4;
 
 /** What a run is asked. */
@@ -77,47 +82,80 @@ export async function runProbe(
   const results: ProbeResult[] = [];
   let dead = 0;
   let errors = 0;
-  let lastStart = 0;
-  let next = 0;
-  const worker = async () => {
-    while (next < claims.length) {
-      const claim = claims[next++];
-      const at = nextCallAt(lastStart, Date.now(), ctx.config.probeRatePerSecond);
-      lastStart = at;
-      if (at > Date.now()) await new Promise((r) => setTimeout(r, at - Date.now()));
-      if (!mayStart(ctx, budgetEnd)) {
-        unchecked.push(claim.id);
-        continue;
-      }
-      const verdict = await check(ctx, log, claim);
-      if (verdict === "alive") {
-        alive.push({ id: claim.id, version: claim.mp_token_version });
-        results.push({ account_id: claim.id, state: "connected" });
-      } else if (verdict === "dead") {
-        dead++;
-        const outcome = await handleDeadToken(ctx, log, claim.id, claim.mp_token_version, {
-          requestId: opts.requestId,
-          source: "probe",
-        }).catch((err) => {
-          log.error("Could not handle a dead token", { account_id: claim.id, error: err });
-          return "busy" as const;
-        });
-        results.push({
+  const bySite = new Map<string, { app: MpApp; claims: ProbeClaim[] }>();
+  for (const claim of claims) {
+    const app = claim.site_read ? appOfSite(ctx.config, claim.mp_site_id) : undefined;
+    if (!app) {
+      // Changed since the claim (a connect), or of a site this configuration has no app for.
+      if (claim.site_read) {
+        log.error("No MercadoPago application for the account's site; token not verified", {
           account_id: claim.id,
-          state: outcome === "refreshed"
-            ? "connected"
-            : outcome === "reauth_required"
-            ? "reauth_required"
-            : "unverified",
+          site: claim.mp_site_id,
         });
-      } else {
         errors++;
-        unchecked.push(claim.id);
         results.push({ account_id: claim.id, state: "unverified" });
       }
+      unchecked.push(claim.id);
+      continue;
     }
+    const group = bySite.get(app.site) ?? { app, claims: [] };
+    group.claims.push(claim);
+    bySite.set(app.site, group);
+  }
+  /** Checks one application's claims with its own workers, pacing and breaker. */
+  const checkSite = async ({ app, claims: queue }: { app: MpApp; claims: ProbeClaim[] }) => {
+    let lastStart = 0;
+    let next = 0;
+    let silentInARow = 0;
+    let open = false;
+    const worker = async () => {
+      while (next < queue.length) {
+        const claim = queue[next++];
+        const at = nextCallAt(lastStart, Date.now(), ctx.config.probeRatePerSecond);
+        lastStart = at;
+        if (at > Date.now()) await new Promise((r) => setTimeout(r, at - Date.now()));
+        if (!mayStart(ctx, budgetEnd) || open) {
+          unchecked.push(claim.id);
+          continue;
+        }
+        const verdict = await check(ctx, log, app, claim);
+        silentInARow = unknownInARow(silentInARow, verdict === "error" ? "unknown" : "tokens");
+        if (!open && breakerOpen(silentInARow)) {
+          open = true;
+          log.error("MP probe circuit breaker open: no more checks of this site this run", {
+            site: app.site,
+          });
+        }
+        if (verdict === "alive") {
+          alive.push({ id: claim.id, version: claim.mp_token_version });
+          results.push({ account_id: claim.id, state: "connected" });
+        } else if (verdict === "dead") {
+          dead++;
+          const outcome = await handleDeadToken(ctx, log, claim.id, claim.mp_token_version, {
+            requestId: opts.requestId,
+            source: "probe",
+          }).catch((err) => {
+            log.error("Could not handle a dead token", { account_id: claim.id, error: err });
+            return "busy" as const;
+          });
+          results.push({
+            account_id: claim.id,
+            state: outcome === "refreshed"
+              ? "connected"
+              : outcome === "reauth_required"
+              ? "reauth_required"
+              : "unverified",
+          });
+        } else {
+          errors++;
+          unchecked.push(claim.id);
+          results.push({ account_id: claim.id, state: "unverified" });
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PROBE_CONCURRENCY, queue.length) }, worker));
   };
-  await Promise.all(Array.from({ length: Math.min(PROBE_CONCURRENCY, claims.length) }, worker));
+  await Promise.all([...bySite.values()].map(checkSite));
   await ctx.admin((sql) => recordVerified(sql, alive, unchecked)).catch((err) =>
     log.warn("Could not record the verified tokens; they are checked again", { error: err })
   );
@@ -148,13 +186,14 @@ function mayStart(ctx: Context, budgetEnd: number): boolean {
   return ctx.config.wallClockMs <= 0 || now < latestStart(ctx.config.wallClockMs, reserve);
 }
 
-/** MercadoPago's verdict on one claimed token: alive, dead, or error (nothing concluded). */
+/** MercadoPago's verdict on one claimed token (asked through `app`): alive, dead, or error. */
 async function check(
   ctx: Context,
   log: Logger,
+  app: MpApp,
   claim: ProbeClaim,
 ): Promise<"alive" | "dead" | "error"> {
-  const result = await verifyStoredToken(ctx, log, claim.id, claim.mp_access_token_encrypted);
+  const result = await verifyStoredToken(ctx, log, app, claim.id, claim.mp_access_token_encrypted);
   if (result.verdict === "unknown") {
     log.warn("MercadoPago could not verify a token; checked again later", {
       account_id: claim.id,

@@ -1,8 +1,10 @@
 /**
  * One claimed account's way through a refresh run: apply its escrowed pair if one waits at
- * its version, else take a MercadoPago slot, check time and lease, call, and hand the outcome
- * to the save or the recorders.
+ * its version, else take a slot of its site's application, check time, lease, that
+ * application's breaker and 429 pause, call with that application's credentials, and hand the
+ * outcome to the save or the recorders.
  */
+import { appOfSite, type MpApp } from "../platform/config.ts";
 import { DecryptError, decryptSecret, logDecryptFailure } from "../platform/crypto.ts";
 import { sharedLimiter } from "../platform/limiter.ts";
 import { shutdownReason } from "../platform/worker_life.ts";
@@ -12,9 +14,15 @@ import { beginRefreshCall, type ClaimedAccount } from "../store/refresh_leases.t
 import { mayStartCall } from "./may_start_call.ts";
 import { breakerOpen, classifyRefreshFailure, unknownInARow } from "./outcome.ts";
 import { mpPausedUntil, pauseAfterRateLimit } from "./rate_limit_pause.ts";
-import { buildEvent, recordAtRisk, recordFailed, recordNeedsReauth } from "./record.ts";
+import {
+  buildEvent,
+  recordAtRisk,
+  recordFailed,
+  recordNeedsReauth,
+  recordSuperseded,
+} from "./record.ts";
 import { applyEscrow, saveTokens } from "./save.ts";
-import { type AccountOutcome, type Run, sleep } from "./types.ts";
+import { type AccountOutcome, type Breaker, breakerOf, type Run, sleep } from "./types.ts";
 
 /** What happened inside the MercadoPago slot. */
 type SlotOutcome =
@@ -34,6 +42,9 @@ export async function refreshAccount(
 ): Promise<AccountOutcome> {
   const id = account.id;
   const skip = (reason: string) => skipped(id, reason);
+  // A connect changed the account between its claim and the read of its site: the claimed
+  // refresh token is not the account's any more, nor paired with an application.
+  if (!account.site_read) return recordSuperseded(run, account);
   if (!escrows) return skip("escrow_unavailable");
   const escrow = escrows.get(id);
   if (escrow && escrow.baseVersion === account.mp_token_version) {
@@ -61,17 +72,30 @@ function skipped(id: string, reason: string): AccountOutcome {
   };
 }
 
-/** One call to MercadoPago for the account (in a slot), and its outcome recorded. */
+/**
+ * One call to MercadoPago for the account (in a slot of its site's application), and its
+ * outcome recorded. An account whose site has no application in this configuration is not
+ * sent anywhere: it fails (backed off) until one is configured.
+ */
 async function callAndRecord(run: Run, account: ClaimedAccount): Promise<AccountOutcome> {
   const id = account.id;
   const skip = (reason: string) => skipped(id, reason);
+  const app = appOfSite(run.ctx.config, account.mp_site_id);
+  if (!app) {
+    run.log.error("No MercadoPago application for the account's site; not refreshed", {
+      account_id: id,
+      site: account.mp_site_id,
+    });
+    return await recordFailed(run, account, "site_not_configured", { unsent: false });
+  }
+  const breaker = breakerOf(run, app.site);
 
   // The lease's end on this machine's clock, from the database's own now() at claim time.
   const leaseEnd = Date.now() + (account.lease_expires_at.getTime() - account.db_now.getTime());
-  const release = await sharedLimiter(run.ctx.config.refreshConcurrency).acquire();
+  const release = await sharedLimiter(run.ctx.config.refreshConcurrency, app.site).acquire();
   let outcome: SlotOutcome;
   try {
-    outcome = await callInSlot(run, account, leaseEnd);
+    outcome = await callInSlot(run, account, { app, breaker, leaseEnd });
   } finally {
     release();
   }
@@ -79,11 +103,12 @@ async function callAndRecord(run: Run, account: ClaimedAccount): Promise<Account
     const verdict = outcome.kind === "tokens"
       ? "tokens"
       : classifyRefreshFailure(outcome.error.kind);
-    run.breaker.unknownInARow = unknownInARow(run.breaker.unknownInARow, verdict);
-    if (breakerOpen(run.breaker.unknownInARow) && !run.breaker.open) {
-      run.breaker.open = true;
+    breaker.unknownInARow = unknownInARow(breaker.unknownInARow, verdict);
+    if (breakerOpen(breaker.unknownInARow) && !breaker.open) {
+      breaker.open = true;
       run.log.error("MP refresh circuit breaker open: no more MercadoPago calls this run", {
-        unknown_in_a_row: run.breaker.unknownInARow,
+        site: app.site,
+        unknown_in_a_row: breaker.unknownInARow,
       });
     }
   }
@@ -125,13 +150,13 @@ async function callAndRecord(run: Run, account: ClaimedAccount): Promise<Account
 }
 
 /**
- * The part of an account's refresh that holds a MercadoPago slot: the budget, lease and
- * rate-limit checks, and the call itself.
+ * The part of an account's refresh that holds a slot of its application: the budget, lease,
+ * breaker and rate-limit checks (that application's), and the call itself.
  */
 async function callInSlot(
   run: Run,
   account: ClaimedAccount,
-  leaseEnd: number,
+  { app, breaker, leaseEnd }: { app: MpApp; breaker: Breaker; leaseEnd: number },
 ): Promise<SlotOutcome> {
   const { ctx } = run;
   const usable = () =>
@@ -143,8 +168,8 @@ async function callInSlot(
     });
   let reason = usable();
   if (reason) return { kind: "skip", reason };
-  if (run.breaker.open) return { kind: "skip", reason: "circuit_open" };
-  const pausedUntil = mpPausedUntil();
+  if (breaker.open) return { kind: "skip", reason: "circuit_open" };
+  const pausedUntil = mpPausedUntil(app.site);
   if (pausedUntil > Date.now()) {
     if (pausedUntil >= run.budgetEnd) return { kind: "skip", reason: "rate_limited" };
     await sleep(pausedUntil - Date.now());
@@ -164,7 +189,7 @@ async function callInSlot(
     throw err;
   }
   // Counted before it leaves (invariant 3): a worker that dies mid-call still counts it.
-  if (run.breaker.open) return { kind: "skip", reason: "circuit_open" };
+  if (breaker.open) return { kind: "skip", reason: "circuit_open" };
   if (
     !(await ctx.admin((sql) =>
       beginRefreshCall(sql, account.id, run.owner, account.mp_token_version)
@@ -179,11 +204,11 @@ async function callInSlot(
     });
   }
   try {
-    const tokens = await refreshTokens(ctx.config, refreshToken);
+    const tokens = await refreshTokens(app, refreshToken);
     return { kind: "tokens", tokens, receivedAt: Date.now() };
   } catch (err) {
     if (!(err instanceof MpError)) throw err;
-    if (err.kind === "rate_limited") pauseAfterRateLimit(Date.now(), err.retryAfterMs);
+    if (err.kind === "rate_limited") pauseAfterRateLimit(Date.now(), err.retryAfterMs, app.site);
     return { kind: "mp_error", error: err };
   }
 }

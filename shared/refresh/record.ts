@@ -18,7 +18,8 @@ import { BACKOFF } from "./retry_schedules.ts";
 /**
  * Records a saved account; its cache is written with the others' at the end of the run
  * (`syncSaved`). Until then checkout serves the previous access token, which MercadoPago
- * honours until it expires; should the run die first, reconciliation repairs the cache.
+ * honours until it expires; should the run die first, reconciliation repairs the cache. The
+ * save was made at the claimed version, so the site read with the claim is the row's.
  */
 export function recordSynced(
   account: ClaimedAccount,
@@ -29,7 +30,7 @@ export function recordSynced(
   return {
     result: { account_id: account.id, status },
     events: [],
-    saved: { account, row: saved, status, accessToken },
+    saved: { account, row: { ...saved, mp_site_id: account.mp_site_id }, status, accessToken },
   };
 }
 

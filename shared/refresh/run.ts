@@ -13,8 +13,11 @@
  * recorded) → each returns an `AccountOutcome` (its line, audit events, lease release, saved
  * pair) → the run's end writes the saved pairs' caches together (`syncSaved`, the batched sync
  * of `shared/sync/`) and records the events. The only state the accounts share is the run's
- * identity, budget and circuit breaker (`types.ts`). Beside them: `may_start_call.ts` (the time
- * decision), `rate_limit_pause.ts` (the 429 pause), `retry_schedules.ts`.
+ * identity, budget and circuit breakers (`types.ts`). Each account is refreshed through its own
+ * site's application, and the breaker, the 429 pause and the concurrency toward MercadoPago
+ * are that application's: one site's MercadoPago failing never stops another's refreshes.
+ * Beside them: `may_start_call.ts` (the time decision), `rate_limit_pause.ts` (the 429 pause),
+ * `retry_schedules.ts`.
  */
 import { recordEvents } from "../store/audit.ts";
 import type { Context } from "../platform/context.ts";
@@ -26,6 +29,7 @@ import {
   flagUnconfirmedRefreshes,
   releaseLeases,
 } from "../store/refresh_leases.ts";
+import { adoptDefaultSite } from "../store/sites.ts";
 import { refreshAccount } from "./account.ts";
 import { syncSaved } from "./record.ts";
 import {
@@ -53,6 +57,7 @@ export async function runRefresh(
   await ctx.admin((sql) => flagUnconfirmedRefreshes(sql)).then((n) => {
     if (n > 0) run.log.error("MP refreshes without an outcome flagged at risk", { accounts: n });
   }).catch((err) => run.log.warn("Could not flag unconfirmed refreshes", { error: err }));
+  await adoptSites(run);
   const { claimed, escrows } = await claimWithEscrows(run, opts, limit);
   const outcomes = await refreshAll(run, claimed, escrows);
   return await finishRun(run, { claimed: claimed.length, outcomes, limit, opts, started });
@@ -83,6 +88,20 @@ export async function refreshLeasedAccount(
   return outcomes[0].result;
 }
 
+/**
+ * Writes down the default site of a batch of accounts connected before sites were stored (the
+ * functions read their null site as the default anyway; written, events and totals name it).
+ */
+async function adoptSites(run: Run): Promise<void> {
+  const site = run.ctx.config.mpDefaultSite;
+  if (!site || !run.ctx.config.mpApps.has(site)) return;
+  await run.ctx.admin((sql) => adoptDefaultSite(sql, site)).then((n) => {
+    if (n > 0) {
+      run.log.info("Accounts without a site given the default site", { site, accounts: n });
+    }
+  }).catch((err) => run.log.warn("Could not give accounts the default site", { error: err }));
+}
+
 /** A run's shared state for `owner`. */
 function newRun(ctx: Context, log: Logger, owner: string, opts: RefreshOptions): Run {
   return {
@@ -91,7 +110,7 @@ function newRun(ctx: Context, log: Logger, owner: string, opts: RefreshOptions):
     owner,
     requestId: opts.requestId,
     budgetEnd: Date.now() + (opts.budgetMs ?? RUN_BUDGET_MS),
-    breaker: { unknownInARow: 0, open: false },
+    breakers: new Map(),
   };
 }
 
@@ -207,7 +226,8 @@ async function finishRun(
     failed: report.failed,
     at_risk: count("at_risk"),
     reauth_required: report.reauth_required,
-    circuit_breaker_open: run.breaker.open,
+    circuit_breaker_open: [...run.breakers.values()].some((b) => b.open),
+    circuit_breakers_open: [...run.breakers].filter(([, b]) => b.open).map(([site]) => site),
     escrow_applied: count("escrow_applied"),
     escrowed: count("escrowed"),
     superseded: count("superseded"),

@@ -3,6 +3,7 @@
  * else escrow it in the Backend DB (retrying); and applying a verified escrowed pair instead
  * of calling MercadoPago (docs/invariants.md, invariant 3).
  */
+import { appOfSite } from "../platform/config.ts";
 import { DecryptError, decryptSecret, encryptTokenPair } from "../platform/crypto.ts";
 import { checkAccessToken, MpError, type MpTokens } from "../mercadopago/api.ts";
 import { deleteEscrow, type EscrowEntry, writeEscrow } from "../store/escrow.ts";
@@ -228,8 +229,11 @@ async function verifyEscrow(
   if (storedSeller != null) {
     let seller = escrow.userId;
     if (seller === null) {
-      // A pair escrowed without its seller is checked against the stored one at MercadoPago.
-      const check = await checkAccessToken(run.ctx.config, accessToken).catch((err) => {
+      // A pair escrowed without its seller is checked against the stored one at MercadoPago,
+      // through the application that issued it.
+      const app = appOfSite(run.ctx.config, account.mp_site_id);
+      if (!app) throw new EscrowUnverifiable("site_not_configured");
+      const check = await checkAccessToken(app, accessToken).catch((err) => {
         if (err instanceof MpError) throw new EscrowUnverifiable(err.kind);
         throw err;
       });

@@ -58,10 +58,17 @@ export interface RefreshReport {
   results: RefreshResult[];
 }
 
+/** One application's circuit breaker in a run: unknown outcomes in a row, and whether it is open. */
+export interface Breaker {
+  unknownInARow: number;
+  open: boolean;
+}
+
 /**
- * What a run shares among its accounts: who it is (the lease owner), its budget, and the
- * circuit breaker (unknown outcomes in a row, `outcome.ts`). Everything else an account's
- * steps produce is returned to the run as an {@link AccountOutcome}.
+ * What a run shares among its accounts: who it is (the lease owner), its budget, and a circuit
+ * breaker per application (unknown outcomes in a row, `outcome.ts`: one site's MercadoPago
+ * failing stops only that site's calls). Everything else an account's steps produce is
+ * returned to the run as an {@link AccountOutcome}.
  */
 export interface Run {
   ctx: Context;
@@ -69,7 +76,15 @@ export interface Run {
   owner: string;
   requestId?: string;
   budgetEnd: number;
-  breaker: { unknownInARow: number; open: boolean };
+  /** The circuit breaker of each application (by site) that was called this run. */
+  breakers: Map<string, Breaker>;
+}
+
+/** The run's circuit breaker for the application of `site` (closed until it opens). */
+export function breakerOf(run: Run, site: string): Breaker {
+  let breaker = run.breakers.get(site);
+  if (!breaker) run.breakers.set(site, breaker = { unknownInARow: 0, open: false });
+  return breaker;
 }
 
 /**

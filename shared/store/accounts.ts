@@ -16,12 +16,14 @@ export interface AccountRow {
   mp_access_token_encrypted: string | null;
   mp_public_key: string | null;
   mp_token_version: number;
+  /** The site of the application the account is connected through (null: the default site). */
+  mp_site_id: string | null;
 }
 
 /** The select list of an {@link AccountRow}, as one SQL fragment (no table alias). */
 export function accountColumns(sql: Sql) {
   return sql`id, backend_client_id, coalesce(mp_connected, false) as mp_connected,
-           mp_access_token_encrypted, mp_public_key, mp_token_version`;
+           mp_access_token_encrypted, mp_public_key, mp_token_version, mp_site_id`;
 }
 
 /** Reads one account by id. */
@@ -43,14 +45,20 @@ export async function readAccountByClient(
   return row;
 }
 
-/** The connected accounts whose MercadoPago seller is `mpUserId`, with their stored token. */
+/**
+ * The connected accounts whose MercadoPago seller is `mpUserId` connected through the
+ * application of `site` (with `isDefault`, also those without a site: the default site's), with
+ * their stored token.
+ */
 export async function connectedAccountsOfSeller(
   sql: Sql,
   mpUserId: number,
+  app: { site: string; isDefault: boolean },
 ): Promise<{ id: string; mp_access_token_encrypted: string | null }[]> {
   return await sql<{ id: string; mp_access_token_encrypted: string | null }[]>`
     select id, mp_access_token_encrypted from nv_accounts
      where mp_user_id = ${mpUserId}::bigint and coalesce(mp_connected, false)
+       and (mp_site_id = ${app.site} or (${app.isDefault}::boolean and mp_site_id is null))
      order by id`;
 }
 
@@ -62,6 +70,16 @@ export async function readAccounts(sql: Sql, ids: string[]): Promise<AccountRow[
   return await sql<AccountRow[]>`
     select ${accountColumns(sql)}
       from nv_accounts where id = any(${pgArray(ids)}::uuid[])`;
+}
+
+/** The site of account `accountId` (null: none stored), undefined when there is no such account. */
+export async function readAccountSite(
+  sql: Sql,
+  accountId: string,
+): Promise<string | null | undefined> {
+  const [row] = await sql<{ mp_site_id: string | null }[]>`
+    select mp_site_id from nv_accounts where id = ${accountId}`;
+  return row?.mp_site_id;
 }
 
 /** The account's MercadoPago seller as stored (null when none, undefined when no such account). */

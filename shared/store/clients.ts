@@ -9,6 +9,8 @@ export interface CachedCredentials {
   mp_access_token: string | null;
   mp_public_key: string | null;
   mp_token_version: number | null;
+  /** The site of the credentials (null: the configuration's default site). */
+  mp_site_id: string | null;
 }
 
 /** The checkout fast path: one primary-key read. `undefined` when the client does not exist. */
@@ -17,15 +19,20 @@ export async function readCache(
   clientId: string,
 ): Promise<CachedCredentials | undefined> {
   const [row] = await sql<CachedCredentials[]>`
-    select mp_access_token, mp_public_key, mp_token_version from clients where id = ${clientId}`;
+    select mp_access_token, mp_public_key, mp_token_version, mp_site_id
+      from clients where id = ${clientId}`;
   return row;
 }
 
-/** Credentials to put in the cache at an Admin version (tokens null when disconnected). */
+/**
+ * Credentials to put in the cache at an Admin version (tokens null when disconnected), with
+ * the site they belong to (absent or null: the default site).
+ */
 export interface CacheWrite {
   accessToken: string | null;
   publicKey: string | null;
   version: number;
+  siteId?: string | null;
 }
 
 /** What a fenced write did, and what the cache holds afterwards. */
@@ -48,18 +55,21 @@ export async function writeCache(
     update clients set mp_access_token = ${write.accessToken},
                        mp_public_key = ${write.publicKey},
                        mp_token_version = ${write.version},
+                       mp_site_id = ${write.siteId ?? null},
                        mp_synced_at = now()
      where id = ${clientId} and coalesce(mp_token_version, -1) < ${write.version}
-    returning mp_access_token, mp_public_key, mp_token_version`;
+    returning mp_access_token, mp_public_key, mp_token_version, mp_site_id`;
   if (written) return { result: "synced", ...written };
   const [now] = await sql<CachedCredentials[]>`
-    select mp_access_token, mp_public_key, mp_token_version from clients where id = ${clientId}`;
+    select mp_access_token, mp_public_key, mp_token_version, mp_site_id
+      from clients where id = ${clientId}`;
   if (!now) {
     return {
       result: "client_not_found",
       mp_access_token: null,
       mp_public_key: null,
       mp_token_version: null,
+      mp_site_id: null,
     };
   }
   return { result: "already_current", ...now };
@@ -97,12 +107,14 @@ export async function writeCacheBatch(
       select * from unnest(${pgArray(writes.map((w) => w.clientId))}::uuid[],
                            ${pgArray(writes.map((w) => w.accessToken))}::text[],
                            ${pgArray(writes.map((w) => w.publicKey))}::text[],
-                           ${pgArray(writes.map((w) => w.version))}::bigint[])
-               as v(id, access_token, public_key, version)),
+                           ${pgArray(writes.map((w) => w.version))}::bigint[],
+                           ${pgArray(writes.map((w) => w.siteId ?? null))}::text[])
+               as v(id, access_token, public_key, version, site_id)),
     upd as (
       update clients c set mp_access_token = v.access_token,
                            mp_public_key = v.public_key,
                            mp_token_version = v.version,
+                           mp_site_id = v.site_id,
                            mp_synced_at = now()
         from v
        where c.id = any(array(select id from v)) and c.id = v.id

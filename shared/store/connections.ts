@@ -56,6 +56,8 @@ export interface ConnectionWrite {
   scope: string | null;
   /** The connect was started to replace the account's seller. */
   replaceSeller: boolean;
+  /** The site of the application the connect went through. */
+  siteId: string;
 }
 
 /** What storing a connection did; `account` is the stored row when connected. */
@@ -67,9 +69,9 @@ export type StoredConnection =
 
 /**
  * Stores a new connection through `mp_save_connection()` (one transaction: version +1,
- * connected, every re-authorization/failure/lease field cleared), unless another connected
- * account already holds the same MercadoPago seller, or the seller is not the account's own
- * and the connect was not started to replace it.
+ * connected, its site, every re-authorization/failure/lease field cleared), unless another
+ * connected account already holds the same MercadoPago seller, or the seller is not the
+ * account's own and the connect was not started to replace it.
  */
 export async function storeConnection(
   sql: Sql,
@@ -78,11 +80,11 @@ export async function storeConnection(
 ): Promise<StoredConnection> {
   const [row] = await sql<(AccountRow & { result: string; other_account_id: string | null })[]>`
     select result, id, backend_client_id, mp_connected, mp_access_token_encrypted,
-           mp_public_key, mp_token_version, other_account_id
+           mp_public_key, mp_token_version, other_account_id, mp_site_id
       from mp_save_connection(${accountId}::uuid, ${write.mpUserId}::bigint,
         ${write.accessTokenEncrypted}::text, ${write.refreshTokenEncrypted}::text,
         ${write.publicKey}::text, ${write.expiresIn}::integer, ${write.liveMode}::boolean,
-        ${write.scope}::text, ${write.replaceSeller}::boolean)`;
+        ${write.scope}::text, ${write.replaceSeller}::boolean, ${write.siteId}::text)`;
   if (row.result === "seller_mismatch") return { result: "seller_mismatch" };
   if (row.result === "mp_account_in_use") {
     return { result: "mp_account_in_use", otherAccountId: row.other_account_id! };

@@ -11,7 +11,8 @@ export const STATE_TTL_MINUTES = 10;
 /**
  * Stores a new state for `accountId` (with its encrypted PKCE verifier, if any) expiring in
  * 10 minutes; undefined when the account does not exist. `replaceSeller` lets the connect
- * it starts change the account's seller. (Expired states are pruned by the retention job.)
+ * it starts change the account's seller; `siteId` is the site whose application it goes
+ * through. (Expired states are pruned by the retention job.)
  */
 export async function createState(
   sql: Sql,
@@ -19,22 +20,25 @@ export async function createState(
   accountId: string,
   codeVerifierEncrypted: string | null,
   replaceSeller = false,
+  siteId: string | null = null,
 ): Promise<{ expires_at: Date } | undefined> {
   const [row] = await sql<{ expires_at: Date }[]>`
     insert into mp_oauth_states
-      (state_hash, account_id, code_verifier_encrypted, replace_seller, expires_at)
-    select ${stateHash}, id, ${codeVerifierEncrypted}, ${replaceSeller},
+      (state_hash, account_id, code_verifier_encrypted, replace_seller, site_id, expires_at)
+    select ${stateHash}, id, ${codeVerifierEncrypted}, ${replaceSeller}, ${siteId},
            now() + make_interval(mins => ${STATE_TTL_MINUTES})
       from nv_accounts where id = ${accountId}
     returning expires_at`;
   return row;
 }
 
-/** A state consumed by the callback: its account and encrypted PKCE verifier. */
+/** A state consumed by the callback: its account, encrypted PKCE verifier and site. */
 export interface ConsumedState {
   account_id: string;
   code_verifier_encrypted: string | null;
   replace_seller: boolean;
+  /** The site whose application the connect goes through (null: started before sites). */
+  site_id: string | null;
 }
 
 /**
@@ -48,7 +52,7 @@ export async function consumeState(
   const [row] = await sql<ConsumedState[]>`
     update mp_oauth_states set consumed_at = now()
      where state_hash = ${stateHash} and consumed_at is null and expires_at > now()
-    returning account_id, code_verifier_encrypted, replace_seller`;
+    returning account_id, code_verifier_encrypted, replace_seller, site_id`;
   return row;
 }
 

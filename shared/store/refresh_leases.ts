@@ -19,6 +19,27 @@ export interface ClaimedAccount {
   mp_token_expires_at: Date | null;
   lease_expires_at: Date;
   db_now: Date;
+  /** The site of the application its tokens belong to (null: the default site's). */
+  mp_site_id: string | null;
+  /**
+   * Whether `mp_site_id` was read at the claimed version: false when a connect changed the
+   * account between the claim and that read (its refresh token is then not sent this run).
+   */
+  site_read: boolean;
+}
+
+/**
+ * The claim statement `claim` with each account's site, read in the same statement and kept
+ * only while the account is still at the claimed version (a site changes only with a connect,
+ * which makes a new version): so a refresh token is never paired with another site's app.
+ */
+function withSites(sql: Sql, claim: ReturnType<Sql>) {
+  return sql<ClaimedAccount[]>`
+    with c as (${claim})
+    select c.*, case when a.mp_token_version = c.mp_token_version then a.mp_site_id end
+             as mp_site_id,
+           coalesce(a.mp_token_version = c.mp_token_version, false) as site_read
+      from c left join nv_accounts a on a.id = c.id`;
 }
 
 /** What to claim: how many, the due window, the lease, one account only, forced. */
@@ -35,11 +56,13 @@ export interface ClaimRequest {
 
 /** Claims due accounts under a lease owned by `req.owner` (FOR UPDATE SKIP LOCKED). */
 export function claimDueAccounts(sql: Sql, req: ClaimRequest): Promise<ClaimedAccount[]> {
-  return sql<ClaimedAccount[]>`
-    select * from mp_claim_due_accounts(
+  return withSites(
+    sql,
+    sql`select * from mp_claim_due_accounts(
       ${req.owner}::uuid, ${req.limit}::int, make_interval(days => ${req.dueWithinDays}::int),
       make_interval(secs => ${req.leaseMs / 1000}::float8), ${req.accountId ?? null}::uuid,
-      ${req.force}::boolean, ${pgArray(req.escrowed)}::uuid[])`;
+      ${req.force}::boolean, ${pgArray(req.escrowed)}::uuid[])`,
+  );
 }
 
 /** A refreshed pair as stored: ciphertexts plus what MercadoPago said about it. */
@@ -169,9 +192,11 @@ export async function leaseAccount(
   owner: string,
   leaseMs: number,
 ): Promise<ClaimedAccount | undefined> {
-  const [row] = await sql<ClaimedAccount[]>`
-    select * from mp_lease_account(${accountId}::uuid, ${owner}::uuid,
-      make_interval(secs => ${leaseMs / 1000}::float8))`;
+  const [row] = await withSites(
+    sql,
+    sql`select * from mp_lease_account(${accountId}::uuid, ${owner}::uuid,
+      make_interval(secs => ${leaseMs / 1000}::float8))`,
+  );
   return row;
 }
 

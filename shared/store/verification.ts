@@ -11,6 +11,10 @@ export interface ProbeClaim {
   mp_token_version: number;
   mp_access_token_encrypted: string;
   backend_client_id: string | null;
+  /** The site of the application that issued the token (null: the default site's). */
+  mp_site_id: string | null;
+  /** False when a connect changed the account since the claim (the token is not checked). */
+  site_read: boolean;
 }
 
 /**
@@ -21,10 +25,16 @@ export async function claimProbe(
   sql: Sql,
   req: { limit: number; intervalDays: number; leaseMs: number; accountId?: string },
 ): Promise<ProbeClaim[]> {
+  // The site read in the same statement, at the claimed version (as the refresh's claim).
   return await sql<ProbeClaim[]>`
-    select * from mp_claim_probe(${req.limit}::int,
-      make_interval(secs => ${req.intervalDays * 86_400}::float8),
-      make_interval(secs => ${req.leaseMs / 1000}::float8), ${req.accountId ?? null}::uuid)`;
+    with c as (
+      select * from mp_claim_probe(${req.limit}::int,
+        make_interval(secs => ${req.intervalDays * 86_400}::float8),
+        make_interval(secs => ${req.leaseMs / 1000}::float8), ${req.accountId ?? null}::uuid))
+    select c.*, case when a.mp_token_version = c.mp_token_version then a.mp_site_id end
+             as mp_site_id,
+           coalesce(a.mp_token_version = c.mp_token_version, false) as site_read
+      from c left join nv_accounts a on a.id = c.id`;
 }
 
 /**

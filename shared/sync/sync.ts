@@ -62,6 +62,7 @@ export async function cacheContents(ctx: Context, account: AccountRow) {
     write: {
       accessToken,
       publicKey: connected ? account.mp_public_key : null,
+      siteId: connected ? account.mp_site_id ?? null : null,
       version: account.mp_token_version,
     },
   };

@@ -72,6 +72,7 @@ async function decryptRows(
         clientId: a.backend_client_id,
         accessToken,
         publicKey: connected ? a.mp_public_key : null,
+        siteId: connected ? a.mp_site_id ?? null : null,
         version: a.mp_token_version,
       });
     } catch (err) {

@@ -13,6 +13,8 @@ const PUBLIC_EDGES = "admin/supabase/migrations/20261130000200_mp_public_edges.s
 const OUTBOX = "admin/supabase/migrations/20261206000200_mp_event_outbox.sql";
 const REFRESH_SQL = "admin/supabase/migrations/20261124000300_mp_refresh.sql";
 const RETENTION_CRON = "admin/supabase/migrations/20261130000300_mp_retention_cron.sql";
+/** Where mp_save_connection and the event writers live since sites (they replace the older ones). */
+const SITES = "admin/supabase/migrations/20261215000100_mp_sites.sql";
 
 /**
  * Files docs/invariants.md names only through a folder (`shared/oauth/`) that hold no decision a
@@ -287,7 +289,7 @@ export const MUTANTS: Mutant[] = [
   {
     name: "mp_save_connection's seller check inverted (is not null → is null)",
     invariants: [6],
-    file: CONN_STATE,
+    file: SITES,
     from:
       "if current_seller is not null and current_seller <> p_user_id and not p_replace_seller then",
     to: "if current_seller is null and current_seller <> p_user_id and not p_replace_seller then",
@@ -295,7 +297,7 @@ export const MUTANTS: Mutant[] = [
   {
     name: "mp_save_connection ignores replace_seller's absence",
     invariants: [6],
-    file: CONN_STATE,
+    file: SITES,
     from:
       "if current_seller is not null and current_seller <> p_user_id and not p_replace_seller then",
     to: "if current_seller is not null and current_seller <> p_user_id and p_replace_seller then",
@@ -480,7 +482,7 @@ export const MUTANTS: Mutant[] = [
   {
     name: "mp_flag_expiring_events forgets once per token version (expiring on every run)",
     invariants: [10],
-    file: OUTBOX,
+    file: SITES,
     from: "       and a.mp_expiring_version is distinct from a.mp_token_version\n",
     to: "",
   },
@@ -541,22 +543,22 @@ export const MUTANTS: Mutant[] = [
     name: "storeConnection lets every connect replace the seller",
     invariants: [6],
     file: "shared/store/connections.ts",
-    from: "${write.scope}::text, ${write.replaceSeller}::boolean)",
-    to: "${write.scope}::text, true)",
+    from: "${write.scope}::text, ${write.replaceSeller}::boolean, ${write.siteId}::text)",
+    to: "${write.scope}::text, true, ${write.siteId}::text)",
   },
   {
     name: "the OAuth callback saves with replace_seller whatever its state said",
     invariants: [6],
     file: "shared/oauth/exchange.ts",
-    from: "{ requestId, replaceSeller });",
-    to: "{ requestId, replaceSeller: true });",
+    from: "    requestId,\n    replaceSeller,\n    siteId: app.site,\n  });",
+    to: "    requestId,\n    replaceSeller: true,\n    siteId: app.site,\n  });",
   },
   {
     name: "mp-oauth-start records every state as replacing the seller",
     invariants: [6],
     file: "shared/oauth/start.ts",
-    from: "createState(sql, stateHash, accountId, verifierEncrypted, replaceSeller)",
-    to: "createState(sql, stateHash, accountId, verifierEncrypted, true)",
+    from: "createState(sql, stateHash, accountId, verifierEncrypted, replaceSeller, app.site)",
+    to: "createState(sql, stateHash, accountId, verifierEncrypted, true, app.site)",
   },
   // Invariant 8: the OAuth flow's unauthenticated inputs.
   {
