@@ -52,6 +52,7 @@ const DATA_KEYS = new Set([
   "reason",
   "deadline",
   "token_version",
+  "site_id",
 ]);
 
 /** The receiver and the pull reader of one chaos run. */
