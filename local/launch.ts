@@ -4,7 +4,7 @@
  * `stack.env`, copies its output to a log file, and stops it on request.
  */
 
-import { parseEnvFile, stackStateDir } from "../shared/operations/env_file.ts";
+import { parseEnvFile, stackStateDir } from "../tooling/env_file.ts";
 import { portEnv } from "./ports.ts";
 import { assertStateDirFree } from "./state_lock.ts";
 

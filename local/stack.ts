@@ -11,7 +11,7 @@
 import { parseArgs } from "node:util";
 import { connect, type Sql } from "../shared/platform/db.ts";
 import { createLogger } from "../shared/platform/log.ts";
-import { ADMIN_PROJECT, BACKEND_PROJECT, migrate } from "../shared/operations/migrate.ts";
+import { ADMIN_PROJECT, BACKEND_PROJECT, migrate } from "../tooling/migrate.ts";
 import { Cluster, ensureReachable, findPostgres, MissingPrerequisite } from "./postgres.ts";
 import { bootstrap } from "./bootstrap.ts";
 import { findPgbouncer, makeCertificate, Pooler } from "./pooler.ts";
@@ -28,7 +28,7 @@ import {
   STACK_PROFILES,
   type StackProfile,
   stackStateDir,
-} from "../shared/operations/env_file.ts";
+} from "../tooling/env_file.ts";
 
 /**
  * The project's secrets every function gets (`supabase secrets set` on hosted Supabase), on top

@@ -13,7 +13,7 @@ import {
   requireConfig,
 } from "../shared/platform/config.ts";
 import { type Context, createContext } from "../shared/platform/context.ts";
-import { parseEnvFile, stackEnvFile } from "../shared/operations/env_file.ts";
+import { parseEnvFile, stackEnvFile } from "../tooling/env_file.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 

@@ -1,6 +1,6 @@
 /**
  * `deno task lint-db`: `supabase db lint` on both databases of a running local stack, failing
- * on errors (`shared/operations/lint_db.ts` does the work; the test harness runs it after the whole suite).
+ * on errors (`tooling/lint_db.ts` does the work; the test harness runs it after the whole suite).
  *
  *   deno task lint-db [--env-file .local/dev/stack.env]
  *
@@ -8,8 +8,8 @@
  * environment.
  */
 import { parseArgs } from "node:util";
-import { parseEnvFile } from "../shared/operations/env_file.ts";
-import { lintDatabases } from "../shared/operations/lint_db.ts";
+import { parseEnvFile } from "../tooling/env_file.ts";
+import { lintDatabases } from "../tooling/lint_db.ts";
 
 if (import.meta.main) {
   const { values } = parseArgs({ args: Deno.args, options: { "env-file": { type: "string" } } });

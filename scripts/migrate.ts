@@ -1,6 +1,6 @@
 /**
  * `deno task migrate`: pushes both projects' migrations with the pinned Supabase CLI
- * (`shared/operations/migrate.ts` does the work; a second push is a no-op).
+ * (`tooling/migrate.ts` does the work; a second push is a no-op).
  *
  *   deno task migrate --backend-url <url> --admin-url <url>
  *
@@ -9,7 +9,7 @@
  * environment variables for URLs with one.
  */
 import { parseArgs } from "node:util";
-import { ADMIN_PROJECT, BACKEND_PROJECT, migrate, redactor } from "../shared/operations/migrate.ts";
+import { ADMIN_PROJECT, BACKEND_PROJECT, migrate, redactor } from "../tooling/migrate.ts";
 
 if (import.meta.main) {
   let redact = (s: string) => s;

@@ -11,7 +11,7 @@ import {
   parseEnvFile,
   stackEnvFile,
   stackStateDir,
-} from "../shared/operations/env_file.ts";
+} from "../tooling/env_file.ts";
 import { misconfiguredLine, scriptEnv } from "../scripts/_cli.ts";
 import { MisconfiguredError } from "../shared/platform/config.ts";
 import { stack } from "./_stack.ts";

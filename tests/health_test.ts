@@ -13,7 +13,7 @@
 import assert from "node:assert/strict";
 import { createGateway, functionEntrypoints, type Gateway } from "../local/gateway.ts";
 import { scratchDatabase } from "../local/bootstrap.ts";
-import { ADMIN_PROJECT, BACKEND_PROJECT, migrate } from "../shared/operations/migrate.ts";
+import { ADMIN_PROJECT, BACKEND_PROJECT, migrate } from "../tooling/migrate.ts";
 import { connect, type Sql } from "../shared/platform/db.ts";
 import { backendDb, call, closeDbs, functionEnv, stack, testPort } from "./_stack.ts";
 

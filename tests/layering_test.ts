@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const CACHE_WRITERS = ["writeCache", "writeCacheBatch", "clearOrphanedCache"];
-const PRODUCTION = ["shared", "supabase/functions", "client", "scripts", "local"];
+const PRODUCTION = ["shared", "supabase/functions", "client", "scripts", "local", "tooling"];
 
 /** Every .ts file under `dir` (relative to the repository root). */
 async function* sources(dir: string): AsyncGenerator<string> {
@@ -61,6 +61,59 @@ Deno.test("operator commands in scripts/ import nothing from local/ (the stand-i
       if (/(^|\/)local\//.test(m[1])) offenders.push(`${path}: ${m[1]}`);
     }
   }
+  assert.deepEqual(offenders, []);
+});
+
+// ---------------------------------------------------------------- deployed code and tooling
+
+/** The room of the CLI tooling `scripts/`, `local/` and the tests use (never deployed). */
+const TOOLING = "tooling/";
+
+/** The repository paths `path`'s relative imports name (bare and npm: specifiers aside). */
+async function relativeImports(path: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const { from } of importStatements(await Deno.readTextFile(`${ROOT}${path}`))) {
+    if (from.startsWith(".")) out.push(new URL(from, `file:///${path}`).pathname.slice(1));
+  }
+  return out;
+}
+
+Deno.test("deployed code never reaches the tooling room, nor runs a subprocess; shared/ and the functions import no tooling", async () => {
+  const deployed = await deployedModules();
+  assert.ok(deployed.has("shared/operations/health.ts"), "the walk saw the functions");
+  const reached = [...deployed].filter((path) => path.startsWith(TOOLING));
+  assert.deepEqual(reached, [], "tooling modules reachable from supabase/functions/*/index.ts");
+  const spawning: string[] = [];
+  for (const path of deployed) {
+    if (/\bDeno\.Command\b/.test(withoutComments(await Deno.readTextFile(`${ROOT}${path}`)))) {
+      spawning.push(path);
+    }
+  }
+  assert.deepEqual(spawning, [], "deployed modules that run a subprocess (that is tooling)");
+  const offenders: string[] = [];
+  let scanned = 0;
+  for (const top of ["shared", "supabase/functions"]) {
+    for await (const path of sources(top)) {
+      scanned++;
+      for (const to of await relativeImports(path)) {
+        if (to.startsWith(TOOLING)) offenders.push(`${path}: ${to}`);
+      }
+    }
+  }
+  assert.ok(scanned > 50, "the scan saw the tree");
+  assert.deepEqual(offenders, [], "shared/ and function modules that import the tooling room");
+});
+
+Deno.test("the tooling room imports only shared/ and itself (so scripts/ that use it never reach local/)", async () => {
+  const offenders: string[] = [];
+  let scanned = 0;
+  for await (const path of sources("tooling")) {
+    scanned++;
+    for (const to of await relativeImports(path)) {
+      if (!to.startsWith(TOOLING) && !to.startsWith("shared/")) offenders.push(`${path}: ${to}`);
+    }
+  }
+  assert.ok(scanned >= 3, "the scan saw the tooling room");
   assert.deepEqual(offenders, []);
 });
 

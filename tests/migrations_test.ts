@@ -12,7 +12,7 @@ import {
   BACKEND_PROJECT,
   migrate,
   MigrationError,
-} from "../shared/operations/migrate.ts";
+} from "../tooling/migrate.ts";
 import { scratchDatabase } from "../local/bootstrap.ts";
 
 type Sql = postgres.Sql;

@@ -470,6 +470,6 @@ Deno.test("runtimeEdges: in this repository every migration and every function i
   }
   assert.throws(
     () => runtimeEdges(files.filter((f) => f !== MIGRATOR)),
-    /runtime edges from missing shared\/operations\/migrate.ts/,
+    /runtime edges from missing tooling\/migrate.ts/,
   );
 });

@@ -10,7 +10,7 @@ import {
   BACKEND_MIGRATIONS,
   BACKEND_PROJECT,
   migrate,
-} from "../shared/operations/migrate.ts";
+} from "../tooling/migrate.ts";
 import { scratchDatabase } from "../local/bootstrap.ts";
 import { loadConfig, parseKeyRing } from "../shared/platform/config.ts";
 import {

@@ -6,7 +6,7 @@
  * what was seeded.
  */
 import assert from "node:assert/strict";
-import { ADMIN_PROJECT, BACKEND_PROJECT, migrate } from "../shared/operations/migrate.ts";
+import { ADMIN_PROJECT, BACKEND_PROJECT, migrate } from "../tooling/migrate.ts";
 import { scratchDatabase } from "../local/bootstrap.ts";
 import { clearScale, seedScale } from "../bench/scale_seed.ts";
 import { parseKeyRing } from "../shared/platform/config.ts";

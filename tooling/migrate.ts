@@ -15,7 +15,7 @@ import { fileURLToPath } from "node:url";
 export const SUPABASE_CLI = "npm:supabase@2.117.0";
 
 /** The Backend CLI project: the repository root (`supabase/config.toml`, `supabase/migrations`). */
-export const BACKEND_PROJECT = fileURLToPath(new URL("../../", import.meta.url)).replace(/\/$/, "");
+export const BACKEND_PROJECT = fileURLToPath(new URL("../", import.meta.url)).replace(/\/$/, "");
 /** The Admin CLI project: `admin/` (`admin/supabase/config.toml`, `admin/supabase/migrations`). */
 export const ADMIN_PROJECT = `${BACKEND_PROJECT}/admin`;
 /** Absolute path of the Backend project's migrations. */

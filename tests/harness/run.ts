@@ -6,7 +6,7 @@
  */
 import { type LaunchedStack, launchStack, pump } from "../../local/launch.ts";
 import { findLeaks, knownSecrets } from "../../local/leaks.ts";
-import { lintDatabases } from "../../shared/operations/lint_db.ts";
+import { lintDatabases } from "../../tooling/lint_db.ts";
 import { connect } from "../../shared/platform/db.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;

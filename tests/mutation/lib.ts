@@ -116,7 +116,7 @@ export function isTestFile(path: string): boolean {
 }
 
 /** The module of the stack that applies every migration of both projects. */
-export const MIGRATOR = "shared/operations/migrate.ts";
+export const MIGRATOR = "tooling/migrate.ts";
 
 /**
  * Dependencies no import statement shows, as `file → files it loads at run time`, over the
