@@ -2,8 +2,8 @@
  * `deno task status [--json]`: every MercadoPago connection's health — account, client,
  * connection state (with reason and deadline), expires in, last refresh, failures, needs
  * re-authorization, cache in sync — the ones that need a person first; then mp-health's totals,
- * from the same function (`healthTotals`), so the two agree figure for figure; then what the
- * listing itself counted. Needs BACKEND_DB_URL and ADMIN_DB_URL.
+ * overall and per site, from the same function (`healthTotals`), so the two agree figure for
+ * figure; then what the listing itself counted. Needs BACKEND_DB_URL and ADMIN_DB_URL.
  */
 import {
   type AccountStatus,
@@ -53,7 +53,10 @@ function span(ms: number): string {
 const words = (key: string) => key.replaceAll("_", " ");
 const figures = (o: object) => Object.entries(o).map(([k, v]) => `${words(k)}: ${v}`).join(" · ");
 
-/** mp-health's totals as lines: every figure mp-health answers, under the same names. Pure. */
+/**
+ * mp-health's totals as lines: every figure mp-health answers, under the same names, the
+ * per-site figures one line per site after the overall ones. Pure.
+ */
 export function formatTotals(t: HealthTotals): string[] {
   const { accounts, connected, expiring_7d, needs_reauth, at_risk } = t;
   const { outbox, reconcile } = t;
@@ -62,9 +65,21 @@ export function formatTotals(t: HealthTotals): string[] {
       s.outcome ?? "no outcome"
     }; scheduled ${s.scheduled_at ?? "never"}; every ${s.interval_s} s)`
   );
+  const sites = Object.entries(t.sites).map(([site, s]) =>
+    `site ${site}: ${
+      figures({
+        accounts: s.accounts,
+        connected: s.connected,
+        expiring_7d: s.expiring_7d,
+        needs_reauth: s.needs_reauth,
+        at_risk: s.at_risk,
+      })
+    } · states: ${figures(s.states)}`
+  );
   return [
     figures({ accounts, connected, expiring_7d, needs_reauth, at_risk }),
     `states: ${figures(t.states)}`,
+    ...sites,
     figures({
       drifted: t.drifted,
       client_missing: t.client_missing,

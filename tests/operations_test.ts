@@ -760,9 +760,13 @@ Deno.test("mp-health: totals match the databases; drift and fast-path misses mov
         "problems",
         "reconcile",
         "schedules",
+        "sites",
         "states",
       ],
     );
+    // Per site beside the overall figures (docs/contract.md, "Applications and sites").
+    const sites = Object.values(h0.body.sites as Record<string, { accounts: number }>);
+    assert.equal(sites.reduce((a, x) => a + x.accounts, 0), h0.body.accounts);
     // The outbox and the schedules (their timing is not asserted: the test stack pauses the
     // every-minute jobs; tests/events_test.ts checks `stalled` and "ok": false).
     assert.deepEqual(Object.keys(h0.body.outbox).sort(), [

@@ -9,9 +9,11 @@ import {
   type AccountStatusRow,
   type ConnectionState,
   type ConnectionTotals,
+  connectionTotals,
   readConnectionTotals,
   readStatusPage,
 } from "../store/account_status.ts";
+import { readSiteExpiring, readSiteStateTotals } from "../store/sites.ts";
 import { readCacheStates } from "../store/clients.ts";
 import { readReconcileTotals, type ReconcileTotals } from "../store/reconcile_ledger.ts";
 import {
@@ -53,10 +55,16 @@ export interface OutboxHealth {
 
 /**
  * The monitoring totals `mp-health` answers and `deno task status` prints: the connection
- * figures of all accounts (`ConnectionTotals`; a per-site breakdown of the same shape goes
- * beside them), drift, misses, the outbox, the schedules, and whether all is `ok`.
+ * figures of all accounts (`ConnectionTotals`) and, beside them, the same figures per site,
+ * drift, misses, the outbox, the schedules, and whether all is `ok`.
  */
 export interface HealthTotals extends ConnectionTotals {
+  /**
+   * The connection figures of each site's accounts (every configured site, and any site
+   * accounts are in); an account without a site is the default site's, as the functions
+   * serve it. They add up to the overall figures.
+   */
+  sites: Record<string, ConnectionTotals>;
   /** Drift the reconcile pass found at its last check and has not repaired. */
   drifted: number;
   fast_path_misses_1h: number;
@@ -105,14 +113,50 @@ export function healthProblems(
 }
 
 /**
+ * The connection figures per site from the per-site, per-state counters and expiring counts
+ * (site `""`: accounts without a site, which are `defaultSite`'s); every site of `configured`
+ * is listed, with zeros when it has no account. Pure.
+ */
+export function siteTotals(
+  counted: { site_id: string; state: string; accounts: number }[],
+  expiring: { site_id: string; expiring_7d: number }[],
+  defaultSite: string,
+  configured: Iterable<string> = [],
+): Record<string, ConnectionTotals> {
+  const site = (id: string) => id === "" ? defaultSite : id;
+  const states = new Map<string, Record<string, number>>();
+  const soon = new Map<string, number>();
+  for (const id of configured) states.set(id, {});
+  for (const r of counted) {
+    const s = states.get(site(r.site_id)) ?? {};
+    s[r.state] = (s[r.state] ?? 0) + Number(r.accounts);
+    states.set(site(r.site_id), s);
+  }
+  for (const r of expiring) {
+    soon.set(site(r.site_id), (soon.get(site(r.site_id)) ?? 0) + Number(r.expiring_7d));
+    if (!states.has(site(r.site_id))) states.set(site(r.site_id), {});
+  }
+  return Object.fromEntries(
+    [...states.keys()].sort().map((
+      id,
+    ) => [id, connectionTotals(states.get(id)!, soon.get(id) ?? 0)]),
+  );
+}
+
+/**
  * The monitoring totals, in constant time at any number of accounts: accounts per connection
- * state from the counters the triggers keep, expiring accounts over their index, misses over
- * the audit index, drift as the reconcile pass last found it, the outbox over its partial
- * indexes, a handful of run and schedule records (docs/scale.md); nothing scans every account.
+ * state (overall and per site) from the counters the triggers keep, expiring accounts over
+ * their index, misses over the audit index, drift as the reconcile pass last found it, the
+ * outbox over its partial indexes, a handful of run and schedule records (docs/scale.md);
+ * nothing scans every account.
  */
 export async function healthTotals(ctx: Context): Promise<HealthTotals> {
-  const [connection, misses, pass, outbox, { now, runs }, scheduled] = await Promise.all([
+  const [connection, bySite, misses, pass, outbox, { now, runs }, scheduled] = await Promise.all([
     ctx.admin((sql) => readConnectionTotals(sql)),
+    ctx.admin(async (sql) => ({
+      counted: await readSiteStateTotals(sql),
+      expiring: await readSiteExpiring(sql),
+    })),
     fastPathMisses(ctx),
     ctx.backend((sql) => readReconcileTotals(sql)),
     ctx.admin((sql) => readOutboxTotals(sql)),
@@ -137,8 +181,10 @@ export async function healthTotals(ctx: Context): Promise<HealthTotals> {
     last_error: outbox.last_error,
   };
   const problems = healthProblems(schedules, outboxHealth);
+  const defaultSite = ctx.config.mpDefaultSite ?? "unknown";
   return {
     ...connection,
+    sites: siteTotals(bySite.counted, bySite.expiring, defaultSite, ctx.config.mpApps.keys()),
     drifted: Object.values(kinds).reduce((a, b) => a + b, 0),
     fast_path_misses_1h: misses,
     client_missing: left.client_missing ?? 0,

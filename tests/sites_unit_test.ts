@@ -1,0 +1,110 @@
+/**
+ * Failures stay in their country, and totals are given per site (docs/contract.md,
+ * "Applications and sites"): the 429 pause, the MercadoPago slots and the circuit breaker are
+ * each application's; the per-site figures add up to the overall ones (no stack needed).
+ */
+import assert from "node:assert/strict";
+import { mpPausedUntil, pauseAfterRateLimit } from "../shared/refresh/rate_limit_pause.ts";
+import { sharedLimiter } from "../shared/platform/limiter.ts";
+import { breakerOf, type Run } from "../shared/refresh/types.ts";
+import { siteTotals } from "../shared/operations/health.ts";
+import { verifySignatureWithAny } from "../shared/mercadopago/signature.ts";
+import { signatureManifest, signManifest } from "../shared/mercadopago/signature.ts";
+
+Deno.test("a 429 from one site's MercadoPago pauses that site's calls only", () => {
+  const now = Date.now() + 20_000_000;
+  pauseAfterRateLimit(now, 30_000, "MLB");
+  assert.equal(mpPausedUntil("MLB"), now + 30_000);
+  assert.ok(mpPausedUntil("MLA") < now, "the Argentine application is not paused");
+  pauseAfterRateLimit(now, 2_000, "MLA");
+  assert.equal(mpPausedUntil("MLA"), now + 2_000);
+  assert.equal(mpPausedUntil("MLB"), now + 30_000, "each application keeps its own pause");
+});
+
+Deno.test("each application has its own MercadoPago slots: one site's calls never take another's", async () => {
+  const mlb = sharedLimiter(2, "MLB");
+  const mla = sharedLimiter(2, "MLA");
+  assert.notEqual(mlb, mla);
+  assert.equal(sharedLimiter(2, "MLB"), mlb, "one limiter per application in the isolate");
+  // Brazil's slots all held (its MercadoPago hangs): Argentina still gets one at once.
+  const held = [await mlb.acquire(), await mlb.acquire()];
+  let thirdGot = false;
+  const third = mlb.acquire().then((r) => {
+    thirdGot = true;
+    return r;
+  });
+  const release = await mla.acquire();
+  assert.equal(thirdGot, false, "Brazil's third call still waits while Argentina's went through");
+  release();
+  held[0]();
+  (await third)();
+  held[1]();
+});
+
+Deno.test("the circuit breaker is each application's in a run", () => {
+  const run = { breakers: new Map() } as unknown as Run;
+  const mlb = breakerOf(run, "MLB");
+  mlb.unknownInARow = 3;
+  mlb.open = true;
+  assert.equal(breakerOf(run, "MLB"), mlb, "the same breaker for the same application");
+  assert.deepEqual(breakerOf(run, "MLA"), { unknownInARow: 0, open: false });
+});
+
+Deno.test("per-site totals: accounts without a site are the default site's; the sites add up to the whole", () => {
+  const counted = [
+    { site_id: "", state: "connected", accounts: 2 },
+    { site_id: "", state: "not_connected", accounts: 5 },
+    { site_id: "MLA", state: "connected", accounts: 3 },
+    { site_id: "MLA", state: "at_risk", accounts: 1 },
+    { site_id: "MLB", state: "reauth_required", accounts: 4 },
+    { site_id: "MLB", state: "connected", accounts: 6 },
+  ];
+  const expiring = [{ site_id: "", expiring_7d: 1 }, { site_id: "MLB", expiring_7d: 2 }];
+  const sites = siteTotals(counted, expiring, "MLA", ["MLA", "MLB", "MLM"]);
+  assert.deepEqual(Object.keys(sites), ["MLA", "MLB", "MLM"]);
+  assert.deepEqual(sites.MLA, {
+    accounts: 11,
+    connected: 5,
+    expiring_7d: 1,
+    needs_reauth: 0,
+    at_risk: 1,
+    states: { connected: 5, at_risk: 1, reauth_required: 0, revoked: 0, not_connected: 5 },
+  });
+  assert.deepEqual(sites.MLB, {
+    accounts: 10,
+    connected: 6,
+    expiring_7d: 2,
+    needs_reauth: 4,
+    at_risk: 0,
+    states: { connected: 6, at_risk: 0, reauth_required: 4, revoked: 0, not_connected: 0 },
+  });
+  assert.equal(sites.MLM.accounts, 0, "a configured site without accounts is listed with zeros");
+  const total = Object.values(sites).reduce((a, s) => a + s.accounts, 0);
+  assert.equal(total, 21, "every account counted once");
+  // A site no longer configured still shows the accounts in it.
+  const orphan = siteTotals([{ site_id: "MPE", state: "connected", accounts: 1 }], [], "MLA");
+  assert.deepEqual(Object.keys(orphan), ["MPE"]);
+});
+
+Deno.test("a notification signed with any of the application's webhook secrets passes (rotation)", async () => {
+  const ts = String(Math.floor(Date.now() / 1000));
+  const request = { requestId: "req-1", dataId: "123" };
+  const v1 = await signManifest("new-secret", signatureManifest({ ...request, ts }));
+  const header = `ts=${ts},v1=${v1}`;
+  const both = await verifySignatureWithAny(["old-secret", "new-secret"], { ...request, header });
+  assert.equal(both.ok, true, "the second of two secrets verifies it");
+  const other = await verifySignatureWithAny(["old-secret", "another"], { ...request, header });
+  assert.deepEqual(other, { ok: false, reason: "mismatch" });
+  const stale = `ts=${Number(ts) - 3600},v1=${await signManifest(
+    "new-secret",
+    signatureManifest({ ...request, ts: String(Number(ts) - 3600) }),
+  )}`;
+  assert.deepEqual(
+    await verifySignatureWithAny(["old-secret", "new-secret"], { ...request, header: stale }),
+    { ok: false, reason: "stale" },
+  );
+  assert.deepEqual(
+    await verifySignatureWithAny(["a", "b"], { ...request, header: null }),
+    { ok: false, reason: "missing" },
+  );
+});
