@@ -10,6 +10,9 @@ import { breakerOf, type Run } from "../shared/refresh/types.ts";
 import { siteTotals } from "../shared/operations/health.ts";
 import { verifySignatureWithAny } from "../shared/mercadopago/signature.ts";
 import { signatureManifest, signManifest } from "../shared/mercadopago/signature.ts";
+import { queuesBySite } from "../shared/probe/probe.ts";
+import { loadConfig } from "../shared/platform/config.ts";
+import type { ProbeClaim } from "../shared/store/verification.ts";
 
 Deno.test("a 429 from one site's MercadoPago pauses that site's calls only", () => {
   const now = Date.now() + 20_000_000;
@@ -107,4 +110,34 @@ Deno.test("a notification signed with any of the application's webhook secrets p
     await verifySignatureWithAny(["a", "b"], { ...request, header: null }),
     { ok: false, reason: "missing" },
   );
+});
+
+Deno.test("mp-probe checks each token through the application that issued it, one queue per application", () => {
+  const config = loadConfig({
+    MP_APPS: JSON.stringify({
+      MLA: { client_id: "1", client_secret: "a", webhook_secrets: ["w"] },
+      MLB: { client_id: "2", client_secret: "b", webhook_secrets: ["x"] },
+    }),
+  });
+  const claim = (id: string, site: string | null, read = true): ProbeClaim => ({
+    id,
+    mp_token_version: 1,
+    mp_access_token_encrypted: "v1:k:x",
+    backend_client_id: null,
+    mp_site_id: site,
+    site_read: read,
+  });
+  const { queues, unrouted } = queuesBySite(config, [
+    claim("a", "MLA"),
+    claim("b", "MLB"),
+    claim("c", null),
+    claim("d", "MLM"),
+    claim("e", "MLB", false),
+    claim("f", "MLB"),
+  ]);
+  assert.deepEqual(
+    queues.map((q) => [q.app.site, q.app.clientId, q.claims.map((c) => c.id)]),
+    [["MLA", "1", ["a", "c"]], ["MLB", "2", ["b", "f"]]],
+  );
+  assert.deepEqual(unrouted.map((c) => c.id), ["d", "e"], "no application, or changed since");
 });

@@ -61,6 +61,44 @@ export function nextCallAt(previous: number, now: number, ratePerSecond: number)
   return Math.max(now, previous + 1000 / ratePerSecond);
 }
 
+/** What a run counted so far, and what it shares with its applications' checks. */
+interface ProbeRun {
+  ctx: Context;
+  log: Logger;
+  opts: ProbeOptions;
+  budgetEnd: number;
+  alive: { id: string; version: number }[];
+  /** Claimed and not verified: released for a later run. */
+  unchecked: string[];
+  results: ProbeResult[];
+  dead: number;
+  errors: number;
+}
+
+/**
+ * The claims grouped by the application that issued their tokens (each account's site's; no
+ * site: the default one), and those with none: changed since the claim (a connect: `site_read`
+ * false) or of a site this configuration has no application for. Pure.
+ */
+export function queuesBySite(
+  config: Context["config"],
+  claims: ProbeClaim[],
+): { queues: { app: MpApp; claims: ProbeClaim[] }[]; unrouted: ProbeClaim[] } {
+  const queues = new Map<string, { app: MpApp; claims: ProbeClaim[] }>();
+  const unrouted: ProbeClaim[] = [];
+  for (const claim of claims) {
+    const app = claim.site_read ? appOfSite(config, claim.mp_site_id) : undefined;
+    if (!app) {
+      unrouted.push(claim);
+      continue;
+    }
+    const queue = queues.get(app.site) ?? { app, claims: [] };
+    queue.claims.push(claim);
+    queues.set(app.site, queue);
+  }
+  return { queues: [...queues.values()], unrouted };
+}
+
 /** Runs one probe pass over the tokens due for verification (or one account, now). */
 export async function runProbe(
   ctx: Context,
@@ -76,86 +114,30 @@ export async function runProbe(
       accountId: opts.accountId,
     })
   );
-  const budgetEnd = started + (opts.budgetMs ?? PROBE_BUDGET_MS);
-  const alive: { id: string; version: number }[] = [];
-  const unchecked: string[] = [];
-  const results: ProbeResult[] = [];
-  let dead = 0;
-  let errors = 0;
-  const bySite = new Map<string, { app: MpApp; claims: ProbeClaim[] }>();
-  for (const claim of claims) {
-    const app = claim.site_read ? appOfSite(ctx.config, claim.mp_site_id) : undefined;
-    if (!app) {
-      // Changed since the claim (a connect), or of a site this configuration has no app for.
-      if (claim.site_read) {
-        log.error("No MercadoPago application for the account's site; token not verified", {
-          account_id: claim.id,
-          site: claim.mp_site_id,
-        });
-        errors++;
-        results.push({ account_id: claim.id, state: "unverified" });
-      }
-      unchecked.push(claim.id);
-      continue;
-    }
-    const group = bySite.get(app.site) ?? { app, claims: [] };
-    group.claims.push(claim);
-    bySite.set(app.site, group);
-  }
-  /** Checks one application's claims with its own workers, pacing and breaker. */
-  const checkSite = async ({ app, claims: queue }: { app: MpApp; claims: ProbeClaim[] }) => {
-    let lastStart = 0;
-    let next = 0;
-    let silentInARow = 0;
-    let open = false;
-    const worker = async () => {
-      while (next < queue.length) {
-        const claim = queue[next++];
-        const at = nextCallAt(lastStart, Date.now(), ctx.config.probeRatePerSecond);
-        lastStart = at;
-        if (at > Date.now()) await new Promise((r) => setTimeout(r, at - Date.now()));
-        if (!mayStart(ctx, budgetEnd) || open) {
-          unchecked.push(claim.id);
-          continue;
-        }
-        const verdict = await check(ctx, log, app, claim);
-        silentInARow = unknownInARow(silentInARow, verdict === "error" ? "unknown" : "tokens");
-        if (!open && breakerOpen(silentInARow)) {
-          open = true;
-          log.error("MP probe circuit breaker open: no more checks of this site this run", {
-            site: app.site,
-          });
-        }
-        if (verdict === "alive") {
-          alive.push({ id: claim.id, version: claim.mp_token_version });
-          results.push({ account_id: claim.id, state: "connected" });
-        } else if (verdict === "dead") {
-          dead++;
-          const outcome = await handleDeadToken(ctx, log, claim.id, claim.mp_token_version, {
-            requestId: opts.requestId,
-            source: "probe",
-          }).catch((err) => {
-            log.error("Could not handle a dead token", { account_id: claim.id, error: err });
-            return "busy" as const;
-          });
-          results.push({
-            account_id: claim.id,
-            state: outcome === "refreshed"
-              ? "connected"
-              : outcome === "reauth_required"
-              ? "reauth_required"
-              : "unverified",
-          });
-        } else {
-          errors++;
-          unchecked.push(claim.id);
-          results.push({ account_id: claim.id, state: "unverified" });
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(PROBE_CONCURRENCY, queue.length) }, worker));
+  const run: ProbeRun = {
+    ctx,
+    log,
+    opts,
+    budgetEnd: started + (opts.budgetMs ?? PROBE_BUDGET_MS),
+    alive: [],
+    unchecked: [],
+    results: [],
+    dead: 0,
+    errors: 0,
   };
-  await Promise.all([...bySite.values()].map(checkSite));
+  const { queues, unrouted } = queuesBySite(ctx.config, claims);
+  for (const claim of unrouted) {
+    run.unchecked.push(claim.id);
+    if (!claim.site_read) continue; // a connect changed it since: its new token is not ours to check
+    log.error("No MercadoPago application for the account's site; token not verified", {
+      account_id: claim.id,
+      site: claim.mp_site_id,
+    });
+    run.errors++;
+    run.results.push({ account_id: claim.id, state: "unverified" });
+  }
+  await Promise.all(queues.map((queue) => checkSite(run, queue)));
+  const { alive, unchecked, results, dead, errors } = run;
   await ctx.admin((sql) => recordVerified(sql, alive, unchecked)).catch((err) =>
     log.warn("Could not record the verified tokens; they are checked again", { error: err })
   );
@@ -172,10 +154,76 @@ export async function runProbe(
     alive: report.alive,
     dead,
     errors,
+    sites: queues.map((q) => q.app.site),
     account_id: opts.accountId,
     duration_ms: Date.now() - started,
   });
   return report;
+}
+
+/**
+ * Checks one application's claims with its own workers, pacing and circuit breaker (3 checks
+ * in a row without an answer: the rest of that application's claims are released).
+ */
+async function checkSite(run: ProbeRun, { app, claims }: { app: MpApp; claims: ProbeClaim[] }) {
+  const { ctx, log } = run;
+  let lastStart = 0;
+  let next = 0;
+  let silentInARow = 0;
+  let open = false;
+  const worker = async () => {
+    while (next < claims.length) {
+      const claim = claims[next++];
+      const at = nextCallAt(lastStart, Date.now(), ctx.config.probeRatePerSecond);
+      lastStart = at;
+      if (at > Date.now()) await new Promise((r) => setTimeout(r, at - Date.now()));
+      if (open || !mayStart(ctx, run.budgetEnd)) {
+        run.unchecked.push(claim.id);
+        continue;
+      }
+      const verdict = await check(ctx, log, app, claim);
+      silentInARow = unknownInARow(silentInARow, verdict === "error" ? "unknown" : "tokens");
+      if (!open && breakerOpen(silentInARow)) {
+        open = true;
+        log.error("MP probe circuit breaker open: no more checks of this site this run", {
+          site: app.site,
+        });
+      }
+      await recordCheck(run, claim, verdict);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PROBE_CONCURRENCY, claims.length) }, worker));
+}
+
+/** Counts one check's verdict; a dead token is handled at once (`dead_token.ts`). */
+async function recordCheck(run: ProbeRun, claim: ProbeClaim, verdict: "alive" | "dead" | "error") {
+  if (verdict === "alive") {
+    run.alive.push({ id: claim.id, version: claim.mp_token_version });
+    run.results.push({ account_id: claim.id, state: "connected" });
+    return;
+  }
+  if (verdict === "error") {
+    run.errors++;
+    run.unchecked.push(claim.id);
+    run.results.push({ account_id: claim.id, state: "unverified" });
+    return;
+  }
+  run.dead++;
+  const outcome = await handleDeadToken(run.ctx, run.log, claim.id, claim.mp_token_version, {
+    requestId: run.opts.requestId,
+    source: "probe",
+  }).catch((err) => {
+    run.log.error("Could not handle a dead token", { account_id: claim.id, error: err });
+    return "busy" as const;
+  });
+  run.results.push({
+    account_id: claim.id,
+    state: outcome === "refreshed"
+      ? "connected"
+      : outcome === "reauth_required"
+      ? "reauth_required"
+      : "unverified",
+  });
 }
 
 /** Whether a check may start: not after the run's budget, the isolate's wall clock or `beforeunload`. */
