@@ -45,8 +45,12 @@ export async function bumpAccountVersions(
   const ids = pgArray(seen.map((s) => s.id));
   const versions = pgArray(seen.map((s) => s.version));
   const past = pgArray(seen.map((s) => s.past));
+  // With each row's site, read in the same statement: a bump changes no site, and a row a
+  // connect changed since it was seen is not bumped (its version moved).
   return await sql<AccountRow[]>`
-    select * from mp_bump_account_versions(${ids}::uuid[], ${versions}::bigint[], ${past}::bigint[])`;
+    select b.*, a.mp_site_id
+      from mp_bump_account_versions(${ids}::uuid[], ${versions}::bigint[], ${past}::bigint[]) b
+      join nv_accounts a on a.id = b.id`;
 }
 
 // ---- The scheduled refresh's atomic steps: SQL functions of the Admin migration …_mp_refresh.sql ----
