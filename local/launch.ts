@@ -23,6 +23,11 @@ export interface LaunchOptions {
   logFile?: string;
   /** How long to wait for the stack to come up, in ms (default 120 s). */
   timeoutMs?: number;
+  /**
+   * Variables for the stack's process on top of the caller's environment (e.g. `STACK_MP_SITES`
+   * for a stack of several MercadoPago applications); the port base and state folder win.
+   */
+  env?: Record<string, string>;
 }
 
 /** A running stack: its environment (`stack.env`) and how to stop it. */
@@ -73,6 +78,7 @@ async function stopChild(child: Deno.ChildProcess) {
 export async function launchStack(opts: LaunchOptions): Promise<LaunchedStack> {
   // An empty STACK_STATE_DIR lets the stack pick its folder from the base (not the parent's).
   const childEnv: Record<string, string> = {
+    ...opts.env,
     STACK_STATE_DIR: opts.stateDir ?? "",
     ...(opts.portBase === undefined ? {} : portEnv(opts.portBase)),
   };

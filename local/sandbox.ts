@@ -17,6 +17,12 @@
  * Every token belongs to a grant: the chain of rotations from one code exchange or one seeded
  * grant. Presenting a spent refresh token again (reuse) revokes its whole grant, as MercadoPago
  * does; the seller's other grants keep working.
+ *
+ * The sandbox knows one application or several (the stack's `MP_APPS`, one per country site).
+ * Sellers belong to a site; codes and grants to the application that issued them: presented with
+ * another application's credentials, they answer `invalid_grant` unprocessed, counted in
+ * `cross_app_calls`. Every control takes an optional `"client_id"` limiting it to one
+ * application; `GET /__sandbox/stats` counts per application too (`apps`, by client id).
  */
 import { mpError } from "./sandbox/wire.ts";
 import { SandboxState } from "./sandbox/state.ts";
@@ -25,11 +31,11 @@ import { authorize } from "./sandbox/authorization.ts";
 import { token } from "./sandbox/tokens.ts";
 import { usersMe } from "./sandbox/users.ts";
 import { ledgerView } from "./sandbox/ledger.ts";
-import { control, controlsSet, lastIssued, reset } from "./sandbox/controls.ts";
+import { control, controlsSet, holdView, lastIssued, reset } from "./sandbox/controls.ts";
 
 export { DroppedConnection, serveSandbox } from "./sandbox/serve.ts";
 export type { SandboxServer, ServeSandboxOptions } from "./sandbox/serve.ts";
-export type { MpGrant, SandboxOptions } from "./sandbox/state.ts";
+export type { MpGrant, SandboxApp, SandboxOptions } from "./sandbox/state.ts";
 
 /**
  * A running sandbox: serve `handler` with {@link serveSandbox} (or call it directly in unit
@@ -42,7 +48,7 @@ export interface Sandbox {
 }
 
 /**
- * Creates a fresh sandbox with empty state for the given application credentials: one
+ * Creates a fresh sandbox with empty state for the given application(s): one
  * router over MercadoPago's surfaces (`sandbox/authorization.ts`, `tokens.ts`, `users.ts`) and
  * the test controls (`sandbox/controls.ts`), sharing one `SandboxState`.
  */
@@ -55,9 +61,7 @@ export function createSandbox(opts: SandboxOptions): Sandbox {
     if (route === "POST /oauth/token") return await token(s, req);
     if (route === "GET /users/me") return await usersMe(s, req);
     if (route === "GET /__sandbox/stats") return Response.json(s.stats);
-    if (route === "GET /__sandbox/hold") {
-      return Response.json({ hold: s.holding, held: s.held.size });
-    }
+    if (route === "GET /__sandbox/hold") return holdView(s, url);
     if (route === "GET /__sandbox/secrets") return Response.json({ secrets: [...s.issued] });
     if (route === "GET /__sandbox/last_tokens") return lastIssued(s, url);
     if (route === "GET /__sandbox/ledger") return ledgerView(s.ledger, url);

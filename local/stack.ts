@@ -17,12 +17,13 @@ import { bootstrap } from "./bootstrap.ts";
 import { findPgbouncer, makeCertificate, Pooler } from "./pooler.ts";
 import { createGateway } from "./gateway.ts";
 import { resolveLimits } from "./edge/limits.ts";
-import { createSandbox, serveSandbox } from "./sandbox.ts";
+import { createSandbox, type SandboxApp, serveSandbox } from "./sandbox.ts";
 import { startNetWorker } from "./net_worker.ts";
 import { createAppPage } from "./app_page.ts";
 import { createPlatformReceiver } from "./platform_receiver.ts";
 import { assertPortsFree, type Ports, resolvePorts } from "./ports.ts";
 import { acquireStateLock } from "./state_lock.ts";
+import { type MpSite, sandboxApps, stackSites, throwawayApps } from "./mp_apps.ts";
 import {
   formatEnvFile,
   STACK_PROFILES,
@@ -36,6 +37,8 @@ import {
  */
 export const FUNCTION_SECRETS = [
   "MP_TOKEN_KEYS",
+  "MP_APPS",
+  "MP_SITE_ID",
   "MP_CLIENT_ID",
   "MP_CLIENT_SECRET",
   "MP_REDIRECT_URI",
@@ -96,6 +99,8 @@ async function main() {
   }
   const profile = name as StackProfile;
   const started = performance.now();
+  // One MercadoPago application per site (MP_APPS), or the single app (the test profile's).
+  const sites = stackSites(Deno.env.get("STACK_MP_SITES"), profile);
   const bin = await findPostgres();
   const pgbouncer = await findPgbouncer();
   if (!pgbouncer) {
@@ -115,7 +120,7 @@ async function main() {
       `Starting the local stack (${name}) on ports ${ports.gateway}–${ports.adminPooler}: state folder ${relDir}, env file ${envFile}`,
     );
     await Deno.remove(`${stateDir}/stack.env`).catch(() => {});
-    const run = { name, stateDir, folder: relDir, envFile, started, ports, bin, release };
+    const run = { name, stateDir, folder: relDir, envFile, started, ports, bin, release, sites };
     await startStack(run, pgbouncer);
   } catch (err) {
     await release();
@@ -211,6 +216,7 @@ function stackEnvironment(
     limits,
   } = keys;
   // What the functions and the files share; the database URLs differ (below).
+  const redirectUri = `${gatewayUrl}/functions/v1/mp-oauth-callback`;
   const common: Record<string, string> = {
     SUPABASE_URL: gatewayUrl,
     FUNCTIONS_URL: `${gatewayUrl}/functions/v1`,
@@ -219,14 +225,11 @@ function stackEnvironment(
     SUPABASE_SECRET_KEYS: JSON.stringify({ default: secretKey }),
     SECRET_KEY: secretKey,
     MP_TOKEN_KEYS: `local1:${randomBase64(32)}`,
-    MP_CLIENT_ID: String(1000000 + Math.floor(Math.random() * 8999999)),
-    MP_CLIENT_SECRET: randomHex(16),
-    MP_REDIRECT_URI: `${gatewayUrl}/functions/v1/mp-oauth-callback`,
+    MP_REDIRECT_URI: redirectUri,
     MP_API_URL: sandboxUrl,
     MP_AUTH_URL: sandboxUrl,
     SANDBOX_URL: sandboxUrl,
     MP_OAUTH_PKCE: "true",
-    MP_WEBHOOK_SECRET: randomHex(24),
     APP_RETURN_URL: `${gatewayUrl}/app`,
     // Events to the platform (docs/contract.md, "mp-deliver-events"): two secrets, as during a
     // rotation. The test profile
@@ -247,11 +250,12 @@ function stackEnvironment(
     SANDBOX_PORT: String(ports.sandbox),
     BACKEND_POOLER_PORT: String(ports.backendPooler),
     ADMIN_POOLER_PORT: String(ports.adminPooler),
+    ...mpApplications(run, redirectUri, sandboxUrl),
   };
   // The functions' whole environment, as on Supabase: what it injects (SUPABASE_DB_URL on the
   // pooler, as `postgres`) plus the project's secrets (ADMIN_DB_URL on the Admin pooler).
   const pick = (...names: string[]) =>
-    Object.fromEntries(names.map((n) => [n, common[n]] as const));
+    Object.fromEntries(names.filter((n) => n in common).map((n) => [n, common[n]] as const));
   const functionEnv: Record<string, string> = {
     SUPABASE_URL: gatewayUrl,
     SUPABASE_DB_URL: backendPooler.url,
@@ -276,6 +280,45 @@ function stackEnvironment(
     EDGE_WALL_CLOCK_MS: String(limits.wallClockMs),
   };
   return { common, functionEnv, env };
+}
+
+/**
+ * The MercadoPago applications of the stack: with sites, `MP_APPS` of one throwaway application
+ * each (the first's also as `MP_CLIENT_ID`, `MP_CLIENT_SECRET` and `MP_WEBHOOK_SECRET`, so
+ * what reads the single app's variables finds the default application); without, the single
+ * app (at `MP_SITE_ID` when the environment sets it).
+ */
+function mpApplications(
+  run: ServeRun,
+  redirectUri: string,
+  sandboxUrl: string,
+): Record<string, string> {
+  if (run.sites.length === 0) {
+    const site = Deno.env.get("MP_SITE_ID");
+    return {
+      MP_CLIENT_ID: randomClientId(),
+      MP_CLIENT_SECRET: randomHex(16),
+      MP_WEBHOOK_SECRET: randomHex(24),
+      ...(site ? { MP_SITE_ID: site } : {}),
+    };
+  }
+  const apps = throwawayApps(run.sites, {
+    redirectUri,
+    authUrl: sandboxUrl,
+    random: { id: randomClientId, secret: () => randomHex(24) },
+  });
+  const first = apps[run.sites[0]];
+  return {
+    MP_APPS: JSON.stringify(apps),
+    MP_CLIENT_ID: first.client_id,
+    MP_CLIENT_SECRET: first.client_secret,
+    MP_WEBHOOK_SECRET: first.webhook_secrets[0],
+  };
+}
+
+/** A throwaway MercadoPago client id (digits, as MercadoPago's are). */
+function randomClientId(): string {
+  return String(1000000 + Math.floor(Math.random() * 8999999));
 }
 
 /** As supabase_admin what Supabase's image sets up, then as postgres (not a superuser) both projects' migrations with the real CLI, as a deploy does. */
@@ -304,7 +347,13 @@ async function writeEnvFile(run: ServeRun, env: Record<string, string>) {
 }
 
 /** The lines a person reads once the stack is up. */
-function printBanner(run: ServeRun, env: Record<string, string>, host: string, sandboxUrl: string) {
+function printBanner(
+  run: ServeRun,
+  env: Record<string, string>,
+  host: string,
+  sandboxUrl: string,
+  apps: SandboxApp[],
+) {
   const { ports } = run;
   const seconds = ((performance.now() - run.started) / 1000).toFixed(1);
   console.log([
@@ -316,6 +365,9 @@ function printBanner(run: ServeRun, env: Record<string, string>, host: string, s
     `  admin db      postgres://supabase_admin@${host}:${ports.admin}/postgres (pg_cron)`,
     `  poolers       pgbouncer, transaction mode, TLS: postgres@${host}:${ports.backendPooler} (backend), :${ports.adminPooler} (admin)`,
     `  mp sandbox    ${sandboxUrl}`,
+    `  mp apps       ${apps.map((a) => `${a.siteId} (client ${a.clientId})`).join(", ")}${
+      run.sites.length > 0 ? " in MP_APPS" : ", the single app"
+    }`,
     `  state folder  ${run.folder} (fresh on each start; one stack at a time: STACK_PORT_BASE or STACK_STATE_DIR for another)`,
     `  env file      ${run.envFile} (keys and URLs for scripts and tests: set -a; . ${run.envFile}; set +a)`,
     "Ctrl-C stops everything.",
@@ -335,6 +387,8 @@ interface ServeRun {
   bin: string;
   /** Gives the state folder's lock back. */
   release: () => Promise<void>;
+  /** The sites of its MercadoPago applications (`MP_APPS`); none: the single app. */
+  sites: MpSite[];
 }
 
 /** The clusters and poolers `serve` runs on. */
@@ -365,11 +419,16 @@ async function serve(run: ServeRun, db: ServeDatabases) {
   await backendSql`select vault.create_secret(${secretKey}, 'mp_sync_secret_key')`;
   const { common, functionEnv, env } = stackEnvironment(run, db, keys);
 
-  const sandbox = createSandbox({
-    clientId: env.MP_CLIENT_ID,
-    clientSecret: env.MP_CLIENT_SECRET,
-    webhookSecret: env.MP_WEBHOOK_SECRET,
-  });
+  // The sandbox knows the applications the functions are given, read back as they read them.
+  const { apps, multi } = sandboxApps((name) => env[name]);
+  const sandbox = createSandbox(
+    multi ? { apps } : {
+      clientId: apps[0].clientId,
+      clientSecret: apps[0].clientSecret,
+      webhookSecret: apps[0].webhookSecrets[0],
+      siteId: apps[0].siteId,
+    },
+  );
   const receiver = createPlatformReceiver(
     common.PLATFORM_WEBHOOK_SECRETS,
     log.child({ component: "platform" }),
@@ -396,7 +455,7 @@ async function serve(run: ServeRun, db: ServeDatabases) {
   const netWorker = startNetWorker(backendSql, log.child({ component: "pg_net" }));
 
   await writeEnvFile(run, env);
-  printBanner(run, env, host, sandboxUrl);
+  printBanner(run, env, host, sandboxUrl, apps);
 
   let stopping = false;
   const shutdown = async () => {

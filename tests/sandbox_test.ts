@@ -523,6 +523,17 @@ Deno.test("reset clears counters and faults but keeps tokens", async () => {
     authorizations: 0,
     refreshes: 0,
     users_me_calls: 0,
+    cross_app_calls: 0,
+    apps: {
+      [CLIENT_ID]: {
+        site_id: "MLA",
+        token_calls: 0,
+        authorizations: 0,
+        refreshes: 0,
+        users_me_calls: 0,
+        cross_app_calls: 0,
+      },
+    },
   });
   await json(refresh(sb, first.refresh_token), 200);
 });
@@ -564,6 +575,18 @@ Deno.test("reset leaves no control set and no last pair, and every issued token 
     authorizations: 0,
     refreshes: 2,
     users_me_calls: 1,
+    cross_app_calls: 0,
+    apps: {
+      [CLIENT_ID]: {
+        site_id: "MLA",
+        // The held call read its body, and so its application, only after the reset.
+        token_calls: 2,
+        authorizations: 0,
+        refreshes: 2,
+        users_me_calls: 1,
+        cross_app_calls: 0,
+      },
+    },
   });
 });
 
@@ -648,6 +671,7 @@ Deno.test("deauthorize: the seller's tokens stop working; the notification is si
   assert.equal((await json(me(other.access_token), 200)).id, 778, "other sellers keep working");
 
   const url = new URL(delivered!.url);
+  assert.equal(url.searchParams.has("app"), false, "the single app's notification names no site");
   const dataId = url.searchParams.get("data.id")!;
   const requestId = delivered!.headers.get("x-request-id")!;
   const [, ts, v1] = /^ts=(\d+),v1=([0-9a-f]{64})$/.exec(delivered!.headers.get("x-signature")!)!;

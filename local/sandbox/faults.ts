@@ -8,13 +8,18 @@ export function gone(): Response {
   return mpError(504, "timeout", "request abandoned");
 }
 
-/** Waits out the latency, then fails the call if `mode` fails it before processing. */
+/**
+ * Waits out the latency (application `clientId`'s own, else every call's), then fails the call
+ * if `mode` fails it before processing.
+ */
 export async function failBefore(
   s: SandboxState,
   req: Request,
   mode?: FaultMode,
+  clientId?: string,
 ): Promise<Response | undefined> {
-  if (s.latencyMs > 0 && !(await s.wait(s.latencyMs, req.signal))) return gone();
+  const latency = s.latencyFor(clientId);
+  if (latency > 0 && !(await s.wait(latency, req.signal))) return gone();
   if (mode === "timeout") {
     await s.wait(null, req.signal);
     return gone();

@@ -32,7 +32,9 @@ export interface Presentation {
    * `issued` (a new pair: see its record), `dropped`, `error_500_after`, `malformed_200`,
    * `other_seller` (processed, answered as the fault says), `reused` (spent before: the grant is
    * revoked), `invalid_grant`, `error_500`, `timeout`, `rate_limited` (failed before
-   * processing), `abandoned` (the caller went away first), `invalid_client`, `invalid_request`.
+   * processing), `abandoned` (the caller went away first), `invalid_client`, `invalid_request`,
+   * `cross_app` (presented with another application's credentials: refused unprocessed, the
+   * token not spent).
    */
   answer: string;
   /** Refresh id of the pair it issued, if any. */
@@ -45,6 +47,7 @@ export interface PairRecord {
   refresh_id: string;
   access_id: string;
   user_id: number;
+  /** The application it was issued to (its grant's). */
   client_id: string;
   /** The grant (chain of rotations) it belongs to. */
   grant: number;
@@ -96,6 +99,8 @@ export interface FaultRecord {
   mode: string;
   call: "token" | "users_me";
   grant_type: string | null;
+  /** The application the fault was limited to (null: a fault of every call). */
+  client_id: string | null;
 }
 
 /** What `GET /__sandbox/ledger?since=n` answers: every record changed after `n`. */
@@ -120,6 +125,8 @@ export interface Origin {
   /** The code or refresh token presented (the secret; only its id is kept). */
   parent?: string;
   authorizedUserId?: number;
+  /** The application it is issued to (default: the ledger's). */
+  clientId?: string;
 }
 
 /** The ledger of one sandbox. */
@@ -155,7 +162,7 @@ export class Ledger {
       refresh_id: id,
       access_id: tokenId(pair.access_token),
       user_id: pair.user_id,
-      client_id: this.clientId,
+      client_id: origin.clientId ?? this.clientId,
       grant: this.grantNo(grant),
       via: origin.via,
       parent: origin.parent === undefined ? null : tokenId(origin.parent),
@@ -230,9 +237,21 @@ export class Ledger {
     });
   }
 
-  /** Records a fault taken by a call. */
-  faultFired(mode: string, call: "token" | "users_me", grantType: string | null): void {
-    this.fired.push({ seq: ++this.seq, at: this.now(), mode, call, grant_type: grantType });
+  /** Records a fault taken by a call (`clientId`: the application it was limited to). */
+  faultFired(
+    mode: string,
+    call: "token" | "users_me",
+    grantType: string | null,
+    clientId: string | null = null,
+  ): void {
+    this.fired.push({
+      seq: ++this.seq,
+      at: this.now(),
+      mode,
+      call,
+      grant_type: grantType,
+      client_id: clientId,
+    });
   }
 
   /** Every record changed after `since` (copies: the reader cannot change the ledger). */

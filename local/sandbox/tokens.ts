@@ -1,10 +1,13 @@
 /**
  * The sandbox's `POST /oauth/token`: code exchanges (single-use codes, PKCE when a challenge was
- * sent) and refreshes (single-use, rotated; a spent one presented again revokes its grant).
+ * sent) and refreshes (single-use, rotated; a spent one presented again revokes its grant). Codes
+ * and refresh tokens are bound to the application that issued them: presented with another
+ * application's credentials they answer `invalid_grant` and are refused unprocessed (the code or
+ * token is not spent, a spent one's grant not revoked), counted in `cross_app_calls`.
  */
 import { mpError, type Params, readParams, s256 } from "./wire.ts";
 import { answer, failBefore, gone } from "./faults.ts";
-import { CODE_TTL_MS, type SandboxState, type TokenBody } from "./state.ts";
+import { CODE_TTL_MS, type SandboxApp, type SandboxState, type TokenBody } from "./state.ts";
 import type { Shown } from "./ledger.ts";
 
 /**
@@ -29,8 +32,15 @@ export async function token(s: SandboxState, req: Request): Promise<Response> {
     return settle((await reading).shown, "abandoned", gone());
   }
   const { body, shown } = await reading;
-  const mode = s.takeFault("token", body?.grant_type ?? null);
-  const fail = await failBefore(s, req, mode);
+  // The application whose credentials the call carries: its own latch, fault and latency.
+  const app = s.apps.get(body?.client_id ?? "");
+  const appStats = s.appStats(app?.clientId);
+  if (appStats) appStats.token_calls++;
+  if (s.appHolding(app?.clientId) && !(await s.hold(req.signal, app!.clientId))) {
+    return settle(shown, "abandoned", gone());
+  }
+  const mode = s.takeFault("token", body?.grant_type ?? null, app?.clientId);
+  const fail = await failBefore(s, req, mode, app?.clientId);
   if (fail) {
     return settle(shown, fail.status === 504 && mode !== "timeout" ? "abandoned" : mode!, fail);
   }
@@ -62,10 +72,29 @@ export async function token(s: SandboxState, req: Request): Promise<Response> {
   }
 }
 
-/** The `error` of a MercadoPago error answer (`reused` for a spent refresh token). */
+/**
+ * The `error` of a MercadoPago error answer (`reused` for a spent refresh token, `cross_app` for
+ * one presented with another application's credentials).
+ */
 async function errorOf(res: Response): Promise<string> {
   const body = await res.clone().json().catch(() => ({}));
-  return body.message === "refresh_token already used" ? "reused" : String(body.error);
+  if (body.message === "refresh_token already used") return "reused";
+  if (body.message === CROSS_APP_REFRESH || body.message === CROSS_APP_CODE) return "cross_app";
+  return String(body.error);
+}
+
+/** MercadoPago's message for a code or refresh token presented by another application. */
+const CROSS_APP_CODE = "authorization code belongs to another client";
+const CROSS_APP_REFRESH = "refresh_token belongs to another client";
+
+/**
+ * Refuses, unprocessed, a code or refresh token of application `owner` presented with the
+ * credentials of `app`: `invalid_grant`, counted in `cross_app_calls` (total and `app`'s).
+ */
+function crossApp(s: SandboxState, app: SandboxApp, message: string): Response {
+  s.stats.cross_app_calls++;
+  s.appStats(app.clientId)!.cross_app_calls++;
+  return mpError(400, "invalid_grant", message);
 }
 
 /** Processes a token request: new tokens, or MercadoPago's error for it. */
@@ -74,21 +103,30 @@ async function grantTokens(
   body: Params,
   otherSeller: boolean,
 ): Promise<Response | TokenBody> {
-  if (body.client_id !== s.opts.clientId || body.client_secret !== s.opts.clientSecret) {
+  const app = s.apps.get(body.client_id ?? "");
+  if (!app || body.client_secret !== app.clientSecret) {
     return mpError(401, "invalid_client", "invalid client_id or client_secret");
   }
   if (body.code_verifier) s.issued.add(body.code_verifier);
-  if (body.grant_type === "authorization_code") return await exchangeCode(s, body, otherSeller);
-  if (body.grant_type === "refresh_token") return refresh(s, body, otherSeller);
+  if (body.grant_type === "authorization_code") {
+    return await exchangeCode(s, app, body, otherSeller);
+  }
+  if (body.grant_type === "refresh_token") return refresh(s, app, body, otherSeller);
   if (!body.grant_type) return mpError(400, "invalid_request", "grant_type is required");
   return mpError(400, "unsupported_grant_type", "unsupported grant_type");
 }
 
-/** `grant_type=authorization_code`: consumes the code and starts a new grant. */
-async function exchangeCode(s: SandboxState, body: Params, otherSeller: boolean) {
+/** `grant_type=authorization_code`: consumes the code and starts a new grant of `app`. */
+async function exchangeCode(
+  s: SandboxState,
+  app: SandboxApp,
+  body: Params,
+  otherSeller: boolean,
+) {
   const entry = body.code === undefined ? undefined : s.codes.get(body.code);
   if (!entry) return mpError(400, "invalid_grant", "invalid authorization code");
-  s.codes.delete(body.code!); // single use: any exchange attempt consumes the code
+  if (entry.clientId !== app.clientId) return crossApp(s, app, CROSS_APP_CODE);
+  s.codes.delete(body.code!); // single use: any exchange attempt of its app consumes the code
   if (s.now() - entry.issuedAt > CODE_TTL_MS) {
     return mpError(400, "invalid_grant", "authorization code expired");
   }
@@ -100,7 +138,8 @@ async function exchangeCode(s: SandboxState, body: Params, otherSeller: boolean)
       return mpError(400, "invalid_grant", "invalid code_verifier");
     }
   }
-  return s.issueTokens(otherSeller ? s.seller() : entry.userId, {
+  const seller = otherSeller ? s.seller(undefined, app) : entry.userId;
+  return s.issueTokens(s.newGrant(seller, app.clientId), {
     via: "code",
     parent: body.code,
     authorizedUserId: entry.userId,
@@ -108,10 +147,18 @@ async function exchangeCode(s: SandboxState, body: Params, otherSeller: boolean)
 }
 
 /** `grant_type=refresh_token`: spends the token for a new pair; reuse revokes the grant. */
-function refresh(s: SandboxState, body: Params, otherSeller: boolean): Response | TokenBody {
+function refresh(
+  s: SandboxState,
+  app: SandboxApp,
+  body: Params,
+  otherSeller: boolean,
+): Response | TokenBody {
   const entry = body.refresh_token === undefined
     ? undefined
     : s.refreshTokens.get(body.refresh_token);
+  if (entry && entry.grant.clientId !== app.clientId) {
+    return crossApp(s, app, CROSS_APP_REFRESH);
+  }
   if (!entry || entry.revoked) return mpError(400, "invalid_grant", "invalid refresh_token");
   if (entry.used) {
     s.stats.refresh_token_reuse++;
@@ -121,8 +168,12 @@ function refresh(s: SandboxState, body: Params, otherSeller: boolean): Response 
   if (entry.grant.revoked) return mpError(400, "invalid_grant", "invalid refresh_token");
   entry.used = true;
   s.stats.refreshes++;
-  return s.issueTokens(otherSeller ? s.seller() : entry.grant, {
-    via: "refresh",
-    parent: body.refresh_token,
-  });
+  s.appStats(app.clientId)!.refreshes++;
+  return s.issueTokens(
+    otherSeller ? s.newGrant(s.seller(undefined, app), app.clientId) : entry.grant,
+    {
+      via: "refresh",
+      parent: body.refresh_token,
+    },
+  );
 }

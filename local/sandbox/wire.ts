@@ -1,5 +1,16 @@
 /** MercadoPago's wire details the sandbox shares: error shape, request bodies, token formats. */
 
+/** MercadoPago's sites, one per country: Argentina, Brazil, Mexico, Chile, Colombia, Uruguay, Peru. */
+export const MP_SITES = ["MLA", "MLB", "MLM", "MLC", "MCO", "MLU", "MPE"] as const;
+
+/** A MercadoPago site id. */
+export type MpSite = typeof MP_SITES[number];
+
+/** True for one of MercadoPago's seven site ids. */
+export function isSite(value: unknown): value is MpSite {
+  return (MP_SITES as readonly unknown[]).includes(value);
+}
+
 /** Token request parameters (string values only). */
 export type Params = Record<string, string | undefined>;
 
