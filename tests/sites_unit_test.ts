@@ -11,6 +11,7 @@ import { siteTotals } from "../shared/operations/health.ts";
 import { verifySignatureWithAny } from "../shared/mercadopago/signature.ts";
 import { signatureManifest, signManifest } from "../shared/mercadopago/signature.ts";
 import { queuesBySite } from "../shared/probe/probe.ts";
+import { deferralOf } from "../shared/refresh/outcome.ts";
 import { loadConfig } from "../shared/platform/config.ts";
 import type { ProbeClaim } from "../shared/store/verification.ts";
 
@@ -140,4 +141,29 @@ Deno.test("mp-probe checks each token through the application that issued it, on
     [["MLA", "1", ["a", "c"]], ["MLB", "2", ["b", "f"]]],
   );
   assert.deepEqual(unrouted.map((c) => c.id), ["d", "e"], "no application, or changed since");
+});
+
+Deno.test("an account spared by its site's failing MercadoPago waits only when other sites could use the run", () => {
+  const now = 1_000_000;
+  // One application: released for the next run, as before sites.
+  assert.equal(deferralOf("circuit_open", 1, 0, now), undefined);
+  assert.equal(deferralOf("rate_limited", 1, now + 30_000, now), undefined);
+  // Several: one refresh interval (10 minutes) after an open breaker ...
+  assert.deepEqual(deferralOf("circuit_open", 2, 0, now), {
+    error: "circuit_open",
+    retryAfterMs: 10 * 60_000,
+  });
+  // ... the rest of the 429 pause (whole seconds, at least one) after a rate limit.
+  assert.deepEqual(deferralOf("rate_limited", 7, now + 29_500, now), {
+    error: "rate_limited",
+    retryAfterMs: 30_000,
+  });
+  assert.deepEqual(deferralOf("rate_limited", 2, now - 5, now), {
+    error: "rate_limited",
+    retryAfterMs: 1_000,
+  });
+  // Other reasons (the run's time, a lease, a shutdown) are never deferred.
+  for (const reason of ["time_budget", "lease_too_short", "shutting_down", "escrow_unavailable"]) {
+    assert.equal(deferralOf(reason, 7, 0, now), undefined, reason);
+  }
 });

@@ -13,7 +13,7 @@ import { appOfSite, type MpApp } from "../platform/config.ts";
 import type { Context } from "../platform/context.ts";
 import type { Logger } from "../platform/log.ts";
 import { latestStart, shutdownReason } from "../platform/worker_life.ts";
-import { claimProbe, type ProbeClaim, recordVerified } from "../store/verification.ts";
+import { claimProbe, deferProbes, type ProbeClaim, recordVerified } from "../store/verification.ts";
 import { handleDeadToken } from "../connection/dead_token.ts";
 import { verifyStoredToken } from "../connection/token_check.ts";
 import { breakerOpen, unknownInARow } from "../refresh/outcome.ts";
@@ -28,6 +28,12 @@ export const PROBE_BUDGET_MS = 40_000;
 const PROBE_LEASE_MS = 2 * 60_000;
 /** Checks in flight at once, per application. */
 const PROBE_CONCURRENCY = 4;
+/**
+ * With several applications, how long tokens an application's open breaker spared wait before a
+ * run claims them again (released, they would fill the next runs' slices: the least recently
+ * verified first), so the other sites' tokens are checked meanwhile.
+ */
+export const PROBE_OUTAGE_WAIT_MS = 10 * 60_000;
 
 /** What a run is asked. */
 export interface ProbeOptions {
@@ -70,6 +76,8 @@ interface ProbeRun {
   alive: { id: string; version: number }[];
   /** Claimed and not verified: released for a later run. */
   unchecked: string[];
+  /** Spared by their application's open breaker, with several applications: wait before a new claim. */
+  deferred: string[];
   results: ProbeResult[];
   dead: number;
   errors: number;
@@ -121,6 +129,7 @@ export async function runProbe(
     budgetEnd: started + (opts.budgetMs ?? PROBE_BUDGET_MS),
     alive: [],
     unchecked: [],
+    deferred: [],
     results: [],
     dead: 0,
     errors: 0,
@@ -137,9 +146,12 @@ export async function runProbe(
     run.results.push({ account_id: claim.id, state: "unverified" });
   }
   await Promise.all(queues.map((queue) => checkSite(run, queue)));
-  const { alive, unchecked, results, dead, errors } = run;
+  const { alive, unchecked, deferred, results, dead, errors } = run;
   await ctx.admin((sql) => recordVerified(sql, alive, unchecked)).catch((err) =>
     log.warn("Could not record the verified tokens; they are checked again", { error: err })
+  );
+  await ctx.admin((sql) => deferProbes(sql, deferred, PROBE_OUTAGE_WAIT_MS)).catch((err) =>
+    log.warn("Could not defer the checks of a failing site; their leases run out", { error: err })
   );
   const report = {
     checked: alive.length + dead + errors,
@@ -154,6 +166,7 @@ export async function runProbe(
     alive: report.alive,
     dead,
     errors,
+    deferred: deferred.length,
     sites: queues.map((q) => q.app.site),
     account_id: opts.accountId,
     duration_ms: Date.now() - started,
@@ -163,7 +176,8 @@ export async function runProbe(
 
 /**
  * Checks one application's claims with its own workers, pacing and circuit breaker (3 checks
- * in a row without an answer: the rest of that application's claims are released).
+ * in a row without an answer: the rest of that application's claims are released, or with
+ * several applications deferred for {@link PROBE_OUTAGE_WAIT_MS}).
  */
 async function checkSite(run: ProbeRun, { app, claims }: { app: MpApp; claims: ProbeClaim[] }) {
   const { ctx, log } = run;
@@ -177,6 +191,10 @@ async function checkSite(run: ProbeRun, { app, claims }: { app: MpApp; claims: P
       const at = nextCallAt(lastStart, Date.now(), ctx.config.probeRatePerSecond);
       lastStart = at;
       if (at > Date.now()) await new Promise((r) => setTimeout(r, at - Date.now()));
+      if (open && ctx.config.mpApps.size > 1) {
+        run.deferred.push(claim.id);
+        continue;
+      }
       if (open || !mayStart(ctx, run.budgetEnd)) {
         run.unchecked.push(claim.id);
         continue;

@@ -12,7 +12,7 @@ import { MpError, type MpTokens, refreshTokens } from "../mercadopago/api.ts";
 import { deleteEscrow, type EscrowEntry } from "../store/escrow.ts";
 import { beginRefreshCall, type ClaimedAccount } from "../store/refresh_leases.ts";
 import { mayStartCall } from "./may_start_call.ts";
-import { breakerOpen, classifyRefreshFailure, unknownInARow } from "./outcome.ts";
+import { breakerOpen, classifyRefreshFailure, deferralOf, unknownInARow } from "./outcome.ts";
 import { mpPausedUntil, pauseAfterRateLimit } from "./rate_limit_pause.ts";
 import {
   buildEvent,
@@ -113,8 +113,15 @@ async function callAndRecord(run: Run, account: ClaimedAccount): Promise<Account
     }
   }
   switch (outcome.kind) {
-    case "skip":
-      return skip(outcome.reason);
+    case "skip": {
+      const defer = deferralOf(
+        outcome.reason,
+        run.ctx.config.mpApps.size,
+        mpPausedUntil(app.site),
+        Date.now(),
+      );
+      return defer ? { ...skip(outcome.reason), release: false, defer } : skip(outcome.reason);
+    }
     case "tokens":
       if (
         account.mp_user_id !== null && outcome.tokens.user_id !== undefined &&

@@ -69,3 +69,31 @@ export function unknownInARow(previous: number, outcome: RefreshVerdict | "token
 export function breakerOpen(unknownCount: number): boolean {
   return unknownCount >= BREAKER_LIMIT;
 }
+
+/** How long an account spared by its site's open circuit breaker waits: one refresh interval. */
+export const SITE_OUTAGE_RETRY_MS = 10 * 60_000;
+
+/**
+ * What becomes of an account a run did not call for because its site's MercadoPago is failing
+ * (`reason` `circuit_open`: the application's breaker opened; `rate_limited`: its 429 pause
+ * outlasts the run), given how many applications are configured: with one it is released for the
+ * next run (undefined); with several it waits — released, it would be claimed first again and
+ * hold other sites' due accounts back — one refresh interval after a breaker, the rest of the
+ * pause (at least 1 s) after a 429. Pure.
+ */
+export function deferralOf(
+  reason: string,
+  applications: number,
+  pausedUntil: number,
+  now: number,
+): { error: string; retryAfterMs: number } | undefined {
+  if (applications < 2) return undefined;
+  if (reason === "circuit_open") return { error: reason, retryAfterMs: SITE_OUTAGE_RETRY_MS };
+  if (reason === "rate_limited") {
+    return {
+      error: reason,
+      retryAfterMs: Math.max(Math.ceil((pausedUntil - now) / 1000), 1) * 1000,
+    };
+  }
+  return undefined;
+}

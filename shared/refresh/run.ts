@@ -26,6 +26,7 @@ import type { Logger } from "../platform/log.ts";
 import {
   claimDueAccounts,
   type ClaimedAccount,
+  deferRefreshes,
   flagUnconfirmedRefreshes,
   releaseLeases,
 } from "../store/refresh_leases.ts";
@@ -183,6 +184,37 @@ async function claimWithEscrows(
 }
 
 /**
+ * Defers, one statement per reason and wait, the accounts spared because their site's
+ * MercadoPago is failing (`AccountOutcome.defer`), so the next runs claim other sites' first.
+ */
+async function deferSpared(run: Run, outcomes: AccountOutcome[]): Promise<void> {
+  const groups = new Map<string, { error: string; retryAfterMs: number; ids: string[] }>();
+  for (const o of outcomes) {
+    if (!o.defer) continue;
+    const key = `${o.defer.error}:${o.defer.retryAfterMs}`;
+    const group = groups.get(key) ?? { ...o.defer, ids: [] };
+    group.ids.push(o.result.account_id);
+    groups.set(key, group);
+  }
+  for (const { error, retryAfterMs, ids } of groups.values()) {
+    await run.ctx.admin((sql) => deferRefreshes(sql, run.owner, ids, error, retryAfterMs))
+      .then((n) =>
+        run.log.warn("MP refreshes deferred: their site's MercadoPago is failing", {
+          error,
+          accounts: n,
+          retry_after_ms: retryAfterMs,
+        })
+      )
+      .catch((err) =>
+        run.log.warn("Could not defer refreshes; their leases run out instead", {
+          accounts: ids.length,
+          error: err,
+        })
+      );
+  }
+}
+
+/**
  * The run's end, from what its accounts came to: releases the leases not used, writes the saved
  * pairs' caches, records the audit events, logs and returns the report.
  */
@@ -208,6 +240,7 @@ async function finishRun(
       })
     );
   }
+  await deferSpared(run, outcomes);
   const synced = await syncSaved(run, outcomes.flatMap((o) => o.saved ? [o.saved] : []));
   await recordEvents(ctx, run.log, [...outcomes.flatMap((o) => o.events), ...synced]);
 

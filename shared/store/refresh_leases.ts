@@ -216,6 +216,26 @@ export async function recordTokenDead(
   return row;
 }
 
+/**
+ * Defers the refresh of accounts `owner` leased and did not call for, because their site's
+ * MercadoPago is failing (`error`: `circuit_open`, `rate_limited`): the next attempt waits
+ * `retryAfterMs`, the failing time starts, the lease is released (`mp_defer_refreshes`); how
+ * many it deferred.
+ */
+export async function deferRefreshes(
+  sql: Sql,
+  owner: string,
+  accountIds: string[],
+  error: string,
+  retryAfterMs: number,
+): Promise<number> {
+  if (accountIds.length === 0) return 0;
+  const [row] = await sql<{ n: number }[]>`
+    select mp_defer_refreshes(${owner}::uuid, ${pgArray(accountIds)}::uuid[], ${error},
+      make_interval(secs => ${retryAfterMs / 1000}::float8)) as n`;
+  return row.n;
+}
+
 /** Releases the leases `owner` holds on `accountIds`; returns how many it released. */
 export async function releaseLeases(
   sql: Sql,

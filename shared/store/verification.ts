@@ -55,6 +55,18 @@ export async function recordVerified(
 }
 
 /**
+ * Keeps the probe lease of `ids` for `waitMs` (`mp_defer_probes`): tokens whose site's
+ * MercadoPago is failing are not claimed again before then; how many.
+ */
+export async function deferProbes(sql: Sql, ids: string[], waitMs: number): Promise<number> {
+  if (ids.length === 0) return 0;
+  const [row] = await sql<{ n: number }[]>`
+    select mp_defer_probes(${pgArray(ids)}::uuid[],
+      make_interval(secs => ${waitMs / 1000}::float8)) as n`;
+  return row.n;
+}
+
+/**
  * What a checkout report of a rejected token of `version` may do: `check` (ask MercadoPago
  * now: no check of this account in the last minute), or the last verdict (`alive`, `dead`,
  * `pending` while another check runs), or `stale` when the version is no longer current.
