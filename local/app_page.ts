@@ -6,8 +6,10 @@
  * deliveries not made yet (pending and failed, with their error), and the events the platform's
  * receiver (`/platform/events`, local/platform_receiver.ts) got, each verified with the
  * `standardwebhooks` library. The page refreshes itself from `GET /app/live` (JSON) every few
- * seconds without reloading, so a banner stays. Connect and Revoke call mp-oauth-start and
- * mp-revoke server side with the stack's secret key; Approve client creates a Backend `clients`
+ * seconds without reloading, so a banner stays. Each account shows its site; Connect, Reconnect
+ * and Connect another seller go through the application of the site chosen beside them (the
+ * stack's `MP_APPS`, or its single app). Connect and Revoke call mp-oauth-start (with that
+ * `site`) and mp-revoke server side with the stack's secret key; Approve client creates a Backend `clients`
  * row and calls provision-step-7-1 (link and sync); Break at MercadoPago kills the seller's
  * grant in the sandbox (`/__sandbox/invalidate`, scope `grant`) and has mp-probe verify the
  * account's token now, which finds it dead. After an action the banner says how it left the
@@ -19,7 +21,13 @@ import { connect, type Sql } from "../shared/platform/db.ts";
 import { createLogger } from "../shared/platform/log.ts";
 import { readAccount, readAccounts, readCaches, readDeliveries } from "./app_page/data.ts";
 import { liveSections, pageHtml, type Snapshot } from "./app_page/render.ts";
-import { actionsFor, outcomeBanner, type PageAction } from "./app_page/view.ts";
+import {
+  actionsFor,
+  connectSite,
+  outcomeBanner,
+  type PageAction,
+  type PageApps,
+} from "./app_page/view.ts";
 
 /** What the page needs: where the functions are and the key it calls them with. */
 export interface AppPageOptions {
@@ -32,6 +40,11 @@ export interface AppPageOptions {
   sandboxUrl?: string;
   /** The events the platform's receiver got, oldest first. */
   events?: () => readonly ReceivedEvent[];
+  /**
+   * The MercadoPago applications the functions run (their sites and the default one): a connect
+   * offers their sites and passes the one chosen to mp-oauth-start; without, it passes none.
+   */
+  apps?: PageApps;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -79,6 +92,7 @@ export function createAppPage(opts: AppPageOptions): Fetch & { close(): Promise<
       deliveryTotals: deliveries.totals,
       events: opts.events?.() ?? [],
       canBreak,
+      apps: opts.apps,
     };
   };
 
@@ -91,10 +105,15 @@ export function createAppPage(opts: AppPageOptions): Fetch & { close(): Promise<
     return { status: res.status, body: await res.json().catch(() => ({})) };
   };
 
-  const accountIdOf = async (req: Request) => {
+  /** The posted form's account id (when a UUID) and site field (null when absent). */
+  const formOf = async (req: Request) => {
     const form = await req.formData().catch(() => undefined);
     const id = String(form?.get("account_id") ?? "").toLowerCase();
-    return UUID.test(id) ? id : undefined;
+    const site = form?.get("site");
+    return {
+      accountId: UUID.test(id) ? id : undefined,
+      site: typeof site === "string" ? site : null,
+    };
   };
 
   const failure = (reason: string) =>
@@ -105,14 +124,14 @@ export function createAppPage(opts: AppPageOptions): Fetch & { close(): Promise<
    * left open may offer what no longer applies); otherwise the failure to answer.
    */
   const applicable = async (req: Request, action: PageAction["action"]) => {
-    const accountId = await accountIdOf(req);
+    const { accountId, site } = await formOf(req);
     if (!accountId) return { failed: failure("invalid_request") };
     const account = await readAccount(db(), accountId);
     if (!account) return { failed: failure("account_not_found") };
     if (!actionsFor(account, { canBreak }).some((a) => a.action === action)) {
       return { failed: failure("not_available") };
     }
-    return { account };
+    return { account, site };
   };
 
   const handler = async (req: Request): Promise<Response> => {
@@ -186,10 +205,17 @@ export function createAppPage(opts: AppPageOptions): Fetch & { close(): Promise<
     }
     if (route === "POST /app/connect" || route === "POST /app/replace") {
       const replace = route === "POST /app/replace";
-      const { account, failed } = await applicable(req, replace ? "replace" : "connect");
+      const { account, site: posted, failed } = await applicable(
+        req,
+        replace ? "replace" : "connect",
+      );
       if (failed) return failed;
+      // The site chosen beside the button (a configured application's), else the account's own.
+      const site = opts.apps ? connectSite(posted, account, opts.apps) : undefined;
+      if (opts.apps && !site) return failure("invalid_request");
       const res = await callFunction("mp-oauth-start", {
         account_id: account.id,
+        ...(site ? { site } : {}),
         ...(replace ? { replace_seller: true } : {}),
       });
       if (res.status !== 200) return failure(res.body?.error?.code ?? "internal");

@@ -10,6 +10,7 @@
  */
 import { parseArgs } from "node:util";
 import { connect, type Sql } from "../shared/platform/db.ts";
+import { loadConfig } from "../shared/platform/config.ts";
 import { createLogger } from "../shared/platform/log.ts";
 import { ADMIN_PROJECT, BACKEND_PROJECT, migrate } from "../tooling/migrate.ts";
 import { Cluster, ensureReachable, findPostgres, MissingPrerequisite } from "./postgres.ts";
@@ -433,6 +434,8 @@ async function serve(run: ServeRun, db: ServeDatabases) {
     common.PLATFORM_WEBHOOK_SECRETS,
     log.child({ component: "platform" }),
   );
+  // The page offers the sites of the applications the functions run, read as they read them.
+  const { mpApps, mpDefaultSite } = loadConfig(functionEnv);
   const appPage = createAppPage({
     functionsUrl: env.FUNCTIONS_URL,
     serverKey: secretKey,
@@ -440,6 +443,7 @@ async function serve(run: ServeRun, db: ServeDatabases) {
     backendDbUrl: backend.url,
     sandboxUrl,
     events: () => receiver.received,
+    apps: { sites: [...mpApps.keys()], defaultSite: mpDefaultSite ?? apps[0].siteId },
   });
   const gateway = await createGateway({
     env: functionEnv,

@@ -5,86 +5,36 @@
  * of a seller (connect, approve a Backend client, break it at MercadoPago, reconnect, revoke)
  * with each event arriving at the platform's receiver, verified, without reloading the page;
  * each state coloured as the legend says; after Break a warning, not a success banner, no
- * expiry for the cleared token and no Break offered; the deliveries not made yet with their
- * error; and all of it at 800 px wide without sideways scrolling.
+ * expiry for the cleared token and no Break offered; each account's site (the test profile's
+ * single application, MLA, with no choice to make); the deliveries not made yet with their
+ * error; and all of it at 800 px wide without sideways scrolling. A stack of several
+ * applications: tests/app_page_sites_test.ts.
  */
 import assert from "node:assert/strict";
-import { type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
+import type { Page } from "playwright-core";
 import { adminDb, backendDb, closeDbs, stack } from "./_stack.ts";
-
-const CHROMIUM = "/usr/bin/chromium";
+import {
+  actionsOf,
+  banner,
+  newAccountOnPage as newAccountAt,
+  screenshot,
+  sidewaysOverflow,
+  withPage,
+} from "./_chromium.ts";
 
 // What the functions passed to page.evaluate use: they run in the browser, where these exist
 // (the DOM library is not part of this type check).
 declare const document: {
   documentElement: { setAttribute(n: string, v: string): void; getAttribute(n: string): string };
-  scrollingElement: { scrollWidth: number };
 };
-declare const window: { innerWidth: number };
 declare function getComputedStyle(el: unknown): { backgroundColor: string };
+
 /** How long the page may take to show what changed: it asks for news every few seconds. */
 const SHOWN_WITHIN_MS = 60_000;
 
-/** Launches headless chromium on a fresh profile directory; fails loudly when it cannot. */
-async function launch(profileDir: string): Promise<BrowserContext> {
-  try {
-    return await chromium.launchPersistentContext(profileDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
-  } catch (err) {
-    throw new Error(
-      `chromium could not be launched from ${CHROMIUM} (apt-get install -y chromium): ${
-        (err as Error).message
-      }`,
-    );
-  }
-}
-
-/** Runs `fn` with a page of a fresh chromium profile, closed afterwards. */
-async function withPage(fn: (page: Page) => Promise<void>): Promise<void> {
-  const profileDir = await Deno.makeTempDir({ prefix: "app-page-chromium-" });
-  const context = await launch(profileDir);
-  try {
-    await fn(context.pages()[0] ?? await context.newPage());
-  } finally {
-    await context.close();
-    await Deno.remove(profileDir, { recursive: true }).catch(() => {});
-  }
-}
-
-/** The visible labels of the action buttons of a row. */
-async function actionsOf(row: Locator): Promise<string[]> {
-  return (await row.locator("td.actions button").allInnerTexts()).map((t) => t.trim());
-}
-
-/** The banner's classes and text. */
-async function banner(page: Page): Promise<{ classes: string[]; text: string }> {
-  const el = page.locator("#result");
-  return {
-    classes: ((await el.getAttribute("class")) ?? "").split(/\s+/),
-    text: (await el.innerText()).trim(),
-  };
-}
-
-/** Creates an account through the page's New account button; its id. */
-async function newAccountOnPage(page: Page): Promise<string> {
-  await page.goto(stack.appReturnUrl);
-  await page.click("#new-account");
-  await page.waitForURL(/\/app\?created=/);
-  const accountId = new URL(page.url()).searchParams.get("created")!;
-  assert.match(accountId, /^[0-9a-f-]{36}$/);
-  return accountId;
+/** Creates an account through the test stack's page; its id. */
+function newAccountOnPage(page: Page): Promise<string> {
+  return newAccountAt(page, stack.appReturnUrl);
 }
 
 /** Marks the loaded document, so a later check can tell it was not reloaded. */
@@ -94,20 +44,6 @@ async function markDocument(page: Page): Promise<void> {
 
 async function stillSameDocument(page: Page): Promise<boolean> {
   return await page.evaluate(() => document.documentElement.getAttribute("data-test-mark") === "1");
-}
-
-/** Saves a full-page screenshot to `$APP_PAGE_SCREENSHOTS-<name>.png` when that is set (to look at). */
-async function screenshot(page: Page, name: string): Promise<void> {
-  const prefix = Deno.env.get("APP_PAGE_SCREENSHOTS");
-  if (prefix) await page.screenshot({ path: `${prefix}-${name}.png`, fullPage: true });
-}
-
-/** Whether the page scrolls sideways: its scroll width beyond the viewport's width. */
-async function sidewaysOverflow(page: Page): Promise<{ scrollWidth: number; viewport: number }> {
-  return await page.evaluate(() => ({
-    scrollWidth: document.scrollingElement.scrollWidth,
-    viewport: window.innerWidth,
-  }));
 }
 
 Deno.test("app page: new account → Connect → connected → Revoke → revoked, each with only its actions, its colour and its banner", async () => {
@@ -137,6 +73,11 @@ Deno.test("app page: new account → Connect → connected → Revoke → revoke
     assert.deepEqual(await actionsOf(row), ["Connect", "Approve client"]);
     assert.equal(await row.locator(".expires").innerText(), "no token");
     assert.ok((await banner(page)).classes.includes("info"));
+    // The test profile runs a single application (site MLA): no site yet, and no choice to
+    // make — Connect names the one site it goes through.
+    assert.equal(await row.locator("td.site").innerText(), "—");
+    assert.equal(await row.locator("select").count(), 0);
+    assert.equal(await row.locator(".site-choice").innerText(), "Site MLA · Argentina");
 
     await row.locator("button.connect").click();
     await page.waitForURL(/\/app\?mp=connected/);
@@ -160,6 +101,7 @@ Deno.test("app page: new account → Connect → connected → Revoke → revoke
     ]);
     assert.equal(pillColour, legendColour);
     assert.match(await row.locator(".expires").innerText(), /^expires in 1(79|80) d/);
+    assert.equal(await row.locator("td.site").innerText(), "MLA · Argentina");
     assert.deepEqual(await actionsOf(row), [
       "Connect another seller",
       "Approve client",
@@ -167,8 +109,8 @@ Deno.test("app page: new account → Connect → connected → Revoke → revoke
       "Revoke",
     ]);
     const [stored] = await adminDb()`
-      select mp_connected, mp_token_version from nv_accounts where id = ${accountId}`;
-    assert.deepEqual(stored, { mp_connected: true, mp_token_version: 1 });
+      select mp_connected, mp_token_version, mp_site_id from nv_accounts where id = ${accountId}`;
+    assert.deepEqual(stored, { mp_connected: true, mp_token_version: 1, mp_site_id: "MLA" });
     await screenshot(page, "wide");
 
     await row.locator("button.revoke").click();

@@ -1,13 +1,18 @@
 /**
  * The accounts page's pure decisions (local/app_page/view.ts): which actions each connection
- * state offers, what a token's expiry reads as (never an expiry for a cleared token), and the
- * banner's level after an action (success only when the account ends connected).
+ * state offers, the site each account shows and the sites a connect offers (the account's own
+ * preselected, else the default application's; no choice with one application), what a token's
+ * expiry reads as (never an expiry for a cleared token), and the banner's level after an action
+ * (success only when the account ends connected; a warning for a seller of another site).
  */
 import assert from "node:assert/strict";
 import {
   type AccountFacts,
+  accountSite,
   actionsFor,
+  connectSite,
   outcomeBanner,
+  siteChoice,
   stateClass,
   tokenExpiry,
 } from "../local/app_page/view.ts";
@@ -21,6 +26,7 @@ function account(over: Partial<AccountFacts>): AccountFacts {
     mp_state_reason: null,
     mp_user_id: 123456,
     backend_client_id: "66666666-7777-4888-8999-000000000000",
+    mp_site_id: "MLA",
     has_token: true,
     expires_in_seconds: 179 * 86_400 + 23 * 3_600 + 59 * 60,
     ...over,
@@ -155,4 +161,82 @@ Deno.test("each state has its own colour class", () => {
   );
   assert.equal(new Set(classes).size, 5);
   assert.equal(stateClass("reauth_required"), "state-reauth_required");
+});
+
+/** The applications of `deno task dev`: MLA (the default) and MLB. */
+const DEV_APPS = { sites: ["MLA", "MLB"], defaultSite: "MLA" };
+/** The test profile's single application, at MLA. */
+const SINGLE_APP = { sites: ["MLA"], defaultSite: "MLA" };
+
+Deno.test("site shown: the account's own with its country; the default site for an account connected before sites; none before any connect", () => {
+  assert.equal(accountSite(account({ mp_site_id: "MLB" }), DEV_APPS), "MLB · Brazil");
+  assert.equal(accountSite(account({ mp_site_id: "MLA" }), SINGLE_APP), "MLA · Argentina");
+  assert.equal(accountSite(account({ mp_site_id: "MPE" }), DEV_APPS), "MPE · Peru");
+  assert.equal(
+    accountSite(account({ mp_site_id: null }), DEV_APPS),
+    "MLA · Argentina (default site)",
+  );
+  assert.equal(
+    accountSite(account({ mp_site_id: null, mp_user_id: null, mp_state: "not_connected" }), {
+      sites: ["MLB"],
+      defaultSite: "MLB",
+    }),
+    "—",
+  );
+});
+
+Deno.test("site choice: every configured site, the account's own preselected, else the default application's; one application offers no choice", () => {
+  assert.deepEqual(siteChoice(account({ mp_site_id: "MLB" }), DEV_APPS), {
+    sites: ["MLA", "MLB"],
+    selected: "MLB",
+    offered: true,
+  });
+  // Never connected: the default application.
+  assert.deepEqual(siteChoice(account({ mp_site_id: null }), DEV_APPS), {
+    sites: ["MLA", "MLB"],
+    selected: "MLA",
+    offered: true,
+  });
+  // A site with no application here: the default one is preselected.
+  assert.equal(siteChoice(account({ mp_site_id: "MLM" }), DEV_APPS).selected, "MLA");
+  // The default is the configuration's, not the first listed.
+  assert.equal(
+    siteChoice(account({ mp_site_id: null }), { sites: ["MLB", "MLM"], defaultSite: "MLM" })
+      .selected,
+    "MLM",
+  );
+  // A single-app stack: just its one site, no choice.
+  assert.deepEqual(siteChoice(account({ mp_site_id: null }), SINGLE_APP), {
+    sites: ["MLA"],
+    selected: "MLA",
+    offered: false,
+  });
+});
+
+Deno.test("site posted with a connect: a configured application's is used, none means the preselected one, any other is refused", () => {
+  const mlb = account({ mp_site_id: "MLB" });
+  assert.equal(connectSite("MLA", mlb, DEV_APPS), "MLA");
+  assert.equal(connectSite("MLB", mlb, DEV_APPS), "MLB");
+  assert.equal(connectSite(null, mlb, DEV_APPS), "MLB");
+  assert.equal(connectSite("", account({ mp_site_id: null }), DEV_APPS), "MLA");
+  assert.equal(connectSite("MLM", mlb, DEV_APPS), undefined);
+  assert.equal(connectSite("mla", mlb, DEV_APPS), undefined);
+  assert.equal(connectSite("MLB", mlb, SINGLE_APP), undefined);
+});
+
+Deno.test("banner: a seller of another site than the connect's is a warning saying nothing was stored", () => {
+  const b = outcomeBanner(
+    new URLSearchParams({ mp: "error", reason: "seller_site_mismatch" }),
+    undefined,
+  );
+  assert.equal(b?.level, "warning");
+  assert.match(b!.text, /another country's site/);
+  assert.match(b!.text, /nothing was stored/);
+  assert.match(b!.text, /connect again/);
+  // Other failures stay errors.
+  assert.equal(
+    outcomeBanner(new URLSearchParams({ mp: "error", reason: "seller_mismatch" }), undefined)
+      ?.level,
+    "error",
+  );
 });

@@ -48,7 +48,7 @@ export const LIST_LIMIT = 50;
 export async function readAccounts(admin: Sql): Promise<AccountView[]> {
   return await admin<AccountView[]>`
     select id, backend_client_id, mp_user_id, mp_token_version, mp_state, mp_state_reason,
-           mp_access_token_encrypted is not null as has_token,
+           mp_site_id, mp_access_token_encrypted is not null as has_token,
            extract(epoch from mp_token_expires_at - now())::float8 as expires_in_seconds
       from nv_accounts order by mp_updated_at desc nulls last, id limit 200`;
 }
@@ -57,7 +57,7 @@ export async function readAccounts(admin: Sql): Promise<AccountView[]> {
 export async function readAccount(admin: Sql, id: string): Promise<AccountView | undefined> {
   const [row] = await admin<AccountView[]>`
     select id, backend_client_id, mp_user_id, mp_token_version, mp_state, mp_state_reason,
-           mp_access_token_encrypted is not null as has_token,
+           mp_site_id, mp_access_token_encrypted is not null as has_token,
            extract(epoch from mp_token_expires_at - now())::float8 as expires_in_seconds
       from nv_accounts where id = ${id}`;
   return row;

@@ -1,15 +1,22 @@
 /**
  * The accounts page's HTML: the page itself and the three live sections (accounts, deliveries
  * not yet made, events received) that its script fetches again every few seconds from
- * `/app/live` and swaps in when they changed. Tables turn into cards below 1100 px wide, so the
- * page never scrolls sideways.
+ * `/app/live` and swaps in when they changed. Each account shows its site, and its Connect,
+ * Reconnect or Connect another seller offers the configured applications' sites to go through.
+ * Tables turn into cards below 1100 px wide, so the page never scrolls sideways.
  */
 import type { ReceivedEvent } from "../platform_receiver.ts";
 import type { AccountView, CacheView, DeliveryTotals, DeliveryView } from "./data.ts";
 import {
+  accountSite,
   actionsFor,
   type Banner,
   duration,
+  type PageAction,
+  type PageApps,
+  type SiteChoice,
+  siteChoice,
+  siteLabel,
   STATE_MEANINGS,
   stateClass,
   stateLabel,
@@ -27,6 +34,8 @@ export interface Snapshot {
   events: readonly ReceivedEvent[];
   /** Whether Break at MercadoPago can be offered (a sandbox is configured). */
   canBreak: boolean;
+  /** The stack's MercadoPago applications; without, connects offer no site. */
+  apps?: PageApps;
 }
 
 /** A live section: its element id, its HTML and a hash of it (the script swaps on change). */
@@ -68,20 +77,60 @@ function clock(at: Date | string): string {
   return `<time datetime="${esc(iso)}" title="${esc(iso)}">${esc(iso.slice(11, 19))} UTC</time>`;
 }
 
-function accountRow(a: AccountView, cache: CacheView | undefined, canBreak: boolean): string {
-  const buttons = actionsFor(a, { canBreak }).map(({ action, label }) =>
-    `<form method="post" action="/app/${action}"><input type="hidden" name="account_id" value="${
-      esc(a.id)
-    }"><button type="submit" class="${action}">${esc(label)}</button></form>`
+/** The site field of a connect: a choice among the applications, or the one site as text. */
+function siteField(choice: SiteChoice): string {
+  if (!choice.offered) {
+    return `<input type="hidden" name="site" value="${
+      esc(choice.selected)
+    }"><span class="site-choice only">Site <b>${esc(siteLabel(choice.selected))}</b></span>`;
+  }
+  const options = choice.sites.map((site) =>
+    `<option value="${esc(site)}"${site === choice.selected ? " selected" : ""}>${
+      esc(siteLabel(site))
+    }</option>`
   ).join("");
+  return `<label class="site-choice">Site <select name="site">${options}</select></label>`;
+}
+
+/**
+ * An account's action buttons: Connect, Reconnect and Connect another seller in one form with the
+ * site to go through (each button posts to its own route), every other action in a form of its
+ * own; in `actionsFor`'s order.
+ */
+function actionForms(a: AccountView, canBreak: boolean, apps: PageApps | undefined): string {
+  const actions = actionsFor(a, { canBreak });
+  const hidden = `<input type="hidden" name="account_id" value="${esc(a.id)}">`;
+  const button = ({ action, label }: PageAction) =>
+    `<button type="submit" class="${action}" formaction="/app/${action}">${esc(label)}</button>`;
+  const connects = actions.filter((x) => x.action === "connect" || x.action === "replace");
+  const group = connects.length
+    ? `<form method="post" action="/app/${connects[0].action}" class="connect-form">${hidden}${
+      apps ? siteField(siteChoice(a, apps)) : ""
+    }${connects.map(button).join("")}</form>`
+    : "";
+  return group +
+    actions.filter((x) => !connects.includes(x)).map((x) =>
+      `<form method="post" action="/app/${x.action}">${hidden}${button(x)}</form>`
+    ).join("");
+}
+
+function accountRow(
+  a: AccountView,
+  cache: CacheView | undefined,
+  canBreak: boolean,
+  apps: PageApps | undefined,
+): string {
+  const buttons = actionForms(a, canBreak, apps);
   const cls = stateClass(a.mp_state);
-  // A per-account site (MLA, MLB, …) goes in its own cell after the seller's.
   return `<tr class="account ${cls}" data-account-id="${esc(a.id)}" data-state="${esc(a.mp_state)}">
   <td class="id wide" data-label="Account"><code>${esc(a.id)}</code></td>
   <td class="connection" data-label="Connection"><span class="pill state ${cls}">${
     esc(stateLabel(a.mp_state))
   }</span>${a.mp_state_reason ? ` <span class="reason">${esc(a.mp_state_reason)}</span>` : ""}</td>
   <td class="seller" data-label="MP seller">${a.mp_user_id ?? "—"}</td>
+  <td class="site" data-label="Site"${a.mp_site_id ? ` data-site="${esc(a.mp_site_id)}"` : ""}>${
+    esc(accountSite(a, apps))
+  }</td>
   <td class="expires${a.has_token ? "" : " none"}" data-label="Access token">${
     esc(tokenExpiry(a))
   }</td>
@@ -100,12 +149,17 @@ function accountRow(a: AccountView, cache: CacheView | undefined, canBreak: bool
 function accountsSection(s: Snapshot): string {
   const rows = s.accounts.length
     ? s.accounts.map((a) =>
-      accountRow(a, a.backend_client_id ? s.caches.get(a.backend_client_id) : undefined, s.canBreak)
+      accountRow(
+        a,
+        a.backend_client_id ? s.caches.get(a.backend_client_id) : undefined,
+        s.canBreak,
+        s.apps,
+      )
     ).join("\n")
-    : '<tr class="empty"><td colspan="9">No accounts yet: click New account.</td></tr>';
+    : '<tr class="empty"><td colspan="10">No accounts yet: click New account.</td></tr>';
   return `<table id="accounts" class="cards">
-<thead><tr><th colspan="5">Admin DB (master)</th><th colspan="3" class="cache">Backend DB (cache)</th><th></th></tr>
-<tr><th>Account</th><th>Connection</th><th>MP seller</th><th>Access token</th><th>Version</th>
+<thead><tr><th colspan="6">Admin DB (master)</th><th colspan="3" class="cache">Backend DB (cache)</th><th></th></tr>
+<tr><th>Account</th><th>Connection</th><th>MP seller</th><th>Site</th><th>Access token</th><th>Version</th>
 <th class="cache">Client</th><th class="cache">Version</th><th class="cache">Token</th><th>Actions</th></tr></thead>
 <tbody>
 ${rows}
@@ -274,11 +328,15 @@ const STYLE = `
   td.expires.none { color: #5f6368; }
   td.verified.no { color: #a50e0e; font-weight: 600; }
   td.actions form { display: inline-block; margin: 0 .3rem .3rem 0; }
+  td.actions form.connect-form button { margin-right: .3rem; }
+  .site-choice { font-size: 12px; color: #3c4043; margin-right: .4rem; white-space: nowrap; }
+  select { font: inherit; padding: .2rem .3rem; border: 1px solid #9aa0a6; border-radius: 4px;
+    background: #fff; }
   .error-text { color: #a50e0e; }
   td.type { overflow-wrap: anywhere; }
   @media (min-width: 1101px) {
     tr.account > td:first-child { box-shadow: inset 5px 0 0 var(--edge); padding-left: .8rem; }
-    td.expires { white-space: nowrap; }
+    td.expires, td.site { white-space: nowrap; }
   }
   @media (max-width: 1100px) {
     body { margin: 1rem; }
@@ -298,10 +356,30 @@ const STYLE = `
   }
 `;
 
-/** The client script: asks `/app/live` every few seconds and swaps the sections that changed. */
+/**
+ * The client script: asks `/app/live` every few seconds and swaps the sections that changed,
+ * keeping the sites a person chose for accounts' connects (an untouched choice follows the page).
+ */
 const SCRIPT = `
 (() => {
   const live = document.getElementById("live");
+  const SITE = "select[name=site]";
+  const accountOf = (select) => select.form && select.form.elements.namedItem("account_id").value;
+  document.addEventListener("change", (e) => {
+    if (e.target.matches && e.target.matches(SITE)) e.target.dataset.chosen = "1";
+  });
+  function swap(el, html) {
+    const chosen = new Map();
+    for (const s of el.querySelectorAll(SITE + "[data-chosen]")) chosen.set(accountOf(s), s.value);
+    el.innerHTML = html;
+    for (const s of el.querySelectorAll(SITE)) {
+      const value = chosen.get(accountOf(s));
+      if (value !== undefined && Array.from(s.options).some((o) => o.value === value)) {
+        s.value = value;
+        s.dataset.chosen = "1";
+      }
+    }
+  }
   async function tick() {
     try {
       const res = await fetch("/app/live", { cache: "no-store", headers: { accept: "application/json" } });
@@ -310,7 +388,7 @@ const SCRIPT = `
       for (const section of data.sections) {
         const el = document.getElementById(section.id);
         if (el && el.dataset.hash !== section.hash) {
-          el.innerHTML = section.html;
+          swap(el, section.html);
           el.dataset.hash = section.hash;
         }
       }
@@ -349,7 +427,8 @@ export function pageHtml(s: Snapshot, banner: Banner | null): string {
 <form method="post" action="/app/accounts"><button type="submit" id="new-account">New account</button></form>
 </header>
 <p class="intro">Local Admin DB accounts, each beside its Backend DB cache. Connect goes through the
-MercadoPago sandbox's authorization and comes back here; Approve client creates a Backend client
+MercadoPago sandbox's authorization, through the application of the site beside it, and comes
+back here; Approve client creates a Backend client
 and provisions it (link and sync); Break at MercadoPago kills the seller's grant and lets
 mp-probe find out; Revoke clears the credentials in both databases. Each row offers only the
 actions that apply to its state.</p>

@@ -1,7 +1,8 @@
 /**
  * The accounts page's pure decisions (no HTML, no I/O): what each connection state means and
- * looks like, which actions apply to an account, what its access token's expiry reads as, and
- * whether the outcome of an action is a success, a plain notice, a warning or an error.
+ * looks like, which actions apply to an account, the site it shows and the sites a connect may
+ * go through, what its access token's expiry reads as, and whether the outcome of an action is a
+ * success, a plain notice, a warning or an error.
  */
 
 /** The connection states (docs/contract.md, "Connection states"), in the legend's order. */
@@ -64,6 +65,8 @@ export interface AccountFacts {
   mp_state_reason: string | null;
   mp_user_id: number | null;
   backend_client_id: string | null;
+  /** The site of the application it is connected through (MLA, MLB, …); null before any. */
+  mp_site_id: string | null;
   /** Whether the Admin DB holds an access token (it is cleared once confirmed dead). */
   has_token: boolean;
   /** Seconds until the held token expires, by the database's clock; null without one. */
@@ -96,6 +99,80 @@ export function actionsFor(a: AccountFacts, opts: { canBreak: boolean }): PageAc
   }
   if (isConnectedIsh(a.mp_state)) out.push({ action: "revoke", label: "Revoke" });
   return out;
+}
+
+/** The country of each MercadoPago site (docs/contract.md, "Applications and sites"). */
+export const SITE_COUNTRIES: Record<string, string> = {
+  MLA: "Argentina",
+  MLB: "Brazil",
+  MLM: "Mexico",
+  MLC: "Chile",
+  MCO: "Colombia",
+  MLU: "Uruguay",
+  MPE: "Peru",
+};
+
+/** A site as the page shows it: "MLA · Argentina" (an unknown id as it is). */
+export function siteLabel(site: string): string {
+  const country = SITE_COUNTRIES[site];
+  return country ? `${site} · ${country}` : site;
+}
+
+/** The MercadoPago applications the stack's functions run: their sites and the default one. */
+export interface PageApps {
+  /** The configured sites, in `MP_APPS`'s order (one for a single-app stack). */
+  sites: readonly string[];
+  /** Where an account without a site is served (`MP_SITE_ID`, else MLA, else the first). */
+  defaultSite: string;
+}
+
+/**
+ * The account's site as its row shows it: its own; for an account connected before sites were
+ * stored (no site, but a seller), the default site, said so; "—" for one never connected.
+ */
+export function accountSite(
+  a: Pick<AccountFacts, "mp_site_id" | "mp_user_id">,
+  apps: PageApps | undefined,
+): string {
+  if (a.mp_site_id) return siteLabel(a.mp_site_id);
+  if (a.mp_user_id !== null && apps) return `${siteLabel(apps.defaultSite)} (default site)`;
+  return "—";
+}
+
+/** The sites a connect of an account may go through, and the one preselected. */
+export interface SiteChoice {
+  sites: string[];
+  selected: string;
+  /** Whether there is a choice to offer (more than one application); else just the one site. */
+  offered: boolean;
+}
+
+/**
+ * The site choice of an account's Connect, Reconnect or Connect another seller: every configured
+ * application's site, preselecting the account's own site when it has an application here, else
+ * the default application's.
+ */
+export function siteChoice(a: Pick<AccountFacts, "mp_site_id">, apps: PageApps): SiteChoice {
+  const sites = [...apps.sites];
+  const selected = a.mp_site_id && sites.includes(a.mp_site_id)
+    ? a.mp_site_id
+    : sites.includes(apps.defaultSite)
+    ? apps.defaultSite
+    : sites[0];
+  return { sites, selected, offered: sites.length > 1 };
+}
+
+/**
+ * The site a posted connect goes through: the posted one when it is a configured application's,
+ * the account's preselected one when none was posted; undefined (refused) for any other.
+ */
+export function connectSite(
+  posted: string | null,
+  a: Pick<AccountFacts, "mp_site_id">,
+  apps: PageApps,
+): string | undefined {
+  if (posted === null || posted === "") return siteChoice(a, apps).selected;
+  return apps.sites.includes(posted) ? posted : undefined;
 }
 
 /** A duration in seconds as "179 d 23 h", "5 h 12 min" or "4 min". */
@@ -138,6 +215,9 @@ export const REASONS: Record<string, string> = {
   mp_account_in_use: "that MercadoPago account is already connected to another account",
   seller_mismatch:
     "MercadoPago authorized a different seller than this account's; use Connect another seller to replace it",
+  seller_site_mismatch: "the seller who signed in at MercadoPago belongs to another country's " +
+    "site than the application the connect went through, so nothing was stored and the account " +
+    "is as it was; choose the seller's own country in the account's Site and connect again",
   account_not_found: "the account does not exist",
   unavailable: "a database could not be reached",
   mp_not_connected: "the account is not connected to MercadoPago, so there is nothing to sync",
@@ -162,8 +242,9 @@ function leftBroken(lead: string, a: AccountFacts): Banner {
  * The banner after an action, from the page's query (`mp=connected|revoked|approved|broken|
  * error`, `created=`) and the account as it is now: a success only when the account ends
  * healthy (connected); a warning naming the state and what to do when the action leaves it at
- * risk or needing re-authorization (always after Break at MercadoPago); a notice for a new or
- * revoked account; an error when the action failed. Null when there is nothing to say.
+ * risk or needing re-authorization (always after Break at MercadoPago), or when MercadoPago's
+ * seller is of another site than the connect's (nothing stored); a notice for a new or revoked
+ * account; an error when the action failed. Null when there is nothing to say.
  */
 export function outcomeBanner(
   query: URLSearchParams,
@@ -173,6 +254,9 @@ export function outcomeBanner(
   const id = query.get("account_id") ?? query.get("created") ?? "";
   if (mp === "error") {
     const reason = query.get("reason") ?? "unknown";
+    if (reason === "seller_site_mismatch") {
+      return { level: "warning", text: `Not connected: ${REASONS[reason]}.` };
+    }
     return {
       level: "error",
       text: `Failed (${reason}): ${REASONS[reason] ?? "see the functions' log"}.`,
