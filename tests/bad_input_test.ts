@@ -12,6 +12,7 @@ import { functionEntrypoints } from "../local/gateway.ts";
 import { knownSecrets } from "../local/leaks.ts";
 import type { Sql } from "../shared/platform/db.ts";
 import { signManifest } from "../shared/mercadopago/signature.ts";
+import { SCHEDULED_JOBS } from "../shared/schedules/jobs.ts";
 import {
   adminDb,
   backendDb,
@@ -237,6 +238,21 @@ const SPECS: Record<string, FnSpec> = {
   "mp-oauth-callback": { methods: ["GET"], kind: "callback", fields: {} },
   "mp-webhook": { methods: ["POST"], kind: "webhook", fields: {} },
 };
+
+/**
+ * A scheduled function (shared/schedules/jobs.ts) without an entry of its own above: a server-key
+ * POST whose only field, if any, is an optional `limit` (`defineScheduledFunction`'s input).
+ */
+const SCHEDULED: FnSpec = {
+  methods: ["POST"],
+  kind: "server",
+  fields: { limit: { kind: "count", required: false } },
+};
+
+/** What `fn` accepts: its entry, else the scheduled functions' common input when it is one. */
+function specOf(fn: string): FnSpec | undefined {
+  return SPECS[fn] ?? (SCHEDULED_JOBS.some((job) => job.name === fn) ? SCHEDULED : undefined);
+}
 
 // ---------------------------------------------------------------- cases
 
@@ -667,7 +683,7 @@ async function webhookCase(fn: string, env: Env, seeded: Seeded): Promise<Case> 
   ])();
   const [bodyLabel, body, bodyStatus] = chance(0.5)
     ? ["deauthorization", JSON.stringify(deauth), 400] as const
-    : malformedBody(fn, SPECS[fn], seeded);
+    : malformedBody(fn, specOf(fn)!, seeded);
   const headers: Record<string, string> = {
     "content-type": pick(CONTENT_TYPES) || "application/json",
     "x-request-id": requestId,
@@ -858,7 +874,7 @@ Deno.test("bad input: ≥1,000 malformed requests per function → docs/contract
     appReturnUrl: stack.appReturnUrl,
   };
   const functions = [...(await functionEntrypoints()).keys()];
-  const unknown = functions.filter((f) => !SPECS[f]);
+  const unknown = functions.filter((f) => !specOf(f));
   assert.deepEqual(unknown, [], "every function in config.toml has a bad-input spec here");
 
   // Real rows the malformed requests name, so one that slipped through would change them.
@@ -872,7 +888,7 @@ Deno.test("bad input: ≥1,000 malformed requests per function → docs/contract
   rand = prng(SEED);
   const cases: Case[] = [];
   for (const fn of functions) {
-    const spec = SPECS[fn];
+    const spec = specOf(fn)!;
     for (let i = 0; i < PER_FUNCTION; i++) {
       if (spec.kind === "callback") cases.push(callbackCase(fn, env));
       else if (spec.kind === "webhook") cases.push(await webhookCase(fn, env, seeded));

@@ -14,7 +14,7 @@ import { DELIVER_CHAIN_MAX, DELIVER_LANES, successorsToStart } from "../shared/e
 import { EventsQuery } from "../shared/events/pull.ts";
 import { signatureHeaders, signers } from "../shared/events/sign.ts";
 import { loadConfig, parseWebhookSecrets } from "../shared/platform/config.ts";
-import { scheduleStatuses } from "../shared/operations/schedules.ts";
+import { scheduleStatuses } from "../shared/schedules/runs.ts";
 import { DomainError } from "../shared/platform/errors.ts";
 import { validate } from "../shared/platform/input.ts";
 

@@ -15,6 +15,7 @@ import { createGateway, functionEntrypoints, type Gateway } from "../local/gatew
 import { scratchDatabase } from "../local/bootstrap.ts";
 import { ADMIN_PROJECT, BACKEND_PROJECT, migrate } from "../tooling/migrate.ts";
 import { connect, type Sql } from "../shared/platform/db.ts";
+import { SCHEDULED_JOBS } from "../shared/schedules/jobs.ts";
 import { backendDb, call, closeDbs, functionEnv, stack, testPort } from "./_stack.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -82,11 +83,12 @@ async function world(): Promise<World> {
   };
 }
 
-/** Records the four jobs as the scheduling helper does when it has just scheduled them. */
+/** Records every declared job as the scheduling helper does when it has just scheduled them. */
 async function justScheduled(w: World) {
+  const names = SCHEDULED_JOBS.map((job) => job.name);
   await w
     .backend`insert into mp_schedules (job_name, function_name, schedule, command, scheduled_at)
-    select f, f, '* * * * *', 'select 1', now() from unnest(${FUNCTIONS}::text[]) f
+    select f, f, '* * * * *', 'select 1', now() from unnest(${names}::text[]) f
     on conflict (job_name) do update set scheduled_at = now()`;
 }
 

@@ -6,7 +6,7 @@
  * and never after a refused request.
  */
 import assert from "node:assert/strict";
-import { scheduleStatuses } from "../shared/operations/schedules.ts";
+import { scheduleStatuses } from "../shared/schedules/runs.ts";
 import { healthProblems } from "../shared/operations/health.ts";
 import { connectionTotals } from "../shared/store/account_status.ts";
 import { attemptError, attemptResult, noAnswerOf, receiverHost } from "../shared/events/deliver.ts";
@@ -267,4 +267,38 @@ Deno.test("changes: `when` limits the follow-up to the requests that may change 
   const on = declared(() => json(200, {}), true);
   assert.equal((await on.handler(post({}))).status, 200);
   assert.equal(on.follow.calls, 1);
+});
+
+Deno.test("changes: `when` sees the answer (a callback sent back with invalid_state used nothing: no follow-up)", async () => {
+  const seen: number[] = [];
+  const follow = { calls: 0 };
+  const handler = defineFunction({
+    name: "follow-up-answer",
+    methods: ["GET"],
+    auth: "public",
+    needs: [],
+    changes: {
+      name: "probe",
+      run: () => {
+        follow.calls++;
+        return Promise.resolve();
+      },
+      when: (_input, answer) => {
+        seen.push(answer.status);
+        return !answer.headers.get("location")?.includes("reason=invalid_state");
+      },
+    },
+    run: ({ req }) =>
+      Promise.resolve(
+        new Response(null, {
+          status: 302,
+          headers: { location: `https://app.test/?${new URL(req.url).search.slice(1)}` },
+        }),
+      ),
+  });
+  await handler(new Request("http://fn.test/?mp=error&reason=invalid_state"));
+  assert.equal(follow.calls, 0);
+  await handler(new Request("http://fn.test/?mp=connected&account_id=x"));
+  assert.equal(follow.calls, 1);
+  assert.deepEqual(seen, [302, 302]);
 });

@@ -4,6 +4,7 @@
  * production module may import a cache-writing function of `shared/store/clients.ts`.
  */
 import assert from "node:assert/strict";
+import { SCHEDULED_JOBS } from "../shared/schedules/jobs.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const CACHE_WRITERS = ["writeCache", "writeCacheBatch", "clearOrphanedCache"];
@@ -115,6 +116,35 @@ Deno.test("the tooling room imports only shared/ and itself (so scripts/ that us
   }
   assert.ok(scanned >= 3, "the scan saw the tooling room");
   assert.deepEqual(offenders, []);
+});
+
+// ---------------------------------------------------------------- handlers alike
+
+Deno.test("handlers alike: no handler imports the store, queries a database, validates or records by hand; exactly the declared jobs are defineScheduledFunction(runRecordOf(their own name))", async () => {
+  const declared = new Set(SCHEDULED_JOBS.map((job) => job.name));
+  const offenders: string[] = [];
+  const scheduled: string[] = [];
+  for await (const entry of Deno.readDir(`${ROOT}supabase/functions`)) {
+    if (!entry.isDirectory) continue;
+    const path = `supabase/functions/${entry.name}/handler.ts`;
+    const text = await Deno.readTextFile(`${ROOT}${path}`);
+    const code = withoutComments(text);
+    for (const { from, typeOnly } of importStatements(text)) {
+      if (/(^|\/)shared\/store\//.test(from) && !typeOnly) offenders.push(`${path}: ${from}`);
+    }
+    if (/\bctx\.(admin|backend)\b|\bsql`/.test(code)) offenders.push(`${path}: queries a database`);
+    if (/\b(validate|recordRun)\s*\(/.test(code)) {
+      offenders.push(`${path}: checks or records by hand`);
+    }
+    if (/\bdefineScheduledFunction\(/.test(code)) {
+      scheduled.push(entry.name);
+      const job = /\bjob:\s*runRecordOf\("([^"]+)"\)/.exec(code)?.[1];
+      if (job !== entry.name) offenders.push(`${path}: records its runs as ${job}`);
+    }
+  }
+  assert.ok(scheduled.length >= 4, "the scan saw the scheduled handlers");
+  assert.deepEqual(offenders, []);
+  assert.deepEqual(scheduled.sort(), [...declared].sort(), "scheduled handlers vs declared jobs");
 });
 
 // ---------------------------------------------------------------- one error vocabulary

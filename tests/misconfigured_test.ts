@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { functionEntrypoints } from "../local/gateway.ts";
+import { SCHEDULED_JOBS } from "../shared/schedules/jobs.ts";
 import { functionEnv, stack } from "./_stack.ts";
 import { serveFunction } from "./_serve.ts";
 
@@ -15,12 +16,21 @@ const digits = (n: number) =>
   Array.from(crypto.getRandomValues(new Uint8Array(n)), (b, i) => i === 0 ? 1 + (b % 9) : b % 10)
     .join("");
 
+type Case = { variable: string; value: string; method: "GET" | "POST" };
+
 /**
  * Per function: the variable made junk (each a different kind: key ring, URL, boolean, JSON,
- * server key, integer out of range), its junk value, and how its caller calls it.
+ * server key, integer out of range), its junk value, and how its caller calls it. A scheduled
+ * function (shared/schedules/jobs.ts) without a case of its own: ADMIN_DB_URL, which every one
+ * needs for its run record, called as pg_cron calls it.
  */
-function cases(): Record<string, { variable: string; value: string; method: "GET" | "POST" }> {
+function cases(): Record<string, Case> {
+  const scheduled: [string, Case][] = SCHEDULED_JOBS.map((job) => [
+    job.name,
+    { variable: "ADMIN_DB_URL", value: `junk${marker()}`, method: "POST" },
+  ]);
   return {
+    ...Object.fromEntries(scheduled),
     "get-mp-config": { variable: "MP_TOKEN_KEYS", value: `k1:junk${marker()}`, method: "POST" },
     "provision-step-7-1": {
       variable: "SUPABASE_SECRET_KEYS",

@@ -11,9 +11,10 @@
  * oldest pending event, under `for update skip locked`.
  */
 import type { Context } from "../platform/context.ts";
+import { DomainError } from "../platform/errors.ts";
 import type { Logger } from "../platform/log.ts";
 import { readBacklog } from "../store/events.ts";
-import { DELIVER_MAX_LIMIT } from "./deliver.ts";
+import { DELIVER_MAX_LIMIT, deliverEvents, type DeliverReport } from "./deliver.ts";
 
 /** Runs delivering in parallel at most (lanes opened by one scheduled run). */
 export const DELIVER_LANES = 4;
@@ -149,4 +150,34 @@ export async function continueDelivery(
     log.warn("Delivery not continued", { error: err });
     return 0;
   }
+}
+
+/** One run of mp-deliver-events: its answer, whether delivery is on, its link, its successors. */
+export interface LaneRun {
+  report: DeliverReport;
+  delivery: "on" | "off";
+  chain: number;
+  continued: number;
+}
+
+/**
+ * One run of mp-deliver-events: its link in its chain from the request's {@link CHAIN_HEADER}
+ * (`invalid_request` when malformed), what is due delivered (`deliverEvents`), then the
+ * successors {@link continueDelivery} starts.
+ */
+export async function deliverInLane(
+  ctx: Context,
+  log: Logger,
+  opts: { chainHeader: string | null; limit?: number },
+): Promise<LaneRun> {
+  const chain = chainOf(opts.chainHeader);
+  if (chain === undefined) {
+    throw new DomainError(
+      "invalid_request",
+      `${CHAIN_HEADER}: must be an integer from 1 to ${DELIVER_CHAIN_MAX}`,
+    );
+  }
+  const { full, delivery, ...report } = await deliverEvents(ctx, log, { limit: opts.limit });
+  const continued = await continueDelivery(ctx, log, { chain, full, limit: opts.limit });
+  return { report, delivery, chain, continued };
 }

@@ -23,9 +23,10 @@ import {
   driftOf,
   SCAN_PAGE,
 } from "../reconcile/drift.ts";
-import { readFunctionRuns, readOutboxTotals, type ScheduledFunction } from "../store/events.ts";
+import { readFunctionRuns, readOutboxTotals } from "../store/events.ts";
 import { readScheduleRecords } from "../store/schedules.ts";
-import { type ScheduleStatus, scheduleStatuses } from "./schedules.ts";
+import type { ScheduledFunction } from "../schedules/jobs.ts";
+import { type ScheduleStatus, scheduleStatuses } from "../schedules/runs.ts";
 
 /** Fast-path misses recorded by get-mp-config in the last hour (from the audit trail). */
 export async function fastPathMisses(ctx: Context): Promise<number> {

@@ -1,7 +1,8 @@
 /**
  * The HTTP layer every function shares: methods, server-key authentication, the 64 KiB
  * body limit, input validation, the error body of docs/contract.md, request ids, one log line per
- * failure, and the background work a function's changes call for after each answer (`changes`).
+ * failure, the background work a function's changes call for after each answer (`changes`), and
+ * a scheduled function's run record (`defineScheduledFunction`).
  */
 import * as v from "valibot";
 import { type Need, requireConfig } from "./config.ts";
@@ -9,8 +10,6 @@ import { type Context, getContext } from "./context.ts";
 import { DomainError, type FailureCode, failureOf } from "./errors.ts";
 import { validate } from "./input.ts";
 import { createLogger, type Logger } from "./log.ts";
-
-export { validate };
 
 /** Largest accepted request body (docs/contract.md, common rules). */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -55,6 +54,17 @@ export const uuid = v.pipe(
   v.regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, "must be a UUID"),
   v.toLowerCase(),
 );
+
+/**
+ * An optional `limit`: a whole number from 1 to `max`, anything else answered in one wording
+ * (`limit: must be from 1 to <max>`, as mp-events' query says it).
+ */
+export function optionalLimit(max: number) {
+  const range = `must be from 1 to ${max}`;
+  return v.optional(
+    v.pipe(v.number(range), v.integer(range), v.minValue(1, range), v.maxValue(max, range)),
+  );
+}
 
 /**
  * Compares a presented key with a secret in constant time: the loop runs over the presented
@@ -158,8 +168,11 @@ export interface ChangeFollowUp<I = unknown> {
   name: string;
   /** The work; it must not reject (it logs its own errors). */
   run(ctx: Context, log: Logger): Promise<void>;
-  /** Only after requests whose input may change it (default: after every request). */
-  when?(input: I): boolean;
+  /**
+   * Only after requests whose input (and answer) say they may have changed it (default: after
+   * every request not refused).
+   */
+  when?(input: I, answer: Response): boolean;
 }
 
 /** Answers to requests refused before anything could change: no follow-up after them. */
@@ -185,6 +198,8 @@ export interface FunctionSpec<S extends v.GenericSchema> {
   needs: Need[];
   /** Schema of the JSON body (or query string for GET); omit to read the request yourself. */
   input?: S;
+  /** An empty body (none at all, or zero bytes) reads as `{}`: the input's defaults. */
+  emptyBodyIsObject?: boolean;
   /**
    * What the function changes, when it changes state others are told about: after every
    * request that reached `run` (whatever it answered, errors included, except a refused
@@ -252,7 +267,7 @@ export function defineFunction<S extends v.GenericSchema>(
       const changes = spec.changes;
       if (
         changes && reached && !REFUSED.has(res.status) &&
-        (changes.when?.(reached.input) ?? true)
+        (changes.when?.(reached.input, res) ?? true)
       ) {
         const bg = log.child({ background: changes.name });
         inBackground(changes.run(reached.ctx, bg), bg);
@@ -273,12 +288,77 @@ export function defineFunction<S extends v.GenericSchema>(
       if (spec.auth === "server" && !hasServerKey(req, ctx.config.serverKeys!)) {
         throw new HttpError(401, "unauthorized", "a valid server key is required");
       }
-      const input =
-        (spec.input ? validate(spec.input, await readInput(req)) : undefined) as v.InferOutput<S>;
+      const body = spec.input && await readInput(req, { emptyIsObject: spec.emptyBodyIsObject });
+      const input = (spec.input ? validate(spec.input, body) : undefined) as v.InferOutput<S>;
       reached = { ctx, input };
       return answer(await spec.run({ req, input, ctx, log, requestId }));
     } catch (err) {
       return answer(errorResponse(err, log));
     }
   };
+}
+
+/**
+ * A scheduled function's declared job as the edge needs it (`runRecordOf` in
+ * `shared/schedules/runs.ts`): the function's name and the record it keeps of each run.
+ */
+export interface ScheduledRuns {
+  name: string;
+  /** Keeps the record of a completed run: when it started and what it did; never rejects. */
+  record(
+    ctx: Context,
+    log: Logger,
+    startedAt: Date,
+    summary: Record<string, unknown>,
+  ): Promise<void>;
+}
+
+/** What a scheduled function's run did: its answer (200, JSON) and what its record keeps. */
+export interface RunReport {
+  /** The answer's body. */
+  answer: object;
+  /** What the run's record keeps (default: the answer without its per-account `results`). */
+  summary?: Record<string, unknown>;
+  /** Headers of the answer. */
+  headers?: Record<string, string>;
+}
+
+/** How a scheduled function is declared: its job, configuration needs, input and run. */
+export interface ScheduledFunctionSpec<S extends v.GenericSchema>
+  extends Omit<FunctionSpec<S>, "name" | "methods" | "auth" | "input" | "run"> {
+  /** Its declared job (`runRecordOf("<name>")`): the function's name and its run record. */
+  job: ScheduledRuns;
+  input: S;
+  /** Whether a run is one of the schedule's, recorded (default: every run; not one account's). */
+  recorded?(input: v.InferOutput<S>): boolean;
+  run(call: Call<v.InferOutput<S>>): Promise<RunReport>;
+}
+
+/**
+ * Turns a scheduled function's declaration into a handler, every one alike: `POST` with a server
+ * key (pg_cron's call), an empty body read as `{}` (the defaults), the Admin DB needed (the run
+ * record lives there); the run's start taken, its report answered 200 and, when `recorded`
+ * accepts the input, recorded once it is done (a failure to record never fails the run).
+ */
+export function defineScheduledFunction<S extends v.GenericSchema>(
+  spec: ScheduledFunctionSpec<S>,
+): (req: Request) => Promise<Response> {
+  const { job, recorded, run, needs, ...rest } = spec;
+  return defineFunction<S>({
+    ...rest,
+    name: job.name,
+    methods: ["POST"],
+    auth: "server",
+    needs: needs.includes("adminDbUrl") ? needs : ["adminDbUrl", ...needs],
+    emptyBodyIsObject: true,
+    async run(call) {
+      const startedAt = new Date();
+      const { answer, summary, headers } = await run(call);
+      if (recorded?.(call.input) ?? true) {
+        const { results: _, ...counts } = answer as Record<string, unknown>;
+        await job.record(call.ctx, call.log, startedAt, summary ?? counts);
+      }
+      return json(200, answer, headers);
+    },
+  });
 }

@@ -24,6 +24,7 @@ import {
 import { type CursorEnd, readCursors, saveCursors } from "../store/reconcile_cursor.ts";
 import { type LeftDrift, recordRun, replaceLeftDrift } from "../store/reconcile_ledger.ts";
 import { escrowedAmong } from "../store/escrow.ts";
+import { recordEvent } from "../store/audit.ts";
 import type { Logger } from "../platform/log.ts";
 import { type BatchOutcome, SyncPipeline } from "../sync/sync_batch.ts";
 
@@ -153,6 +154,8 @@ const within = (id: string, s: Span) =>
 /** Options of one run: repairs at most `limit`, checks at most `slice` rows of each scan. */
 export interface ReconcileOptions {
   limit?: number;
+  /** The request the run serves (its audit event carries it). */
+  requestId?: string;
   slice?: number;
   pageSize?: number;
   /** Starts no new page after this many ms. */
@@ -283,7 +286,8 @@ function clearOrphans(
 /**
  * Finds and repairs drift over one slice of both databases (at most `slice` rows of each,
  * continuing from the saved cursors), at most `limit` repairs; saves the cursors, records what
- * it left and the run, and logs.
+ * it left and the run, logs, and audits a run that found drift or a missing client
+ * (`reconciled`).
  */
 export async function reconcile(
   ctx: Context,
@@ -318,5 +322,12 @@ export async function reconcile(
     ...summary,
     ms: Math.round(performance.now() - started),
   });
+  if (summary.drifted > 0 || summary.client_missing > 0) {
+    await recordEvent(ctx, log, {
+      event: "reconciled",
+      detail: { ...summary },
+      requestId: opts.requestId,
+    });
+  }
   return summary;
 }

@@ -20,7 +20,9 @@
  * `retry_schedules.ts`.
  */
 import { recordEvents } from "../store/audit.ts";
+import { readAccount } from "../store/accounts.ts";
 import type { Context } from "../platform/context.ts";
+import { DomainError } from "../platform/errors.ts";
 import { type EscrowEntry, listEscrowed, readEscrows } from "../store/escrow.ts";
 import type { Logger } from "../platform/log.ts";
 import {
@@ -45,7 +47,11 @@ import {
   RUN_BUDGET_MS,
 } from "./types.ts";
 
-/** Runs one refresh pass and reports what happened to every claimed account. */
+/**
+ * Runs one refresh pass and reports what happened to every claimed account; a run of one
+ * account (`accountId`) that claimed nothing because no such account exists is
+ * `account_not_found`.
+ */
 export async function runRefresh(
   ctx: Context,
   log: Logger,
@@ -61,7 +67,14 @@ export async function runRefresh(
   await adoptSites(run);
   const { claimed, escrows } = await claimWithEscrows(run, opts, limit);
   const outcomes = await refreshAll(run, claimed, escrows);
-  return await finishRun(run, { claimed: claimed.length, outcomes, limit, opts, started });
+  const report = await finishRun(run, { claimed: claimed.length, outcomes, limit, opts, started });
+  const accountId = opts.accountId;
+  if (accountId && claimed.length === 0) {
+    if (!(await ctx.admin((sql) => readAccount(sql, accountId)))) {
+      throw new DomainError("account_not_found", "no such account");
+    }
+  }
+  return report;
 }
 
 /**

@@ -10,6 +10,8 @@ import type { ClaimedAccount } from "../store/refresh_leases.ts";
 
 /** Accounts a run claims when the caller gives no limit. */
 export const DEFAULT_LIMIT = 100;
+/** Accounts one run may be asked to claim at most (docs/contract.md, "The functions"). */
+export const REFRESH_MAX_LIMIT = 500;
 /** After this long a run starts no new MercadoPago call (Edge Functions stop at 150 s). */
 export const RUN_BUDGET_MS = 100_000;
 /** How long a claim holds an account: far longer than a run plus one MercadoPago call. */
@@ -102,14 +104,12 @@ export interface SavedPair {
 /**
  * What one account's way through a run produced: its line in the answer, its audit events,
  * whether the run must release its lease (`release`: nothing was recorded that released it),
- * or defer it (`defer`: its site's MercadoPago is failing, see `deferralOf`), and the pair it
- * saved.
+ * and the pair it saved.
  */
 export interface AccountOutcome {
   result: RefreshResult;
   events: AuditEvent[];
   release?: boolean;
-  defer?: { error: string; retryAfterMs: number };
   saved?: SavedPair;
 }
 

@@ -154,21 +154,10 @@ export async function listUndelivered(
      limit ${opts.limit}`;
 }
 
-/** The scheduled functions whose runs mp-health watches, with their schedule's interval. */
-export const SCHEDULES = {
-  "mp-refresh": 10 * 60_000,
-  "mp-reconcile": 60_000,
-  "mp-probe": 60_000,
-  "mp-deliver-events": 60_000,
-} as const;
-
-/** A scheduled function's name. */
-export type ScheduledFunction = keyof typeof SCHEDULES;
-
 /** Records a completed run of a scheduled function (one row per function). */
 export async function recordFunctionRun(
   sql: Sql,
-  run: { fn: ScheduledFunction; startedAt: Date; outcome: string; summary?: unknown },
+  run: { fn: string; startedAt: Date; outcome: string; summary?: unknown },
 ): Promise<void> {
   await sql`select mp_record_function_run(${run.fn}, ${run.startedAt.toISOString()}::timestamptz,
     ${run.outcome}, ${JSON.stringify(run.summary ?? {})}::text::jsonb)`;

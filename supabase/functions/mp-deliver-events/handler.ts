@@ -1,26 +1,8 @@
 import * as v from "valibot";
-import { defineFunction, json, readInput, validate } from "../../../shared/platform/http.ts";
-import { DELIVER_MAX_LIMIT, deliverEvents } from "../../../shared/events/deliver.ts";
-import {
-  CHAIN_HEADER,
-  chainOf,
-  CONTINUED_HEADER,
-  continueDelivery,
-  DELIVER_CHAIN_MAX,
-} from "../../../shared/events/lanes.ts";
-import { DomainError } from "../../../shared/platform/errors.ts";
-import { recordRun } from "../../../shared/operations/schedules.ts";
-
-const Body = v.strictObject({
-  limit: v.optional(
-    v.pipe(
-      v.number("must be a number"),
-      v.integer("must be an integer"),
-      v.minValue(1, `must be from 1 to ${DELIVER_MAX_LIMIT}`),
-      v.maxValue(DELIVER_MAX_LIMIT, `must be from 1 to ${DELIVER_MAX_LIMIT}`),
-    ),
-  ),
-});
+import { defineScheduledFunction, optionalLimit } from "../../../shared/platform/http.ts";
+import { DELIVER_MAX_LIMIT } from "../../../shared/events/deliver.ts";
+import { CHAIN_HEADER, CONTINUED_HEADER, deliverInLane } from "../../../shared/events/lanes.ts";
+import { runRecordOf } from "../../../shared/schedules/runs.ts";
 
 /**
  * mp-deliver-events (pg_cron, every minute): delivers the due events of the outbox to
@@ -29,32 +11,22 @@ const Body = v.strictObject({
  * starts successors of itself (`shared/events/lanes.ts`), so a burst drains in parallel lanes.
  * Answers `{"delivered","failed","pending"}` (how many successors it started: the
  * `x-mp-delivery-continued` header; a successor's link: the `x-mp-delivery-chain` header of its
- * request). With delivery off (no
- * PLATFORM_WEBHOOK_URL) it delivers nothing and the events wait for mp-events.
+ * request). With delivery off (no PLATFORM_WEBHOOK_URL) it delivers nothing and the events wait
+ * for mp-events.
  */
-export const handler = defineFunction({
-  name: "mp-deliver-events",
-  methods: ["POST"],
-  auth: "server",
+export const handler = defineScheduledFunction({
+  job: runRecordOf("mp-deliver-events"),
   needs: ["adminDbUrl", "platformWebhook"],
-  async run({ req, ctx, log }) {
-    const input = validate(Body, await readInput(req, { emptyIsObject: true }));
-    const chain = chainOf(req.headers.get(CHAIN_HEADER));
-    if (chain === undefined) {
-      throw new DomainError(
-        "invalid_request",
-        `${CHAIN_HEADER}: must be an integer from 1 to ${DELIVER_CHAIN_MAX}`,
-      );
-    }
-    const started = new Date();
-    const { full, delivery, ...report } = await deliverEvents(ctx, log, { limit: input.limit });
-    const continued = await continueDelivery(ctx, log, { chain, full, limit: input.limit });
-    await recordRun(ctx, log, "mp-deliver-events", started, {
-      ...report,
-      delivery,
-      chain,
-      continued,
+  input: v.strictObject({ limit: optionalLimit(DELIVER_MAX_LIMIT) }),
+  async run({ req, input, ctx, log }) {
+    const { report, delivery, chain, continued } = await deliverInLane(ctx, log, {
+      chainHeader: req.headers.get(CHAIN_HEADER),
+      limit: input.limit,
     });
-    return json(200, report, { [CONTINUED_HEADER]: String(continued) });
+    return {
+      answer: report,
+      summary: { ...report, delivery, chain, continued },
+      headers: { [CONTINUED_HEADER]: String(continued) },
+    };
   },
 });

@@ -17,6 +17,12 @@ function redirect(appReturnUrl: string, result: CallbackResult): Response {
   });
 }
 
+/** Whether a callback's answer sends the browser back with `invalid_state` (nothing was used). */
+function refusedState(answer: Response): boolean {
+  const location = answer.headers.get("location");
+  return location !== null && new URL(location).searchParams.get("reason") === "invalid_state";
+}
+
 /**
  * mp-oauth-callback: MercadoPago sends the seller's browser here with `code` and `state`
  * (or `error` and `state`). Public: its safety is the single-use state, PKCE and the exact
@@ -36,7 +42,8 @@ export const handler = defineFunction({
     "mpClientSecret",
     "mpRedirectUri",
   ],
-  changes: CONNECTION_CHANGES,
+  // A callback without a usable state (`invalid_state`) is refused before anything could change.
+  changes: { ...CONNECTION_CHANGES, when: (_input, answer) => !refusedState(answer) },
   async run(call) {
     // Errors are logged as every function logs them; the browser still goes back, with the code.
     const { ctx, log, requestId } = call;

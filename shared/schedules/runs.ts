@@ -1,18 +1,16 @@
 /**
- * Whether each scheduled function still completes its runs (mp-health): from the functions'
- * own run records (`mp_function_runs`, Admin DB) and the moment each job was scheduled
- * (`mp_schedules`, Backend DB), not from `cron.job_run_details`, which says "succeeded" as soon
- * as pg_net has queued the call.
+ * The runs of the scheduled functions (`jobs.ts`): each run's record, kept by the function at its
+ * end (`runRecordOf`, what `defineScheduledFunction` is given), and whether each job still
+ * completes its runs (mp-health) — from the functions' own run records (`mp_function_runs`,
+ * Admin DB) and the moment each job was scheduled (`mp_schedules`, Backend DB), not from
+ * `cron.job_run_details`, which says "succeeded" as soon as pg_net has queued the call.
  */
 import type { Context } from "../platform/context.ts";
+import type { ScheduledRuns } from "../platform/http.ts";
 import type { Logger } from "../platform/log.ts";
-import {
-  type FunctionRun,
-  recordFunctionRun,
-  type ScheduledFunction,
-  SCHEDULES,
-} from "../store/events.ts";
+import { type FunctionRun, recordFunctionRun } from "../store/events.ts";
 import type { ScheduleRecord } from "../store/schedules.ts";
+import { intervalOf, SCHEDULED_JOBS, type ScheduledFunction } from "./jobs.ts";
 
 /** One scheduled function's last completed run as mp-health reports it. */
 export interface ScheduleStatus {
@@ -46,7 +44,9 @@ export function scheduleStatuses(
     since.set(s.function_name, Math.max(at, since.get(s.function_name) ?? -Infinity));
   }
   const out = {} as Record<ScheduledFunction, ScheduleStatus>;
-  for (const [name, interval] of Object.entries(SCHEDULES) as [ScheduledFunction, number][]) {
+  for (const { name, schedule } of SCHEDULED_JOBS) {
+    // A schedule of no form `intervalOf` reads (never declared: the task refuses it) is stalled.
+    const interval = (intervalOf(schedule) ?? 0) * 1000;
     const run = byName.get(name);
     const ranAt = run ? new Date(run.last_finished_at).getTime() : undefined;
     const scheduledAt = since.get(name);
@@ -56,7 +56,7 @@ export function scheduleStatuses(
       scheduled_at: scheduledAt === undefined ? null : new Date(scheduledAt).toISOString(),
       last_run_at: ranAt === undefined ? null : new Date(ranAt).toISOString(),
       outcome: run?.outcome ?? null,
-      stalled: from === -Infinity || now.getTime() - from > 2 * interval,
+      stalled: from === -Infinity || interval === 0 || now.getTime() - from > 2 * interval,
     };
   }
   return out;
@@ -66,7 +66,7 @@ export function scheduleStatuses(
  * Records a completed run of a scheduled function at the end of the run (one SQL function);
  * a failure to record is logged and never fails the run.
  */
-export async function recordRun(
+async function recordRun(
   ctx: Context,
   log: Logger,
   fn: ScheduledFunction,
@@ -77,4 +77,15 @@ export async function recordRun(
   await ctx.admin((sql) => recordFunctionRun(sql, { fn, startedAt, outcome, summary })).catch(
     (err) => log.warn("Could not record the run", { error: err }),
   );
+}
+
+/**
+ * The declared job `name` as a scheduled function needs it (`defineScheduledFunction`): its name
+ * and the record it keeps of each of its runs.
+ */
+export function runRecordOf(name: ScheduledFunction): ScheduledRuns {
+  return {
+    name,
+    record: (ctx, log, startedAt, summary) => recordRun(ctx, log, name, startedAt, summary),
+  };
 }
