@@ -104,12 +104,14 @@ export interface SavedPair {
 /**
  * What one account's way through a run produced: its line in the answer, its audit events,
  * whether the run must release its lease (`release`: nothing was recorded that released it),
- * and the pair it saved.
+ * or defer it (`defer`: its site's MercadoPago is failing, see `deferralOf`), and the pair it
+ * saved.
  */
 export interface AccountOutcome {
   result: RefreshResult;
   events: AuditEvent[];
   release?: boolean;
+  defer?: { error: string; retryAfterMs: number };
   saved?: SavedPair;
 }
 
