@@ -31,9 +31,11 @@ import { backfillBench } from "./backfill.ts";
 import { scaleBench } from "./scale.ts";
 import { eventsBench } from "./events.ts";
 import { chaosBench } from "./chaos.ts";
+import { SITES_STACK_ENV, sitesBench } from "./sites.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
-const STATE_DIR = ".local/bench";
+// `STACK_STATE_DIR` moves the state folder (as `STACK_PORT_BASE` moves the ports).
+const STATE_DIR = Deno.env.get("STACK_STATE_DIR") || ".local/bench";
 // By default below Linux's ephemeral range (32768–60999): a probe retrying fast can otherwise
 // connect to itself on a cold-start port and leave it "already in use" for the server about to
 // bind it. `STACK_PORT_BASE` moves it (its cold-start ports are base + 10 … + 70).
@@ -47,7 +49,11 @@ const BENCHES: [string, Bench][] = [
   ["scale", scaleBench],
   ["events", eventsBench],
   ["chaos", chaosBench],
+  ["sites", sitesBench],
 ];
+
+/** The benches that need a stack of their own, with the variables it is launched with. */
+const STACK_ENVS: Record<string, Record<string, string>> = { sites: SITES_STACK_ENV };
 
 /** Environment additions that make each benchmark small under `--quick`. */
 const QUICK_ENV: Record<string, string> = {
@@ -56,6 +62,8 @@ const QUICK_ENV: Record<string, string> = {
   BENCH_BACKFILL_NAIVE_SAMPLE: "100",
   BENCH_SCALE_ACCOUNTS: "2000",
   BENCH_EVENTS: "2000",
+  BENCH_SITES_ACCOUNTS: "7000",
+  BENCH_SITES_DUE: "50",
 };
 
 async function text(cmd: string, args: string[]): Promise<string> {
@@ -138,43 +146,54 @@ async function main(): Promise<number> {
   const started = performance.now();
   const { commit, dirty } = await commitOf();
   const date = new Date().toISOString();
-  console.log(
-    `bench: starting the local stack (${STATE_DIR}, ports ${PORT_BASE}–${PORT_BASE + 3})`,
-  );
-  const stack = await launchStack({ stateDir: STATE_DIR, portBase: PORT_BASE });
   const measured: { name: string; rows: BenchRow[] }[] = [];
   let failed = 0;
   let host: [string, string][] = [];
-  try {
-    const env = { ...stack.env, BENCH_LOG_DIR: STATE_DIR, ...(quick ? QUICK_ENV : {}) };
-    host = await machine(env);
-    await pauseSchedules(env);
-    for (const [name, bench] of benches) {
-      const t = performance.now();
-      console.log(`bench: ${name}${quick ? " (quick)" : ""} …`);
-      try {
-        measured.push({ name, rows: await bench(env) });
-        console.log(`bench: ${name} done in ${((performance.now() - t) / 1000).toFixed(1)} s`);
-      } catch (err) {
-        failed++;
-        const message = (err as Error).message ?? String(err);
-        console.error(`bench: ${name} failed: ${message}`);
-        measured.push({
-          name,
-          rows: [{
-            bench: name,
-            metric: "error",
-            value: message.slice(0, 120),
-            baseline: "",
-            ratio: "",
-            target: "",
-            met: false,
-          }],
-        });
+  // One stack for the benches that need nothing special, then one for each that needs its own
+  // (e.g. seven applications), one after the other in the same state folder and ports.
+  const groups = [
+    benches.filter(([name]) => !STACK_ENVS[name]),
+    ...benches.filter(([name]) => STACK_ENVS[name]).map((b) => [b]),
+  ].filter((g) => g.length > 0);
+  for (const group of groups) {
+    const stackEnv = STACK_ENVS[group[0][0]] ?? {};
+    console.log(
+      `bench: starting the local stack (${STATE_DIR}, ports ${PORT_BASE}–${PORT_BASE + 3}${
+        Object.entries(stackEnv).map(([k, v]) => `, ${k}=${v}`).join("")
+      })`,
+    );
+    const stack = await launchStack({ stateDir: STATE_DIR, portBase: PORT_BASE, env: stackEnv });
+    try {
+      const env = { ...stack.env, BENCH_LOG_DIR: STATE_DIR, ...(quick ? QUICK_ENV : {}) };
+      if (host.length === 0) host = await machine(env);
+      await pauseSchedules(env);
+      for (const [name, bench] of group) {
+        const t = performance.now();
+        console.log(`bench: ${name}${quick ? " (quick)" : ""} …`);
+        try {
+          measured.push({ name, rows: await bench(env) });
+          console.log(`bench: ${name} done in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+        } catch (err) {
+          failed++;
+          const message = (err as Error).message ?? String(err);
+          console.error(`bench: ${name} failed: ${message}`);
+          measured.push({
+            name,
+            rows: [{
+              bench: name,
+              metric: "error",
+              value: message.slice(0, 120),
+              baseline: "",
+              ratio: "",
+              target: "",
+              met: false,
+            }],
+          });
+        }
       }
+    } finally {
+      await stack.stop();
     }
-  } finally {
-    await stack.stop();
   }
   const seconds = (performance.now() - started) / 1000;
   const run: BenchRunInfo = {
