@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { LedgerMirror, type LedgerView, type PairRecord } from "./chaos/ledger.ts";
 import {
   countsAsSend,
+  isLastResort,
   mercadoPagoRequestId,
   sendsPerAccount,
   sendsProblem,
@@ -138,23 +139,50 @@ Deno.test("judge: pairs never delivered whole, or of another seller, need not be
   assert.equal(unkeptPair(m, "r0", 501, null), null, "another seller's pair is not stored");
 });
 
-Deno.test("judge: sends per account, by the seller the sandbox issued the token to", () => {
+Deno.test("judge: the last resort is the second send within 7 days of expiry, and only that", () => {
+  const expires = T0 + 30 * DAY;
+  const first = sent(expires - 5 * DAY, "error_500");
+  assert.equal(isLastResort([first], expires), false, "a first send");
+  assert.equal(isLastResort([first, sent(expires - 4 * DAY)], expires), true);
+  assert.equal(isLastResort([first, sent(expires - 7 * DAY)], expires), true);
+  assert.equal(isLastResort([sent(T0, "error_500"), sent(expires - 7 * DAY - 1)], expires), false);
+  assert.equal(
+    isLastResort([first, sent(expires - 4 * DAY, "rate_limited")], expires),
+    false,
+    "refused unprocessed: no send at all",
+  );
+  assert.equal(
+    isLastResort([first, sent(expires - 4 * DAY), sent(expires - 3 * DAY)], expires),
+    false,
+    "a third send",
+  );
+  assert.equal(isLastResort([first, sent(expires - 4 * DAY)], null), false, "never issued");
+});
+
+Deno.test("judge: sends per account, by the seller the sandbox issued the token to; the last resort is not a second refresh", () => {
   const a = pair("ra", { user_id: 1 });
   const b = pair("rb", { user_id: 2 });
+  const near = pair("rn", {
+    user_id: 4,
+    access_expires_at: T0 + 3 * DAY,
+    presented: [sent(T0, "error_500"), sent(T0 + 1)],
+  });
   const foreign = pair("rf", { user_id: 3 });
-  const owner = new Map([[1, "acc-a"], [2, "acc-b"]]);
+  const owner = new Map([[1, "acc-a"], [2, "acc-b"], [4, "acc-n"]]);
   const { perAccount, unattributed } = sendsPerAccount(
     [
-      { refreshId: "ra", pair: a, p: sent(T0) },
-      { refreshId: "ra", pair: a, p: sent(T0, "rate_limited") },
-      { refreshId: "rb", pair: b, p: sent(T0, "error_500") },
-      { refreshId: "rb", pair: b, p: sent(T0, "abandoned") },
-      { refreshId: "rf", pair: foreign, p: sent(T0) },
-      { refreshId: "zz", pair: undefined, p: sent(T0, "invalid_grant") },
+      { refreshId: "ra", pair: a, p: sent(T0), index: 0 },
+      { refreshId: "ra", pair: a, p: sent(T0, "rate_limited"), index: 1 },
+      { refreshId: "rb", pair: b, p: sent(T0, "error_500"), index: 0 },
+      { refreshId: "rb", pair: b, p: sent(T0, "abandoned"), index: 1 },
+      { refreshId: "rn", pair: near, p: near.presented[0], index: 0 },
+      { refreshId: "rn", pair: near, p: near.presented[1], index: 1 },
+      { refreshId: "rf", pair: foreign, p: sent(T0), index: 0 },
+      { refreshId: "zz", pair: undefined, p: sent(T0, "invalid_grant"), index: 0 },
     ],
     (u) => owner.get(u),
   );
-  assert.deepEqual([...perAccount].sort(), [["acc-a", 1], ["acc-b", 2]]);
+  assert.deepEqual([...perAccount].sort(), [["acc-a", 1], ["acc-b", 2], ["acc-n", 1]]);
   assert.deepEqual(unattributed.map((u) => u.refreshId), ["rf", "zz"]);
 });
 

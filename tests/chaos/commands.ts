@@ -296,6 +296,42 @@ export class RefreshPair extends Step {
 }
 
 /**
+ * A refresh whose outcome MercadoPago leaves unknown (`mode`: a 5xx before or after processing,
+ * no answer, or the answer lost), then the account's next mp-refresh run (forced or not). The
+ * checker judges from the ledger (invariant 3): the refresh token may go a second time only as
+ * the last resort, its access token expiring within 7 days (`ProvisionNew(3 days)`), never
+ * otherwise, and never a third time.
+ */
+export class RefreshUnknownThenAgain extends Step {
+  readonly name = "refresh_unknown_then_again";
+  constructor(
+    readonly i: number,
+    readonly mode: "error_500" | "timeout" | "lose_answer" | "error_500_after",
+    readonly force: boolean,
+  ) {
+    super();
+  }
+  async act(w: World) {
+    const a = w.acc(this.i);
+    allow(a, 1); // the second run sends again only as the last resort, which is not counted
+    w.dropPendingFault();
+    await sandbox.faults(this.mode, 1);
+    w.pendingFault = this.mode;
+    const first = await call("mp-refresh", { account_id: a.accountId });
+    w.noteAnswer(first);
+    await w.readLedger();
+    const again = await call("mp-refresh", {
+      account_id: a.accountId,
+      ...(this.force ? { force: true } : {}),
+    });
+    w.noteAnswer(again);
+  }
+  toString() {
+    return `RefreshUnknownThenAgain(${this.i}, ${this.mode}, force=${this.force})`;
+  }
+}
+
+/**
  * An isolate terminated mid-run: mp-refresh is called while the sandbox holds token calls
  * (latency); once the call is at the sandbox, every live mp-refresh isolate of this stack is
  * SIGKILLed (pids from the gateway's "Edge isolate started" log lines).
@@ -1227,6 +1263,16 @@ export function commandArbitraries(): fc.Arbitrary<Cmd>[] {
     i.map((n) => new Provision(n)),
     fc.tuple(i, fc.boolean()).map(([n, f]) => new RefreshPair(n, f)),
     fc.tuple(i, fc.boolean()).map(([n, f]) => new RefreshPair(n, f)),
+    fc.tuple(
+      i,
+      fc.constantFrom(
+        "error_500" as const,
+        "timeout" as const,
+        "lose_answer" as const,
+        "error_500_after" as const,
+      ),
+      fc.boolean(),
+    ).map(([n, m, f]) => new RefreshUnknownThenAgain(n, m, f)),
     fc.tuple(i, ridArb).map(([n, r]) => new Revoke(n, r)),
     fc.tuple(i, fc.boolean(), ridArb).map(([n, r, id]) => new GetConfig(n, r, id)),
     fc.tuple(i, fc.boolean(), ridArb).map(([n, r, id]) => new GetConfig(n, r, id)),

@@ -51,6 +51,21 @@ export function sendsProblem(
 }
 
 /**
+ * Whether the last of `presented` (a refresh token's presentations up to and with this one) is
+ * its last-resort send: its second send, while the access token issued with it expires within
+ * 7 days. It is invariant 3's one exception, not a second refresh (invariant 4 does not count it).
+ */
+export function isLastResort(
+  presented: readonly Presentation[],
+  accessExpiresAt: number | null,
+): boolean {
+  const last = presented[presented.length - 1];
+  if (!last || !countsAsSend(last.answer) || accessExpiresAt === null) return false;
+  const sends = presented.filter((p) => countsAsSend(p.answer));
+  return sends.length === 2 && accessExpiresAt - last.at <= 7 * DAY_MS;
+}
+
+/**
  * Invariant 3's "never lost": a pair MercadoPago issued for the refresh token the master holds
  * (`heldRefreshId`), for the account's own seller, and delivered whole to a caller still there,
  * must be kept — in the master (then it would hold that pair, not its parent) or in the escrow
@@ -73,8 +88,9 @@ export function unkeptPair(
 }
 
 /**
- * The sends among new presentations, per account (invariant 4's count): `accountOf` names the
- * account a seller's token belongs to (undefined: none of this run's accounts).
+ * The sends among new presentations, per account (invariant 4's count; a last-resort send is
+ * not a second refresh): `accountOf` names the account a seller's token belongs to (undefined:
+ * none of this run's accounts).
  */
 export function sendsPerAccount(
   presentations: readonly NewPresentation[],
@@ -84,6 +100,10 @@ export function sendsPerAccount(
   const unattributed: NewPresentation[] = [];
   for (const np of presentations) {
     if (!countsAsSend(np.p.answer)) continue;
+    if (
+      np.pair &&
+      isLastResort(np.pair.presented.slice(0, np.index + 1), np.pair.access_expires_at)
+    ) continue;
     const account = np.pair ? accountOf(np.pair.user_id) : undefined;
     if (account === undefined) unattributed.push(np);
     else perAccount.set(account, (perAccount.get(account) ?? 0) + 1);

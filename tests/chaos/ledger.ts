@@ -23,6 +23,8 @@ export interface NewPresentation {
   refreshId: string;
   pair: PairRecord | undefined;
   p: Presentation;
+  /** Its place among its refresh token's presentations (for a token the sandbox issued). */
+  index: number;
 }
 
 /** What one or more reads brought: the records that changed, and the presentations that are new. */
@@ -75,9 +77,10 @@ export class LedgerMirror {
     for (const rec of view.pairs) {
       const old = this.pairs.get(rec.refresh_id);
       // Presentations are only ever appended; an earlier one may have got its answer since.
-      for (const p of rec.presented.slice(old?.presented.length ?? 0)) {
-        delta.presentations.push({ refreshId: rec.refresh_id, pair: rec, p });
-      }
+      const from = old?.presented.length ?? 0;
+      rec.presented.slice(from).forEach((p, k) => {
+        delta.presentations.push({ refreshId: rec.refresh_id, pair: rec, p, index: from + k });
+      });
       this.pairs.set(rec.refresh_id, rec);
       this.byAccess.set(rec.access_id, rec);
       if (rec.parent !== null) {
@@ -90,7 +93,7 @@ export class LedgerMirror {
     }
     for (const u of view.unknown_presented) {
       if (!this.unknown.has(u.n)) {
-        delta.presentations.push({ refreshId: u.refresh_id, pair: undefined, p: u });
+        delta.presentations.push({ refreshId: u.refresh_id, pair: undefined, p: u, index: 0 });
       }
       this.unknown.set(u.n, u);
     }

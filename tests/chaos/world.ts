@@ -16,7 +16,7 @@ import { decryptSecret } from "../../shared/platform/crypto.ts";
 import { checkEvents, type Platform } from "./events.ts";
 import { addDelta, emptyDelta, type LedgerDelta, type LedgerMirror, tokenId } from "./ledger.ts";
 import {
-  countsAsSend,
+  isLastResort,
   sendsPerAccount,
   sendsProblem,
   unkeptPair,
@@ -341,9 +341,10 @@ export async function checkInvariants(w: World): Promise<void> {
   for (const np of d.presentations) {
     const all = w.ledger.presentationsOf(np.refreshId);
     const problem = sendsProblem(all, np.pair?.access_expires_at ?? null);
-    if (!problem && all.filter((p) => countsAsSend(p.answer)).length === 2) {
-      w.observed("last_resort_send");
-    }
+    if (
+      !problem && np.pair &&
+      isLastResort(np.pair.presented.slice(0, np.index + 1), np.pair.access_expires_at)
+    ) w.observed("last_resort_send");
     if (problem) {
       const whose = np.pair ? `of seller ${np.pair.user_id}` : "never issued";
       throw new Violation(3, `refresh token ${np.refreshId} (${whose}) ${problem}`);
