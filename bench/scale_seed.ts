@@ -70,11 +70,12 @@ function hex32(h: number): string {
 type Drift = "none" | "emptied" | "stale";
 
 /** The plaintexts and drift of seeded account `i` (a pure function of `i` and the run's salt). */
-function account(i: number, salt: number, driftPermille: number) {
+function account(i: number, salt: number, driftPermille: number, fromDay = 1) {
   const userId = SCALE_MP_USER_BASE + i;
   const tokenHex = hex32(mix(i, salt)) + hex32(mix(i, salt ^ 0x1)) + hex32(mix(i, salt ^ 0x2)) +
     hex32(mix(i, salt ^ 0x3));
-  const day = 1 + (mix(i, salt ^ 0x4) % 8950) / 50; // 1 to 180 days, in steps of ~29 minutes
+  // `fromDay` to 180 days (1 by default), in steps of ~29 minutes at most.
+  const day = fromDay + ((mix(i, salt ^ 0x4) % 8950) / 8950) * (180 - fromDay);
   const d = mix(i, salt ^ 0x5) % 1_000_000;
   // Of the drifted caches, 4 in 5 were emptied and 1 in 5 hold an older token (version 0).
   const drift: Drift = d >= driftPermille * 1000 ? "none" : d % 5 === 4 ? "stale" : "emptied";
@@ -141,6 +142,12 @@ export async function seedScale(
   opts: {
     accounts: number;
     driftFraction?: number;
+    /** Deal the accounts round-robin over these sites (`mp_site_id`); unset: no site. */
+    sites?: readonly string[];
+    /** Tokens expire from this many days on (default 1), e.g. past the refresh window. */
+    expiresFromDay?: number;
+    /** Mark every token verified within the last this many days (`mp_verified_at`). */
+    verifiedWithinDays?: number;
     onProgress?: (done: number, total: number) => void;
   },
 ): Promise<{ accounts: number; drifted: number; seconds: number }> {
@@ -156,26 +163,36 @@ export async function seedScale(
   let drifted = 0;
   let done = 0;
   const now = new Date().toISOString();
+  const sites = opts.sites ?? [];
+  const verifiedMs = (opts.verifiedWithinDays ?? 0) * DAY_MS;
+  const extra = (i: number) =>
+    (sites.length ? `\t${sites[i % sites.length]}` : "") +
+    (verifiedMs
+      ? `\t${new Date(Date.now() - (mix(i, salt ^ 0x6) / 0xffffffff) * verifiedMs).toISOString()}`
+      : "");
   const adminLine = (i: number) => {
-    const a = account(i, salt, driftPermille);
+    const a = account(i, salt, driftPermille, opts.expiresFromDay);
     const access = encryptSecretSync(ring, a.accountId, "access_token", a.accessToken);
     const refresh = encryptSecretSync(ring, a.accountId, "refresh_token", a.refreshToken);
     return `${a.accountId}\t${a.clientId}\tt\t${a.userId}\t${access}\t${refresh}\t${a.publicKey}\t` +
-      `15552000\t${a.expiresAt}\t1\tt\toffline_access read write\t${now}\t${now}\n`;
+      `15552000\t${a.expiresAt}\t1\tt\toffline_access read write\t${now}\t${now}${extra(i)}\n`;
   };
   const backendLine = (i: number) => {
-    const a = account(i, salt, driftPermille);
+    const a = account(i, salt, driftPermille, opts.expiresFromDay);
     if (a.drift === "none") return `${a.clientId}\t${a.accessToken}\t${a.publicKey}\t1\t${now}\n`;
     drifted++;
     return a.drift === "emptied"
       ? `${a.clientId}\t\\N\t\\N\t\\N\t\\N\n`
       : `${a.clientId}\t${a.oldAccessToken}\t${a.publicKey}\t0\t${now}\n`;
   };
-  const adminCopy = await admin`
-    copy nv_accounts (id, backend_client_id, mp_connected, mp_user_id, mp_access_token_encrypted,
-                      mp_refresh_token, mp_public_key, mp_expires_in, mp_token_expires_at,
-                      mp_token_version, mp_live_mode, mp_scope, mp_connected_at, mp_updated_at)
-    from stdin`.writable();
+  const columns = [
+    "id, backend_client_id, mp_connected, mp_user_id, mp_access_token_encrypted",
+    "mp_refresh_token, mp_public_key, mp_expires_in, mp_token_expires_at, mp_token_version",
+    "mp_live_mode, mp_scope, mp_connected_at, mp_updated_at",
+    ...(sites.length ? ["mp_site_id"] : []),
+    ...(verifiedMs ? ["mp_verified_at"] : []),
+  ].join(", ");
+  const adminCopy = await admin.unsafe(`copy nv_accounts (${columns}) from stdin`).writable();
   const backendCopy = await backend`
     copy clients (id, mp_access_token, mp_public_key, mp_token_version, mp_synced_at)
     from stdin`.writable();

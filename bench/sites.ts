@@ -16,11 +16,11 @@
  */
 import type { Bench } from "./types.ts";
 import { connect, pgArray, type Sql } from "../shared/platform/db.ts";
-import { parseKeyRing } from "../shared/platform/config.ts";
+import { loadConfig, parseKeyRing } from "../shared/platform/config.ts";
 import { encryptSecret, importKeyRing } from "../shared/platform/crypto.ts";
 import type { MpGrant as Grant } from "../local/sandbox.ts";
 import { sandboxApps } from "../local/mp_apps.ts";
-import { clearScale, SCALE_ACCOUNT_PREFIX, SCALE_MP_USER_BASE, seedScale } from "./scale_seed.ts";
+import { clearScale, seedScale } from "./scale_seed.ts";
 import { dropAccounts, sandboxControl } from "./refresh.ts";
 import { costRows, type Invocation, invoke, LIMITS } from "./scale.ts";
 
@@ -34,7 +34,7 @@ const LIMIT = 500;
 /** mp-refresh runs every 10 minutes: a day of its schedule is 144 runs. */
 const RUNS_PER_DAY = 144;
 
-/** The site seeded account number `i` belongs to: dealt round-robin over `sites`. */
+/** The site account number `i` belongs to, dealt round-robin over `sites` (as `seedScale` deals). */
 export function siteOf(i: number, sites: readonly string[]): string {
   return sites[i % sites.length];
 }
@@ -57,6 +57,10 @@ export interface SitesOutcome {
   runsToAll: number;
   /** The down site's token calls during the run. */
   downTokenCalls: number;
+  /** The most token calls to the down site in one mp-refresh run. */
+  downCallsPerRunMax: number;
+  /** The most calls one run may make before its breaker opens (3 in a row + the rest in flight). */
+  breakerBound: number;
   /** The down site's accounts at risk after the run. */
   downAtRisk: number;
   /** The sandbox's `cross_app_calls` after the run. */
@@ -65,10 +69,11 @@ export interface SitesOutcome {
 
 /**
  * Whether the outage stayed in its country: every healthy site's due accounts refreshed within a
- * day of mp-refresh's schedule, the down site spared by its breaker (at most `handful` token
- * calls, none of its accounts at risk), and no call with another application's credentials.
+ * day of mp-refresh's schedule, the down site spared by its breaker (no run calling it more than
+ * the breaker lets through; no account at risk but one such a call left unconfirmed), and no call
+ * with another application's credentials.
  */
-export function sitesVerdict(o: SitesOutcome, handful = 10): {
+export function sitesVerdict(o: SitesOutcome): {
   healthyOnTime: boolean;
   downContained: boolean;
   noCrossApp: boolean;
@@ -76,7 +81,7 @@ export function sitesVerdict(o: SitesOutcome, handful = 10): {
   const all = Object.values(o.refreshed).every((n) => n === o.duePerSite);
   return {
     healthyOnTime: all && o.runsToAll > 0 && o.runsToAll <= RUNS_PER_DAY,
-    downContained: o.downTokenCalls <= handful && o.downAtRisk === 0,
+    downContained: o.downCallsPerRunMax <= o.breakerBound && o.downAtRisk <= o.downTokenCalls,
     noCrossApp: o.crossAppCalls === 0,
   };
 }
@@ -158,6 +163,8 @@ export const sitesBench: Bench = async (env) => {
   if (missing.length > 0) {
     throw new Error(`sites: the stack has no application for ${missing.join(", ")}`);
   }
+  const concurrency = loadConfig(env).refreshConcurrency;
+  const breakerBound = 3 + concurrency - 1;
   const healthy = BENCH_SITES.filter((s) => s !== DOWN_SITE);
   const bulk = accounts - BENCH_SITES.length * duePerSite;
   if (bulk < 0) throw new Error("sites: fewer accounts than due accounts");
@@ -172,20 +179,15 @@ export const sitesBench: Bench = async (env) => {
     paused = (await backend<{ jobname: string }[]>`update cron.job set active = false
       where active returning jobname`).map((r) => r.jobname);
     const t0 = performance.now();
+    // Not due: dealt over the sites, verified within the probe interval, expiring past the
+    // refresh window (61 to 180 days away).
     const seed = await seedScale(admin, backend, env.MP_TOKEN_KEYS, {
       accounts: bulk,
       driftFraction: 0,
+      sites: BENCH_SITES,
+      expiresFromDay: 61,
+      verifiedWithinDays: 6,
     });
-    // Not due: dealt over the sites, verified within the probe interval, expiring past the
-    // refresh window (61 to 179 days away).
-    const [a0, a1] = [SCALE_ACCOUNT_PREFIX + "000000000000", SCALE_ACCOUNT_PREFIX + "ffffffffffff"];
-    await admin`update nv_accounts
-       set mp_site_id = (${
-      pgArray([...BENCH_SITES])
-    }::text[])[1 + ((mp_user_id - ${SCALE_MP_USER_BASE}) % 7)::int],
-           mp_verified_at = now() - random() * interval '6 days',
-           mp_token_expires_at = now() + interval '61 days' + random() * interval '118 days'
-     where id between ${a0}::uuid and ${a1}::uuid`;
     const expires = new Date(Date.now() + 86_400_000);
     for (const site of BENCH_SITES) {
       await seedSiteDue(env, admin, backend, site, clientOf[site], duePerSite, expires, due);
@@ -213,11 +215,16 @@ export const sitesBench: Bench = async (env) => {
     };
     let refreshed: Record<string, number> = {};
     let runsToAll = 0;
+    let downCallsPerRunMax = 0;
+    let downCallsBefore = before.apps[clientOf[DOWN_SITE]].token_calls;
     const maxRuns = Math.min(RUNS_PER_DAY, 2 * Math.ceil(healthy.length * duePerSite / LIMIT) + 4);
     for (let i = 1; i <= maxRuns; i++) {
       const run = await invoke(env, logFile, "mp-refresh", { limit: LIMIT });
       if (run.status !== 200) throw new Error(`mp-refresh answered ${run.status}`);
       refreshRuns.push(run);
+      const downCalls = (await stats(env)).apps[clientOf[DOWN_SITE]].token_calls;
+      downCallsPerRunMax = Math.max(downCallsPerRunMax, downCalls - downCallsBefore);
+      downCallsBefore = downCalls;
       const probe = await invoke(env, logFile, "mp-probe", {});
       if (probe.status !== 200) throw new Error(`mp-probe answered ${probe.status}`);
       probeRuns.push(probe);
@@ -238,6 +245,8 @@ export const sitesBench: Bench = async (env) => {
       duePerSite,
       runsToAll,
       downTokenCalls: calls(DOWN_SITE),
+      downCallsPerRunMax,
+      breakerBound,
       downAtRisk,
       crossAppCalls: after.cross_app_calls,
     };
@@ -258,11 +267,13 @@ export const sitesBench: Bench = async (env) => {
       },
       {
         bench: label,
-        metric: `${DOWN_SITE} (down): token calls / accounts at risk`,
-        value: `${outcome.downTokenCalls} / ${downAtRisk}`,
+        metric: `${DOWN_SITE} (down): token calls (total / most in one run) / accounts at risk`,
+        value: `${outcome.downTokenCalls} / ${downCallsPerRunMax} / ${downAtRisk}`,
         baseline: `${duePerSite} due ${DOWN_SITE} accounts, ${refreshRuns.length} refresh runs`,
         ratio: "",
-        target: "≤ 10 calls (breaker), 0 at risk",
+        target: `≤ ${breakerBound} calls a run (breaker: 3 in a row + ${
+          concurrency - 1
+        } in flight), at risk ≤ calls`,
         met: verdict.downContained,
       },
       {
