@@ -301,6 +301,17 @@ async function runMutant(
   }
 }
 
+/**
+ * `--order-from FILE`: seconds per test file, from a JUnit report, or from a results.json whose
+ * baseline recorded them (`baseline.fileSeconds`).
+ */
+async function fileSeconds(file: string): Promise<Map<string, number>> {
+  const text = await Deno.readTextFile(file);
+  if (!file.endsWith(".json")) return junitFileSeconds(text);
+  const saved = JSON.parse(text) as { baseline?: { fileSeconds?: Record<string, number> } };
+  return new Map(Object.entries(saved.baseline?.fileSeconds ?? {}));
+}
+
 /** Whether JUnit test `key` (`tests/x_test.ts › name`, or the leak scan) belongs to `tests`. */
 function inSelection(key: string, tests: string[]): boolean {
   const file = key.split(" › ")[0];
@@ -616,7 +627,7 @@ async function main(): Promise<number> {
     // mutants do, each mutant a subsequence of it.
     const usesStack = new Set([...dependents(graph, "tests/_stack.ts").keys()]);
     const seconds = values["order-from"]
-      ? junitFileSeconds(await Deno.readTextFile(values["order-from"]))
+      ? await fileSeconds(values["order-from"])
       : new Map<string, number>();
     const union = runOrder(mutants.flatMap((m) => selection.get(m.name)!), usesStack, seconds);
     const position = new Map(union.map((t, i) => [t, i]));
@@ -634,6 +645,7 @@ async function main(): Promise<number> {
       return 2;
     }
     const excluded = baselineFailures(baseline);
+    const baselineJunit = (baseline as { junit?: string }).junit;
     const passing = [...baseline.tests.values()].filter((s: TestStatus) => s === "passed").length;
     console.log(`baseline: ${passing} passed, ${excluded.length} did not (${baseline.seconds} s)`);
     for (const e of excluded) {
@@ -662,6 +674,9 @@ async function main(): Promise<number> {
             confirm: values.confirm ?? null,
             baseline: {
               seconds: baseline.seconds,
+              fileSeconds: baselineJunit
+                ? Object.fromEntries(junitFileSeconds(baselineJunit))
+                : undefined,
               excluded,
               tests: Object.fromEntries(baseline.tests),
               order: union,
@@ -944,9 +959,7 @@ async function verifyKills(
     }
     const { graph, tests } = await headGraph(baseDir);
     const usesStack = new Set([...dependents(graph, "tests/_stack.ts").keys()]);
-    const seconds = opts.orderFrom
-      ? junitFileSeconds(await Deno.readTextFile(opts.orderFrom))
-      : new Map<string, number>();
+    const seconds = opts.orderFrom ? await fileSeconds(opts.orderFrom) : new Map<string, number>();
     order = runOrder(tests, usesStack, seconds);
     const inst = await command(["install", "--frozen", "--quiet"], baseDir, {}, 600_000);
     if (!inst.ok) throw new Error(`deno install --frozen failed: ${inst.output.slice(0, 500)}`);
