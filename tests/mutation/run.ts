@@ -510,7 +510,7 @@ async function main(): Promise<number> {
       "skip-killed": { type: "string" },
       confirm: { type: "string" },
       check: { type: "boolean", default: false },
-      verify: { type: "string" },
+      verify: { type: "string", multiple: true },
       verified: { type: "string" },
       sample: { type: "string", default: "10" },
       seed: { type: "string" },
@@ -869,8 +869,8 @@ function verificationParagraph(v: Verification): string {
   const agreed = v.results.filter((r) => r.verdict === "killed").length;
   const first = (ks: string[]) => ks.length ? ks[0].replaceAll("|", "\\|") : "none";
   return [
-    `Independent confirmation (\`deno task mutants --verify ${v.source} --seed ${v.seed} --sample ${v.results.length}\`): ${v.results.length} of the ${v.kills} kills of the run at ${
-      v.sourceHead.slice(0, 10)
+    `Independent confirmation (\`deno task mutants --verify ${v.source} --seed ${v.seed} --sample ${v.results.length}\`): ${v.results.length} of the ${v.kills} kills of the runs at ${
+      v.sourceHead.split(",").map((h) => h.slice(0, 10)).join(", ")
     }, drawn at random with seed ${v.seed}, each judged again by the whole suite (${v.baseline.files} test files, not its killers' files) in a fresh worktree of ${
       v.head.slice(0, 10)
     }, against a fresh baseline of the whole suite (${v.baseline.seconds} s; ${v.baseline.excluded.length} test(s) failing there judged nothing): **${agreed} of ${v.results.length} killed again**.`,
@@ -920,7 +920,7 @@ async function checkMutants(mutants: Mutant[]): Promise<number> {
  * else FILE, with the confirmation's paragraph); exit 1 unless every sampled kill repeats.
  */
 async function verifyKills(
-  file: string,
+  files: string[],
   opts: {
     sample: number;
     seed?: number;
@@ -930,7 +930,16 @@ async function verifyKills(
     orderFrom?: string;
   },
 ): Promise<number> {
-  const saved = JSON.parse(await Deno.readTextFile(file)) as { head: string; outcomes: Outcome[] };
+  // Several runs (survivors run again once tests were added): a later file's mutant replaces an
+  // earlier's, as `--report --from` merges them.
+  const byName = new Map<string, Outcome & { head: string }>();
+  for (const f of files) {
+    const s = JSON.parse(await Deno.readTextFile(f)) as { head: string; outcomes: Outcome[] };
+    for (const o of s.outcomes) byName.set(o.mutant.name, { ...o, head: s.head });
+  }
+  const heads = [...new Set([...byName.values()].map((o) => o.head))];
+  const saved = { head: heads.join(","), outcomes: [...byName.values()] };
+  const file = files.join(" --verify ");
   const now = new Map(MUTANTS.map((m) => [m.name, m]));
   const kills = saved.outcomes.filter((o) =>
     now.has(o.mutant.name) && !now.get(o.mutant.name)!.equivalent &&
@@ -940,8 +949,8 @@ async function verifyKills(
   const n = Math.max(10, opts.sample);
   const picked = sampleSeeded(kills, n, seed);
   console.log(
-    `verify: seed ${seed}: ${picked.length} of the ${kills.length} kills of ${file} (commit ${
-      saved.head.slice(0, 10)
+    `verify: seed ${seed}: ${picked.length} of the ${kills.length} kills of ${file} (commits ${
+      heads.map((h) => h.slice(0, 10)).join(", ")
     }), each judged by the whole suite in a fresh worktree`,
   );
   if (picked.length < 10) console.log(`verify: only ${picked.length} kills to draw from (< 10)`);
@@ -954,8 +963,8 @@ async function verifyKills(
   let order: string[];
   try {
     head = (await git(["rev-parse", "HEAD"], baseDir)).trim();
-    if (head !== saved.head) {
-      console.log(`verify: HEAD ${head.slice(0, 10)} is not ${saved.head.slice(0, 10)} (FILE's)`);
+    if (!heads.includes(head)) {
+      console.log(`verify: HEAD ${head.slice(0, 10)} is none of the runs' (${heads.join(", ")})`);
     }
     const { graph, tests } = await headGraph(baseDir);
     const usesStack = new Set([...dependents(graph, "tests/_stack.ts").keys()]);
@@ -1039,7 +1048,7 @@ async function verifyKills(
   }));
   const agreed = results.filter((r) => r.verdict === "killed").length;
   console.log(`verify: ${agreed} of ${results.length} sampled kills killed again (seed ${seed})`);
-  await reportOnly(opts.from ?? [file], [], `${WORK}/verify.json`);
+  await reportOnly(opts.from ?? files, [], `${WORK}/verify.json`);
   return agreed === results.length ? 0 : 1;
 }
 
