@@ -735,4 +735,55 @@ export const MUTANTS: Mutant[] = [
     from: "(e.xid, e.pos) > (p_xid, coalesce(p_pos, 0))",
     to: "(e.xid, e.pos) >= (p_xid, coalesce(p_pos, 0))",
   },
+  // ---- Routing (issue 30): each account through its own site's application ----
+  {
+    name: "routing: the refresher calls the default site's application for every account",
+    invariants: [3],
+    file: "shared/refresh/account.ts",
+    from: "const app = appOfSite(run.ctx.config, account.mp_site_id);",
+    to: "const app = appOfSite(run.ctx.config, null);",
+  },
+  {
+    name: "routing: mp-probe checks every token through the default site's application",
+    invariants: [9],
+    file: "shared/probe/probe.ts",
+    from: "const app = claim.site_read ? appOfSite(config, claim.mp_site_id) : undefined;",
+    to: "const app = claim.site_read ? appOfSite(config, null) : undefined;",
+  },
+  {
+    name: "routing: checkout's report checks the token through the default site's application",
+    invariants: [9],
+    file: "shared/checkout/report.ts",
+    from: "const app = appOfSite(ctx.config, account.mp_site_id);",
+    to: "const app = appOfSite(ctx.config, null);",
+  },
+  {
+    name: "routing: mp-webhook verifies with the default application's secrets whatever ?app names",
+    invariants: [8],
+    file: "shared/connection/webhook.ts",
+    from: "verifySignatureWithAny(app.webhookSecrets, {",
+    to:
+      "verifySignatureWithAny((ctx.config.mpApps.get(ctx.config.mpDefaultSite!) ?? app).webhookSecrets, {",
+  },
+  {
+    name: "routing: only an application's first webhook secret is tried (rotation broken)",
+    invariants: [8],
+    file: "shared/mercadopago/signature.ts",
+    from: "await Promise.all(secrets.map((s) => verifySignature(s, request, now)));",
+    to: "await Promise.all(secrets.slice(0, 1).map((s) => verifySignature(s, request, now)));",
+  },
+  {
+    name: "routing: one refresh circuit breaker for all applications (one site's outage stops all)",
+    invariants: [3],
+    file: "shared/refresh/account.ts",
+    from: "const breaker = breakerOf(run, app.site);",
+    to: 'const breaker = breakerOf(run, "");',
+  },
+  {
+    name: "routing: one application's 429 pauses every application's refreshes",
+    invariants: [3],
+    file: "shared/refresh/rate_limit_pause.ts",
+    from: "return pausedUntil.get(site) ?? 0;",
+    to: "return Math.max(0, ...pausedUntil.values());",
+  },
 ];
