@@ -18,7 +18,7 @@ import { BACKEND_MIGRATIONS, BACKEND_PROJECT } from "./migrate.ts";
 export const GENERATED_SUFFIX = "_mp_scheduled_jobs.sql";
 
 /** A job as the generated migration states it (and `mp_schedule_functions` reads it). */
-export interface JobRow {
+interface JobRow {
   name: string;
   schedule: string;
   body: Record<string, unknown>;
@@ -105,7 +105,7 @@ export function configEntry(name: string): string {
 }
 
 /** Where the generated files live (the repository by default; tests point it elsewhere). */
-export interface ScheduleFiles {
+interface ScheduleFiles {
   /** The Backend migrations folder. */
   migrations: string;
   /** The Backend project's `supabase/config.toml`. */
@@ -122,7 +122,7 @@ export const REPOSITORY_FILES: ScheduleFiles = {
 };
 
 /** What `generateSchedules` found, and what it wrote (or would write, with `check`). */
-export interface ScheduleState {
+interface ScheduleState {
   /** Lines that stop it: the declaration's problems, declared functions without a folder. */
   problems: string[];
   /** The migration written (or due): its file name; undefined when the newest one is current. */

@@ -30,7 +30,7 @@ export const CONTINUED_HEADER = "x-mp-delivery-continued";
  * A run's link in its chain from its request's {@link CHAIN_HEADER}: 0 when absent (a scheduled
  * or manual run), the link when it is an integer from 1 to `max`, else undefined (malformed).
  */
-export function chainOf(header: string | null, max = DELIVER_CHAIN_MAX): number | undefined {
+function chainOf(header: string | null, max = DELIVER_CHAIN_MAX): number | undefined {
   if (header === null) return 0;
   if (!/^[0-9]{1,3}$/.test(header)) return undefined;
   const n = Number(header);
@@ -116,7 +116,7 @@ async function startOne(
  * started. Waits at most {@link SUCCESSOR_ACK_MS} (no CPU) so a retiring isolate cannot drop
  * them; never throws.
  */
-export async function continueDelivery(
+async function continueDelivery(
   ctx: Context,
   log: Logger,
   run: { chain: number; full: boolean; limit?: number },
@@ -153,7 +153,7 @@ export async function continueDelivery(
 }
 
 /** One run of mp-deliver-events: its answer, whether delivery is on, its link, its successors. */
-export interface LaneRun {
+interface LaneRun {
   report: DeliverReport;
   delivery: "on" | "off";
   chain: number;

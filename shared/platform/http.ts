@@ -314,7 +314,7 @@ export interface ScheduledRuns {
 }
 
 /** What a scheduled function's run did: its answer (200, JSON) and what its record keeps. */
-export interface RunReport {
+interface RunReport {
   /** The answer's body. */
   answer: object;
   /** What the run's record keeps (default: the answer without its per-account `results`). */
@@ -324,7 +324,7 @@ export interface RunReport {
 }
 
 /** How a scheduled function is declared: its job, configuration needs, input and run. */
-export interface ScheduledFunctionSpec<S extends v.GenericSchema>
+interface ScheduledFunctionSpec<S extends v.GenericSchema>
   extends Omit<FunctionSpec<S>, "name" | "methods" | "auth" | "input" | "run"> {
   /** Its declared job (`runRecordOf("<name>")`): the function's name and its run record. */
   job: ScheduledRuns;
