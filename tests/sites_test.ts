@@ -11,7 +11,7 @@
  * credentials presented with another's token (`cross_app_calls` 0).
  */
 import assert from "node:assert/strict";
-import { type MultiAppStack, useMultiAppStack } from "./_stack.ts";
+import { eventually, type MultiAppStack, useMultiAppStack } from "./_stack.ts";
 import { loadConfig } from "../shared/platform/config.ts";
 import { createContext } from "../shared/platform/context.ts";
 import { createLogger } from "../shared/platform/log.ts";
@@ -333,6 +333,40 @@ Deno.test("one site's MercadoPago failing: the other site's due accounts are ref
     after.apps[m.clientId(site)].token_calls - before.apps[m.clientId(site)].token_calls;
   assert.equal(calls("MLB"), 4, "three, then the breaker; one more in the mixed run");
   assert.equal(calls("MLA"), 3);
+  await noCrossAppCalls(m);
+});
+
+Deno.test("one run, both sites due: Brazil's breaker opening mid-run spares no Argentine account after it", async () => {
+  const m = multi();
+  await drain(m);
+  const brazil = [
+    await dueAccount(m, "MLB", 20),
+    await dueAccount(m, "MLB", 20),
+    await dueAccount(m, "MLB", 20),
+  ];
+  const argentina = [await dueAccount(m, "MLA", 40), await dueAccount(m, "MLA", 40)];
+  await m.sandbox.faults("error_500", 1_000, m.clientId("MLB"));
+  await m.sandbox.hold(true, m.clientId("MLA"));
+  try {
+    // One slot per application: Argentina's first call is held, its second waits for the slot
+    // while Brazil's three fail and open Brazil's breaker; then Argentina's first is let through.
+    const run = refreshRun(m, 10);
+    await m.sandbox.awaitHeld(1, m.clientId("MLA"));
+    await eventually(async () => {
+      const [r] = await m.adminDb()`select count(*)::int as n from nv_accounts
+        where id = any(${pgArray(brazil.map((a) => a.id))}::uuid[])
+          and mp_refresh_last_error is not null`;
+      return r.n === 3;
+    }, 60_000);
+    await m.sandbox.hold(false, m.clientId("MLA"));
+    const results = (await run).results;
+    const status = (id: string) => results.find((r) => r.account_id === id)?.status;
+    assert.deepEqual(brazil.map((a) => status(a.id)), ["at_risk", "at_risk", "at_risk"]);
+    assert.deepEqual(argentina.map((a) => status(a.id)), ["refreshed", "refreshed"]);
+  } finally {
+    await m.sandbox.hold(false, m.clientId("MLA"));
+    await m.sandbox.faults("none", 0, m.clientId("MLB"));
+  }
   await noCrossAppCalls(m);
 });
 
