@@ -482,7 +482,9 @@ export async function checkInvariants(w: World): Promise<void> {
       if (token && w.deadIds.has(tokenId(token))) {
         throw new Violation(
           9,
-          `${id}: the ${where} still holds an access token MercadoPago confirmed dead (401 on /users/me)`,
+          `${id}: the ${where} still holds an access token MercadoPago confirmed dead (401 on /users/me; ${
+            killedBy(w, tokenId(token))
+          })`,
         );
       }
     }
@@ -504,6 +506,12 @@ export async function checkInvariants(w: World): Promise<void> {
 
   // 10: events (tests/chaos/events.ts).
   await checkEvents(w, secrets);
+}
+
+/** Why the sandbox's kill list says an access token died (or that it is not on it). */
+function killedBy(w: World, accessId: string): string {
+  const kill = w.ledger.kills.find((k) => k.access_ids.includes(accessId));
+  return kill ? `killed by ${kill.cause}` : "not on the sandbox's kill list";
 }
 
 /** Every text column of the public tables of one database, per table (for the invariant-8 scan). */
