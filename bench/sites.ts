@@ -215,18 +215,22 @@ export const sitesBench: Bench = async (env) => {
     };
     let refreshed: Record<string, number> = {};
     let runsToAll = 0;
+    let unavailable = 0;
     let downCallsPerRunMax = 0;
     let downCallsBefore = before.apps[clientOf[DOWN_SITE]].token_calls;
     const maxRuns = Math.min(RUNS_PER_DAY, 2 * Math.ceil(healthy.length * duePerSite / LIMIT) + 4);
     for (let i = 1; i <= maxRuns; i++) {
       const run = await invoke(env, logFile, "mp-refresh", { limit: LIMIT });
-      if (run.status !== 200) throw new Error(`mp-refresh answered ${run.status}`);
+      // 503: a database timeout on this loaded machine (docs/contract.md); counted, not fatal.
+      if (run.status === 503) unavailable++;
+      else if (run.status !== 200) throw new Error(`mp-refresh answered ${run.status}`);
       refreshRuns.push(run);
       const downCalls = (await stats(env)).apps[clientOf[DOWN_SITE]].token_calls;
       downCallsPerRunMax = Math.max(downCallsPerRunMax, downCalls - downCallsBefore);
       downCallsBefore = downCalls;
       const probe = await invoke(env, logFile, "mp-probe", {});
-      if (probe.status !== 200) throw new Error(`mp-probe answered ${probe.status}`);
+      if (probe.status === 503) unavailable++;
+      else if (probe.status !== 200) throw new Error(`mp-probe answered ${probe.status}`);
       probeRuns.push(probe);
       refreshed = await refreshedBySite();
       if (healthy.every((s) => (refreshed[s] ?? 0) === duePerSite)) {
@@ -260,7 +264,8 @@ export const sitesBench: Bench = async (env) => {
         metric: "healthy sites' due accounts refreshed",
         value: `${perSite} (of ${duePerSite} each)` +
           (runsToAll ? `, all by mp-refresh run ${runsToAll}` : ", not all"),
-        baseline: `${RUNS_PER_DAY} runs (1 day of its 10-minute schedule; due in 1 day)`,
+        baseline: `${RUNS_PER_DAY} runs (1 day of its 10-minute schedule; due in 1 day); ` +
+          `${unavailable} invocations answered 503 (database unavailable)`,
         ratio: runsToAll ? `${(runsToAll / RUNS_PER_DAY).toFixed(2)}× a day of runs` : "—",
         target: "all, within a day of runs",
         met: verdict.healthyOnTime,
