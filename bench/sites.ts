@@ -154,8 +154,12 @@ async function seedSiteDue(
 /** The seven-site section of `deno task bench`. */
 export const sitesBench: Bench = async (env) => {
   const quick = env.BENCH_QUICK === "1";
-  const accounts = Number(env.BENCH_SITES_ACCOUNTS ?? (quick ? 7000 : 1_000_000));
-  const duePerSite = Number(env.BENCH_SITES_DUE ?? (quick ? 50 : 2000));
+  const accounts = Number(
+    env.BENCH_SITES_ACCOUNTS ?? Deno.env.get("BENCH_SITES_ACCOUNTS") ?? (quick ? 7000 : 1_000_000),
+  );
+  const duePerSite = Number(
+    env.BENCH_SITES_DUE ?? Deno.env.get("BENCH_SITES_DUE") ?? (quick ? 50 : 2000),
+  );
   const logFile = `${env.BENCH_LOG_DIR ?? ".local/dev"}/stack.log`;
   const { apps } = sandboxApps((name) => env[name]);
   const clientOf = Object.fromEntries(apps.map((a) => [a.siteId, a.clientId]));
