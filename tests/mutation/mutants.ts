@@ -756,6 +756,8 @@ export const MUTANTS: Mutant[] = [
     file: "shared/checkout/report.ts",
     from: "const app = appOfSite(ctx.config, account.mp_site_id);",
     to: "const app = appOfSite(ctx.config, null);",
+    equivalent:
+      "GET /users/me carries only the access token, and every application has the same apiUrl and timeoutMs: no MercadoPago (nor the sandbox) can tell which application asked",
   },
   {
     name: "routing: mp-webhook verifies with the default application's secrets whatever ?app names",
