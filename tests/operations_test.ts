@@ -5,12 +5,7 @@
  * mp-health and the hourly cron job against the running stack.
  */
 import assert from "node:assert/strict";
-import {
-  ADMIN_PROJECT,
-  BACKEND_MIGRATIONS,
-  BACKEND_PROJECT,
-  migrate,
-} from "../tooling/migrate.ts";
+import { ADMIN_PROJECT, BACKEND_MIGRATIONS, BACKEND_PROJECT, migrate } from "../tooling/migrate.ts";
 import { scratchDatabase } from "../local/bootstrap.ts";
 import { loadConfig, parseKeyRing } from "../shared/platform/config.ts";
 import {
