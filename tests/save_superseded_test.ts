@@ -13,29 +13,16 @@ import {
   adminDb,
   backendDb,
   call,
-  closeDbs,
   eventually,
   keyRing,
   newAccount,
   newClient,
+  pauseJobsDuringFile,
   sandbox,
 } from "./_stack.ts";
-import { pgArray } from "../shared/platform/db.ts";
 import { encryptSecret } from "../shared/platform/crypto.ts";
 
-let paused: string[] = [];
-Deno.test.beforeAll(async () => {
-  const rows = await backendDb()`update cron.job set active = false
-    where jobname in ('mp-refresh', 'mp-reconcile', 'mp-probe') and active returning jobname`;
-  paused = rows.map((r: any) => r.jobname);
-});
-Deno.test.afterAll(async () => {
-  await sandbox.latency(0);
-  await backendDb()`update cron.job set active = true where jobname = any(${
-    pgArray(paused)
-  }::text[])`;
-  await closeDbs();
-});
+pauseJobsDuringFile(["mp-refresh", "mp-reconcile", "mp-probe"], () => sandbox.latency(0));
 
 /** Backends waiting for a lock while running the save. */
 async function savesWaiting(): Promise<number> {
