@@ -32,6 +32,8 @@ import { scaleBench } from "./scale.ts";
 import { eventsBench } from "./events.ts";
 import { chaosBench } from "./chaos.ts";
 import { SITES_STACK_ENV, sitesBench } from "./sites.ts";
+import { burstBench } from "./burst.ts";
+import { probeBench } from "./probe.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 // `STACK_STATE_DIR` moves the state folder (as `STACK_PORT_BASE` moves the ports).
@@ -48,6 +50,8 @@ const BENCHES: [string, Bench][] = [
   ["backfill", backfillBench],
   ["scale", scaleBench],
   ["events", eventsBench],
+  ["burst", burstBench],
+  ["probe", probeBench],
   ["chaos", chaosBench],
   ["sites", sitesBench],
 ];
@@ -62,6 +66,9 @@ const QUICK_ENV: Record<string, string> = {
   BENCH_BACKFILL_NAIVE_SAMPLE: "100",
   BENCH_SCALE_ACCOUNTS: "2000",
   BENCH_EVENTS: "2000",
+  BENCH_BURST_ACCOUNTS: "200",
+  BENCH_PROBE_ACCOUNTS: "2000",
+  BENCH_PROBE_RUNS: "3",
   BENCH_SITES_ACCOUNTS: "7000",
   BENCH_SITES_DUE: "50",
 };

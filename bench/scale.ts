@@ -9,10 +9,7 @@
  * - mp-health: 20 calls;
  * - mp-refresh with `limit: 500`: 10 runs over 5,000 due accounts (sandbox grants, latency 50 ms;
  *   they expire sooner than any seeded account, so the runs claim them);
- * - mp-probe in its steady state: the seeded accounts verified within the interval (spread over
- *   it), 1,000 accounts with real sandbox grants never verified; runs of its default slice at its
- *   default rate until all are verified, and the capacity of its every-minute schedule per
- *   `MP_PROBE_INTERVAL_DAYS` against the number of accounts.
+ * (mp-probe at scale, every account due: bench/probe.ts.)
  * Limits (the contract's): ≤ 1 s CPU and ≤ 60 s wall per invocation, ≤ 250 ms CPU for mp-health,
  * ≤ 256 MB heap. Nothing asserts a time: the rows say met or not. The pg_cron jobs of
  * mp-reconcile and mp-refresh are paused while it runs. `BENCH_SCALE_ACCOUNTS` sets the size
@@ -28,8 +25,6 @@ import { dropAccounts, sandboxControl, seedDueAccounts } from "./refresh.ts";
 const RECONCILE_RUNS = 60;
 const HEALTH_CALLS = 20;
 const REFRESH = { accounts: 5000, quickAccounts: 500, limit: 500, latencyMs: 50 };
-/** mp-probe: due accounts (real sandbox grants) and the schedule its capacity is computed for. */
-const PROBE = { accounts: 1000, quickAccounts: 200, runsPerDay: 1440, intervalDays: 7 };
 export const LIMITS = { cpuMs: 1000, healthCpuMs: 250, wallMs: 60_000, heapMb: 256 };
 
 /** One invocation as the gateway accounted it. */
@@ -157,59 +152,6 @@ async function pauseCron(backend: Sql): Promise<string[]> {
   return rows.map((r) => r.jobname);
 }
 
-/**
- * mp-probe at scale: every account but `PROBE.accounts` fresh ones verified within the interval,
- * then runs of the default slice until those are verified. `track` hands the fresh accounts to
- * the caller's cleanup.
- */
-async function probeRows(
-  env: Record<string, string>,
-  logFile: string,
-  admin: Sql,
-  backend: Sql,
-  accounts: number,
-  track: (due: { ids: string[]; clientIds: string[] }) => void,
-): Promise<BenchRow[]> {
-  await admin`update nv_accounts
-    set mp_verified_at = now() - random() * make_interval(days => ${PROBE.intervalDays - 1})
-    where mp_verified_at is null`;
-  await admin`vacuum analyze nv_accounts`;
-  const n = env.BENCH_QUICK === "1" ? PROBE.quickAccounts : PROBE.accounts;
-  const fresh = await seedDueAccounts(
-    env,
-    admin,
-    backend,
-    n,
-    new Date(Date.now() + 180 * 86_400_000),
-  );
-  track(fresh);
-  const runs: Invocation[] = [];
-  let checked = 0;
-  let alive = 0;
-  let slice = 0;
-  while (checked < n && runs.length < 50) {
-    const run = await invoke(env, logFile, "mp-probe", {});
-    if (run.status !== 200) throw new Error(`mp-probe answered ${run.status}`);
-    runs.push(run);
-    checked += Number(run.body.checked);
-    alive += Number(run.body.alive);
-    slice = Math.max(slice, Number(run.body.checked));
-  }
-  const capacity = slice * PROBE.runsPerDay * PROBE.intervalDays;
-  const label = `mp-probe at ${accounts.toLocaleString("en")} accounts`;
-  return [...costRows(label, runs, LIMITS.cpuMs), {
-    bench: label,
-    metric: `accounts verifiable per ${PROBE.intervalDays} days (slice × 1 run/min)`,
-    value: `${
-      capacity.toLocaleString("en")
-    } (slice ${slice}; ${alive} of ${n} due verified alive in ${runs.length} runs)`,
-    baseline: `${accounts.toLocaleString("en")} accounts`,
-    ratio: `${(capacity / accounts).toFixed(2)}×`,
-    target: "≥ 1× accounts, every due account verified",
-    met: capacity >= accounts && alive === n,
-  }];
-}
-
 /** The scale section of `deno task bench`. */
 export const scaleBench: Bench = async (env) => {
   const accounts = Number(env.BENCH_SCALE_ACCOUNTS ?? 1_000_000);
@@ -291,10 +233,6 @@ export const scaleBench: Bench = async (env) => {
     rows.push(
       ...costRows(`mp-refresh(limit 500) at ${size} accounts`, refresh, LIMITS.cpuMs),
     );
-    await sandboxControl(env, "latency", { ms: 0 });
-    await dropAccounts(admin, backend, due);
-    due = { ids: [], clientIds: [] };
-    rows.push(...await probeRows(env, logFile, admin, backend, accounts, (d) => due = d));
     return rows;
   } finally {
     await sandboxControl(env, "latency", { ms: 0 }).catch(() => {});

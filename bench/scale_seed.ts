@@ -112,12 +112,15 @@ async function copy(
   n: number,
   line: (i: number) => string,
   onChunk: (rows: number) => void,
+  chunkTokens?: ChunkTokens,
 ): Promise<void> {
   try {
     for (let start = 0; start < n; start += CHUNK) {
       const stop = Math.min(n, start + CHUNK);
+      await chunkTokens?.take(start, stop);
       let text = "";
       for (let i = start; i < stop; i++) text += line(i);
+      chunkTokens?.done(start);
       await write(stream, text);
       onChunk(stop - start);
       // Let the other COPY's generator and the socket take a turn.
@@ -127,6 +130,52 @@ async function copy(
   } catch (err) {
     stream.destroy(err as Error);
     throw err;
+  }
+}
+
+/** A token pair to seed in place of the generated one (e.g. one the sandbox issued). */
+export interface SeedTokens {
+  access_token: string;
+  refresh_token: string;
+  user_id: number;
+  public_key: string;
+}
+
+/**
+ * The given pairs of the chunks being written: each chunk's asked once, shared by the two COPYs,
+ * and dropped once both have written it (memory stays bounded at any N).
+ */
+class ChunkTokens {
+  readonly #chunks = new Map<number, { tokens: Promise<SeedTokens[]>; pairs?: SeedTokens[] }>();
+  readonly #left = new Map<number, number>();
+  constructor(readonly source: (start: number, stop: number) => Promise<SeedTokens[]>) {}
+
+  /** Waits for the pairs of the chunk from `start` to `stop`. */
+  async take(start: number, stop: number): Promise<void> {
+    let chunk = this.#chunks.get(start);
+    if (!chunk) {
+      this.#chunks.set(start, chunk = { tokens: this.source(start, stop) });
+      this.#left.set(start, 2);
+    }
+    const pairs = await chunk.tokens;
+    if (pairs.length !== stop - start) throw new Error("tokens: wrong number of pairs");
+    chunk.pairs = pairs;
+  }
+
+  /** The pair of account `i` (its chunk taken). */
+  of(i: number): SeedTokens | undefined {
+    const start = i - (i % CHUNK);
+    return this.#chunks.get(start)?.pairs?.[i - start];
+  }
+
+  /** One COPY wrote the chunk from `start`. */
+  done(start: number): void {
+    const left = (this.#left.get(start) ?? 1) - 1;
+    this.#left.set(start, left);
+    if (left <= 0) {
+      this.#chunks.delete(start);
+      this.#left.delete(start);
+    }
   }
 }
 
@@ -148,6 +197,11 @@ export async function seedScale(
     expiresFromDay?: number;
     /** Mark every token verified within the last this many days (`mp_verified_at`). */
     verifiedWithinDays?: number;
+    /**
+     * The pairs of accounts `start` to `stop` (exclusive), asked once per chunk in order, in
+     * place of generated ones (e.g. grants the sandbox issued, so MercadoPago knows them).
+     */
+    tokens?: (start: number, stop: number) => Promise<SeedTokens[]>;
     onProgress?: (done: number, total: number) => void;
   },
 ): Promise<{ accounts: number; drifted: number; seconds: number }> {
@@ -170,15 +224,28 @@ export async function seedScale(
     (verifiedMs
       ? `\t${new Date(Date.now() - (mix(i, salt ^ 0x6) / 0xffffffff) * verifiedMs).toISOString()}`
       : "");
-  const adminLine = (i: number) => {
+  const chunkTokens = opts.tokens && new ChunkTokens(opts.tokens);
+  const accountOf = (i: number) => {
     const a = account(i, salt, driftPermille, opts.expiresFromDay);
+    const t = chunkTokens?.of(i);
+    if (!t) return a;
+    return {
+      ...a,
+      userId: t.user_id,
+      accessToken: t.access_token,
+      refreshToken: t.refresh_token,
+      publicKey: t.public_key,
+    };
+  };
+  const adminLine = (i: number) => {
+    const a = accountOf(i);
     const access = encryptSecretSync(ring, a.accountId, "access_token", a.accessToken);
     const refresh = encryptSecretSync(ring, a.accountId, "refresh_token", a.refreshToken);
     return `${a.accountId}\t${a.clientId}\tt\t${a.userId}\t${access}\t${refresh}\t${a.publicKey}\t` +
       `15552000\t${a.expiresAt}\t1\tt\toffline_access read write\t${now}\t${now}${extra(i)}\n`;
   };
   const backendLine = (i: number) => {
-    const a = account(i, salt, driftPermille, opts.expiresFromDay);
+    const a = accountOf(i);
     if (a.drift === "none") return `${a.clientId}\t${a.accessToken}\t${a.publicKey}\t1\t${now}\n`;
     drifted++;
     return a.drift === "emptied"
@@ -200,8 +267,8 @@ export async function seedScale(
     copy(adminCopy, n, adminLine, (rows) => {
       done += rows;
       opts.onProgress?.(done, n);
-    }),
-    copy(backendCopy, n, backendLine, () => {}),
+    }, chunkTokens),
+    copy(backendCopy, n, backendLine, () => {}, chunkTokens),
   ]);
   // The COPY wrote one `connected` event per seeded account (a real change: docs/contract.md,
   // "Events to the platform"); the
