@@ -1,9 +1,10 @@
 // deno-lint-ignore-file no-explicit-any
 /**
  * Invariant 9 when a token check cannot settle (shared/checkout/report.ts,
- * shared/probe/probe.ts): a dead token reported while a refresh holds the account is not
- * answered (503, retry), and MercadoPago answering 500 to mp-probe proves nothing — the account
- * is neither handled as dead nor recorded as verified, and the next run checks it again.
+ * shared/probe/probe.ts): a dead token reported while a refresh holds the account is cleared
+ * from both databases all the same and not answered (503, retry: the refresh replaces it), and
+ * MercadoPago answering 500 to mp-probe proves nothing — the account is neither handled as dead
+ * nor recorded as verified, and the next run checks it again.
  */
 import assert from "node:assert/strict";
 import {
@@ -18,7 +19,7 @@ import {
 
 pauseJobsDuringFile();
 
-Deno.test("invariant 9: a dead token reported while a refresh holds the account → 503, the dead token not answered, nothing changed", async () => {
+Deno.test("invariant 9: a dead token reported while a refresh holds the account → 503, the dead token not answered, cleared from both databases, the lease left to the refresh", async () => {
   const p = await provisionedPair();
   await sandbox.invalidate(p.seller, "access");
   const holder = crypto.randomUUID();
@@ -30,10 +31,20 @@ Deno.test("invariant 9: a dead token reported while a refresh holds the account 
   assert.ok(res.body.access_token === undefined, "the dead token is not answered");
   const row: any = await accountRow(p.accountId);
   assert.deepEqual(
-    [Number(row.mp_token_version), row.mp_state, row.mp_refresh_lease_owner],
-    [1, "connected", holder],
-    "nothing changed under the refresh's lease",
+    [
+      Number(row.mp_token_version),
+      row.mp_access_token_encrypted,
+      row.mp_state,
+      row.mp_state_reason,
+      row.mp_refresh_lease_owner,
+    ],
+    [2, null, "reauth_required", "token_dead", holder],
+    "cleared at a new version; the refresh's lease untouched",
   );
+  assert.equal(await cachedToken(p.clientId), null, "nor does the cache hold it");
+  const later = await call("get-mp-config", { client_id: p.clientId });
+  assert.equal(later.status, 404);
+  assert.equal(later.body.error.code, "mp_reauth_required");
 });
 
 Deno.test("mp-probe: MercadoPago answering 500 proves nothing — unverified, an error, not recorded verified; the next run checks again", async () => {

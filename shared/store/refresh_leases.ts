@@ -9,6 +9,11 @@ import { accountColumns, AccountRow } from "./accounts.ts";
 /** An account a run claimed: its version, encrypted refresh token and lease. */
 export interface ClaimedAccount {
   id: string;
+  /**
+   * The version the refresh works from, the base of its fences (`mp_refresh_base_version`):
+   * the token version, or, while a dead access token's clear is the account's last change,
+   * the version before it (its refresh token's, and an escrowed pair's from it).
+   */
   mp_token_version: number;
   mp_refresh_token: string;
   backend_client_id: string | null;
@@ -31,12 +36,21 @@ export interface ClaimedAccount {
 /**
  * The claim statement `claim` with each account's site, read in the same statement and kept
  * only while the account is still at the claimed version (a site changes only with a connect,
- * which makes a new version): so a refresh token is never paired with another site's app.
+ * which makes a new version): so a refresh token is never paired with another site's app. The
+ * version is the refresh's base (`mp_refresh_base_version`: after a dead access token's clear,
+ * the version before it), read at the claimed version too.
  */
 function withSites(sql: Sql, claim: ReturnType<Sql>) {
   return sql<ClaimedAccount[]>`
     with c as (${claim})
-    select c.*, case when a.mp_token_version = c.mp_token_version then a.mp_site_id end
+    select c.id,
+           case when a.mp_token_version = c.mp_token_version
+                then mp_refresh_base_version(a.mp_token_version, a.mp_token_dead_version,
+                                             a.mp_access_token_encrypted)
+                else c.mp_token_version end as mp_token_version,
+           c.mp_refresh_token, c.backend_client_id, c.mp_user_id, c.mp_refresh_sends,
+           c.mp_token_expires_at, c.lease_expires_at, c.db_now,
+           case when a.mp_token_version = c.mp_token_version then a.mp_site_id end
              as mp_site_id,
            coalesce(a.mp_token_version = c.mp_token_version, false) as site_read
       from c left join nv_accounts a on a.id = c.id`;
@@ -201,18 +215,18 @@ export async function leaseAccount(
 }
 
 /**
- * Clears an access token MercadoPago confirmed dead, at a new version, under `owner`'s lease
- * (`mp_record_token_dead`): the row for the cache write and whether its refresh token is unsent.
+ * Clears an access token MercadoPago confirmed dead from the master at a new version, while the
+ * account is still at `baseVersion` (`mp_clear_dead_token`): no lease needed, none changed (a
+ * refresh holding the account still saves its pair). The row for the cache write and whether
+ * its refresh token is unsent; undefined when the token is no longer the current one.
  */
-export async function recordTokenDead(
+export async function clearDeadToken(
   sql: Sql,
   accountId: string,
-  owner: string,
   baseVersion: number,
 ): Promise<(AccountRow & { mp_refresh_sends: number }) | undefined> {
   const [row] = await sql<(AccountRow & { mp_refresh_sends: number })[]>`
-    select * from mp_record_token_dead(${accountId}::uuid, ${owner}::uuid,
-      ${baseVersion}::bigint)`;
+    select * from mp_clear_dead_token(${accountId}::uuid, ${baseVersion}::bigint)`;
   return row;
 }
 
