@@ -30,7 +30,7 @@ import {
 } from "./app_page/view.ts";
 
 /** What the page needs: where the functions are and the key it calls them with. */
-export interface AppPageOptions {
+interface AppPageOptions {
   functionsUrl: string;
   serverKey: string;
   adminDbUrl: string;

@@ -20,7 +20,7 @@ export async function bootstrap(
 }
 
 /** A scratch database bootstrapped like a Supabase project's, next to a cluster's. */
-export interface ScratchDatabase {
+interface ScratchDatabase {
   name: string;
   /** Direct URL as the superuser (`supabase_admin`). */
   url: string;

@@ -51,7 +51,7 @@ export type Fetch = (
 ) => Response | Promise<Response>;
 
 /** What a gateway is made of. */
-export interface GatewayOptions {
+interface GatewayOptions {
   /** The functions' whole environment (what Supabase injects plus the secrets). */
   env?: Record<string, string>;
   /** Overrides of the limits (after the defaults and the `EDGE_*` variables). */
@@ -88,7 +88,7 @@ export interface Gateway {
 }
 
 /** The variables the Supabase runtime injects into every function. */
-export const INJECTED_VARIABLES = [
+const INJECTED_VARIABLES = [
   "SUPABASE_URL",
   "SUPABASE_DB_URL",
   "SUPABASE_SECRET_KEYS",

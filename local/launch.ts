@@ -11,7 +11,7 @@ import { assertStateDirFree } from "./state_lock.ts";
 const ROOT = new URL("../", import.meta.url).pathname;
 
 /** Where a launched stack lives. */
-export interface LaunchOptions {
+interface LaunchOptions {
   /**
    * State directory, relative to the repository root (e.g. `.local/test`); unset, the stack picks
    * its own from the port base (`.local/test` at 25321, `.local/test-<base>` at another).

@@ -6,13 +6,13 @@
 import type { SandboxApp } from "./sandbox.ts";
 import { isSite, MP_SITES, type MpSite } from "./sandbox/wire.ts";
 
-export { isSite, MP_SITES, type MpSite };
+export type { MpSite };
 
 /** The sites `deno task dev` configures when `STACK_MP_SITES` is unset. */
-export const DEV_SITES: readonly MpSite[] = ["MLA", "MLB"];
+const DEV_SITES: readonly MpSite[] = ["MLA", "MLB"];
 
 /** The site whose application `throwawayApps` gives two webhook secrets (a rotation underway). */
-export const ROTATING_SITE: MpSite = "MLB";
+const ROTATING_SITE: MpSite = "MLB";
 
 /**
  * The sites a stack runs one application each for, from `STACK_MP_SITES` (comma-separated, e.g.
@@ -33,7 +33,7 @@ export function stackSites(raw: string | undefined, profile: string): MpSite[] {
 }
 
 /** One `MP_APPS` entry, as the functions read it. */
-export interface MpAppEntry {
+interface MpAppEntry {
   client_id: string;
   client_secret: string;
   webhook_secrets: string[];

@@ -22,7 +22,7 @@ export async function isAlive(pid: number): Promise<boolean> {
 }
 
 /** Where a pooler lives and what it fronts. */
-export interface PoolerSpec {
+interface PoolerSpec {
   name: string;
   /** Directory for its config, auth file, pid file and log (created, wiped on `create`). */
   dir: string;
@@ -91,7 +91,7 @@ export async function makeCertificate(dir: string): Promise<{ certFile: string; 
 }
 
 /** The URL clients use: `postgres` with the password, TLS required. */
-export function poolerUrl(port: number, password: string): string {
+function poolerUrl(port: number, password: string): string {
   return `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres` +
     "?sslmode=require";
 }

@@ -14,7 +14,7 @@ export interface Ports {
 }
 
 /** The variable that moves each port on its own (its default is an offset of the base). */
-export const PORT_VARIABLES: Record<keyof Ports, string> = {
+const PORT_VARIABLES: Record<keyof Ports, string> = {
   gateway: "GATEWAY_PORT",
   backend: "BACKEND_DB_PORT",
   admin: "ADMIN_DB_PORT",
@@ -33,7 +33,7 @@ export function portEnv(base: number): Record<string, string> {
 }
 
 /** Linux's default ephemeral range starts here: any outgoing connection may hold a port above. */
-export const EPHEMERAL_START = 32768;
+const EPHEMERAL_START = 32768;
 
 /**
  * The stack's ports from `env`: base + 0 … base + 5 in `PORT_VARIABLES` order, the base from

@@ -4,7 +4,7 @@
  */
 
 /** Where a cluster lives and how to reach it. */
-export interface ClusterSpec {
+interface ClusterSpec {
   name: string;
   dir: string;
   port: number;
@@ -27,7 +27,7 @@ async function output(cmd: string, args: string[]): Promise<string | undefined> 
 }
 
 /** Where PostgreSQL 15 server binaries usually are (`PG_BIN` first when set). */
-export async function postgresCandidates(): Promise<string[]> {
+async function postgresCandidates(): Promise<string[]> {
   const candidates = [Deno.env.get("PG_BIN"), "/usr/lib/postgresql/15/bin"];
   candidates.push(await output("pg_config", ["--bindir"]));
   return candidates.filter((c): c is string => !!c);
@@ -56,19 +56,19 @@ export async function findPostgres(candidates?: string[]): Promise<string> {
 }
 
 /** The bootstrap superuser of a local cluster, as in Supabase's image (`initdb -U supabase_admin`). */
-export const SUPERUSER = "supabase_admin";
+const SUPERUSER = "supabase_admin";
 
 /**
  * The connection URL of a local cluster as `user` (trust authentication, loopback only, no
  * TLS: `sslmode=disable`, which the Supabase CLI needs to hear): by default the superuser,
  * for the stack's own work, scripts and tests.
  */
-export function clusterUrl(port: number, user = SUPERUSER, database = "postgres"): string {
+function clusterUrl(port: number, user = SUPERUSER, database = "postgres"): string {
   return `postgres://${user}@127.0.0.1:${port}/${database}?sslmode=disable`;
 }
 
 /** Runs `bin` (as the `postgres` OS user when root); throws with its last stderr lines. */
-export async function run(bin: string, args: string[], opts: { quiet?: boolean } = {}) {
+async function run(bin: string, args: string[], opts: { quiet?: boolean } = {}) {
   const [cmd, argv] = IS_ROOT ? ["runuser", ["-u", "postgres", "--", bin, ...args]] : [bin, args];
   const out = await new Deno.Command(cmd, { args: argv, stdout: "piped", stderr: "piped" })
     .output();

@@ -34,8 +34,7 @@ import { ledgerView } from "./sandbox/ledger.ts";
 import { control, controlsSet, holdView, lastIssued, reset } from "./sandbox/controls.ts";
 
 export { DroppedConnection, serveSandbox } from "./sandbox/serve.ts";
-export type { SandboxServer, ServeSandboxOptions } from "./sandbox/serve.ts";
-export type { MpGrant, SandboxApp, SandboxOptions } from "./sandbox/state.ts";
+export type { MpGrant, SandboxApp } from "./sandbox/state.ts";
 
 /**
  * A running sandbox: serve `handler` with {@link serveSandbox} (or call it directly in unit

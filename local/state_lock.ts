@@ -5,10 +5,10 @@
  */
 
 /** The lock file in a state folder. */
-export const LOCK_FILE = "stack.lock";
+const LOCK_FILE = "stack.lock";
 
 /** A live stack already holds the state folder. */
-export class StateDirInUse extends Error {
+class StateDirInUse extends Error {
   constructor(shown: string, pid: number | undefined) {
     super(
       `state folder ${shown} is in use by another local stack${

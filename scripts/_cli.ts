@@ -45,7 +45,7 @@ export function batchFlag(script: string, text: string): number {
 }
 
 /** The variables a script runs with, and where the ones the environment lacked came from. */
-export interface ScriptEnv {
+interface ScriptEnv {
   env: Record<string, string>;
   /** The env file looked in, as the person names it (relative to the repository root). */
   file: string;

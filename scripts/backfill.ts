@@ -15,7 +15,7 @@ import { batchFlag, fail, parseFlags, progressBar, scriptContext } from "./_cli.
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The summary as the lines an operator reads. */
-export function formatBackfill(s: BackfillSummary): string {
+function formatBackfill(s: BackfillSummary): string {
   return [
     `backfill${
       s.dry_run ? " (dry run: nothing written)" : ""

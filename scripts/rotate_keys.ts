@@ -16,7 +16,7 @@ import {
 import { batchFlag, parseFlags, progressBar, scriptContext } from "./_cli.ts";
 
 /** The summary as the lines an operator reads. */
-export function formatRotation(s: RotationSummary): string {
+function formatRotation(s: RotationSummary): string {
   return [
     `rotate-keys: current key ${s.key_id}; ${s.rotated} values re-encrypted in ${s.seconds}s`,
     ...s.columns.map((c) =>

@@ -16,7 +16,7 @@ import { scrub } from "../shared/platform/log.ts";
 import { fail, parseFlags, scriptContext } from "./_cli.ts";
 
 /** What the listing itself counted (under `listed` with --json), beside mp-health's totals. */
-export interface ListedTotals {
+interface ListedTotals {
   /** Accounts listed: connected, linked or re-authorization-needing. */
   accounts: number;
   expired: number;
@@ -28,7 +28,7 @@ export interface ListedTotals {
 }
 
 /** Counts over the listed rows plus the caches no account feeds. Pure. */
-export function listedTotals(rows: AccountStatus[], unlinkedCaches: number): ListedTotals {
+function listedTotals(rows: AccountStatus[], unlinkedCaches: number): ListedTotals {
   const count = (f: (r: AccountStatus) => boolean) => rows.filter(f).length;
   return {
     accounts: rows.length,
@@ -57,7 +57,7 @@ const figures = (o: object) => Object.entries(o).map(([k, v]) => `${words(k)}: $
  * mp-health's totals as lines: every figure mp-health answers, under the same names, the
  * per-site figures one line per site after the overall ones. Pure.
  */
-export function formatTotals(t: HealthTotals): string[] {
+function formatTotals(t: HealthTotals): string[] {
   const { accounts, connected, expiring_7d, needs_reauth, at_risk } = t;
   const { outbox, reconcile } = t;
   const schedules = Object.entries(t.schedules).map(([name, s]) =>
@@ -94,7 +94,7 @@ export function formatTotals(t: HealthTotals): string[] {
 }
 
 /** The table, mp-health's totals and the listing's own counts, as an operator reads them. */
-export function formatStatus(
+function formatStatus(
   rows: AccountStatus[],
   totals: HealthTotals,
   listed: ListedTotals,

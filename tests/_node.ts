@@ -24,7 +24,7 @@ export interface NodeProject {
 }
 
 /** The exact version `deno.json` pins for npm package `name` (e.g. `npm:typescript@5.9.3`). */
-export async function pinnedVersion(name: string): Promise<string> {
+async function pinnedVersion(name: string): Promise<string> {
   const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT)));
   const spec: unknown = config.imports?.[name];
   const m = typeof spec === "string" ? spec.match(/^npm:(?:@[^/@]+\/)?[^@]+@(\d[^/]*)$/) : null;
@@ -45,7 +45,7 @@ async function findNode(): Promise<string | null> {
 }
 
 /** The real Node (≥ 20) on PATH; throws one clear line otherwise. */
-export async function requireNode(): Promise<string> {
+async function requireNode(): Promise<string> {
   const node = await findNode();
   if (!node) throw new Error("node is not installed: this test runs Node ≥ 20 (`node` on PATH)");
   const out = await new Deno.Command(node, {

@@ -6,7 +6,7 @@
 import { testPort } from "./_stack.ts";
 
 /** A running `deno serve` of one function. */
-export interface ServedFunction {
+interface ServedFunction {
   url: string;
   /** Everything it printed so far (stdout and stderr). */
   output(): string;

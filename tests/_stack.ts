@@ -114,7 +114,7 @@ export function supabase(key = stack.secretKey) {
 }
 
 /** How {@link call} calls: method, key (null: none), query string, headers. */
-export type CallOptions = {
+type CallOptions = {
   method?: string;
   key?: string | null;
   query?: string;
@@ -122,7 +122,7 @@ export type CallOptions = {
 };
 
 /** What {@link call} answers: the status, the body (parsed when JSON) and the headers. */
-export type CallAnswer = { status: number; body: any; headers: Headers };
+type CallAnswer = { status: number; body: any; headers: Headers };
 
 /** Calls a function through the gateway with the secret key; returns status and JSON. */
 export function call(name: string, body?: unknown, opts: CallOptions = {}): Promise<CallAnswer> {
@@ -156,7 +156,7 @@ async function callAt(
 }
 
 /** One application's counters in the sandbox's stats (`apps`, keyed by client id). */
-export interface SandboxAppStats {
+interface SandboxAppStats {
   site_id: string;
   token_calls: number;
   authorizations: number;
@@ -178,7 +178,7 @@ export interface SandboxStats {
 }
 
 /** A latch, a fault and a latency as `GET /__sandbox/controls` shows them. */
-export interface SandboxControlsView {
+interface SandboxControlsView {
   fault: { mode: string; count: number } | null;
   latency_ms: number;
   hold: boolean;
@@ -315,7 +315,7 @@ async function insertClient(db: Sql): Promise<string> {
 }
 
 /** What {@link newAccount} inserts. */
-export type NewAccountOptions = {
+type NewAccountOptions = {
   grant?: MpGrant;
   clientId?: string;
   expiresInDays?: number;
@@ -407,7 +407,7 @@ export async function provisionedPair(seller = newSeller()) {
 }
 
 /** The port base of the stack under test: `STACK_PORT_BASE`, else its gateway's port. */
-export function portBase(): number {
+function portBase(): number {
   return Number(Deno.env.get("STACK_PORT_BASE") || need("GATEWAY_PORT"));
 }
 
@@ -501,7 +501,7 @@ export async function cachedToken(clientId: string): Promise<string | null> {
 }
 
 /** One `MP_APPS` entry of a multi-app stack, as the functions read it. */
-export interface StackApp {
+interface StackApp {
   client_id: string;
   client_secret: string;
   webhook_secrets: string[];
@@ -554,7 +554,7 @@ export const ALL_SITES = ["MLA", "MLB", "MLM", "MLC", "MCO", "MLU", "MPE"] as co
  * authorization URL and PKCE; MLB's has two webhook secrets, the others one. One at a time:
  * stop it before another is launched (see {@link useMultiAppStack}).
  */
-export async function launchMultiAppStack(
+async function launchMultiAppStack(
   sites: readonly string[] = ["MLA", "MLB"],
 ): Promise<MultiAppStack> {
   const base = testPort(71);

@@ -20,7 +20,7 @@ async function* sources(dir: string): AsyncGenerator<string> {
 }
 
 /** The names a module imports from `shared/store/clients.ts`. */
-export function namesImportedFromClientsStore(text: string): string[] {
+function namesImportedFromClientsStore(text: string): string[] {
   const names: string[] = [];
   const re = /import\s*(?:type\s*)?\{([^}]*)\}\s*from\s*"[^"]*store\/clients\.ts"/g;
   for (const m of text.matchAll(re)) {
@@ -162,13 +162,13 @@ const FAILURE_ROOMS = ["shared/platform/", "shared/mercadopago/"];
 const ADAPTER_FAILURES = ["MpError"];
 
 /** One import or re-export of a module: what it names and whether it brings in types only. */
-export interface ImportStatement {
+interface ImportStatement {
   from: string;
   typeOnly: boolean;
 }
 
 /** Every import and re-export of a module (static, dynamic, side-effect), comments aside. */
-export function importStatements(text: string): ImportStatement[] {
+function importStatements(text: string): ImportStatement[] {
   const code = withoutComments(text);
   const found: ImportStatement[] = [];
   const re =
@@ -190,7 +190,7 @@ function withoutComments(text: string): string {
 }
 
 /** What a module throws: each `throw new X(…)` as `X`, each thrown literal as `literal`. */
-export function thrownKinds(text: string): string[] {
+function thrownKinds(text: string): string[] {
   const code = withoutComments(text);
   const kinds: string[] = [];
   for (
@@ -318,7 +318,7 @@ async function* citingFiles(dir = ""): AsyncGenerator<string> {
  * Each `docs/<file>.md, "<heading>"` a text cites, comment markers between its lines aside (a
  * citation may wrap): the doc's file name and the heading as cited.
  */
-export function citedHeadings(text: string): { doc: string; heading: string }[] {
+function citedHeadings(text: string): { doc: string; heading: string }[] {
   const flat = text.replace(/\s*\n\s*(?:\*(?!\/)|\/\/|--|#)?\s*/g, " ");
   return [...flat.matchAll(/\bdocs\/([\w-]+\.md), "([^"]+)"/g)].map((m) => ({
     doc: m[1],
@@ -331,7 +331,7 @@ export function citedHeadings(text: string): { doc: string; heading: string }[] 
  * number (`## 7. Events to the platform` → "Events to the platform"), and its short title, the part
  * before a colon or a parenthesis (`## Bursts: a run …` → "Bursts"). Code blocks are not headings.
  */
-export function headingNames(markdown: string): Set<string> {
+function headingNames(markdown: string): Set<string> {
   const names = new Set<string>();
   let fenced = false;
   for (const line of markdown.split("\n")) {

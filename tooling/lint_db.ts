@@ -8,14 +8,14 @@ import postgres from "postgres";
 import { ADMIN_PROJECT, BACKEND_PROJECT, redactor, supabaseCli } from "./migrate.ts";
 
 /** The outcome of linting one database. */
-export interface LintResult {
+interface LintResult {
   label: string;
   ok: boolean;
   output: string;
 }
 
 /** Lints the database at `superuserUrl` (CLI project `workdir`) as `postgres`. */
-export async function lintDatabase(
+async function lintDatabase(
   label: string,
   superuserUrl: string,
   workdir: string,

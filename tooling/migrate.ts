@@ -12,7 +12,7 @@ import postgres from "postgres";
 import { fileURLToPath } from "node:url";
 
 /** The Supabase CLI, pinned (npm package `supabase`; deno.json has the same specifier). */
-export const SUPABASE_CLI = "npm:supabase@2.117.0";
+const SUPABASE_CLI = "npm:supabase@2.117.0";
 
 /** The Backend CLI project: the repository root (`supabase/config.toml`, `supabase/migrations`). */
 export const BACKEND_PROJECT = fileURLToPath(new URL("../", import.meta.url)).replace(/\/$/, "");

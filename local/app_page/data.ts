@@ -42,7 +42,7 @@ export interface DeliveryTotals {
 }
 
 /** How many rows each list shows at most. */
-export const LIST_LIMIT = 50;
+const LIST_LIMIT = 50;
 
 /** The accounts, most recently changed first (at most 200). */
 export async function readAccounts(admin: Sql): Promise<AccountView[]> {

@@ -39,20 +39,20 @@ export interface Snapshot {
 }
 
 /** A live section: its element id, its HTML and a hash of it (the script swaps on change). */
-export interface LiveSection {
+interface LiveSection {
   id: string;
   hash: string;
   html: string;
 }
 
 /** How often the page asks for its live sections, in milliseconds. */
-export const REFRESH_MS = 3_000;
+const REFRESH_MS = 3_000;
 
 /** How many received events the page lists (the receiver keeps 200). */
 const EVENTS_SHOWN = 50;
 
 /** Escapes text for HTML text and attribute values. */
-export function esc(value: unknown): string {
+function esc(value: unknown): string {
   return String(value ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 

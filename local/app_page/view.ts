@@ -15,7 +15,7 @@ export const STATES = [
 ] as const;
 
 /** One connection state. */
-export type ConnectionState = (typeof STATES)[number];
+type ConnectionState = (typeof STATES)[number];
 
 /** What each state means to the operator, as the legend says it. */
 export const STATE_MEANINGS: Record<ConnectionState, string> = {
@@ -29,7 +29,7 @@ export const STATE_MEANINGS: Record<ConnectionState, string> = {
 };
 
 /** What to do about an account in `state`, as a banner says it. */
-export const STATE_ADVICE: Record<ConnectionState, string> = {
+const STATE_ADVICE: Record<ConnectionState, string> = {
   connected: "nothing to do",
   at_risk: "its token still works until its deadline; click Reconnect to be sure of it",
   reauth_required:
@@ -49,12 +49,12 @@ export function stateClass(state: string): string {
 }
 
 /** The states in which the account still holds its connection (the "connected-ish" ones). */
-export function isConnectedIsh(state: string): boolean {
+function isConnectedIsh(state: string): boolean {
   return state === "connected" || state === "at_risk" || state === "reauth_required";
 }
 
 /** The states that need the operator: the token is doubtful or gone while still linked. */
-export function isBroken(state: string): boolean {
+function isBroken(state: string): boolean {
   return state === "at_risk" || state === "reauth_required";
 }
 
@@ -102,7 +102,7 @@ export function actionsFor(a: AccountFacts, opts: { canBreak: boolean }): PageAc
 }
 
 /** The country of each MercadoPago site (docs/contract.md, "Applications and sites"). */
-export const SITE_COUNTRIES: Record<string, string> = {
+const SITE_COUNTRIES: Record<string, string> = {
   MLA: "Argentina",
   MLB: "Brazil",
   MLM: "Mexico",
@@ -199,7 +199,7 @@ export function tokenExpiry(a: Pick<AccountFacts, "has_token" | "expires_in_seco
 }
 
 /** How a banner looks: green success, neutral notice, amber warning, red error. */
-export type BannerLevel = "ok" | "info" | "warning" | "error";
+type BannerLevel = "ok" | "info" | "warning" | "error";
 
 /** The banner after an action: its level and its plain text. */
 export interface Banner {
@@ -208,7 +208,7 @@ export interface Banner {
 }
 
 /** What each `reason` of a failed action or callback means to the person who clicked. */
-export const REASONS: Record<string, string> = {
+const REASONS: Record<string, string> = {
   access_denied: "the seller declined the authorization at MercadoPago",
   invalid_state: "the authorization link was already used or has expired; click Connect again",
   exchange_failed: "MercadoPago did not accept the authorization code; click Connect again",

@@ -43,7 +43,7 @@ export interface Job {
 }
 
 /** Why an isolate stops taking requests or is terminated. */
-export type StopReason =
+type StopReason =
   | UnloadReason
   | "Idle"
   | "RequestTimeout"
@@ -52,7 +52,7 @@ export type StopReason =
   | "Shutdown";
 
 /** What the pool hears from its isolates. */
-export interface IsolateHooks {
+interface IsolateHooks {
   /** The isolate can take a request. */
   available(isolate: EdgeIsolate): void;
   /** The isolate is gone (terminated); `bootFailed` when it never became ready. */

@@ -45,7 +45,7 @@ export const DEFAULT_LIMITS: Readonly<EdgeLimits> = Object.freeze({
 });
 
 /** The environment variable that overrides each limit. */
-export const LIMIT_VARIABLES: Record<keyof EdgeLimits, string> = {
+const LIMIT_VARIABLES: Record<keyof EdgeLimits, string> = {
   cpuMs: "EDGE_CPU_LIMIT_MS",
   memoryMb: "EDGE_MEMORY_LIMIT_MB",
   wallClockMs: "EDGE_WALL_CLOCK_MS",

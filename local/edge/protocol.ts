@@ -42,7 +42,7 @@ export type FromIsolate =
 export type UnloadReason = "WallClockTime" | "CPUTime" | "Memory";
 
 /** The edge runtime's error answer: `{"code","message"}` with `sb-error-code`. */
-export function runtimeError(status: number, code: string, message: string): WireResponse {
+function runtimeError(status: number, code: string, message: string): WireResponse {
   return {
     status,
     statusText: "",

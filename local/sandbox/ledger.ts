@@ -17,7 +17,7 @@ export function tokenId(token: string): string {
 }
 
 /** How an issued pair's answer went: reached the caller whole, or not (and how). */
-export type PairAnswer =
+type PairAnswer =
   | "delivered"
   | "dropped"
   | "error_500_after"

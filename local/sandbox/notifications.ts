@@ -2,7 +2,7 @@
 import { digits } from "./wire.ts";
 
 /** A notification ready to POST: query parameters, signature headers and JSON body. */
-export interface Notification {
+interface Notification {
   query: Record<string, string>;
   headers: Record<string, string>;
   body: Record<string, unknown>;

@@ -19,19 +19,19 @@ export class DroppedConnection extends Error {
 }
 
 /** What {@link serveSandbox} serves: anything with the sandbox's handler. */
-export interface Servable {
+interface Servable {
   handler: (req: Request) => Promise<Response>;
 }
 
 /** Where and how long to serve; `port: 0` picks a free port (read it from `addr`). */
-export interface ServeSandboxOptions {
+interface ServeSandboxOptions {
   hostname: string;
   port: number;
   signal?: AbortSignal;
 }
 
 /** A served sandbox, shaped like `Deno.serve`'s server: its address, `finished`, `shutdown()`. */
-export interface SandboxServer {
+interface SandboxServer {
   addr: Deno.NetAddr;
   finished: Promise<void>;
   shutdown(): Promise<void>;

@@ -43,20 +43,20 @@ export type SandboxOptions =
   };
 
 /** A seller: its public key, its site, and the application it was created through (its own). */
-export interface Seller {
+interface Seller {
   publicKey: string;
   siteId: string;
   clientId: string;
 }
 
 /** A fault queued for the next `count` calls. */
-export interface Fault {
+interface Fault {
   mode: FaultMode;
   count: number;
 }
 
 /** The controls limited to one application (`"client_id"` in the control's body). */
-export interface AppControls {
+interface AppControls {
   fault: Fault | null;
   latencyMs: number;
   holding: boolean;
@@ -77,10 +77,10 @@ export const AFTER_MODES = [
 /** Any fault mode. */
 export type FaultMode = typeof BEFORE_MODES[number] | typeof AFTER_MODES[number];
 /** Which kind of API call a fault is taken by. */
-export type Call = "token" | "users_me";
+type Call = "token" | "users_me";
 
 /** A code waiting for its exchange (bound to the application that asked for it). */
-export interface PendingCode {
+interface PendingCode {
   clientId: string;
   redirectUri: string;
   userId: number;
@@ -92,7 +92,7 @@ export interface PendingCode {
  * One authorization's chain of rotations, bound to the application it was issued to; revoking it
  * kills every token descended from it.
  */
-export interface Grant {
+interface Grant {
   userId: number;
   clientId: string;
   revoked: boolean;
@@ -117,7 +117,7 @@ export const CODE_TTL_MS = 10 * 60 * 1000;
 const EXPIRES_IN = 15552000;
 
 /** One application's counters in `GET /__sandbox/stats` (`apps`, keyed by client id). */
-export function newAppStats(app: SandboxApp) {
+function newAppStats(app: SandboxApp) {
   return {
     site_id: app.siteId,
     token_calls: 0,
@@ -142,12 +142,12 @@ export function newStats(apps: Iterable<SandboxApp> = []) {
 }
 
 /** The controls of an application before any is set. */
-export function noAppControls(): AppControls {
+function noAppControls(): AppControls {
   return { fault: null, latencyMs: 0, holding: false };
 }
 
 /** Whether a fault strikes after its call is processed. */
-export function isAfterMode(mode: FaultMode): boolean {
+function isAfterMode(mode: FaultMode): boolean {
   return (AFTER_MODES as readonly string[]).includes(mode);
 }
 

@@ -52,7 +52,7 @@ export async function revokeConnection(
 }
 
 /** What saving a connection did; `sync` is "failed" when the cache write did not happen. */
-export type SaveOutcome =
+type SaveOutcome =
   | {
     result: "connected";
     version: number;

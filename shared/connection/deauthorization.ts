@@ -17,7 +17,7 @@ import type { Logger } from "../platform/log.ts";
 import { verifyStoredToken } from "./token_check.ts";
 
 /** What checking a deauthorization did, per account. */
-export interface DeauthorizationOutcome {
+interface DeauthorizationOutcome {
   revoked: string[];
   unconfirmed: string[];
   /** Accounts whose stored token could not be decrypted (left alone, logged). */

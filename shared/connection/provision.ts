@@ -12,7 +12,7 @@ import { readCache } from "../store/clients.ts";
 import { syncMpCredentialsToBackend } from "../sync/sync.ts";
 
 /** What step 7.1 did: synced at a version, or nothing to sync (DomainError otherwise). */
-export type Provisioned =
+type Provisioned =
   | { synced: true; token_version: number | undefined }
   | { synced: false; reason: "mp_not_connected" };
 

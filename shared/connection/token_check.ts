@@ -13,7 +13,7 @@ import { checkAccessToken, MpError } from "../mercadopago/api.ts";
  * MercadoPago's verdict on a stored token: `alive` (200), `dead` (401), `unknown` (it could not
  * be asked: the error says why), `undecryptable` (logged; nothing was asked).
  */
-export type TokenVerdict =
+type TokenVerdict =
   | { verdict: "alive" | "dead" }
   | { verdict: "unknown"; error: MpError }
   | { verdict: "undecryptable" };

@@ -43,7 +43,7 @@ function dataId(url: URL, body: Record<string, unknown> | undefined): string | n
 }
 
 /** A notification as it arrived: headers that matter, the URL, the parsed body or why it would not parse. */
-export interface Delivery {
+interface Delivery {
   signature: string | null;
   mpRequestId: string | null;
   url: URL;
@@ -53,7 +53,7 @@ export interface Delivery {
 }
 
 /** What the webhook answers with 200. */
-export interface WebhookAnswer {
+interface WebhookAnswer {
   received: true;
   action: string;
   duplicate?: true;

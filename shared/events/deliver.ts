@@ -27,20 +27,20 @@ import { nextAttemptAt } from "./schedule.ts";
 import { signatureHeaders, signers } from "./sign.ts";
 
 /** Events a run delivers at most when the caller gives no limit. */
-export const DELIVER_DEFAULT_LIMIT = 500;
+const DELIVER_DEFAULT_LIMIT = 500;
 /** The largest `limit` a caller may ask for (docs/contract.md, "mp-deliver-events"). */
 export const DELIVER_MAX_LIMIT = 1000;
 /** After this long a run claims nothing new. */
-export const DELIVER_BUDGET_MS = 40_000;
+const DELIVER_BUDGET_MS = 40_000;
 /** Deliveries in flight at once. */
-export const DELIVER_CONCURRENCY = 16;
+const DELIVER_CONCURRENCY = 16;
 /** Events claimed per round trip. */
 const CLAIM_BATCH = 100;
 /** `expiring` events written per run at most. */
 const EXPIRING_PER_RUN = 500;
 
 /** What a run is asked. */
-export interface DeliverOptions {
+interface DeliverOptions {
   limit?: number;
   /** Overrides {@link DELIVER_BUDGET_MS}. */
   budgetMs?: number;
@@ -56,7 +56,7 @@ export interface DeliverReport {
 }
 
 /** A run's report, and whether it used its whole limit or budget (more may be due). */
-export interface DeliverRun extends DeliverReport {
+interface DeliverRun extends DeliverReport {
   /** Claimed `limit` events, or stopped by its budget after claiming some: not drained. */
   full: boolean;
   /** Whether PLATFORM_WEBHOOK_URL was set (recorded with the run; mp-health reads it). */
@@ -64,14 +64,14 @@ export interface DeliverRun extends DeliverReport {
 }
 
 /** Where events go, or undefined when delivery is off (PLATFORM_WEBHOOK_URL unset). */
-export interface WebhookTarget {
+interface WebhookTarget {
   url: string;
   secrets: string[];
   timeoutMs: number;
 }
 
 /** The configured target; throws `MisconfiguredError` when a PLATFORM_WEBHOOK_* is malformed. */
-export function webhookTarget(ctx: Context): WebhookTarget | undefined {
+function webhookTarget(ctx: Context): WebhookTarget | undefined {
   for (const name of WEBHOOK_VARIABLES) {
     const reason = ctx.config.problems.get(name);
     if (reason) throw new MisconfiguredError(name, reason);
@@ -83,7 +83,7 @@ export function webhookTarget(ctx: Context): WebhookTarget | undefined {
 }
 
 /** Why an attempt got no HTTP answer. */
-export type NoAnswer = "refused" | "dns" | "tls" | "timeout" | "closed" | "blocked" | "network";
+type NoAnswer = "refused" | "dns" | "tls" | "timeout" | "closed" | "blocked" | "network";
 
 /**
  * What a thrown `fetch` error means, read from its name and its (nested) causes' messages, which
@@ -294,7 +294,7 @@ export async function deliverEvents(
 }
 
 /** Events a background delivery handles at most per round (the schedule does the rest). */
-export const DELIVER_SOON_LIMIT = 50;
+const DELIVER_SOON_LIMIT = 50;
 let running: Promise<void> | undefined;
 /** Asked again while a delivery ran: by whom (its request's log goes with the next round). */
 let again: { ctx: Context; log: Logger } | undefined;
@@ -306,7 +306,7 @@ let again: { ctx: Context; log: Logger } | undefined;
  * the call is always tried. Never throws (errors are logged); nothing when PLATFORM_WEBHOOK_URL
  * is unset or malformed (mp-deliver-events names the variable).
  */
-export function deliverSoon(ctx: Context, log: Logger): Promise<void> {
+function deliverSoon(ctx: Context, log: Logger): Promise<void> {
   try {
     if (!webhookTarget(ctx)) return Promise.resolve();
   } catch {

@@ -43,10 +43,10 @@ export const DELIVER_CHAIN_MAX = 30;
  * How long a run waits for a successor's answer: past it the successor is running (the
  * gateway has its request) and the run stops waiting, without cancelling it.
  */
-export const SUCCESSOR_ACK_MS = 1_000;
+const SUCCESSOR_ACK_MS = 1_000;
 
 /** What decides how many successors a run starts. */
-export interface LanePlan {
+interface LanePlan {
   /** The run's link in its chain: 0 for a scheduled (or manual) run, 1… for successors. */
   chain: number;
   /** Whether the run used its whole limit or budget (more may be due). */

@@ -10,12 +10,12 @@ import { readEvents } from "../store/events.ts";
 import { decodeCursor, encodeCursor, type EventPosition } from "./cursor.ts";
 
 /** The largest page (docs/contract.md, "mp-events"). */
-export const EVENTS_MAX_LIMIT = 500;
+const EVENTS_MAX_LIMIT = 500;
 /** The page size when the caller gives none. */
-export const EVENTS_DEFAULT_LIMIT = 100;
+const EVENTS_DEFAULT_LIMIT = 100;
 
 /** One event as the platform receives it (its `id` is the deliveries' `webhook-id`). */
-export interface PulledEvent {
+interface PulledEvent {
   id: string;
   type: string;
   timestamp: string;

@@ -5,7 +5,7 @@
  */
 
 /** The delays after the 1st, 2nd, … failed attempt; the last one repeats. */
-export const RETRY_DELAYS_MS = [
+const RETRY_DELAYS_MS = [
   5_000,
   5 * 60_000,
   30 * 60_000,
@@ -15,7 +15,7 @@ export const RETRY_DELAYS_MS = [
 ] as const;
 
 /** How long an event is retried before it is `failed`. */
-export const RETRY_WINDOW_MS = 3 * 86_400_000;
+const RETRY_WINDOW_MS = 3 * 86_400_000;
 
 /** The delay after the `attempts`-th failed attempt (1-based). */
 export function retryDelayMs(attempts: number): number {

@@ -141,7 +141,7 @@ async function mpFetch(
  * refused, DNS, TLS — Deno reports these as `client error (Connect)`), or the runtime refused
  * the address. Anything else may have reached MercadoPago.
  */
-export function neverSent(err: unknown): boolean {
+function neverSent(err: unknown): boolean {
   const text = `${(err as Error)?.message ?? ""} ${String((err as Error)?.cause ?? "")}`;
   return /client error \(Connect\)|Requests to port \d+ are blocked/.test(text);
 }
@@ -210,7 +210,7 @@ export function refreshTokens(app: MpApp, refreshToken: string): Promise<MpToken
 }
 
 /** What `/users/me` says of a working access token: the seller and the site they sell in. */
-export interface MpSeller {
+interface MpSeller {
   status: "valid";
   userId: number | null;
   /** The seller's site (`site_id`), null when MercadoPago did not say. */

@@ -9,18 +9,18 @@
  */
 
 /** How far the signed timestamp may be from now, either way (replays beyond it are refused). */
-export const MAX_SIGNATURE_AGE_MS = 5 * 60 * 1000;
+const MAX_SIGNATURE_AGE_MS = 5 * 60 * 1000;
 
 /** Why a signature was refused; `ok` carries the signed time in epoch milliseconds. */
-export type SignatureCheck =
+type SignatureCheck =
   | { ok: true; signedAtMs: number }
   | { ok: false; reason: "missing" | "malformed" | "stale" | "mismatch" };
 
 /** What MercadoPago's `x-request-id` looks like; anything else is refused. */
-export const MP_REQUEST_ID = /^[A-Za-z0-9-]{1,128}$/;
+const MP_REQUEST_ID = /^[A-Za-z0-9-]{1,128}$/;
 
 /** What a notification's `data.id` looks like; anything else is refused. */
-export const DATA_ID = /^[A-Za-z0-9]{1,64}$/;
+const DATA_ID = /^[A-Za-z0-9]{1,64}$/;
 
 /**
  * The parts of an `x-signature` header, which must be exactly `ts=<digits>` and

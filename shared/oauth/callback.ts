@@ -19,7 +19,7 @@ import { type CallbackCall, type CallbackResult, failed } from "./result.ts";
  * account (and it still is), answers `mp=connected` for it without storing anything.
  * Unknown, expired and forged states, and repeats of a failed attempt, are `invalid_state`.
  */
-export async function waitOrRejectState(
+async function waitOrRejectState(
   ctx: Context,
   log: Logger,
   stateHash: string,

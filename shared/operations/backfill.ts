@@ -30,7 +30,7 @@ export interface BackfillSummary {
 export const BACKFILL_BATCH = 5000;
 
 /** Options of a backfill run. */
-export interface BackfillOptions {
+interface BackfillOptions {
   dryRun?: boolean;
   accountId?: string;
   batchSize?: number;

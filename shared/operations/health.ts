@@ -29,7 +29,7 @@ import type { ScheduledFunction } from "../schedules/jobs.ts";
 import { type ScheduleStatus, scheduleStatuses } from "../schedules/runs.ts";
 
 /** Fast-path misses recorded by get-mp-config in the last hour (from the audit trail). */
-export async function fastPathMisses(ctx: Context): Promise<number> {
+async function fastPathMisses(ctx: Context): Promise<number> {
   const [row] = await ctx.admin((sql) =>
     sql<{ n: number }[]>`select count(*)::int as n from mp_credential_events
       where event = 'fast_path_miss' and occurred_at > now() - interval '1 hour'`
@@ -38,7 +38,7 @@ export async function fastPathMisses(ctx: Context): Promise<number> {
 }
 
 /** The event outbox as mp-health reports it. */
-export interface OutboxHealth {
+interface OutboxHealth {
   /**
    * Push delivery as the last mp-deliver-events run found it: "off" when PLATFORM_WEBHOOK_URL
    * is unset (events are only kept for mp-events), "unknown" before its first recorded run. Read
@@ -85,7 +85,7 @@ export interface HealthTotals extends ConnectionTotals {
 }
 
 /** The oldest pending event may be this old (seconds) while delivery is on. */
-export const PENDING_AGE_LIMIT_S = 15 * 60;
+const PENDING_AGE_LIMIT_S = 15 * 60;
 
 /**
  * What makes mp-health not ok, one line each: a stalled schedule; unless delivery is off, a

@@ -76,7 +76,7 @@ const TARGETS: Target[] = [
 ];
 
 /** What a rotation did for one column. */
-export interface ColumnRotation {
+interface ColumnRotation {
   column: string;
   rotated: number;
   /** Values that changed between the read and the write (the newer value was kept). */
@@ -157,7 +157,7 @@ const KEY_CHECK_SAMPLE = 20;
  * Proves that the current key really is the key its id labels: a sample of the values
  * labelled with its id in every column must decrypt with it. Throws KeyMismatchError if not.
  */
-export async function verifyCurrentKey(ctx: Context): Promise<void> {
+async function verifyCurrentKey(ctx: Context): Promise<void> {
   const ring = await ctx.keys();
   const prefix = `v1:${ring.current.id}:`;
   for (const t of TARGETS) {

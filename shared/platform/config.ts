@@ -13,7 +13,7 @@ export interface KeySpec {
 export const MP_SITES = ["MLA", "MLB", "MLM", "MLC", "MCO", "MLU", "MPE"] as const;
 
 /** One MercadoPago site (country): `MLA` Argentina, `MLB` Brazil, `MLM` Mexico, … */
-export type MpSite = (typeof MP_SITES)[number];
+type MpSite = (typeof MP_SITES)[number];
 
 /** Whether `value` is one of MercadoPago's sites. */
 export function isMpSite(value: unknown): value is MpSite {
@@ -114,7 +114,7 @@ const APP_NEEDS: readonly Need[] = [
 ];
 
 /** The environment variables behind each field: the first is named when it is missing. */
-export const VARIABLES: Record<Need, string[]> = {
+const VARIABLES: Record<Need, string[]> = {
   backendDbUrl: ["BACKEND_DB_URL", "SUPABASE_DB_URL", "DB_TIMEOUT_MS"],
   adminDbUrl: ["ADMIN_DB_URL", "DB_TIMEOUT_MS"],
   tokenKeys: ["MP_TOKEN_KEYS"],
@@ -321,7 +321,7 @@ const nonEmpty = (value: unknown): value is string =>
  * to `MP_REDIRECT_URI`, `MP_AUTH_URL` and `MP_OAUTH_PKCE`. Throws a message naming the site and
  * field (e.g. `MLB.client_secret is not a non-empty string`), never a value.
  */
-export function parseMpApps(
+function parseMpApps(
   text: string,
   defaults: Pick<MpApp, "authUrl" | "pkce" | "apiUrl" | "timeoutMs"> & { redirectUri?: string },
 ): Map<MpSite, MpApp> {

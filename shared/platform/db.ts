@@ -89,7 +89,7 @@ const UNAVAILABLE_CODES = new Set([
 ]);
 
 /** True when `err` means the database could not be reached, rather than a query error. */
-export function isUnavailable(err: unknown): boolean {
+function isUnavailable(err: unknown): boolean {
   if (err instanceof UnavailableError) return true;
   const e = err as { code?: string; errno?: string; name?: string };
   if (e?.code?.startsWith("08")) return true;
@@ -103,7 +103,7 @@ export function isUnavailable(err: unknown): boolean {
  * after the database was down: `server_login_retry`, SQLSTATE 08P01) and postgres.js
  * failing to write the query on a connection the pooler had already closed.
  */
-export function neverSent(err: unknown): boolean {
+function neverSent(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
   if (e?.code === "08P01" && /server_login_retry/.test(e.message ?? "")) return true;
   return e?.code === "CONNECTION_CLOSED" && /^write /.test(e.message ?? "");
@@ -114,7 +114,7 @@ export function neverSent(err: unknown): boolean {
  * the pooler's `server_login_retry` (1 s), so a database that just came back is used at once,
  * while one that is down still fails fast (well within DB_TIMEOUT_MS).
  */
-export const RETRY_WINDOW_MS = 1_500;
+const RETRY_WINDOW_MS = 1_500;
 
 /** Queries in flight with their deadlines, swept by one timer instead of one timer each. */
 const inFlight = new Set<{ deadline: number; expire(): void }>();
@@ -235,7 +235,7 @@ export interface JsonPage {
 }
 
 /** A fragment of SQL built with the `sql` tag, to nest in another query. */
-export type Fragment = postgres.PendingQuery<postgres.Row[]>;
+type Fragment = postgres.PendingQuery<postgres.Row[]>;
 
 /**
  * Runs `page` (a select of one page of rows with an `id` column, ordered and limited) and

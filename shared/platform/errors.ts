@@ -10,7 +10,7 @@ import { UnavailableError } from "./db.ts";
 import type { Logger } from "./log.ts";
 
 /** The contract's codes a domain flow can end with. */
-export type DomainErrorCode =
+type DomainErrorCode =
   | "invalid_request"
   | "unauthorized"
   | "account_not_found"
@@ -32,7 +32,7 @@ export class DomainError extends Error {
 export type FailureCode = DomainErrorCode | "misconfigured" | "decrypt_failed" | "internal";
 
 /** A thrown error in the contract's words: its code and the message the caller may read. */
-export interface Failure {
+interface Failure {
   code: FailureCode;
   message: string;
 }

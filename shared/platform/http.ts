@@ -12,7 +12,7 @@ import { validate } from "./input.ts";
 import { createLogger, type Logger } from "./log.ts";
 
 /** Largest accepted request body (docs/contract.md, common rules). */
-export const MAX_BODY_BYTES = 64 * 1024;
+const MAX_BODY_BYTES = 64 * 1024;
 
 /** A refusal of the edge's own (a body too large, no server key), with its status; edge only. */
 class HttpError extends Error {
@@ -23,7 +23,7 @@ class HttpError extends Error {
 }
 
 /** What an incoming `x-request-id` must look like to be used (logs, audit, echo). */
-export const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
 
 /** The request's `x-request-id` when it is well-formed, else a fresh UUID. */
 export function requestIdOf(req: Request): string {
@@ -44,7 +44,7 @@ export function json(status: number, body: unknown, headers?: HeadersInit): Resp
 }
 
 /** An error answer (docs/contract.md, errors): `{"error":{"code","message"}}`. */
-export function errorBody(status: number, code: string, message: string): Response {
+function errorBody(status: number, code: string, message: string): Response {
   return json(status, { error: { code, message } });
 }
 
@@ -70,7 +70,7 @@ export function optionalLimit(max: number) {
  * Compares a presented key with a secret in constant time: the loop runs over the presented
  * value only and never exits early, so its timing tells nothing about the secret.
  */
-export function safeEqual(presented: string, secret: string): boolean {
+function safeEqual(presented: string, secret: string): boolean {
   let diff = presented.length ^ secret.length;
   for (let i = 0; i < presented.length; i++) {
     diff |= presented.charCodeAt(i) ^ (secret.charCodeAt(i) | 0);
@@ -86,7 +86,7 @@ function matchesAny(presented: string | null | undefined, keys: string[]): boole
 }
 
 /** True when the request carries one of `keys` as `apikey` or `Authorization: Bearer`. */
-export function hasServerKey(req: Request, keys: string[]): boolean {
+function hasServerKey(req: Request, keys: string[]): boolean {
   if (matchesAny(req.headers.get("apikey"), keys)) return true;
   const auth = req.headers.get("authorization");
   return !!auth && /^bearer /i.test(auth) && matchesAny(auth.slice(7).trim(), keys);
@@ -151,7 +151,7 @@ export async function readInput(
 }
 
 /** What a function's body receives for one request. */
-export interface Call<I> {
+interface Call<I> {
   req: Request;
   input: I;
   ctx: Context;
@@ -190,7 +190,7 @@ function inBackground(work: Promise<void>, log: Logger): void {
 }
 
 /** How a function is declared: name, methods, caller check, configuration needs, input. */
-export interface FunctionSpec<S extends v.GenericSchema> {
+interface FunctionSpec<S extends v.GenericSchema> {
   name: string;
   methods: string[];
   /** `server`: a project secret key is required; `public`: the function checks its caller. */
@@ -226,7 +226,7 @@ const STATUS: Record<FailureCode, number> = {
 };
 
 /** A thrown error as the caller is told it: status, code and message. */
-export interface ErrorAnswer {
+interface ErrorAnswer {
   status: number;
   code: string;
   message: string;
@@ -237,7 +237,7 @@ export interface ErrorAnswer {
  * as they are, every other error in the contract's words (`failureOf`, which logs it) with the
  * status of its code.
  */
-export function describeError(err: unknown, log: Logger): ErrorAnswer {
+function describeError(err: unknown, log: Logger): ErrorAnswer {
   if (err instanceof HttpError) {
     log.info("Request refused", { code: err.code, status: err.status, reason: err.message });
     return { status: err.status, code: err.code, message: err.message };
@@ -247,7 +247,7 @@ export function describeError(err: unknown, log: Logger): ErrorAnswer {
 }
 
 /** Answers a thrown error with its status and code (docs/contract.md, errors). */
-export function errorResponse(err: unknown, log: Logger): Response {
+function errorResponse(err: unknown, log: Logger): Response {
   const { status, code, message } = describeError(err, log);
   return errorBody(status, code, message);
 }

@@ -4,7 +4,7 @@
  */
 
 /** Severity of a log line. */
-export type Level = "debug" | "info" | "warn" | "error";
+type Level = "debug" | "info" | "warn" | "error";
 
 /** Fields attached to a log line: ids, counts, codes — never secrets. */
 export type Fields = Record<string, unknown>;

@@ -19,11 +19,11 @@ import { verifyStoredToken } from "../connection/token_check.ts";
 import { breakerOpen, unknownInARow } from "../refresh/outcome.ts";
 
 /** Accounts a run claims when the caller gives no limit (enough for 1,000,000 a week at one run a minute). */
-export const PROBE_DEFAULT_LIMIT = 200;
+const PROBE_DEFAULT_LIMIT = 200;
 /** The largest `limit` a caller may ask for. */
 export const PROBE_MAX_LIMIT = 1000;
 /** After this long a run starts no new check (the rest are released for the next run). */
-export const PROBE_BUDGET_MS = 40_000;
+const PROBE_BUDGET_MS = 40_000;
 /** How long a claim keeps other probe runs off an account. */
 const PROBE_LEASE_MS = 2 * 60_000;
 /** Checks in flight at once, per application. */
@@ -33,10 +33,10 @@ const PROBE_CONCURRENCY = 4;
  * run claims them again (released, they would fill the next runs' slices: the least recently
  * verified first), so the other sites' tokens are checked meanwhile.
  */
-export const PROBE_OUTAGE_WAIT_MS = 10 * 60_000;
+const PROBE_OUTAGE_WAIT_MS = 10 * 60_000;
 
 /** What a run is asked. */
-export interface ProbeOptions {
+interface ProbeOptions {
   limit?: number;
   accountId?: string;
   requestId?: string;
@@ -45,13 +45,13 @@ export interface ProbeOptions {
 }
 
 /** One account's line: the state it is in after the check (`unverified`: MercadoPago did not say). */
-export interface ProbeResult {
+interface ProbeResult {
   account_id: string;
   state: "connected" | "reauth_required" | "unverified";
 }
 
 /** The answer of a run (docs/contract.md, mp-probe). */
-export interface ProbeReport {
+interface ProbeReport {
   checked: number;
   alive: number;
   dead: number;
@@ -63,7 +63,7 @@ export interface ProbeReport {
  * The pacing of calls: the start time of the next call given the previous one's, so that calls
  * start at most `ratePerSecond` a second. Pure.
  */
-export function nextCallAt(previous: number, now: number, ratePerSecond: number): number {
+function nextCallAt(previous: number, now: number, ratePerSecond: number): number {
   return Math.max(now, previous + 1000 / ratePerSecond);
 }
 

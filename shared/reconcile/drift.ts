@@ -35,7 +35,7 @@ export interface Span {
 }
 
 /** What a page handler may answer: stop the scan, with everything up to `at` handled. */
-export interface Stop {
+interface Stop {
   stopAt: string | null;
 }
 
@@ -52,7 +52,7 @@ export interface AccountState {
 }
 
 /** How a cache differs from its account: older version, no token, a revoked account's token, ahead. */
-export type DriftKind = "stale" | "empty" | "revoked_cached" | "ahead";
+type DriftKind = "stale" | "empty" | "revoked_cached" | "ahead";
 
 /** The kinds of drift reconciliation repairs, including caches no account feeds. */
 export const DRIFT_KINDS = ["stale", "empty", "revoked_cached", "ahead", "unlinked"] as const;

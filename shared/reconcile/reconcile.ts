@@ -32,7 +32,7 @@ import { type BatchOutcome, SyncPipeline } from "../sync/sync_batch.ts";
  * What a reconciliation found and did over the pages it compared; the drift kinds count what
  * was found. Drift past the repair budget is counted (skipped) and compared again next run.
  */
-export interface ReconcileSummary extends Record<(typeof DRIFT_KINDS)[number], number> {
+interface ReconcileSummary extends Record<(typeof DRIFT_KINDS)[number], number> {
   checked: number;
   drifted: number;
   repaired: number;
@@ -56,13 +56,13 @@ export const RECONCILE_LIMIT = { default: 10_000, max: 10_000 };
  * the databases, so this bounds the run's wall clock rather than its CPU; run every minute it
  * covers 3,000,000 accounts an hour.
  */
-export const RECONCILE_SLICE = 50_000;
+const RECONCILE_SLICE = 50_000;
 
 /** A run starts no new page after this long (the edge runtime allows 150 s; we aim for ≤ 60 s). */
-export const RECONCILE_WALL_MS = 30_000;
+const RECONCILE_WALL_MS = 30_000;
 
 /** Where the next slice starts, how many rows this one read, and whether it wrapped around. */
-export interface SliceEnd {
+interface SliceEnd {
   next: string | null;
   rows: number;
   wrapped: boolean;
@@ -152,7 +152,7 @@ const within = (id: string, s: Span) =>
   (s.after === null || id > s.after) && (s.until === null || id <= s.until);
 
 /** Options of one run: repairs at most `limit`, checks at most `slice` rows of each scan. */
-export interface ReconcileOptions {
+interface ReconcileOptions {
   limit?: number;
   /** The request the run serves (its audit event carries it). */
   requestId?: string;

@@ -46,7 +46,7 @@ export async function readStatusPage(
 }
 
 /** The connection states (docs/contract.md, "Connection states"), derived in the Admin DB. */
-export const CONNECTION_STATES = [
+const CONNECTION_STATES = [
   "connected",
   "at_risk",
   "reauth_required",

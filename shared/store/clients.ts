@@ -198,7 +198,7 @@ export async function readCachedClientsPage(
 }
 
 /** A linked account's cache that differs from it, as the Backend found it. */
-export interface CacheDriftRow {
+interface CacheDriftRow {
   account_id: string;
   client_id: string;
   account_version: number;

@@ -7,7 +7,7 @@ import { type Sql } from "../platform/db.ts";
 import type { AccountRow } from "./accounts.ts";
 
 /** Result of linking an account to a Backend client. */
-export type LinkResult =
+type LinkResult =
   | "linked"
   | "account_not_found"
   | "account_linked_elsewhere"
@@ -25,7 +25,7 @@ export async function linkAccount(
 }
 
 /** An account's state after a revoke. */
-export interface Revoked {
+interface Revoked {
   backend_client_id: string | null;
   mp_token_version: number;
   changed: boolean;
@@ -46,7 +46,7 @@ export async function revokeAccount(
 }
 
 /** A token set to store for an account, its secrets already encrypted. */
-export interface ConnectionWrite {
+interface ConnectionWrite {
   mpUserId: number;
   accessTokenEncrypted: string;
   refreshTokenEncrypted: string;
@@ -61,7 +61,7 @@ export interface ConnectionWrite {
 }
 
 /** What storing a connection did; `account` is the stored row when connected. */
-export type StoredConnection =
+type StoredConnection =
   | { result: "connected"; account: AccountRow }
   | { result: "mp_account_in_use"; otherAccountId: string }
   | { result: "seller_mismatch" }

@@ -65,7 +65,7 @@ export async function flagExpiring(sql: Sql, limit: number): Promise<number> {
  * The outbox's totals: pending, oldest pending creation, failed (all, and in the last 24 hours),
  * the latest error of a pending event (else of one failed in the last 24 hours).
  */
-export interface OutboxTotals {
+interface OutboxTotals {
   pending: number;
   oldest_pending_at: Date | null;
   failed: number;
@@ -83,7 +83,7 @@ export async function readOutboxTotals(sql: Sql): Promise<OutboxTotals> {
 }
 
 /** What is left to deliver: due events (counted up to a cap) and the runs delivering now. */
-export interface DeliveryBacklog {
+interface DeliveryBacklog {
   due: number;
   active: number;
 }
@@ -96,7 +96,7 @@ export async function readBacklog(sql: Sql, cap: number): Promise<DeliveryBacklo
 }
 
 /** One event as the pull API reads it, with its position in commit order. */
-export interface StoredEvent {
+interface StoredEvent {
   id: string;
   xid: string;
   pos: string;
@@ -127,7 +127,7 @@ export async function redeliverEvents(
 }
 
 /** An event as the operators list it (`deno task events`). */
-export interface EventListing {
+interface EventListing {
   id: string;
   account_id: string;
   seq: number;

@@ -6,7 +6,7 @@
 import type { Sql } from "../platform/db.ts";
 
 /** How long a state may wait for its callback. */
-export const STATE_TTL_MINUTES = 10;
+const STATE_TTL_MINUTES = 10;
 
 /**
  * Stores a new state for `accountId` (with its encrypted PKCE verifier, if any) expiring in
@@ -33,7 +33,7 @@ export async function createState(
 }
 
 /** A state consumed by the callback: its account, encrypted PKCE verifier and site. */
-export interface ConsumedState {
+interface ConsumedState {
   account_id: string;
   code_verifier_encrypted: string | null;
   replace_seller: boolean;
@@ -64,7 +64,7 @@ export async function recordOutcome(sql: Sql, stateHash: string, outcome: string
 }
 
 /** What is known of a state that could not be consumed, to tell a replay from a forgery. */
-export interface StateRecord {
+interface StateRecord {
   account_id: string;
   consumed: boolean;
   expired: boolean;

@@ -5,7 +5,7 @@
 import type { Sql } from "../platform/db.ts";
 
 /** The two scans a reconcile run slices. */
-export type CursorScan = "accounts" | "orphans";
+type CursorScan = "accounts" | "orphans";
 
 /** The saved cursors (null: start from the first id). */
 export async function readCursors(sql: Sql): Promise<Record<CursorScan, string | null>> {

@@ -6,7 +6,7 @@
 import { MAX_ID, NO_ID, type Sql } from "../platform/db.ts";
 
 /** Why a drift found was left: a refresher owned it, its repair failed, or no client row. */
-export type LeftReason = "busy" | "failed" | "client_missing";
+type LeftReason = "busy" | "failed" | "client_missing";
 
 /** A drift the pass found on a linked account and left. */
 export interface LeftDrift {
@@ -42,7 +42,7 @@ export async function replaceLeftDrift(
 }
 
 /** The counts of one run, as `mp_reconcile_runs` keeps them. */
-export interface RunCounts {
+interface RunCounts {
   checked: number;
   drifted: number;
   repaired: number;

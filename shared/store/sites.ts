@@ -7,7 +7,7 @@
 import type { Sql } from "../platform/db.ts";
 
 /** Accounts one adoption statement gives a site at most. */
-export const ADOPT_BATCH = 1000;
+const ADOPT_BATCH = 1000;
 
 /**
  * Gives up to `limit` once-connected accounts without a site the default site `site`

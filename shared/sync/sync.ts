@@ -41,7 +41,7 @@ export function syncResultOf(
 }
 
 /** The outcome of a sync and the Admin version it carried. */
-export interface SyncOutcome {
+interface SyncOutcome {
   result: SyncResult;
   version?: number;
 }

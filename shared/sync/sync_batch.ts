@@ -85,7 +85,7 @@ async function decryptRows(
 }
 
 /** Options of a `SyncPipeline`. */
-export interface SyncOptions {
+interface SyncOptions {
   /** Write nothing: read the cache versions and report what the write would do. */
   dryRun?: boolean;
   /**

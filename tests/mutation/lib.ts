@@ -61,7 +61,7 @@ export function resolveSpecifier(fromFile: string, specifier: string): string {
 }
 
 /** file → the repository files it depends on. */
-export type Graph = Map<string, Set<string>>;
+type Graph = Map<string, Set<string>>;
 
 /**
  * The import graph of `sources` (repository-relative path → text), plus `runtimeEdges`:
@@ -154,7 +154,7 @@ export function selectTests(graph: Graph, file: string, testFiles: string[]): st
 // Applying a mutant
 
 /** How often `needle` occurs in `haystack` (non-overlapping). */
-export function occurrences(haystack: string, needle: string): number {
+function occurrences(haystack: string, needle: string): number {
   if (needle === "") return Infinity;
   return haystack.split(needle).length - 1;
 }
@@ -245,7 +245,7 @@ export function runOrder(
 export const LEAK_SCAN = "harness › leak scan";
 
 /** The leak scan's result from the harness's output, if it got that far. */
-export function leakScanOf(output: string): TestStatus | undefined {
+function leakScanOf(output: string): TestStatus | undefined {
   const m = /^leak scan: .* \.\.\. (ok|FAILED)$/m.exec(output);
   return m ? (m[1] === "ok" ? "passed" : "failed") : undefined;
 }
@@ -286,7 +286,7 @@ export function readRun(
 // Judging
 
 /** A mutant's verdict. */
-export type Verdict = "killed" | "survived" | "error" | "invalid";
+type Verdict = "killed" | "survived" | "error" | "invalid";
 
 /** What one mutant run came to, and why. */
 export interface Judgement {
@@ -430,7 +430,7 @@ export function replaceSection(doc: string, title: string, body: string): string
 // Where the invariants live (each section's "Enforced" line in docs/invariants.md)
 
 /** The files docs/invariants.md names under "Enforced", per invariant, and the names it could not resolve. */
-export interface EnforcedFiles {
+interface EnforcedFiles {
   /** Invariant → repository files (.ts, .sql) its "Enforced" paragraph names. */
   byInvariant: Map<number, string[]>;
   /** Folders named (`shared/sync/`) → the files of the folder they stand for. */

@@ -1052,6 +1052,4 @@ async function verifyKills(
   return agreed === results.length ? 0 : 1;
 }
 
-export { resultsSection };
-
 if (import.meta.main) Deno.exit(await main());
