@@ -9,6 +9,11 @@
 import type { Mutant } from "./lib.ts";
 
 const CONN_STATE = "admin/supabase/migrations/20261206000100_mp_connection_state.sql";
+/**
+ * Where the refresh's fenced steps (mp_begin_refresh_call, mp_save_refreshed, the recorders) and
+ * the dead-token clear live since the dead-token fence (they replace CONN_STATE's).
+ */
+const DEAD_FENCE = "admin/supabase/migrations/20261216000100_mp_dead_token_fence.sql";
 const PUBLIC_EDGES = "admin/supabase/migrations/20261130000200_mp_public_edges.sql";
 const OUTBOX = "admin/supabase/migrations/20261206000200_mp_event_outbox.sql";
 const REFRESH_SQL = "admin/supabase/migrations/20261124000300_mp_refresh.sql";
@@ -66,7 +71,7 @@ export const MUTANTS: Mutant[] = [
   {
     name: "mp_save_refreshed keeps the version (no bump on a new pair)",
     invariants: [1, 4],
-    file: CONN_STATE,
+    file: DEAD_FENCE,
     from: "         mp_token_version = nv_accounts.mp_token_version + 1,",
     to: "         mp_token_version = nv_accounts.mp_token_version,",
   },
@@ -140,7 +145,7 @@ export const MUTANTS: Mutant[] = [
   {
     name: "mp_begin_refresh_call allows a second send whatever the expiry",
     invariants: [3],
-    file: CONN_STATE,
+    file: DEAD_FENCE,
     from: "       and (mp_refresh_sends = 0\n            or (mp_refresh_sends = 1 and",
     to: "       and (mp_refresh_sends <= 1\n            or (mp_refresh_sends = 1 and",
   },
@@ -154,7 +159,7 @@ export const MUTANTS: Mutant[] = [
   {
     name: "the last-resort window off by a week (14 days) in mp_begin_refresh_call",
     invariants: [3],
-    file: CONN_STATE,
+    file: DEAD_FENCE,
     from:
       "            or (mp_refresh_sends = 1 and mp_token_expires_at <= now() + interval '7 days'))",
     to:
@@ -221,24 +226,25 @@ export const MUTANTS: Mutant[] = [
   {
     name: "mp_save_refreshed without the lease-owner compare-and-swap",
     invariants: [4],
-    file: CONN_STATE,
+    file: DEAD_FENCE,
     from: "     and nv_accounts.mp_refresh_lease_owner = p_owner\n",
     to: "",
   },
   {
     name: "mp_save_refreshed without the version compare-and-swap",
     invariants: [4, 1],
-    file: CONN_STATE,
-    from: "     and nv_accounts.mp_token_version = p_base_version\n",
+    file: DEAD_FENCE,
+    from: "     and mp_refresh_base_version(nv_accounts.mp_token_version, " +
+      "nv_accounts.mp_token_dead_version,\n" +
+      "                                 nv_accounts.mp_access_token_encrypted) = p_base_version\n",
     to: "",
   },
   {
     name: "mp_begin_refresh_call does not check the lease is live",
     invariants: [4, 3],
-    file: CONN_STATE,
-    from:
-      "       and mp_refresh_lease_expires_at > now()\n       and mp_token_version = p_base_version and mp_connected\n",
-    to: "       and mp_token_version = p_base_version and mp_connected\n",
+    file: DEAD_FENCE,
+    from: "       and mp_refresh_lease_expires_at > now()\n",
+    to: "",
   },
 
   // ---- Invariant 5: no secret in logs ----
@@ -305,7 +311,7 @@ export const MUTANTS: Mutant[] = [
   {
     name: "mp_save_refreshed without its seller fence",
     invariants: [6],
-    file: CONN_STATE,
+    file: DEAD_FENCE,
     from: "     and (p_user_id is null or nv_accounts.mp_user_id is null\n" +
       "          or nv_accounts.mp_user_id = p_user_id)\n",
     to: "",
@@ -431,19 +437,46 @@ export const MUTANTS: Mutant[] = [
     to: "      void clearClientCache;",
   },
   {
-    name: "mp_record_token_dead keeps the version (the cache clear is fenced out)",
+    name: "mp_clear_dead_token keeps the version (the cache clear is fenced out)",
     invariants: [9, 1],
-    file: CONN_STATE,
-    from: "         mp_token_version = a.mp_token_version + 1,\n         mp_needs_reauth = true,",
-    to: "         mp_token_version = a.mp_token_version,\n         mp_needs_reauth = true,",
+    file: DEAD_FENCE,
+    from: "         mp_token_version = a.mp_token_version + 1,\n         mp_token_dead_version",
+    to: "         mp_token_version = a.mp_token_version,\n         mp_token_dead_version",
   },
   {
-    name: "mp_record_token_dead keeps the dead token in the master",
+    name: "mp_clear_dead_token keeps the dead token in the master",
     invariants: [9],
-    file: CONN_STATE,
+    file: DEAD_FENCE,
     from:
       "     set mp_access_token_encrypted = null,\n         mp_token_version = a.mp_token_version + 1,",
     to: "     set mp_token_version = a.mp_token_version + 1,",
+  },
+  {
+    name: "a dead token is left in place while a refresh holds the account (busy: nothing done)",
+    invariants: [9],
+    file: "shared/connection/dead_token.ts",
+    from: "  const clientId = leased\n    ? leased.backend_client_id\n",
+    to:
+      '  if (!leased) return "busy";\n  const clientId = leased\n    ? leased.backend_client_id\n',
+  },
+  {
+    name: "the refresh base forgets a dead-clear (a refresh in flight then loses its pair)",
+    invariants: [3],
+    file: DEAD_FENCE,
+    from:
+      "  select case when p_dead_version = p_version - 1 and p_access_token_encrypted is null\n" +
+      "              then p_dead_version else p_version end\n",
+    to: "  select p_version\n",
+  },
+  {
+    name: "the claim reports the token version, not the refresh base (an escrowed pair from " +
+      "before a dead-clear is discarded)",
+    invariants: [3],
+    file: "shared/store/refresh_leases.ts",
+    from: "                then mp_refresh_base_version(a.mp_token_version, " +
+      "a.mp_token_dead_version,\n" +
+      "                                             a.mp_access_token_encrypted)\n",
+    to: "                then a.mp_token_version\n",
   },
   {
     name: "a dead token with a sent-once refresh token is refreshed at once",
