@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { mpPausedUntil, pauseAfterRateLimit } from "../shared/refresh/rate_limit_pause.ts";
 import { sharedLimiter } from "../shared/platform/limiter.ts";
-import { breakerOf, type Run } from "../shared/refresh/types.ts";
+import { breakerOf } from "../shared/refresh/account.ts";
+import type { Run } from "../shared/refresh/types.ts";
 import { siteTotals } from "../shared/operations/health.ts";
 import { verifySignatureWithAny } from "../shared/mercadopago/signature.ts";
 import { signatureManifest, signManifest } from "../shared/mercadopago/signature.ts";

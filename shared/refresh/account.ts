@@ -1,35 +1,26 @@
 /**
- * One claimed account's way through a refresh run: apply its escrowed pair if one waits at
- * its version, else take a slot of its site's application, check time, lease, that
- * application's breaker and 429 pause, call with that application's credentials, and hand the
- * outcome to the save or the recorders.
+ * The refresh of one claimed account, its steps in the order they happen: the run holds the
+ * account's lease (`run.ts` claimed it) → the escrow check (a pair waiting at the claimed
+ * version is applied instead of a call) → may a call start (time, the application's breaker
+ * and 429 pause, the send counted) → the MercadoPago call through the application of the
+ * account's site → the pair kept (`save.ts`: compare-and-swap save, else escrow) → the
+ * ending recorded (`record.ts`). The caches of the saved pairs, the audit events and the
+ * unused leases are written for all accounts together at the run's end (`run_end.ts`).
  */
 import { appOfSite, type MpApp } from "../platform/config.ts";
 import { DecryptError, decryptSecret, logDecryptFailure } from "../platform/crypto.ts";
 import { sharedLimiter } from "../platform/limiter.ts";
 import { shutdownReason } from "../platform/worker_life.ts";
+import { sleep } from "../platform/sleep.ts";
 import { MpError, type MpTokens, refreshTokens } from "../mercadopago/api.ts";
 import { deleteEscrow, type EscrowEntry } from "../store/escrow.ts";
 import { beginRefreshCall, type ClaimedAccount } from "../store/refresh_leases.ts";
 import { mayStartCall } from "./may_start_call.ts";
 import { breakerOpen, classifyRefreshFailure, deferralOf, unknownInARow } from "./outcome.ts";
 import { mpPausedUntil, pauseAfterRateLimit } from "./rate_limit_pause.ts";
-import {
-  buildEvent,
-  recordAtRisk,
-  recordFailed,
-  recordNeedsReauth,
-  recordSuperseded,
-} from "./record.ts";
-import { applyEscrow, saveTokens } from "./save.ts";
-import { type AccountOutcome, type Breaker, breakerOf, type Run, sleep } from "./types.ts";
-
-/** What happened inside the MercadoPago slot. */
-type SlotOutcome =
-  | { kind: "skip"; reason: string }
-  | { kind: "tokens"; tokens: MpTokens; receivedAt: number }
-  | { kind: "mp_error"; error: MpError }
-  | { kind: "decrypt_error"; error: DecryptError };
+import { applyEscrow, keepPair } from "./save.ts";
+import { recordEnding } from "./record.ts";
+import type { AccountOutcome, Breaker, Deferral, Ending, Run } from "./types.ts";
 
 /**
  * Takes one claimed account through the run, given the escrowed pairs (unknown: skip), and
@@ -40,53 +31,82 @@ export async function refreshAccount(
   account: ClaimedAccount,
   escrows: Map<string, EscrowEntry> | undefined,
 ): Promise<AccountOutcome> {
-  const id = account.id;
-  const skip = (reason: string) => skipped(id, reason);
-  // A connect changed the account between its claim and the read of its site: the claimed
-  // refresh token is not the account's any more, nor paired with an application.
-  if (!account.site_read) return recordSuperseded(run, account);
-  if (!escrows) return skip("escrow_unavailable");
-  const escrow = escrows.get(id);
+  const ending = await takeSteps(run, account, escrows);
+  return await recordEnding(run, account, ending);
+}
+
+/** The account's steps up to its ending; the first step that ends it returns. */
+async function takeSteps(
+  run: Run,
+  account: ClaimedAccount,
+  escrows: Map<string, EscrowEntry> | undefined,
+): Promise<Ending> {
+  // 1. The lease: a connect changed the account between its claim and the read of its site:
+  // the claimed refresh token is not the account's any more, nor paired with an application.
+  if (!account.site_read) return { kind: "superseded" };
+
+  // 2. The escrow check: without knowing whether a newer pair waits, the stored refresh token
+  // may be used up.
+  if (!escrows) return skipped("escrow_unavailable");
+  const escrow = escrows.get(account.id);
   if (escrow && escrow.baseVersion === account.mp_token_version) {
     return await applyEscrow(run, account, escrow);
   }
-  if (escrow && escrow.baseVersion > account.mp_token_version) return skip("escrow_ahead");
+  if (escrow && escrow.baseVersion > account.mp_token_version) return skipped("escrow_ahead");
   if (escrow) {
     // Taken from an older version: the credentials changed since (applied, or reconnected).
-    await run.ctx.backend((sql) => deleteEscrow(sql, id, escrow.baseVersion)).catch(() => {});
-    const discarded = buildEvent(run, "escrow_discarded", account, {
-      base_version: escrow.baseVersion,
-    });
-    const outcome = await callAndRecord(run, account);
-    return { ...outcome, events: [discarded, ...outcome.events] };
+    await run.ctx.backend((sql) => deleteEscrow(sql, account.id, escrow.baseVersion))
+      .catch(() => {});
   }
-  return await callAndRecord(run, account);
-}
+  const discarded = escrow ? { discardedEscrow: escrow.baseVersion } : {};
 
-/** An account this run leaves alone, its lease released for the next run. */
-function skipped(id: string, reason: string): AccountOutcome {
-  return {
-    result: { account_id: id, status: "skipped", error: reason },
-    events: [],
-    release: true,
-  };
+  // 3–4. May a call start, and the call to MercadoPago.
+  const answer = await callMercadoPago(run, account);
+  if (answer.kind !== "tokens") return { ...answer, ...discarded };
+
+  // 5. The pair kept: saved as a compare-and-swap, else escrowed.
+  return { ...await keepPair(run, account, answer.tokens, answer.receivedAt), ...discarded };
 }
 
 /**
- * One call to MercadoPago for the account (in a slot of its site's application), and its
- * outcome recorded. An account whose site has no application in this configuration is not
- * sent anywhere: it fails (backed off) until one is configured.
+ * An account this run leaves alone: its lease released for the next run, or, with `defer`, kept
+ * until the deferral's end.
  */
-async function callAndRecord(run: Run, account: ClaimedAccount): Promise<AccountOutcome> {
+function skipped(reason: string, defer?: Deferral): Ending {
+  return defer ? { kind: "skipped", reason, defer } : { kind: "skipped", reason };
+}
+
+/** What the call to MercadoPago came to: a pair handed out, or the account's ending. */
+type CallAnswer = { kind: "tokens"; tokens: MpTokens; receivedAt: number } | Ending;
+
+/** What happened inside the application's slot. */
+type SlotOutcome =
+  | { kind: "skip"; reason: string }
+  | { kind: "tokens"; tokens: MpTokens; receivedAt: number }
+  | { kind: "mp_error"; error: MpError }
+  | { kind: "decrypt_error"; error: DecryptError };
+
+/** The run's circuit breaker for the application of `site` (closed until it opens). */
+export function breakerOf(run: Run, site: string): Breaker {
+  let breaker = run.breakers.get(site);
+  if (!breaker) run.breakers.set(site, breaker = { unknownInARow: 0, open: false });
+  return breaker;
+}
+
+/**
+ * One call to MercadoPago for the account, in a slot of its site's application, and what its
+ * answer means. An account whose site has no application in this configuration is not sent
+ * anywhere: it fails (backed off) until one is configured.
+ */
+async function callMercadoPago(run: Run, account: ClaimedAccount): Promise<CallAnswer> {
   const id = account.id;
-  const skip = (reason: string) => skipped(id, reason);
   const app = appOfSite(run.ctx.config, account.mp_site_id);
   if (!app) {
     run.log.error("No MercadoPago application for the account's site; not refreshed", {
       account_id: id,
       site: account.mp_site_id,
     });
-    return await recordFailed(run, account, "site_not_configured", { unsent: false });
+    return { kind: "failed", error: "site_not_configured", unsent: false };
   }
   const breaker = breakerOf(run, app.site);
 
@@ -120,7 +140,7 @@ async function callAndRecord(run: Run, account: ClaimedAccount): Promise<Account
         mpPausedUntil(app.site),
         Date.now(),
       );
-      return defer ? { ...skip(outcome.reason), release: false, defer } : skip(outcome.reason);
+      return skipped(outcome.reason, defer);
     }
     case "tokens":
       if (
@@ -133,24 +153,26 @@ async function callAndRecord(run: Run, account: ClaimedAccount): Promise<Account
           mp_user_id: account.mp_user_id,
           answered_user_id: outcome.tokens.user_id,
         });
-        return await recordNeedsReauth(run, account, "seller_mismatch");
+        return { kind: "needs_reauth", reason: "seller_mismatch" };
       }
-      return await saveTokens(run, account, outcome.tokens, outcome.receivedAt);
+      return outcome;
     case "decrypt_error":
       logDecryptFailure(run.log, id, "refresh_token");
-      return await recordFailed(run, account, "decrypt_failed", { unsent: false });
+      return { kind: "failed", error: "decrypt_failed", unsent: false };
     case "mp_error": {
       const { error } = outcome;
       switch (classifyRefreshFailure(error.kind)) {
         case "reauth":
-          return await recordNeedsReauth(run, account, "invalid_grant");
+          return { kind: "needs_reauth", reason: "invalid_grant" };
         case "unknown":
-          return await recordAtRisk(run, account, error.kind);
+          return { kind: "at_risk", error: error.kind };
         case "retry":
-          return await recordFailed(run, account, error.kind, {
+          return {
+            kind: "failed",
+            error: error.kind,
             unsent: true,
             retryAfterMs: error.retryAfterMs,
-          });
+          };
       }
     }
   }

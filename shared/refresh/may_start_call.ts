@@ -8,16 +8,16 @@ import { latestStart } from "../platform/worker_life.ts";
 import { ESCROW_RETRY_MS, SAVE_RETRY_MS } from "./retry_schedules.ts";
 
 /** Slack a MercadoPago call needs in its lease beyond the call, save and escrow bounds. */
-export const LEASE_SLACK_MS = 5_000;
+const LEASE_SLACK_MS = 5_000;
 
 /** Statements a run makes after its last call: lease release, cache write, audit events. */
-export const RUN_END_STATEMENTS = 3;
+const RUN_END_STATEMENTS = 3;
 
 /**
  * How much lease a MercadoPago call needs left when it starts: the call's timeout, every
  * save and escrow attempt at the database time bound, their pauses, and some slack.
  */
-export function leaseNeededMs(config: Context["config"]): number {
+function leaseNeededMs(config: Context["config"]): number {
   return finishNeededMs(config) + LEASE_SLACK_MS;
 }
 
@@ -25,7 +25,7 @@ export function leaseNeededMs(config: Context["config"]): number {
  * How long a MercadoPago call may take to be over and its pair kept: the call's timeout and
  * every save and escrow attempt at the database time bound, with their pauses.
  */
-export function finishNeededMs(config: Context["config"]): number {
+function finishNeededMs(config: Context["config"]): number {
   const attempts = SAVE_RETRY_MS.length + 1 + ESCROW_RETRY_MS.length + 1;
   const pauses = [...SAVE_RETRY_MS, ...ESCROW_RETRY_MS].reduce((a, b) => a + b, 0);
   return config.mpTimeoutMs + attempts * config.dbTimeoutMs + pauses;

@@ -13,7 +13,7 @@ import type { MpFailure } from "../mercadopago/api.ts";
  *   again (but the one last-resort attempt).
  * - `reauth`: MercadoPago refused the grant (invalid_grant): the seller must connect again.
  */
-export type RefreshVerdict = "retry" | "unknown" | "reauth";
+type RefreshVerdict = "retry" | "unknown" | "reauth";
 
 /** The verdict on a failed refresh call. */
 export function classifyRefreshFailure(kind: MpFailure): RefreshVerdict {
@@ -33,7 +33,7 @@ export function classifyRefreshFailure(kind: MpFailure): RefreshVerdict {
 }
 
 /** How long before the served token expires the at-risk account gets its last-resort attempt. */
-export const LAST_RESORT_WINDOW_MS = 7 * 86_400_000;
+const LAST_RESORT_WINDOW_MS = 7 * 86_400_000;
 
 /**
  * Whether the refresh token of an account may be sent now, given how many requests with it
@@ -55,7 +55,7 @@ export function maySendRefreshToken(
 }
 
 /** Unknown outcomes in a row after which a run stops calling MercadoPago (circuit breaker). */
-export const BREAKER_LIMIT = 3;
+const BREAKER_LIMIT = 3;
 
 /**
  * The circuit breaker's count of unknown outcomes in a row after one more call ended with
@@ -71,7 +71,7 @@ export function breakerOpen(unknownCount: number): boolean {
 }
 
 /** How long an account spared by its site's open circuit breaker waits: one refresh interval. */
-export const SITE_OUTAGE_RETRY_MS = 10 * 60_000;
+const SITE_OUTAGE_RETRY_MS = 10 * 60_000;
 
 /**
  * What becomes of an account a run did not call for because its site's MercadoPago is failing

@@ -5,7 +5,7 @@
  */
 
 /** The wait assumed when a 429 carries no readable `Retry-After`. */
-export const DEFAULT_RETRY_AFTER_MS = 1000;
+const DEFAULT_RETRY_AFTER_MS = 1000;
 
 /**
  * When the next MercadoPago call may start, given the current pause and a 429 seen at `now`

@@ -8,18 +8,19 @@
  * a pair MercadoPago handed out is always kept in one database, and a call starts only while
  * the lease outlasts the call, the save and the escrow, so no later claimer can precede it.
  *
- * A straight line: run → `account.ts` (one account: escrow or a MercadoPago call, the
- * verdict of `outcome.ts`) → `save.ts` (save, retry, escrow) or `record.ts` (the failure
- * recorded) → each returns an `AccountOutcome` (its line, audit events, lease release, saved
- * pair) → the run's end writes the saved pairs' caches together (`syncSaved`, the batched sync
- * of `shared/sync/`) and records the events. The only state the accounts share is the run's
- * identity, budget and circuit breakers (`types.ts`). Each account is refreshed through its own
- * site's application, and the breaker, the 429 pause and the concurrency toward MercadoPago
- * are that application's: one site's MercadoPago failing never stops another's refreshes.
- * Beside them: `may_start_call.ts` (the time decision), `rate_limit_pause.ts` (the 429 pause),
- * `retry_schedules.ts`.
+ * A straight line, each step in one module: `run.ts` (claim under a lease, read the escrowed
+ * pairs) → `account.ts` (one account's steps in order: the escrow check, may a call start, the
+ * MercadoPago call and the verdict of `outcome.ts`, the pair kept by `save.ts`: save, retry,
+ * escrow) → `record.ts` (the account's ending written and turned into its `AccountOutcome`: its
+ * line, audit events, lease release, saved pair) → `run_end.ts` (the unused leases released, the
+ * saved pairs' caches written together by `syncSavedToCache`, the batched sync of
+ * `shared/sync/`, the events recorded, the report). The only state the accounts share is the
+ * run's identity, budget and circuit breakers (`types.ts`). Each account is refreshed through
+ * its own site's application, and the breaker, the 429 pause and the concurrency toward
+ * MercadoPago are that application's: one site's MercadoPago failing never stops another's
+ * refreshes. Beside them: `may_start_call.ts` (the time decision), `rate_limit_pause.ts` (the
+ * 429 pause), `retry_schedules.ts`, `run_limits.ts` (accounts, budget and lease of a run).
  */
-import { recordEvents } from "../store/audit.ts";
 import { readAccount } from "../store/accounts.ts";
 import type { Context } from "../platform/context.ts";
 import { DomainError } from "../platform/errors.ts";
@@ -28,24 +29,13 @@ import type { Logger } from "../platform/log.ts";
 import {
   claimDueAccounts,
   type ClaimedAccount,
-  deferRefreshes,
   flagUnconfirmedRefreshes,
-  releaseLeases,
 } from "../store/refresh_leases.ts";
 import { adoptDefaultSite } from "../store/sites.ts";
 import { refreshAccount } from "./account.ts";
-import { syncSaved } from "./record.ts";
-import {
-  type AccountOutcome,
-  DEFAULT_LIMIT,
-  LEASE_MS,
-  type RefreshOptions,
-  type RefreshReport,
-  type RefreshResult,
-  type RefreshStatus,
-  type Run,
-  RUN_BUDGET_MS,
-} from "./types.ts";
+import { finishRun } from "./run_end.ts";
+import { DEFAULT_LIMIT, LEASE_MS, RUN_BUDGET_MS } from "./run_limits.ts";
+import type { AccountOutcome, RefreshOptions, RefreshReport, RefreshResult, Run } from "./types.ts";
 
 /**
  * Runs one refresh pass and reports what happened to every claimed account; a run of one
@@ -194,94 +184,4 @@ async function claimWithEscrows(
     });
   }
   return { claimed, escrows };
-}
-
-/**
- * Defers, one statement per reason and wait, the accounts spared because their site's
- * MercadoPago is failing (`AccountOutcome.defer`), so the next runs claim other sites' first.
- */
-async function deferSpared(run: Run, outcomes: AccountOutcome[]): Promise<void> {
-  const groups = new Map<string, { error: string; retryAfterMs: number; ids: string[] }>();
-  for (const o of outcomes) {
-    if (!o.defer) continue;
-    const key = `${o.defer.error}:${o.defer.retryAfterMs}`;
-    const group = groups.get(key) ?? { ...o.defer, ids: [] };
-    group.ids.push(o.result.account_id);
-    groups.set(key, group);
-  }
-  for (const { error, retryAfterMs, ids } of groups.values()) {
-    await run.ctx.admin((sql) => deferRefreshes(sql, run.owner, ids, error, retryAfterMs))
-      .then((n) =>
-        run.log.warn("MP refreshes deferred: their site's MercadoPago is failing", {
-          error,
-          accounts: n,
-          retry_after_ms: retryAfterMs,
-        })
-      )
-      .catch((err) =>
-        run.log.warn("Could not defer refreshes; their leases run out instead", {
-          accounts: ids.length,
-          error: err,
-        })
-      );
-  }
-}
-
-/**
- * The run's end, from what its accounts came to: releases the leases not used, writes the saved
- * pairs' caches, records the audit events, logs and returns the report.
- */
-async function finishRun(
-  run: Run,
-  at: {
-    claimed: number;
-    outcomes: AccountOutcome[];
-    limit: number;
-    opts: RefreshOptions;
-    started: number;
-  },
-): Promise<RefreshReport> {
-  const { ctx, owner } = run;
-  const { outcomes, limit, opts, started } = at;
-  const results: RefreshResult[] = outcomes.map((o) => o.result);
-  const unused = outcomes.filter((o) => o.release).map((o) => o.result.account_id);
-  if (unused.length > 0) {
-    await ctx.admin((sql) => releaseLeases(sql, owner, unused)).catch((err) =>
-      run.log.warn("Could not release unused refresh leases", {
-        accounts: unused.length,
-        error: err,
-      })
-    );
-  }
-  await deferSpared(run, outcomes);
-  const synced = await syncSaved(run, outcomes.flatMap((o) => o.saved ? [o.saved] : []));
-  await recordEvents(ctx, run.log, [...outcomes.flatMap((o) => o.events), ...synced]);
-
-  const count = (...statuses: RefreshStatus[]) =>
-    results.filter((r) => statuses.includes(r.status)).length;
-  const report: RefreshReport = {
-    claimed: at.claimed,
-    refreshed: count("refreshed", "escrow_applied"),
-    failed: count("failed", "escrowed", "at_risk"),
-    reauth_required: count("reauth_required"),
-    results,
-  };
-  run.log.info("MP refresh run finished", {
-    claimed: report.claimed,
-    refreshed: report.refreshed,
-    failed: report.failed,
-    at_risk: count("at_risk"),
-    reauth_required: report.reauth_required,
-    circuit_breaker_open: [...run.breakers.values()].some((b) => b.open),
-    circuit_breakers_open: [...run.breakers].filter(([, b]) => b.open).map(([site]) => site),
-    escrow_applied: count("escrow_applied"),
-    escrowed: count("escrowed"),
-    superseded: count("superseded"),
-    skipped: count("skipped"),
-    limit,
-    account_id: opts.accountId,
-    force: opts.force ?? false,
-    duration_ms: Date.now() - started,
-  });
-  return report;
 }

@@ -1,7 +1,8 @@
 /**
  * Keeping a pair MercadoPago handed out: encrypt it, save it as a compare-and-swap (retrying),
  * else escrow it in the Backend DB (retrying); and applying a verified escrowed pair instead
- * of calling MercadoPago (docs/invariants.md, invariant 3).
+ * of calling MercadoPago (docs/invariants.md, invariant 3). Each returns the account's
+ * `Ending`; `record.ts` records it.
  */
 import { appOfSite } from "../platform/config.ts";
 import { DecryptError, decryptSecret, encryptTokenPair } from "../platform/crypto.ts";
@@ -11,13 +12,12 @@ import { type AccountRow, readSellerId } from "../store/accounts.ts";
 import {
   type ClaimedAccount,
   readIfHolds,
-  releaseLeases,
   saveRefreshed,
   type StoredPair,
 } from "../store/refresh_leases.ts";
+import { sleep } from "../platform/sleep.ts";
 import { ESCROW_RETRY_MS, SAVE_RETRY_MS } from "./retry_schedules.ts";
-import { buildEvent, recordSuperseded, recordSynced } from "./record.ts";
-import { type AccountOutcome, type Run, sleep } from "./types.ts";
+import type { Ending, Run } from "./types.ts";
 
 /** Encrypts a fresh pair for the account's master columns. */
 async function storedPair(
@@ -39,31 +39,32 @@ async function storedPair(
 }
 
 /**
- * Saves the pair MercadoPago just handed out (retrying), else escrows it in the Backend DB;
- * the old refresh token is spent either way, so the pair must not be dropped.
+ * Keeps the pair MercadoPago just handed out: saves it (retrying), else escrows it in the
+ * Backend DB; the old refresh token is spent either way, so the pair must not be dropped.
  */
-export async function saveTokens(
+export async function keepPair(
   run: Run,
   account: ClaimedAccount,
   tokens: MpTokens,
   receivedAt: number,
-): Promise<AccountOutcome> {
+): Promise<Ending> {
   const pair = await storedPair(run, account.id, tokens, receivedAt);
   const saved = await saveWithRetries(run, account, pair, tokens.access_token);
-  if ("outcome" in saved) return saved.outcome;
+  if ("ending" in saved) return saved.ending;
   return await escrowWithRetries(run, account, pair, saved.saveError);
 }
 
 /**
- * The compare-and-swap save of `pair` (encrypted from `accessToken`), retried; its outcome once recorded, or the last error
- * when the Admin DB took none of the attempts.
+ * The compare-and-swap save of `pair` (encrypted from `accessToken`), retried: `saved`, or
+ * `superseded` when newer credentials won; the last error when the Admin DB took none of the
+ * attempts.
  */
 async function saveWithRetries(
   run: Run,
   account: ClaimedAccount,
   pair: StoredPair,
   accessToken: string,
-): Promise<{ outcome: AccountOutcome } | { saveError: unknown }> {
+): Promise<{ ending: Ending } | { saveError: unknown }> {
   const { ctx } = run;
   let saveError: unknown;
   for (let attempt = 0; attempt <= SAVE_RETRY_MS.length; attempt++) {
@@ -75,8 +76,8 @@ async function saveWithRetries(
       if (!saved && saveError !== undefined) {
         saved = await ctx.admin((sql) => readIfHolds(sql, account.id, pair.refreshTokenEncrypted));
       }
-      if (!saved) return { outcome: recordSuperseded(run, account) };
-      return { outcome: recordSynced(account, saved, "refreshed", accessToken) };
+      if (!saved) return { ending: { kind: "superseded" } };
+      return { ending: { kind: "saved", row: saved, status: "refreshed", accessToken } };
     } catch (err) {
       saveError = err;
       if (attempt < SAVE_RETRY_MS.length) await sleep(SAVE_RETRY_MS[attempt]);
@@ -85,13 +86,16 @@ async function saveWithRetries(
   return { saveError };
 }
 
-/** Escrows a pair the Admin DB would not take in the Backend DB, retried; `token_lost` when neither took it. */
+/**
+ * Escrows a pair the Admin DB would not take in the Backend DB, retried; `token_lost` when
+ * neither took it.
+ */
 async function escrowWithRetries(
   run: Run,
   account: ClaimedAccount,
   pair: StoredPair,
   saveError: unknown,
-): Promise<AccountOutcome> {
+): Promise<Ending> {
   const { ctx, log } = run;
   const entry: EscrowEntry = {
     ...pair,
@@ -106,12 +110,7 @@ async function escrowWithRetries(
         base_version: account.mp_token_version,
         error: saveError,
       });
-      // Best effort: once the Admin DB is back, the next run may take the account at once.
-      await ctx.admin((sql) => releaseLeases(sql, run.owner, [account.id])).catch(() => {});
-      return {
-        result: { account_id: account.id, status: "escrowed", error: "admin_unavailable" },
-        events: [buildEvent(run, "escrowed", account, { base_version: account.mp_token_version })],
-      };
+      return { kind: "escrowed" };
     } catch (err) {
       if (attempt < ESCROW_RETRY_MS.length) await sleep(ESCROW_RETRY_MS[attempt]);
       else {
@@ -124,7 +123,7 @@ async function escrowWithRetries(
       }
     }
   }
-  return { result: { account_id: account.id, status: "failed", error: "token_lost" }, events: [] };
+  return { kind: "token_lost" };
 }
 
 /** Applies an escrowed pair taken from the claimed version, instead of calling MercadoPago. */
@@ -132,7 +131,7 @@ export async function applyEscrow(
   run: Run,
   account: ClaimedAccount,
   escrow: EscrowEntry,
-): Promise<AccountOutcome> {
+): Promise<Ending> {
   const { ctx, log } = run;
   let rejected: string | undefined;
   try {
@@ -144,11 +143,7 @@ export async function applyEscrow(
       account_id: account.id,
       error: err.message,
     });
-    return {
-      result: { account_id: account.id, status: "skipped", error: "escrow_unverifiable" },
-      events: [],
-      release: true,
-    };
+    return { kind: "skipped", reason: "escrow_unverifiable" };
   }
   if (rejected) {
     log.error("Escrowed MP token pair failed verification; discarded, the master is unchanged", {
@@ -156,11 +151,7 @@ export async function applyEscrow(
       reason: rejected,
     });
     await ctx.backend((sql) => deleteEscrow(sql, account.id, escrow.baseVersion)).catch(() => {});
-    return {
-      result: { account_id: account.id, status: "failed", error: "escrow_rejected" },
-      events: [buildEvent(run, "escrow_rejected", account, { reason: rejected })],
-      release: true,
-    };
+    return { kind: "escrow_rejected", reason: rejected };
   }
   // Only what was verified reaches the master: the ciphertexts and the expiry. The seller,
   // public key, mode and scope stay as stored.
@@ -175,20 +166,16 @@ export async function applyEscrow(
       account_id: account.id,
       error: err,
     });
-    await ctx.admin((sql) => releaseLeases(sql, run.owner, [account.id])).catch(() => {});
-    return {
-      result: { account_id: account.id, status: "failed", error: "escrow_apply_failed" },
-      events: [],
-    };
+    return { kind: "escrow_apply_failed" };
   }
-  if (!saved) return recordSuperseded(run, account);
+  if (!saved) return { kind: "superseded" };
   await ctx.backend((sql) => deleteEscrow(sql, account.id, escrow.baseVersion)).catch((err) =>
     log.warn("Applied escrow not removed; the next run discards it", {
       account_id: account.id,
       error: err,
     })
   );
-  return recordSynced(account, saved, "escrow_applied");
+  return { kind: "saved", row: saved, status: "escrow_applied" };
 }
 
 /** MercadoPago could not be asked whose an escrowed pair is; the pair stays in escrow. */

@@ -1,21 +1,12 @@
 /**
- * What a refresh run is asked, what it answers, and the state its steps share
- * (docs/contract.md, mp-refresh).
+ * What a refresh run is asked, what it answers, and the state its steps share and hand on
+ * (docs/contract.md, mp-refresh). Types only.
  */
 import type { AuditEvent } from "../store/audit.ts";
 import type { Context } from "../platform/context.ts";
 import type { Logger } from "../platform/log.ts";
 import type { AccountRow } from "../store/accounts.ts";
 import type { ClaimedAccount } from "../store/refresh_leases.ts";
-
-/** Accounts a run claims when the caller gives no limit. */
-export const DEFAULT_LIMIT = 100;
-/** Accounts one run may be asked to claim at most (docs/contract.md, "The functions"). */
-export const REFRESH_MAX_LIMIT = 500;
-/** After this long a run starts no new MercadoPago call (Edge Functions stop at 150 s). */
-export const RUN_BUDGET_MS = 100_000;
-/** How long a claim holds an account: far longer than a run plus one MercadoPago call. */
-export const LEASE_MS = 5 * 60_000;
 
 /** What one run is asked to do. */
 export interface RefreshOptions {
@@ -26,9 +17,9 @@ export interface RefreshOptions {
   /** Refresh even when not due, backing off or needing re-authorization (never a live lease). */
   force?: boolean;
   requestId?: string;
-  /** Overrides {@link RUN_BUDGET_MS}. */
+  /** Overrides `RUN_BUDGET_MS` (`run_limits.ts`). */
   budgetMs?: number;
-  /** Overrides {@link LEASE_MS}. */
+  /** Overrides `LEASE_MS` (`run_limits.ts`). */
   leaseMs?: number;
 }
 
@@ -82,17 +73,53 @@ export interface Run {
   breakers: Map<string, Breaker>;
 }
 
-/** The run's circuit breaker for the application of `site` (closed until it opens). */
-export function breakerOf(run: Run, site: string): Breaker {
-  let breaker = run.breakers.get(site);
-  if (!breaker) run.breakers.set(site, breaker = { unknownInARow: 0, open: false });
-  return breaker;
+/** Why a run spares an account whose site's MercadoPago is failing, and how long it waits. */
+export interface Deferral {
+  error: string;
+  retryAfterMs: number;
 }
 
 /**
+ * What one account's steps came to, before it is recorded (`recordEnding` in `record.ts`
+ * writes what it must and turns it into the account's {@link AccountOutcome}):
+ * - `skipped`: not refreshed this run (its lease released, or deferred: `defer`);
+ * - `superseded`: newer credentials (or another owner) won the compare-and-swap;
+ * - `saved`: a pair saved at the claimed version (`refreshed`, or `escrow_applied`); `accessToken`
+ *   is the plaintext it was encrypted from;
+ * - `escrowed`: the Admin DB did not take the pair, the Backend DB keeps it; `token_lost`: neither;
+ * - `failed`: a transient failure (`unsent`: provably never reached MercadoPago);
+ * - `needs_reauth`: MercadoPago refused the grant, or answered for another seller;
+ * - `at_risk`: the outcome is unknown (the call may have reached MercadoPago);
+ * - `escrow_rejected`: an escrowed pair failed verification; `escrow_apply_failed`: the Admin DB
+ *   did not take a verified one.
+ *
+ * `discardedEscrow`: the base version of an escrowed pair from an older version, discarded
+ * before the call.
+ */
+export type Ending =
+  & (
+    | { kind: "skipped"; reason: string; defer?: Deferral }
+    | { kind: "superseded" }
+    | {
+      kind: "saved";
+      row: AccountRow;
+      status: "refreshed" | "escrow_applied";
+      accessToken?: string;
+    }
+    | { kind: "escrowed" }
+    | { kind: "token_lost" }
+    | { kind: "failed"; error: string; unsent: boolean; retryAfterMs?: number }
+    | { kind: "needs_reauth"; reason: "invalid_grant" | "seller_mismatch" }
+    | { kind: "at_risk"; error: string }
+    | { kind: "escrow_rejected"; reason: string }
+    | { kind: "escrow_apply_failed" }
+  )
+  & { discardedEscrow?: number };
+
+/**
  * A pair saved this run, whose cache is written with the others' at the run's end
- * (`syncSaved`); `accessToken` is the plaintext it was encrypted from, so it is not decrypted
- * again in the same process.
+ * (`syncSavedToCache` in `run_end.ts`); `accessToken` is the plaintext it was encrypted from, so
+ * it is not decrypted again in the same process.
  */
 export interface SavedPair {
   account: ClaimedAccount;
@@ -111,9 +138,6 @@ export interface AccountOutcome {
   result: RefreshResult;
   events: AuditEvent[];
   release?: boolean;
-  defer?: { error: string; retryAfterMs: number };
+  defer?: Deferral;
   saved?: SavedPair;
 }
-
-/** Waits `ms` milliseconds. */
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -178,16 +178,15 @@ export const MUTANTS: Mutant[] = [
     name: "circuit breaker limit off by one (4 unknown outcomes)",
     invariants: [3],
     file: "shared/refresh/outcome.ts",
-    from: "export const BREAKER_LIMIT = 3;",
-    to: "export const BREAKER_LIMIT = 4;",
+    from: "const BREAKER_LIMIT = 3;",
+    to: "const BREAKER_LIMIT = 4;",
   },
   {
     name: "the save's failure is not escrowed: the new pair is dropped",
     invariants: [3],
     file: "shared/refresh/save.ts",
     from: "  return await escrowWithRetries(run, account, pair, saved.saveError);",
-    to:
-      '  void escrowWithRetries;\n  return { result: { account_id: account.id, status: "failed", error: "token_lost" }, events: [] };',
+    to: '  void escrowWithRetries;\n  return { kind: "token_lost" };',
   },
   {
     name: "the save does not check whether a lost-answer attempt committed",
@@ -200,8 +199,9 @@ export const MUTANTS: Mutant[] = [
     name: "an account whose escrow cannot be read is refreshed anyway",
     invariants: [3],
     file: "shared/refresh/account.ts",
-    from: '  if (!escrows) return skip("escrow_unavailable");\n  const escrow = escrows.get(id);',
-    to: "  const escrow = escrows?.get(id);",
+    from:
+      '  if (!escrows) return skipped("escrow_unavailable");\n  const escrow = escrows.get(account.id);',
+    to: "  const escrow = escrows?.get(account.id);",
   },
 
   // ---- Invariant 4: exactly one refresher ----

@@ -1,7 +1,7 @@
 import * as v from "valibot";
 import { defineScheduledFunction, optionalLimit, uuid } from "../../../shared/platform/http.ts";
 import { runRefresh } from "../../../shared/refresh/run.ts";
-import { REFRESH_MAX_LIMIT } from "../../../shared/refresh/types.ts";
+import { REFRESH_MAX_LIMIT } from "../../../shared/refresh/run_limits.ts";
 import { CONNECTION_CHANGES } from "../../../shared/events/deliver.ts";
 import { runRecordOf } from "../../../shared/schedules/runs.ts";
 
