@@ -212,7 +212,7 @@ export const eventsBench: Bench = async (env) => {
     const { seconds, delivered, roots } = await driveBurst(env, logFile, admin, events);
     const runs = await settledRuns(logFile, from, admin);
     const { depth, successors } = await chains(logFile, from);
-    const label = `mp-deliver-events: a burst of ${size} events (${
+    const label = `mp-deliver-events: ${size} events inserted into the outbox by SQL (${
       (events / PER_ACCOUNT).toLocaleString("en")
     } accounts × ${PER_ACCOUNT}), receiver answering in ${ANSWER_MS} ms`;
     const rows: BenchRow[] = [
