@@ -785,7 +785,7 @@ function check(
       body === null || typeof body !== "object" || Object.keys(body).join() !== "error" ||
       typeof body.error?.code !== "string" || typeof body.error?.message !== "string"
     ) {
-      return `not the SPEC error body: ${a.text.slice(0, 120)}`;
+      return `not the contract's error body: ${a.text.slice(0, 120)}`;
     }
   };
   if (a.headers.get("cache-control") !== "no-store") return "an answer without no-store";

@@ -70,7 +70,7 @@ Deno.test("a known-answer vector made with node:crypto decrypts, with any key of
   assert.equal(await decryptSecret(await ring(), ACCOUNT, "code_verifier", b), "verifier-ñ-✓");
 });
 
-Deno.test("our ciphertext decrypts with node:crypto given the SPEC's AAD", async () => {
+Deno.test('our ciphertext decrypts with node:crypto given the AAD of docs/contract.md, "Ciphertext format"', async () => {
   const value = await encryptSecret(await ring(), ACCOUNT, "access_token", "APP_USR-x");
   const raw = Buffer.from(value.split(":")[2], "base64");
   const decipher = createDecipheriv("aes-256-gcm", KEY_A, raw.subarray(0, 12));

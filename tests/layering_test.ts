@@ -393,18 +393,21 @@ Deno.test('every docs/<file>.md, "<heading>" cited in the tree names a heading o
   const broken: string[] = [];
   const outside: string[] = [];
   let cited = 0;
+  let citedInSql = 0;
   for await (const path of citingFiles()) {
     const text = await Deno.readTextFile(`${ROOT}${path}`);
     for (const { doc, heading } of citedHeadings(text)) {
       cited++;
+      if (path.endsWith(".sql")) citedInSql++;
       const names = headings.get(doc);
       if (!names) broken.push(`${path}: docs/${doc} does not exist`);
       else if (!names.has(heading)) broken.push(`${path}: docs/${doc} has no heading "${heading}"`);
     }
-    // Applied migrations are history: their text stays as it was applied.
-    if (!/(^|\/)migrations\//.test(path) && text.includes(spec)) outside.push(path);
+    // Migrations too: a changed comment of an applied one is set again by a newer migration.
+    if (text.includes(spec)) outside.push(path);
   }
   assert.ok(cited > 30, `the scan saw the citations (${cited})`);
+  assert.ok(citedInSql >= 3, `the scan saw the migrations' citations (${citedInSql})`);
   assert.deepEqual(broken, [], "citations of headings that do not exist");
   assert.deepEqual(outside, [], "citations of SPEC, a document outside the repository");
 });

@@ -1,4 +1,5 @@
--- Admin DB: events to the platform (SPEC §10, invariant 10; docs/events.md).
+-- Admin DB: events to the platform (docs/contract.md, "Events to the platform"; invariant 10;
+-- docs/events.md).
 -- * An outbox, mp_event_outbox: every change of an account's connection state writes exactly
 --   one event row IN THE SAME TRANSACTION as the change, because the row is written by
 --   triggers on nv_accounts that run after mp_connection_state_keep has derived mp_state:
@@ -55,7 +56,7 @@ create table if not exists public.mp_event_outbox (
 );
 
 comment on table public.mp_event_outbox is
-  'Connection events for the platform (SPEC §10). Never store secrets (tokens, codes, keys) here.';
+  'Connection events for the platform (docs/contract.md, "Events to the platform"). Never store secrets (tokens, codes, keys) here.';
 
 -- The pull cursor's order.
 create index if not exists mp_event_outbox_xid_pos_idx on public.mp_event_outbox (xid, pos);
@@ -101,8 +102,9 @@ as $fn$
   end
 $fn$;
 
--- The payload of SPEC §10: {"type","timestamp","data":{account_id, client_id, mp_user_id,
--- state, reason?, deadline?, token_version}} — never a token, code or key. Pure.
+-- The payload (docs/contract.md, "Events to the platform"): {"type","timestamp","data":{
+-- account_id, client_id, mp_user_id, state, reason?, deadline?, token_version}} — never a
+-- token, code or key. Pure.
 create or replace function public.mp_event_payload(
   p_type text,
   p_at timestamptz,
