@@ -3,12 +3,16 @@
  * contract's values written out: a refresh token is sent at most once, but for one last resort
  * within 7 days of its access token's expiry; 429 and 4xx other than invalid_grant are refused
  * unprocessed; a pair delivered for the refresh token the master holds is kept; request ids of
- * 1 to 128 characters of A-Za-z0-9._- are usable (A-Za-z0-9- for MercadoPago's webhook).
+ * 1 to 128 characters of A-Za-z0-9._- are usable (A-Za-z0-9- for MercadoPago's webhook); the
+ * sandbox's cross_app_calls must be 0, in all and per application; only a fault of an account's
+ * own application (or of every call) excuses its failures.
  */
 import assert from "node:assert/strict";
 import { LedgerMirror, type LedgerView, type PairRecord } from "./chaos/ledger.ts";
 import {
   countsAsSend,
+  crossAppProblem,
+  faultExcuses,
   isLastResort,
   mercadoPagoRequestId,
   sendsPerAccount,
@@ -198,4 +202,34 @@ Deno.test("judge: request ids of 1 to 128 characters are usable; 129 or another 
   assert.equal(mercadoPagoRequestId("abc-DEF-123"), true);
   assert.equal(mercadoPagoRequestId("abc.def"), false);
   assert.equal(mercadoPagoRequestId("abc_def"), false);
+});
+
+Deno.test("judge: cross_app_calls must be 0, in all and for every application", () => {
+  const apps = (mla: number, mlb: number) => ({
+    "1001": { site_id: "MLA", cross_app_calls: mla },
+    "1002": { site_id: "MLB", cross_app_calls: mlb },
+  });
+  assert.equal(crossAppProblem({ cross_app_calls: 0, apps: apps(0, 0) }), null);
+  assert.equal(crossAppProblem({ cross_app_calls: 0 }), null, "the single app: no per-app counts");
+  const one = crossAppProblem({ cross_app_calls: 1, apps: apps(0, 1) });
+  assert.ok(one?.includes("1 cross-application call"), one ?? "null");
+  assert.ok(one?.includes("MLB 1"), one ?? "null");
+  assert.ok(!one?.includes("MLA"), "an application with 0 is not named");
+  // An application's own count is enough, whatever the total says.
+  assert.notEqual(crossAppProblem({ cross_app_calls: 0, apps: apps(2, 0) }), null);
+  assert.notEqual(crossAppProblem({ cross_app_calls: 3 }), null);
+});
+
+Deno.test("judge: only a fault of the account's own application, or of every call, excuses it", () => {
+  const none = new Set<string>();
+  assert.equal(faultExcuses("MLA", null, none), false, "no fault: nothing excused");
+  // Queued, not taken yet.
+  assert.equal(faultExcuses("MLA", { site: "MLB" }, none), false, "MLB's fault: not MLA's excuse");
+  assert.equal(faultExcuses("MLB", { site: "MLB" }, none), true);
+  assert.equal(faultExcuses("MLA", { site: null }, none), true, "a fault of every call");
+  // Taken by a call in the step.
+  assert.equal(faultExcuses("MLA", null, new Set(["MLB"])), false);
+  assert.equal(faultExcuses("MLB", null, new Set(["MLB"])), true);
+  assert.equal(faultExcuses("MLA", null, new Set(["*"])), true);
+  assert.equal(faultExcuses("MLA", { site: "MLB" }, new Set(["MLB"])), false);
 });

@@ -45,11 +45,12 @@ type Cmd = fc.AsyncCommand<World, World, false>;
 
 const MAX_ACCOUNTS = 5;
 
-/** A fresh model account. */
-function model(accountId: string, clientId: string, seller: number | null): Acc {
+/** A fresh model account of `site`. */
+function model(accountId: string, clientId: string, seller: number | null, site: string): Acc {
   return {
     accountId,
     clientId,
+    site,
     seller,
     allowedSellers: new Set(seller === null ? [] : [seller]),
     revoked: false,
@@ -92,28 +93,49 @@ function allow(a: Acc, n: number) {
 /** No fault in force that could excuse an unexpected answer. */
 const calm = (w: World) => w.calm;
 
-function expect(w: World, ok: boolean, invariant: number | string, what: string) {
-  if (!ok && calm(w)) throw new Violation(invariant, what);
+/**
+ * Unless `ok`, a violation when no fault could excuse it: none at all, or, for an account of
+ * `site`, none of its application's (another application's fault is no excuse).
+ */
+function expect(
+  w: World,
+  ok: boolean,
+  invariant: number | string,
+  what: string,
+  site?: string,
+) {
+  if (!ok && (site === undefined ? calm(w) : w.calmFor(site))) {
+    throw new Violation(invariant, site === undefined || !w.apps.multi ? what : `${site}: ${what}`);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Connect (OAuth through the sandbox)
 
-/** mp-oauth-start → the sandbox's authorization (as `seller`) → mp-oauth-callback. */
+/**
+ * mp-oauth-start (with several applications: `site`, the account's) → the sandbox's
+ * authorization (as `seller`; as a new seller of `sellerSite` when given) → mp-oauth-callback.
+ */
 async function oauth(
   w: World,
-  accountId: string,
+  a: Acc,
   seller: number,
   replace: boolean,
+  sellerSite?: string,
 ): Promise<{ ok: boolean; reason: string | null }> {
   const start = await call("mp-oauth-start", {
-    account_id: accountId,
+    account_id: a.accountId,
+    ...(w.apps.multi ? { site: a.site } : {}),
     ...(replace ? { replace_seller: true } : {}),
   });
   w.noteAnswer(start);
   if (start.status !== 200) return { ok: false, reason: `start_${start.status}` };
   const url = new URL(start.body.url);
+  if (w.apps.multi && url.searchParams.get("client_id") !== w.app(a.site).clientId) {
+    throw new Violation("site", `${a.site}: mp-oauth-start authorizes with another application`);
+  }
   url.searchParams.set("user_id", String(seller));
+  if (sellerSite !== undefined) url.searchParams.set("seller_site", sellerSite);
   const auth = await fetch(url, { redirect: "manual" });
   await auth.body?.cancel();
   const back = auth.headers.get("location");
@@ -151,9 +173,12 @@ async function sellerChange(w: World, a: Acc, asked: number, ok: boolean) {
   }
 }
 
-/** A new account linked to a new client, connected through OAuth as a new seller. */
+/** A new account of `site` linked to a new client, connected through OAuth as a new seller. */
 export class ConnectNew extends Step {
   readonly name = "connect";
+  constructor(readonly site: string, readonly multi: boolean) {
+    super();
+  }
   override check(w: Readonly<World>) {
     return w.accounts.length < MAX_ACCOUNTS && w.allUp;
   }
@@ -161,14 +186,49 @@ export class ConnectNew extends Step {
     const clientId = await newClient();
     const accountId = await newAccount({ clientId });
     const seller = w.newSeller();
-    const a = model(accountId, clientId, null);
-    w.accounts.push(a);
-    const r = await oauth(w, accountId, seller, false);
+    const a = model(accountId, clientId, null, this.site);
+    w.addAccount(a);
+    const r = await oauth(w, a, seller, false);
     await sellerChange(w, a, seller, r.ok);
-    expect(w, r.ok, "connect", `a first connect failed (${r.reason})`);
+    expect(w, r.ok, "connect", `a first connect failed (${r.reason})`, a.site);
   }
   toString() {
-    return "ConnectNew";
+    return this.multi ? `ConnectNew(${this.site})` : "ConnectNew";
+  }
+}
+
+/**
+ * A seller of another site authorizes through the account's application (a Brazilian seller on
+ * the Argentine application): refused at the callback with `seller_site_mismatch`, nothing of
+ * the account changed (the checker: its seller, tokens and versions stay as the model has them).
+ */
+export class ConnectWrongSite extends Step {
+  readonly name = "connect_wrong_site";
+  constructor(readonly i: number) {
+    super();
+  }
+  async act(w: World) {
+    const a = w.acc(this.i);
+    const other = w.apps.list.find((app) => app.site !== a.site);
+    if (!other) return NOOP;
+    const r = await oauth(w, a, w.newSeller(), true, other.site);
+    if (r.ok) {
+      throw new Violation(
+        "site",
+        `${a.site}: a seller of ${other.site} was connected through ${a.site}'s application`,
+      );
+    }
+    if (r.reason === "seller_site_mismatch") w.observed("seller_site_mismatch");
+    expect(
+      w,
+      r.reason === "seller_site_mismatch",
+      "site",
+      `a seller of ${other.site} through ${a.site}'s application answered ${r.reason}`,
+      a.site,
+    );
+  }
+  toString() {
+    return `ConnectWrongSite(${this.i})`;
   }
 }
 
@@ -184,7 +244,7 @@ export class Connect extends Step {
     const seller = this.kind === "reconnect" && a.seller !== null ? a.seller : w.newSeller();
     const legit = this.kind !== "mismatch" || a.seller === null;
     const mayChange = a.seller === null || this.kind === "replace";
-    const r = await oauth(w, a.accountId, seller, this.kind === "replace");
+    const r = await oauth(w, a, seller, this.kind === "replace");
     if (mayChange) await sellerChange(w, a, seller, r.ok);
     if (r.ok) {
       if (!legit) {
@@ -193,9 +253,9 @@ export class Connect extends Step {
       if (!mayChange) a.seller = seller;
       a.revoked = false;
     } else if (legit) {
-      expect(w, false, "connect", `${this.kind} failed (${r.reason})`);
+      expect(w, false, "connect", `${this.kind} failed (${r.reason})`, a.site);
     } else {
-      expect(w, r.reason === "seller_mismatch", 6, `mismatch answered ${r.reason}`);
+      expect(w, r.reason === "seller_mismatch", 6, `mismatch answered ${r.reason}`, a.site);
     }
   }
   toString() {
@@ -213,7 +273,7 @@ export class Connect extends Step {
  */
 export class ProvisionNew extends Step {
   readonly name = "provision";
-  constructor(readonly days: 30 | 3) {
+  constructor(readonly days: 30 | 3, readonly site: string, readonly multi: boolean) {
     super();
   }
   override check(w: Readonly<World>) {
@@ -225,10 +285,15 @@ export class ProvisionNew extends Step {
       count: 1,
       user_id: seller,
       expires_in: this.days * 86_400,
+      client_id: w.controlClient(this.site),
     });
     const clientId = await newClient();
-    const accountId = await newAccount({ grant, expiresInDays: this.days });
-    w.accounts.push(model(accountId, clientId, seller));
+    const accountId = await newAccount({
+      grant,
+      expiresInDays: this.days,
+      ...(this.multi ? { columns: { mp_site_id: this.site } } : {}),
+    });
+    w.addAccount(model(accountId, clientId, seller, this.site));
     const res = await call("provision-step-7-1", { account_id: accountId, client_id: clientId });
     w.noteAnswer(res);
     expect(
@@ -236,10 +301,11 @@ export class ProvisionNew extends Step {
       res.status === 200 && res.body.synced === true,
       "provision",
       `answered ${res.status}`,
+      this.site,
     );
   }
   toString() {
-    return `ProvisionNew(${this.days} days)`;
+    return `ProvisionNew(${this.days} days${this.multi ? `, ${this.site}` : ""})`;
   }
 }
 
@@ -314,9 +380,8 @@ export class RefreshUnknownThenAgain extends Step {
   async act(w: World) {
     const a = w.acc(this.i);
     allow(a, 1); // the second run sends again only as the last resort, which is not counted
-    w.dropPendingFault();
-    await sandbox.faults(this.mode, 1);
-    w.pendingFault = this.mode;
+    await w.queueFault(this.mode, a.site); // its own application's MercadoPago
+
     const first = await call("mp-refresh", { account_id: a.accountId });
     w.noteAnswer(first);
     await w.readLedger();
@@ -348,7 +413,7 @@ export class KillRefreshIsolate extends Step {
     const a = w.acc(this.i);
     allow(a, 1);
     const before = await sandbox.stats();
-    await sandbox.latency(1500);
+    await sandbox.latency(1500, w.controlClient(a.site));
     try {
       const pending = call("mp-refresh", { account_id: a.accountId, force: true });
       let killed = 0;
@@ -367,7 +432,7 @@ export class KillRefreshIsolate extends Step {
       else w.observed("isolate_kill_missed");
       w.log(`  isolates killed: ${killed}, mp-refresh answered ${res.status}`);
     } finally {
-      await sandbox.latency(0);
+      await sandbox.latency(0, w.controlClient(a.site));
     }
   }
   toString() {
@@ -479,7 +544,7 @@ export class Revoke extends Step {
       a.revoked = true;
       w.observed("revoked");
     }
-    expect(w, res.status === 200, 2, `mp-revoke answered ${res.status}`);
+    expect(w, res.status === 200, 2, `mp-revoke answered ${res.status}`, a.site);
   }
   toString() {
     return `Revoke(${this.i}, ${ridText(this.rid)})`;
@@ -554,7 +619,7 @@ export class Probe extends Step {
     allow(a, 1); // a dead token with an unsent refresh token is refreshed at once
     const res = await call("mp-probe", { account_id: a.accountId });
     w.noteAnswer(res);
-    expect(w, res.status === 200, 9, `mp-probe answered ${res.status}`);
+    expect(w, res.status === 200, 9, `mp-probe answered ${res.status}`, a.site);
   }
   toString() {
     return `Probe(${this.i})`;
@@ -581,7 +646,7 @@ export class DeauthorizeGenuine extends Step {
     const before = w.db.admin === "up" ? await masterOf(a.accountId) : null;
     const res = await sandbox.post("deauthorize", {
       user_id: a.seller,
-      notify_url: `${stack.functionsUrl}/mp-webhook`,
+      notify_url: `${stack.functionsUrl}/mp-webhook${w.apps.multi ? `?app=${a.site}` : ""}`,
     });
     if (res.notified === 200 && w.db.admin === "up") {
       const m = await masterOf(a.accountId);
@@ -590,7 +655,13 @@ export class DeauthorizeGenuine extends Step {
         w.observed("deauthorized");
       }
       if (before?.connected && before.access !== null) {
-        expect(w, !!m && !m.connected, 2, `a confirmed deauthorization left the account connected`);
+        expect(
+          w,
+          !!m && !m.connected,
+          2,
+          `a confirmed deauthorization left the account connected`,
+          a.site,
+        );
       }
     }
   }
@@ -628,8 +699,11 @@ export class DeauthorizeSigned extends Step {
     const accepted = mercadoPagoRequestId(requestId);
     const ts = String(Math.floor(Date.now() / 1000));
     const dataId = String(a.seller);
+    // Several applications: signed with the account's own application's newest secret (MLB's
+    // has two, a rotation underway: any may match).
+    const secrets = w.app(a.site).webhookSecrets;
     const v1 = await signManifest(
-      stack.webhookSecret,
+      w.apps.multi ? secrets[secrets.length - 1] : stack.webhookSecret,
       signatureManifest({ dataId, requestId, ts }),
     );
     const note = {
@@ -649,7 +723,7 @@ export class DeauthorizeSigned extends Step {
       const res = await call("mp-webhook", note, {
         key: null,
         headers: { "x-request-id": requestId, "x-signature": `ts=${ts},v1=${v1}` },
-        query: `?data.id=${dataId}&type=mp-connect`,
+        query: `?${w.apps.multi ? `app=${a.site}&` : ""}data.id=${dataId}&type=mp-connect`,
       });
       w.noteAnswer(res);
       if (!accepted) {
@@ -682,7 +756,7 @@ export class DeauthorizeSigned extends Step {
           }
         }
       } else if (acted && w.db.admin === "up") {
-        expect(w, res.status === 200, 8, `a replayed delivery answered ${res.status}`);
+        expect(w, res.status === 200, 8, `a replayed delivery answered ${res.status}`, a.site);
       }
     }
     if (versionAfterFirst !== undefined && this.times > 1 && w.db.admin === "up") {
@@ -764,6 +838,7 @@ export class Backfill extends Step {
           `the backfill failed with both databases up (${summary.failed} failed${
             summary.error ? `: ${summary.error}` : ""
           })`,
+          a.site,
         );
       } else if (calm(w)) await assertInSync(w, "backfill", a);
     } finally {
@@ -805,7 +880,11 @@ export class ForgeEscrow extends Step {
       userId = m.seller;
     } else {
       // A real pair of another seller, encrypted for THIS account, claimed without a user_id.
-      const { grants: [g] } = await sandbox.post("grants", { count: 1, user_id: w.newSeller() });
+      const { grants: [g] } = await sandbox.post("grants", {
+        count: 1,
+        user_id: w.newSeller(),
+        client_id: w.controlClient(a.site),
+      });
       a.forged.add(tokenId(g.access_token));
       a.forged.add(tokenId(g.refresh_token));
       access = await encryptSecret(ring, a.accountId, "access_token", g.access_token);
@@ -935,19 +1014,20 @@ export const SANDBOX_MODES = [
  */
 export class SandboxFault extends Step {
   readonly name = "sandbox_fault";
-  constructor(readonly mode: typeof SANDBOX_MODES[number]) {
+  /** `site`: the one application the fault is limited to (null: every call, the single app). */
+  constructor(readonly mode: typeof SANDBOX_MODES[number], readonly site: string | null) {
     super();
   }
   override check() {
     return true;
   }
   async act(w: World) {
-    w.dropPendingFault(); // the one before was never taken: replaced, so not injected
-    await sandbox.faults(this.mode, 1);
-    w.pendingFault = this.mode;
+    await w.queueFault(this.mode, this.site);
   }
   toString() {
-    return `SandboxFault(${this.mode})`;
+    return this.site === null
+      ? `SandboxFault(${this.mode})`
+      : `SandboxFault(${this.mode}, ${this.site})`;
   }
 }
 
@@ -962,7 +1042,7 @@ export class Invalidate extends Step {
     if (a.seller === null) return NOOP;
     const res = await sandbox.invalidate(a.seller, this.scope);
     if (!(res.invalidated > 0)) return NOOP; // nothing live to kill
-    w.fault(`invalidate_${this.scope}`);
+    w.fault(`invalidate_${this.scope}`, w.apps.multi ? a.site : null);
   }
   toString() {
     return `Invalidate(${this.i}, ${this.scope})`;
@@ -1244,8 +1324,21 @@ export class NearExpiry extends Step {
   }
 }
 
-/** Every command, weighted by repetition. */
-export function commandArbitraries(): fc.Arbitrary<Cmd>[] {
+/**
+ * Every command, weighted by repetition, over the stack's applications (`sites`, in `MP_APPS`'s
+ * order). With one (the single app) the commands and their generation are the single-app run's
+ * as they were, so its replay lines replay; with several, accounts are created in each site,
+ * sandbox faults are limited to one application, and a seller of another site is tried.
+ */
+export function commandArbitraries(sites: readonly string[]): fc.Arbitrary<Cmd>[] {
+  if (sites.length === 0) throw new Error("the chaos run needs at least one application");
+  const multi = sites.length > 1;
+  /** `arb` with a site: drawn among the sites, or (one) the only one without drawing. */
+  const withSite = <T>(arb: fc.Arbitrary<T>): fc.Arbitrary<[T, string]> =>
+    multi ? fc.tuple(arb, fc.constantFrom(...sites)) : arb.map((v) => [v, sites[0]]);
+  const connectNew = multi
+    ? fc.constantFrom(...sites).map((s) => new ConnectNew(s, true))
+    : fc.constant(new ConnectNew(sites[0], false));
   const i = fc.nat(MAX_ACCOUNTS - 1);
   const db = fc.constantFrom("backend" as const, "admin" as const);
   const deliver = fc.tuple(
@@ -1254,10 +1347,14 @@ export function commandArbitraries(): fc.Arbitrary<Cmd>[] {
     fc.boolean(),
   ).map(([m, l, d]) => new DeliverEvents(m, l, d));
   const common: fc.Arbitrary<Cmd>[] = [
-    fc.constant(new ConnectNew()),
-    fc.constant(new ConnectNew()),
-    fc.constant(new ProvisionNew(30)),
-    fc.constantFrom(30 as const, 3 as const).map((d) => new ProvisionNew(d)),
+    connectNew,
+    connectNew,
+    multi
+      ? fc.constantFrom(...sites).map((s) => new ProvisionNew(30, s, true))
+      : fc.constant(new ProvisionNew(30, sites[0], false)),
+    withSite(fc.constantFrom(30 as const, 3 as const)).map(([d, s]) =>
+      new ProvisionNew(d, s, multi)
+    ),
     fc.tuple(i, fc.constantFrom("reconnect" as const, "replace" as const, "mismatch" as const))
       .map(([n, k]) => new Connect(n, k)),
     i.map((n) => new Provision(n)),
@@ -1288,7 +1385,10 @@ export function commandArbitraries(): fc.Arbitrary<Cmd>[] {
       fc.constantFrom("no_key" as const, "bad_signature" as const, "unknown_state" as const),
       ridArb,
     ).map(([k, id]) => new Unauthenticated(k, id)),
-    fc.constantFrom(...SANDBOX_MODES).map((m) => new SandboxFault(m)),
+    multi
+      ? fc.tuple(fc.constantFrom(...SANDBOX_MODES), fc.constantFrom(...sites))
+        .map(([m, s]) => new SandboxFault(m, s))
+      : fc.constantFrom(...SANDBOX_MODES).map((m) => new SandboxFault(m, null)),
     fc.tuple(i, fc.constantFrom("access" as const, "grant" as const))
       .map(([n, s]) => new Invalidate(n, s)),
     fc.tuple(
@@ -1307,5 +1407,6 @@ export function commandArbitraries(): fc.Arbitrary<Cmd>[] {
     fc.tuple(fc.constantFrom(1, 3, 100, 500), fc.integer({ min: 1, max: 3 }))
       .map(([l, p]) => new PullEvents(l, p)),
   ];
+  if (multi) common.push(i.map((n) => new ConnectWrongSite(n)));
   return common;
 }

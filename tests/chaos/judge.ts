@@ -2,8 +2,8 @@
  * The chaos checker's pure judgements over the sandbox's ledger (tests/chaos/ledger.ts), with the
  * contract's values written out: which presentations of a refresh token count as sends, the one
  * last resort within 7 days of expiry, which pair MercadoPago delivered that the system must keep,
- * which request ids a function may use (128 characters at most). Unit tests:
- * tests/chaos_judge_test.ts.
+ * which request ids a function may use (128 characters at most), and that the sandbox counted no
+ * cross-application call (0). Unit tests: tests/chaos_judge_test.ts.
  */
 import type { LedgerMirror, NewPresentation, PairRecord, Presentation } from "./ledger.ts";
 
@@ -119,4 +119,39 @@ export function usableRequestId(id: string): boolean {
 /** Whether mp-webhook accepts a MercadoPago `x-request-id`: 1 to 128 of `A-Za-z0-9-`. */
 export function mercadoPagoRequestId(id: string): boolean {
   return /^[A-Za-z0-9-]{1,128}$/.test(id);
+}
+
+/** The sandbox's cross-application counts (`GET /__sandbox/stats`), as the judgement reads them. */
+export interface CrossAppStats {
+  cross_app_calls: number;
+  apps?: Record<string, { site_id: string; cross_app_calls: number }>;
+}
+
+/**
+ * "No request ever carries one application's credentials for another application's token": the
+ * sandbox's `cross_app_calls` must be 0, in all and for every application. Returns what is wrong
+ * (the count, and the sites whose application saw such calls), or null.
+ */
+export function crossAppProblem(stats: CrossAppStats): string | null {
+  const sites = Object.values(stats.apps ?? {}).filter((a) => a.cross_app_calls !== 0)
+    .map((a) => `${a.site_id} ${a.cross_app_calls}`);
+  if (stats.cross_app_calls === 0 && sites.length === 0) return null;
+  return `the sandbox counted ${stats.cross_app_calls} cross-application call(s) (a code or refresh token presented with another application's credentials)${
+    sites.length > 0 ? `; by application: ${sites.join(", ")}` : ""
+  }`;
+}
+
+/**
+ * Whether a sandbox fault may excuse an unexpected answer for an account of `site`: one queued
+ * (`pending`) or taken in the step (`taken`, by site; `*` for a fault of every call) that is of
+ * its own application or of every call. Another application's fault never excuses it: failures
+ * stay in their country.
+ */
+export function faultExcuses(
+  site: string,
+  pending: { site: string | null } | null,
+  taken: ReadonlySet<string>,
+): boolean {
+  if (pending !== null && (pending.site === null || pending.site === site)) return true;
+  return taken.has("*") || taken.has(site);
 }

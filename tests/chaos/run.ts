@@ -4,11 +4,16 @@
  * real stack reached through tests/_stack.ts (its environment must be the stack's, as
  * `deno task test` or tests/chaos/main.ts give it). Invariants 1–10 are checked after every
  * step by a checker that only reads (tests/chaos/world.ts): both databases, the sandbox's ledger
- * (tests/chaos/ledger.ts), the platform's receiver — the run owns it (tests/chaos/events.ts), on
- * the stack's PLATFORM_WEBHOOK_URL, started here and stopped at the end — and the stack log. A
- * violation is reported with fast-check's seed, path and shrunk command list, and the whole
- * command that replays it (`replay`: `deno task chaos --seed S --steps N --max-commands M
- * --path P --replay-path R`).
+ * (tests/chaos/ledger.ts) and its counts (`cross_app_calls`: 0), the platform's receiver — the
+ * run owns it (tests/chaos/events.ts), on the stack's PLATFORM_WEBHOOK_URL, started here and
+ * stopped at the end — and the stack log. A violation is reported with fast-check's seed, path
+ * and shrunk command list, and the whole command that replays it (`replay`: `deno task chaos
+ * --seed S --steps N --max-commands M --sites SITES --path P --replay-path R`).
+ *
+ * The run uses every MercadoPago application of the stack (`MP_APPS`: `deno task chaos` starts
+ * two, MLA and MLB): accounts in each site, sandbox faults limited to one application, and an
+ * account's expectations excused only by its own application's faults. On a single-app stack
+ * it runs the single-app command set as it was (`--sites single`).
  *
  * The pg_cron jobs of both databases are paused while it runs (a scheduled mp-refresh or
  * mp-probe would act behind the model's back) and restored after; every fault is undone after
@@ -17,7 +22,7 @@
 import fc from "fast-check";
 import { adminDb, backendDb, closeDbs, sandbox, stack } from "../_stack.ts";
 import { commandArbitraries } from "./commands.ts";
-import { checkInvariants, newTotals, type Totals, World } from "./world.ts";
+import { checkInvariants, newTotals, stackApps, type Totals, World } from "./world.ts";
 import { Platform } from "./events.ts";
 import { LedgerMirror } from "./ledger.ts";
 
@@ -43,6 +48,10 @@ export interface ChaosOptions {
  */
 export interface ChaosSummary {
   seed: number;
+  /** The sites of the stack's applications the run used (`MP_APPS`'s order); one: the single app. */
+  apps: string[];
+  /** Whether the stack ran `MP_APPS` (false: the single-app variables). */
+  multi_app: boolean;
   /** The budget asked for (`--steps`) and the commands per sequence at most (`--max-commands`). */
   steps_asked: number;
   max_commands: number;
@@ -58,6 +67,13 @@ export interface ChaosSummary {
   faults: Record<string, number>;
   /** Faults that fired, by kind: a sandbox fault a call took, a database stopped or hung, … */
   faultsFired: Record<string, number>;
+  /**
+   * Faults of one application that fired (sandbox faults limited to it, its sellers' tokens
+   * invalidated), by site, then by kind; part of `faultsFired`. Empty for the single app.
+   */
+  faultsFiredPerApp: Record<string, Record<string, number>>;
+  /** Accounts created (connected or provisioned), by site. */
+  accounts_per_app: Record<string, number>;
   commands: Record<string, number>;
   /** Each violation with seed, path, the shrunk command list and its replay line; empty when none. */
   violations: string[];
@@ -86,8 +102,14 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   const log = opts.log ?? (() => {});
   const totals: Totals = newTotals();
   totals.logOffset = (await Deno.stat(stack.env("STACK_LOG"))).size;
+  const apps = stackApps();
+  const sites = apps.list.map((a) => a.site);
   await sandbox.faults("none", 0);
   await sandbox.latency(0);
+  for (const app of apps.multi ? apps.list : []) {
+    await sandbox.faults("none", 0, app.clientId);
+    await sandbox.latency(0, app.clientId);
+  }
   const ledger = new LedgerMirror(stack.sandboxUrl);
   await ledger.start();
   const restoreCron = await pauseCron();
@@ -99,7 +121,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   try {
     await platform.start();
     const property = fc.asyncProperty(
-      fc.commands(commandArbitraries(), {
+      fc.commands(commandArbitraries(sites), {
         maxCommands,
         size: "max",
         ...(opts.replayPath ? { replayPath: opts.replayPath } : {}),
@@ -112,7 +134,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
         totals.shrinking = failedAt !== undefined;
         if (totals.shrinking) totals.shrinkSequences++;
         else totals.sequences++;
-        const world = new World(totals, log, platform, ledger);
+        const world = new World(totals, log, platform, ledger, apps);
         try {
           await fc.asyncModelRun(() => ({ model: world, real: world }), cmds);
           // After the faults are undone, once more (a read: no step of its own).
@@ -144,6 +166,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
         `--seed ${opts.seed}`,
         `--steps ${opts.steps}`,
         `--max-commands ${maxCommands}`,
+        `--sites ${apps.multi ? sites.join(",") : "single"}`,
         `--path ${details.counterexamplePath}`,
         ...(replayPath ? [`--replay-path ${replayPath}`] : []),
       ].join(" ");
@@ -156,6 +179,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   }
   return {
     seed: opts.seed,
+    apps: sites,
+    multi_app: apps.multi,
     steps_asked: opts.steps,
     max_commands: maxCommands,
     steps: totals.steps,
@@ -166,6 +191,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     seconds: Math.round((performance.now() - started) / 1000),
     faults: sum(totals.faults, totals.faultsUnfired),
     faultsFired: totals.faults,
+    faultsFiredPerApp: totals.faultsPerApp,
+    accounts_per_app: totals.accountsPerApp,
     commands: totals.commands,
     violations: totals.violations,
     replay,

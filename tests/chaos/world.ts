@@ -16,6 +16,8 @@ import { decryptSecret } from "../../shared/platform/crypto.ts";
 import { checkEvents, type Platform } from "./events.ts";
 import { addDelta, emptyDelta, type LedgerDelta, type LedgerMirror, tokenId } from "./ledger.ts";
 import {
+  crossAppProblem,
+  faultExcuses,
   isLastResort,
   sendsPerAccount,
   sendsProblem,
@@ -23,10 +25,55 @@ import {
   usableRequestId,
 } from "./judge.ts";
 
+/** One MercadoPago application of the stack under the run (`MP_APPS`'s, or the single app). */
+export interface ChaosApp {
+  site: string;
+  clientId: string;
+  clientSecret: string;
+  webhookSecrets: string[];
+}
+
+/**
+ * The applications of the stack under the run, from its environment: every entry of `MP_APPS`
+ * in its order (`multi`), or else the single app (`MP_CLIENT_ID`, `MP_SITE_ID`, default `MLA`).
+ */
+export interface ChaosApps {
+  multi: boolean;
+  list: ChaosApp[];
+}
+
+/** The stack's applications (see {@link ChaosApps}). */
+export function stackApps(env: (name: string) => string | undefined = Deno.env.get): ChaosApps {
+  const raw = env("MP_APPS");
+  if (raw) {
+    const apps = JSON.parse(raw) as Record<string, any>;
+    return {
+      multi: true,
+      list: Object.entries(apps).map(([site, a]) => ({
+        site,
+        clientId: String(a.client_id),
+        clientSecret: String(a.client_secret),
+        webhookSecrets: (a.webhook_secrets ?? []).map(String),
+      })),
+    };
+  }
+  return {
+    multi: false,
+    list: [{
+      site: env("MP_SITE_ID") || "MLA",
+      clientId: env("MP_CLIENT_ID") ?? "",
+      clientSecret: env("MP_CLIENT_SECRET") ?? "",
+      webhookSecrets: [env("MP_WEBHOOK_SECRET") ?? ""],
+    }],
+  };
+}
+
 /** One account the run created (each with a seller of its own). */
 export interface Acc {
   accountId: string;
   clientId: string;
+  /** Its site: every connect, refresh, probe and webhook goes through that site's application. */
+  site: string;
   /** The seller the model connected it to, as the sandbox issued its token (null: none yet). */
   seller: number | null;
   /**
@@ -70,6 +117,10 @@ export interface Totals {
   shrinking: boolean;
   /** Faults that fired (a sandbox fault taken by a call, a database stopped or hung, …). */
   faults: Record<string, number>;
+  /** Faults of one application that fired, by its site, then by kind (a part of `faults`). */
+  faultsPerApp: Record<string, Record<string, number>>;
+  /** Accounts the run created, by site (not while shrinking). */
+  accountsPerApp: Record<string, number>;
   /** Sandbox faults set that no call took before they were cleared (not injected). */
   faultsUnfired: Record<string, number>;
   commands: Record<string, number>;
@@ -87,6 +138,8 @@ export function newTotals(): Totals {
     shrinkSequences: 0,
     shrinking: false,
     faults: {},
+    faultsPerApp: {},
+    accountsPerApp: {},
     faultsUnfired: {},
     commands: {},
     violations: [],
@@ -101,9 +154,16 @@ interface StepState {
   /** Both databases up from start to end and none hung: nothing excused a function's failure. */
   dbCalm: boolean;
   hung: boolean;
-  /** A sandbox fault was taken by a call during the step. */
-  sandboxFault: boolean;
-  faults: string[];
+  /** Sites whose application's calls took a sandbox fault during the step (`*`: every app's). */
+  faultSites: Set<string>;
+  /** The faults that fired, each with the site of the one application it hit (null: none alone). */
+  faults: { name: string; site: string | null }[];
+}
+
+/** A sandbox fault queued and not taken yet: its mode and the site it is limited to (null: every application). */
+interface PendingFault {
+  mode: string;
+  site: string | null;
 }
 
 /** Request-controlled text a command sent: `strict` for request ids, which a function may use only when valid. */
@@ -117,7 +177,7 @@ export class World {
   accounts: Acc[] = [];
   db: Record<"backend" | "admin", DbState> = { backend: "up", admin: "up" };
   /** A sandbox fault set and not taken by a call yet. */
-  pendingFault: string | null = null;
+  pendingFault: PendingFault | null = null;
   /** Response texts of failed answers this step (invariant 5: no secret in an error body). */
   errorBodies: string[] = [];
   /** Ledger ids of access tokens MercadoPago confirmed dead (401 on /users/me) in a calm step. */
@@ -128,7 +188,7 @@ export class World {
     delta: emptyDelta(),
     dbCalm: true,
     hung: false,
-    sandboxFault: false,
+    faultSites: new Set(),
     faults: [],
   };
   /** Seller ids handed out in this process. */
@@ -141,7 +201,29 @@ export class World {
     readonly platform: Platform,
     /** The run's copy of the sandbox's ledger. */
     readonly ledger: LedgerMirror,
+    /** The stack's applications. */
+    readonly apps: ChaosApps,
   ) {}
+
+  /** The application of `site`. */
+  app(site: string): ChaosApp {
+    const app = this.apps.list.find((a) => a.site === site);
+    if (!app) throw new Error(`the chaos stack runs no application of site ${site}`);
+    return app;
+  }
+
+  /**
+   * The client id a sandbox control of `site` is limited to: undefined for the single app (the
+   * control of every call, as the single-app run always set it).
+   */
+  controlClient(site: string | null): string | undefined {
+    return this.apps.multi && site !== null ? this.app(site).clientId : undefined;
+  }
+
+  /** The site of the application of `clientId` (undefined: none of the stack's). */
+  siteOfClient(clientId: string): string | undefined {
+    return this.apps.list.find((a) => a.clientId === clientId)?.site;
+  }
 
   newSeller(): number {
     // Distinct per invocation and per process: a base from the clock, then a counter.
@@ -158,6 +240,14 @@ export class World {
     return this.accounts.find((a) => a.seller === userId || a.allowedSellers.has(userId));
   }
 
+  /** Adds an account of the run to the model (counted by site, unless shrinking). */
+  addAccount(a: Acc) {
+    this.accounts.push(a);
+    if (!this.totals.shrinking) {
+      this.totals.accountsPerApp[a.site] = (this.totals.accountsPerApp[a.site] ?? 0) + 1;
+    }
+  }
+
   /** Counts what the model saw happen (`observed:<what>` in the command counts). */
   observed(what: string) {
     if (this.totals.shrinking) return;
@@ -165,9 +255,9 @@ export class World {
     this.totals.commands[k] = (this.totals.commands[k] ?? 0) + 1;
   }
 
-  /** A fault that fired in this step (counted when the step counts). */
-  fault(name: string) {
-    this.step.faults.push(name);
+  /** A fault that fired in this step (counted when the step counts), of `site`'s application alone when given. */
+  fault(name: string, site: string | null = null) {
+    this.step.faults.push({ name, site });
   }
 
   get allUp(): boolean {
@@ -176,7 +266,23 @@ export class World {
 
   /** No fault in force that could excuse an unexpected answer: databases up, no sandbox fault queued or taken in this step. */
   get calm(): boolean {
-    return this.allUp && this.pendingFault === null && !this.step.sandboxFault;
+    return this.allUp && this.pendingFault === null && this.step.faultSites.size === 0;
+  }
+
+  /**
+   * No fault in force that could excuse an unexpected answer for an account of `site`:
+   * databases up, and no sandbox fault of its application (or of every one) queued or taken in
+   * this step. Another application's fault is no excuse: failures stay in their country.
+   */
+  calmFor(site: string): boolean {
+    return this.allUp && !faultExcuses(site, this.pendingFault, this.step.faultSites);
+  }
+
+  /** Queues a sandbox fault for the next call of `site`'s application (null: of every call). */
+  async queueFault(mode: string, site: string | null) {
+    await this.dropPendingFault(); // the one before was never taken: replaced, so not injected
+    await sandbox.faults(mode, 1, this.controlClient(site));
+    this.pendingFault = { mode, site };
   }
 
   /** Notes a failed answer's text for the invariant-5 check. */
@@ -189,8 +295,9 @@ export class World {
     const delta = await this.ledger.read();
     addDelta(this.step.delta, delta);
     for (const f of delta.faults) {
-      this.fault(`sandbox_${f.mode}`);
-      this.step.sandboxFault = true;
+      const site = f.client_id === null ? null : this.siteOfClient(f.client_id) ?? null;
+      this.fault(`sandbox_${f.mode}`, this.apps.multi ? site : null);
+      this.step.faultSites.add(site ?? "*");
       this.pendingFault = null; // one fault is queued at a time, for one call
     }
     return delta;
@@ -202,7 +309,7 @@ export class World {
       delta: emptyDelta(),
       dbCalm: this.allUp,
       hung: false,
-      sandboxFault: false,
+      faultSites: new Set(),
       faults: [],
     };
     for (const a of this.accounts) a.refreshBudget = 0;
@@ -218,18 +325,30 @@ export class World {
     else {
       t.steps++;
       t.commands[name] = (t.commands[name] ?? 0) + 1;
-      for (const f of this.step.faults) t.faults[f] = (t.faults[f] ?? 0) + 1;
+      for (const f of this.step.faults) {
+        t.faults[f.name] = (t.faults[f.name] ?? 0) + 1;
+        if (f.site === null) continue;
+        const per = t.faultsPerApp[f.site] ??= {};
+        per[f.name] = (per[f.name] ?? 0) + 1;
+      }
     }
   }
 
-  /** Forgets the queued sandbox fault, counted as set and never taken (not injected). */
-  dropPendingFault() {
-    if (this.pendingFault !== null && !this.totals.shrinking) {
+  /**
+   * Forgets the queued sandbox fault, counted as set and never taken (not injected); with
+   * several applications it is cleared at the sandbox too (a fault of one application's is not
+   * replaced by another's).
+   */
+  async dropPendingFault() {
+    const p = this.pendingFault;
+    if (p === null) return;
+    if (!this.totals.shrinking) {
       const t = this.totals.faultsUnfired;
-      const k = `sandbox_${this.pendingFault}`;
+      const k = `sandbox_${p.mode}`;
       t[k] = (t[k] ?? 0) + 1;
     }
     this.pendingFault = null;
+    if (this.apps.multi) await sandbox.faults("none", 0, this.controlClient(p.site));
   }
 
   /** Undoes every fault: databases started, sandbox faults and latency cleared. */
@@ -244,7 +363,13 @@ export class World {
     await closeDbs();
     await sandbox.faults("none", 0);
     await sandbox.latency(0);
-    this.dropPendingFault();
+    if (this.apps.multi) {
+      for (const app of this.apps.list) {
+        await sandbox.faults("none", 0, app.clientId);
+        await sandbox.latency(0, app.clientId);
+      }
+    }
+    await this.dropPendingFault();
     this.platform.mode = "ok";
   }
 }
@@ -336,6 +461,11 @@ async function newLogText(totals: Totals): Promise<string> {
 export async function checkInvariants(w: World): Promise<void> {
   const d = w.step.delta;
 
+  // No request carried one application's credentials for another's token (the sandbox's count,
+  // of every application, since it started).
+  const crossApp = crossAppProblem(await sandbox.stats());
+  if (crossApp) throw new Violation("cross_app", crossApp);
+
   // 3: every refresh token sent at most once, or twice with the last resort (the ledger's own
   // record of each presentation and its answer).
   for (const np of d.presentations) {
@@ -389,7 +519,7 @@ export async function checkInvariants(w: World): Promise<void> {
   // 5: no secret in the stack log (read the log first: a secret in it was issued before the
   // secret list is fetched) nor in an error body of this step.
   const text = await newLogText(w.totals);
-  const secrets = await knownSecretsNow();
+  const secrets = await knownSecretsNow(w.apps);
   const leaked = [
     ...new Set([...findIn(text, secrets), ...findIn(w.errorBodies.join("\n"), secrets)]),
   ];
@@ -583,7 +713,7 @@ async function checkSentText(w: World, logText: string): Promise<void> {
 }
 
 /** Every secret the stack knows of now: issued tokens and codes, keys, webhook secrets. */
-export async function knownSecretsNow(): Promise<string[]> {
+export async function knownSecretsNow(apps: ChaosApps): Promise<string[]> {
   const res = await fetch(`${stack.sandboxUrl}/__sandbox/secrets`);
   const issued = (await res.json()).secrets as string[];
   const keys = [
@@ -591,6 +721,7 @@ export async function knownSecretsNow(): Promise<string[]> {
     stack.serviceRoleKey,
     stack.env("MP_CLIENT_SECRET"),
     stack.webhookSecret,
+    ...apps.list.flatMap((a) => [a.clientSecret, ...a.webhookSecrets]),
     ...stack.env("PLATFORM_WEBHOOK_SECRETS").split(/\s+/).flatMap((
       k,
     ) => [k, k.replace(/^whsec_/, "")]),
