@@ -202,7 +202,7 @@ export class ConnectNew extends Step {
  * the Argentine application): refused at the callback with `seller_site_mismatch`, nothing of
  * the account changed (the checker: its seller, tokens and versions stay as the model has them).
  */
-export class ConnectWrongSite extends Step {
+class ConnectWrongSite extends Step {
   readonly name = "connect_wrong_site";
   constructor(readonly i: number) {
     super();

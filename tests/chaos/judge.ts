@@ -122,7 +122,7 @@ export function mercadoPagoRequestId(id: string): boolean {
 }
 
 /** The sandbox's cross-application counts (`GET /__sandbox/stats`), as the judgement reads them. */
-export interface CrossAppStats {
+interface CrossAppStats {
   cross_app_calls: number;
   apps?: Record<string, { site_id: string; cross_app_calls: number }>;
 }

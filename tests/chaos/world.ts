@@ -26,7 +26,7 @@ import {
 } from "./judge.ts";
 
 /** One MercadoPago application of the stack under the run (`MP_APPS`'s, or the single app). */
-export interface ChaosApp {
+interface ChaosApp {
   site: string;
   clientId: string;
   clientSecret: string;
@@ -37,7 +37,7 @@ export interface ChaosApp {
  * The applications of the stack under the run, from its environment: every entry of `MP_APPS`
  * in its order (`multi`), or else the single app (`MP_CLIENT_ID`, `MP_SITE_ID`, default `MLA`).
  */
-export interface ChaosApps {
+interface ChaosApps {
   multi: boolean;
   list: ChaosApp[];
 }
