@@ -1,9 +1,12 @@
 /**
  * The long chaos run (issue 21, item 1) for `deno task bench`: the model-based run of
  * tests/chaos/ (tests/chaos/cli.ts, a process of its own with the bench stack's environment)
- * over several seeds, reporting per seed the steps run, the faults (those that fired when the
- * run tells them from those set: bench/chaos_summary.ts) and the violations (target: 0), the
- * runs and distinct seeds, and the steps per minute overall. Nothing here asserts a time. A long
+ * over several seeds, on two MercadoPago applications (MLA and MLB: bench/run.ts gives this bench
+ * a stack of its own with them, and `deno task chaos` starts its stacks so), reporting per seed
+ * the applications, the steps run, the faults (those that fired when the run tells them from
+ * those set: bench/chaos_summary.ts; and those of one application alone, per site) and the
+ * violations (target: 0; the sandbox's cross_app_calls is judged 0 after every step), the runs
+ * and distinct seeds, and the steps per minute overall. Nothing here asserts a time. A long
  * run made of separate `deno task chaos` runs is aggregated from their logs by
  * `deno task chaos:aggregate` (bench/chaos_aggregate.ts).
  *
@@ -15,9 +18,18 @@
  * steps per seed.
  */
 import type { Bench, BenchRow } from "./types.ts";
-import { type ChaosSummary as Summary, faultsOf, summariesOf } from "./chaos_summary.ts";
+import {
+  appsOf,
+  type ChaosSummary as Summary,
+  faultsOf,
+  faultsPerAppOf,
+  summariesOf,
+} from "./chaos_summary.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
+
+/** The environment of the stack this bench runs on (bench/run.ts launches it): two applications. */
+export const CHAOS_STACK_ENV = { STACK_MP_SITES: "MLA,MLB" };
 
 const row = (metric: string, value: string, target = "", met: boolean | null = null): BenchRow => ({
   bench: "chaos",
@@ -129,6 +141,7 @@ export const chaosBench: Bench = async (env) => {
     allSeconds += s.seconds;
     allFaults += faults;
     allViolations += s.violations.length;
+    rows.push(row(`seed ${s.seed}: applications`, appsOf(s).join(", ")));
     rows.push(row(`seed ${s.seed}: steps`, String(s.steps)));
     rows.push(
       row(
@@ -136,6 +149,10 @@ export const chaosBench: Bench = async (env) => {
         String(faults),
       ),
     );
+    const perApp = Object.entries(faultsPerAppOf(s)).map(([site, n]) => `${site} ${n}`);
+    if (perApp.length > 0) {
+      rows.push(row(`seed ${s.seed}: faults fired of one application alone`, perApp.join(", ")));
+    }
     rows.push(
       row(
         `seed ${s.seed}: violations`,

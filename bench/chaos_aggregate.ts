@@ -3,15 +3,16 @@
  * stacks (e.g. `deno task chaos --seed 1,2,3 --steps 5000` on each, or `BENCH_CHAOS_STACKS=4
  * deno task bench`) aggregated from its logs: every `chaos-summary` line of the logs given (a
  * directory: its `chaos-*.log` files) is one run — stack (the log's directory), commit, seed,
- * steps, sequences, faults (fired, when the run tells them from set), violations and their
- * replay lines. Stores them in bench/results/chaos_long_run.json (the logs given are the whole
+ * steps, sequences, the applications it ran with (sites; `single` for the single app or a line
+ * printed before runs had several), faults (fired, when the run tells them from set; and those
+ * of one application alone, per site), violations and their replay lines. Stores them in bench/results/chaos_long_run.json (the logs given are the whole
  * long run: it replaces the one stored) and re-renders bench/RESULTS.md ("Chaos: the long
  * run"), where the totals and whether they meet ≥ 20,000 steps and 0 violations are computed.
  * A run whose summary names no commit takes `--commit` (said so in the table); without it the
  * aggregate stops rather than guess.
  */
 import { parseArgs } from "node:util";
-import { faultsOf, replayOf, summariesOf } from "./chaos_summary.ts";
+import { appsOf, faultsOf, faultsPerAppOf, replayOf, summariesOf } from "./chaos_summary.ts";
 import {
   CHAOS_STORE,
   type ChaosLongRun,
@@ -68,6 +69,8 @@ export async function aggregate(paths: string[], commit?: string): Promise<Chaos
           seconds: s.seconds,
           faults,
           faultsCounted: counted,
+          apps: appsOf(s),
+          faultsPerApp: faultsPerAppOf(s),
           violations: s.violations.length,
           replays: s.violations.map(replayOf),
         });

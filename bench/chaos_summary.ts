@@ -8,6 +8,11 @@
 /** The fields of a `chaos-summary` line these counts use (a run may print more). */
 export interface ChaosSummary {
   seed: number;
+  /**
+   * The sites of the stack's MercadoPago applications the run used (one: the single app); absent
+   * in a line printed before the run had several applications (it ran on the single app).
+   */
+  apps?: string[];
   steps: number;
   runs: number;
   seconds: number;
@@ -15,6 +20,8 @@ export interface ChaosSummary {
   faults: Record<string, number>;
   /** Faults that fired, by kind, when the run tells them apart. */
   faultsFired?: Record<string, number>;
+  /** Faults of one application alone that fired, by site, then by kind (a part of `faultsFired`). */
+  faultsFiredPerApp?: Record<string, Record<string, number>>;
   /** The commit the run ran, when it says. */
   commit?: string;
   violations: string[];
@@ -32,6 +39,20 @@ export function summariesOf(text: string): ChaosSummary[] {
     }
     return s as ChaosSummary;
   });
+}
+
+/** The sites of a run's applications: as its summary says, else (an older line) the single app. */
+export function appsOf(s: ChaosSummary): string[] {
+  return s.apps ?? ["single"];
+}
+
+/** Faults of one application alone that fired, in all, by site (none for the single app). */
+export function faultsPerAppOf(s: ChaosSummary): Record<string, number> {
+  return Object.fromEntries(
+    Object.entries(s.faultsFiredPerApp ?? {}).map((
+      [site, kinds],
+    ) => [site, Object.values(kinds).reduce((a, b) => a + b, 0)]),
+  );
 }
 
 /** The faults a summary counts, by kind, and whether they are those that fired or those set. */

@@ -65,6 +65,10 @@ export interface ChaosRunRecord {
   /** Faults by kind: those that fired, when the summary tells them apart; else those set. */
   faults: Record<string, number>;
   faultsCounted: "fired" | "set";
+  /** The sites of the MercadoPago applications it ran with (`["single"]`: the single app); absent in older records. */
+  apps?: string[];
+  /** Faults of one application alone that fired, in all, by site. */
+  faultsPerApp?: Record<string, number>;
   violations: number;
   /** The replay line of each violation, as the run printed it. */
   replays: string[];
@@ -205,6 +209,28 @@ export function chaosVerdicts(runs: ChaosRunRecord[]) {
   };
 }
 
+/**
+ * The applications the chaos runs ran with (runs per set of sites) and the faults of one
+ * application alone that fired, per site; null when no run recorded its applications (records
+ * older than the runs with several applications).
+ */
+function appsLine(runs: ChaosRunRecord[]): string | null {
+  if (!runs.some((r) => r.apps)) return null;
+  const bySet = new Map<string, number>();
+  const perApp: Record<string, number> = {};
+  for (const r of runs) {
+    const set = (r.apps ?? ["not recorded"]).join(", ");
+    bySet.set(set, (bySet.get(set) ?? 0) + 1);
+    for (const [site, n] of Object.entries(r.faultsPerApp ?? {})) {
+      perApp[site] = (perApp[site] ?? 0) + n;
+    }
+  }
+  const sets = [...bySet].map(([set, n]) => `${set} (${n} run${n > 1 ? "s" : ""})`).join("; ");
+  const faults = Object.entries(perApp).sort(([a], [b]) => a.localeCompare(b))
+    .map(([site, n]) => `${site} ${n}`).join(", ") || "none";
+  return `Applications (MercadoPago sites): ${sets}. Faults fired of one application alone: ${faults}.`;
+}
+
 /** The "Chaos: the long run" section, from the runs `deno task chaos:aggregate` stored. */
 function chaosSection(long: ChaosLongRun | null): string {
   const head = [
@@ -269,6 +295,8 @@ function chaosSection(long: ChaosLongRun | null): string {
         .join(", ") || "none"
     }.`,
   ];
+  const apps = appsLine(runs);
+  if (apps) lines.push("", apps);
   const replays = runs.flatMap((r) => r.replays.map((line) => `- seed ${r.seed}: ${line}`));
   if (replays.length > 0) lines.push("", "Violations, each with its replay line:", "", ...replays);
   return lines.join("\n");

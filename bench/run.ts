@@ -30,7 +30,7 @@ import { refreshBench } from "./refresh.ts";
 import { backfillBench } from "./backfill.ts";
 import { scaleBench } from "./scale.ts";
 import { eventsBench } from "./events.ts";
-import { chaosBench } from "./chaos.ts";
+import { CHAOS_STACK_ENV, chaosBench } from "./chaos.ts";
 import { SITES_STACK_ENV, sitesBench } from "./sites.ts";
 import { burstBench } from "./burst.ts";
 import { probeBench } from "./probe.ts";
@@ -57,7 +57,10 @@ const BENCHES: [string, Bench][] = [
 ];
 
 /** The benches that need a stack of their own, with the variables it is launched with. */
-const STACK_ENVS: Record<string, Record<string, string>> = { sites: SITES_STACK_ENV };
+const STACK_ENVS: Record<string, Record<string, string>> = {
+  sites: SITES_STACK_ENV,
+  chaos: CHAOS_STACK_ENV,
+};
 
 /** Environment additions that make each benchmark small under `--quick`. */
 const QUICK_ENV: Record<string, string> = {
