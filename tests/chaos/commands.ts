@@ -104,7 +104,10 @@ function expect(
   what: string,
   site?: string,
 ) {
-  if (!ok && (site === undefined ? calm(w) : w.calmFor(site))) {
+  const enforced = site === undefined ? calm(w) : w.calmFor(site);
+  // An answer held to the contract while another application's fault was in force.
+  if (enforced && !calm(w) && w.allUp) w.observed("expected_despite_other_app_fault");
+  if (!ok && enforced) {
     throw new Violation(invariant, site === undefined || !w.apps.multi ? what : `${site}: ${what}`);
   }
 }

@@ -15,7 +15,8 @@
  *   an outbox event byte for byte, and came only after each earlier event of its account was
  *   acknowledged (or delivered before this receiver existed);
  * - the pulled events, in order, are exactly the outbox in commit order up to the last pulled;
- * - no payload (outbox, delivery, pull) carries a secret, and none has a field docs/events.md lacks.
+ * - no payload (outbox, delivery, pull) carries a secret, and none has a field docs/events.md lacks;
+ *   with several applications, an event's `site_id` is its account's site.
  *
  * Secrets are compared with `===`/`includes` only; no message names one.
  */
@@ -231,6 +232,13 @@ export async function checkEvents(w: World, secrets: string[]): Promise<void> {
       }
       expectSeq = seq + 1;
       const d = payload.data;
+      // Several applications: an event names the account's own site (docs/events.md, `site_id`).
+      if (w.apps.multi && d.site_id != null && d.site_id !== a.site) {
+        throw new Violation(
+          "site",
+          `${id}: event seq ${seq} (${e.type}) names site ${d.site_id}, the account's is ${a.site}`,
+        );
+      }
       if (e.type === "mp.connection.expiring") {
         if (d.state !== state) {
           throw new Violation(
