@@ -6,7 +6,7 @@
  * mp-refresh's 5-minute lease, which a run that lost an outcome keeps): due for mp-refresh (within its
  * 60-day window) and outside the 7-day last-resort window for B seconds.
  *
- * 1. **Outage.** MercadoPago's token endpoint answers 500 to every call (the sandbox's
+ * 1. **Outage.** MercadoPago answers 500 to every call (the sandbox's
  *    `error_500` fault: refused before processing, so the refresh tokens stay good at
  *    MercadoPago). mp-refresh is called with its scheduled body (`{"limit": 200}`) back to back
  *    — the schedule compressed: each run's breaker stops it after 3 unknown outcomes in a row —
@@ -197,6 +197,20 @@ async function undelivered(admin: Sql): Promise<number> {
   return n;
 }
 
+/** The sandbox's counters (`GET /__sandbox/stats`): what MercadoPago was asked and answered. */
+interface SandboxStats {
+  token_calls: number;
+  refreshes: number;
+  refresh_token_reuse: number;
+  users_me_calls: number;
+}
+
+async function sandboxStats(env: Record<string, string>): Promise<SandboxStats> {
+  const res = await fetch(`${env.SANDBOX_URL}/__sandbox/stats`);
+  if (!res.ok) throw new Error(`sandbox stats: ${res.status}`);
+  return await res.json();
+}
+
 /** Calls a function through the gateway (its cost is read from the gateway's log afterwards). */
 async function call(env: Record<string, string>, name: string, body: unknown) {
   const res = await fetch(`${env.FUNCTIONS_URL}/${name}`, {
@@ -357,6 +371,7 @@ export const burstBench: Bench = async (env) => {
     };
 
     // 1. Outage: every token call answers 500 until every account is at risk.
+    const atStart = await sandboxStats(env);
     await sandboxControl(env, "faults", { mode: "error_500", count: 1_000_000_000 });
     const outageStarted = performance.now();
     const outageEnd = seededAt + (outageS - 30) * 1000;
@@ -389,6 +404,7 @@ export const burstBench: Bench = async (env) => {
     atRisk = (await states(admin)).at_risk ?? 0;
     const outageSeconds = (performance.now() - outageStarted) / 1000;
     await sandboxControl(env, "faults", { mode: "none" });
+    const atRecovery = await sandboxStats(env);
     console.log(
       `bench: burst: ${atRisk} at risk after ${outageRuns} mp-refresh runs (${
         outageSeconds.toFixed(0)
@@ -420,6 +436,11 @@ export const burstBench: Bench = async (env) => {
       }
     }
     const recoverySeconds = (performance.now() - recoveryStarted) / 1000;
+    const atEnd = await sandboxStats(env);
+    const mp = (a: SandboxStats, b: SandboxStats) =>
+      `${b.token_calls - a.token_calls} token calls, ${b.refreshes - a.refreshes} refreshed, ` +
+      `${b.refresh_token_reuse - a.refresh_token_reuse} refresh tokens reused, ` +
+      `${b.users_me_calls - a.users_me_calls} /users/me`;
     console.log(
       `bench: burst: ${connected} connected after ${recoveryRuns} mp-refresh runs (${
         recoverySeconds.toFixed(0)
@@ -470,8 +491,8 @@ export const burstBench: Bench = async (env) => {
     const v = burstVerdict(outcome);
     const refreshRuns = await edgeRuns(logFile, from, "mp-refresh");
     const deliverRuns = await edgeRuns(logFile, from, "mp-deliver-events");
-    const label = `${size} due accounts, MercadoPago's token endpoint answering 500 to every ` +
-      `call then recovering; mp-refresh {"limit":200} back to back, mp-deliver-events every ` +
+    const label = `${size} due accounts, MercadoPago answering 500 to every call (sandbox ` +
+      `error_500) then recovering; mp-refresh {"limit":200} back to back, mp-deliver-events every ` +
       `60 s and its lanes, receiver answering in ${ANSWER_MS} ms`;
     const types = Object.entries(byType).sort().map(([t, n]) => `${t.slice(14)} ${n}`).join(", ");
     const first = events.reduce((m, e) => Math.min(m, e.created_ms), Infinity);
@@ -483,9 +504,13 @@ export const burstBench: Bench = async (env) => {
         bench: label,
         metric: "accounts at risk (outage) / connected again (recovery)",
         value: `${atRisk} / ${connected} of ${size}`,
-        baseline: `outage: ${outageRuns} runs in ${outageSeconds.toFixed(0)} s; recovery ` +
-          `(last resort, tokens within 7 days of expiry ${outageS} s after seeding): ` +
-          `${recoveryRuns} runs in ${recoverySeconds.toFixed(0)} s; ${unavailable} answered 503`,
+        baseline:
+          `outage: ${outageRuns} runs in ${outageSeconds.toFixed(0)} s (MercadoPago: ${
+            mp(atStart, atRecovery)
+          }); recovery (last resort, tokens within 7 days of expiry ${outageS} s after ` +
+          `seeding): ${recoveryRuns} runs in ${recoverySeconds.toFixed(0)} s (MercadoPago: ${
+            mp(atRecovery, atEnd)
+          }); ${unavailable} answered 503`,
         ratio: "",
         target: "every account at_risk, then connected",
         met: atRisk === accounts && connected === accounts,
