@@ -144,8 +144,17 @@ Deno.test("circuit breaker: after 3 unknown outcomes in a row a run calls Mercad
     "connected/0",
   ]);
   assert.ok(rows.every((r) => r.mp_refresh_lease_owner === null), "every lease released");
-  // The accounts the breaker spared are refreshed by the next run.
-  const next = await call("mp-refresh", { limit: 500 });
+  // The breaker is persisted open for 10 minutes (runs in between call MercadoPago no more);
+  // once that is over, the next run's trial call is answered, closes it, and the accounts the
+  // breaker spared are refreshed.
+  const [breaker] = await adminDb()`select site_id, opens, open_until > now() as open,
+      extract(epoch from open_until - opened_at)::int as backoff_s
+    from mp_app_breakers where open_until is not null`;
+  assert.deepEqual({ ...breaker }, { site_id: "MLA", opens: 1, open: true, backoff_s: 600 });
+  await adminDb()`update mp_app_breakers set open_until = now()`;
+  const next = await call("mp-refresh", { limit: 500 }).finally(() =>
+    adminDb()`delete from mp_app_breakers`
+  );
   const spared = rows.filter((r) => r.mp_state === "connected").map((r) => r.id);
   for (const id of spared) {
     assert.deepEqual(next.body.results.find((r: any) => r.account_id === id)?.status, "refreshed");

@@ -14,6 +14,7 @@ import {
   readStatusPage,
 } from "../store/account_status.ts";
 import { readSiteExpiring, readSiteStateTotals } from "../store/sites.ts";
+import { readOpenBreakers } from "../store/app_breakers.ts";
 import { readCacheStates } from "../store/clients.ts";
 import { readReconcileTotals, type ReconcileTotals } from "../store/reconcile_ledger.ts";
 import {
@@ -65,7 +66,7 @@ export interface HealthTotals extends ConnectionTotals {
    * accounts are in); an account without a site is the default site's, as the functions
    * serve it. They add up to the overall figures.
    */
-  sites: Record<string, ConnectionTotals>;
+  sites: Record<string, SiteTotals>;
   /** Drift the reconcile pass found at its last check and has not repaired. */
   drifted: number;
   fast_path_misses_1h: number;
@@ -82,6 +83,14 @@ export interface HealthTotals extends ConnectionTotals {
   problems: string[];
   /** False while a schedule is stalled or the outbox is not delivering (`problems` says why). */
   ok: boolean;
+}
+
+/**
+ * A site's connection figures and, while its application's refresh circuit breaker is open or
+ * half open (`mp_app_breakers`), until when it is open (ISO time; null: closed).
+ */
+export interface SiteTotals extends ConnectionTotals {
+  breaker_open_until: string | null;
 }
 
 /** The oldest pending event may be this old (seconds) while delivery is on. */
@@ -145,6 +154,22 @@ export function siteTotals(
 }
 
 /**
+ * Each site's figures with its breaker's `breaker_open_until` (null: closed); a site whose
+ * breaker is open is listed even without accounts. Pure.
+ */
+export function withBreakers(
+  sites: Record<string, ConnectionTotals>,
+  breakers: { site_id: string; open_until: Date }[],
+): Record<string, SiteTotals> {
+  const open = new Map(breakers.map((b) => [b.site_id, b.open_until.toISOString()]));
+  const empty = connectionTotals({}, 0);
+  const ids = [...new Set([...Object.keys(sites), ...open.keys()])].sort();
+  return Object.fromEntries(
+    ids.map((id) => [id, { ...(sites[id] ?? empty), breaker_open_until: open.get(id) ?? null }]),
+  );
+}
+
+/**
  * The monitoring totals, in constant time at any number of accounts: accounts per connection
  * state (overall and per site) from the counters the triggers keep, expiring accounts over
  * their index, misses over the audit index, drift as the reconcile pass last found it, the
@@ -157,6 +182,7 @@ export async function healthTotals(ctx: Context): Promise<HealthTotals> {
     ctx.admin(async (sql) => ({
       counted: await readSiteStateTotals(sql),
       expiring: await readSiteExpiring(sql),
+      breakers: await readOpenBreakers(sql),
     })),
     fastPathMisses(ctx),
     ctx.backend((sql) => readReconcileTotals(sql)),
@@ -185,7 +211,10 @@ export async function healthTotals(ctx: Context): Promise<HealthTotals> {
   const defaultSite = ctx.config.mpDefaultSite ?? "unknown";
   return {
     ...connection,
-    sites: siteTotals(bySite.counted, bySite.expiring, defaultSite, ctx.config.mpApps.keys()),
+    sites: withBreakers(
+      siteTotals(bySite.counted, bySite.expiring, defaultSite, ctx.config.mpApps.keys()),
+      bySite.breakers,
+    ),
     drifted: Object.values(kinds).reduce((a, b) => a + b, 0),
     fast_path_misses_1h: misses,
     client_missing: left.client_missing ?? 0,

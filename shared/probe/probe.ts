@@ -7,7 +7,9 @@
  * MercadoPago (timeout, 5xx, 429) proves nothing and the account is checked again later.
  * Each token is checked through the application that issued it, and each application has its
  * own workers, pacing and circuit breaker (3 checks in a row without an answer stop that
- * application's checks for the run): one site's MercadoPago failing never stops another's.
+ * application's checks for the run): one site's MercadoPago failing never stops another's. A
+ * site whose refresh circuit breaker the Admin DB holds open (`mp_app_breakers`) is not checked
+ * at all until its backoff is over.
  */
 import { appOfSite, type MpApp } from "../platform/config.ts";
 import type { Context } from "../platform/context.ts";
@@ -17,6 +19,8 @@ import { claimProbe, deferProbes, type ProbeClaim, recordVerified } from "../sto
 import { handleDeadToken } from "../connection/dead_token.ts";
 import { verifyStoredToken } from "../connection/token_check.ts";
 import { breakerOpen, unknownInARow } from "../refresh/outcome.ts";
+import { breakerStance } from "../refresh/app_breaker.ts";
+import { readOpenBreakers } from "../store/app_breakers.ts";
 
 /** Accounts a run claims when the caller gives no limit (enough for 1,000,000 a week at one run a minute). */
 const PROBE_DEFAULT_LIMIT = 200;
@@ -145,7 +149,8 @@ export async function runProbe(
     run.errors++;
     run.results.push({ account_id: claim.id, state: "unverified" });
   }
-  await Promise.all(queues.map((queue) => checkSite(run, queue)));
+  const down = await openSites(ctx, log);
+  await Promise.all(queues.map((queue) => checkSite(run, queue, down.has(queue.app.site))));
   const { alive, unchecked, deferred, results, dead, errors } = run;
   await ctx.admin((sql) => recordVerified(sql, alive, unchecked)).catch((err) =>
     log.warn("Could not record the verified tokens; they are checked again", { error: err })
@@ -175,16 +180,39 @@ export async function runProbe(
 }
 
 /**
- * Checks one application's claims with its own workers, pacing and circuit breaker (3 checks
- * in a row without an answer: the rest of that application's claims are released, or with
- * several applications deferred for {@link PROBE_OUTAGE_WAIT_MS}).
+ * The sites whose refresh circuit breaker the Admin DB holds open (`mp_app_breakers`, past
+ * neither its backoff nor its trial): their MercadoPago is known down, so no check is sent to
+ * it. Unreadable: none (each application's own breaker still stops a run's checks).
  */
-async function checkSite(run: ProbeRun, { app, claims }: { app: MpApp; claims: ProbeClaim[] }) {
+async function openSites(ctx: Context, log: Logger): Promise<Set<string>> {
+  const rows = await ctx.admin((sql) => readOpenBreakers(sql)).catch((err) => {
+    log.warn("Could not read the circuit breakers; every site is checked", { error: err });
+    return [];
+  });
+  return new Set(
+    rows.filter((r) => breakerStance(r.open_until, r.db_now) === "open").map((r) => r.site_id),
+  );
+}
+
+/**
+ * Checks one application's claims with its own workers, pacing and circuit breaker (3 checks
+ * in a row without an answer, or its refresh breaker held open (`down`): the rest of that
+ * application's claims are released, or with several applications deferred for
+ * {@link PROBE_OUTAGE_WAIT_MS}).
+ */
+async function checkSite(
+  run: ProbeRun,
+  { app, claims }: { app: MpApp; claims: ProbeClaim[] },
+  down: boolean,
+) {
   const { ctx, log } = run;
   let lastStart = 0;
   let next = 0;
   let silentInARow = 0;
-  let open = false;
+  let open = down;
+  if (down) {
+    log.warn("MP probe: the site's circuit breaker is open; not checked", { site: app.site });
+  }
   const worker = async () => {
     while (next < claims.length) {
       const claim = claims[next++];

@@ -15,7 +15,10 @@ import { sleep } from "../platform/sleep.ts";
 import { MpError, type MpTokens, refreshTokens } from "../mercadopago/api.ts";
 import { deleteEscrow, type EscrowEntry } from "../store/escrow.ts";
 import { beginRefreshCall, type ClaimedAccount } from "../store/refresh_leases.ts";
+import { claimBreakerTrial, endBreakerTrial, openBreaker } from "../store/app_breakers.ts";
+import { breakerBackoffSchedule } from "./app_breaker.ts";
 import { mayStartCall } from "./may_start_call.ts";
+import { LEASE_MS } from "./run_limits.ts";
 import { breakerOpen, classifyRefreshFailure, deferralOf, unknownInARow } from "./outcome.ts";
 import { mpPausedUntil, pauseAfterRateLimit } from "./rate_limit_pause.ts";
 import { applyEscrow, keepPair } from "./save.ts";
@@ -94,6 +97,98 @@ export function breakerOf(run: Run, site: string): Breaker {
 }
 
 /**
+ * An account not called for because its application is failing (`circuit_open`, `rate_limited`)
+ * or a bound of the run (time, lease): released for the next run, or with several applications
+ * deferred (`deferralOf`).
+ */
+function spared(run: Run, app: MpApp, reason: string): Ending {
+  const defer = deferralOf(reason, run.ctx.config.mpApps.size, mpPausedUntil(app.site), Date.now());
+  return skipped(reason, defer);
+}
+
+/** What the application's breaker lets an account do: nothing, call, or make the trial call. */
+type Gate = { kind: "open" } | { kind: "call" } | { kind: "trial"; end: () => void };
+
+/**
+ * Whether the account may call its application: not while the breaker is open; while the site's
+ * half-open trial is in flight, only once it is over; the trial itself (claimed by this run by
+ * compare-and-set, `claimBreakerTrial`) is made by one account at a time, which must `end` it.
+ */
+async function passBreaker(run: Run, site: string, breaker: Breaker): Promise<Gate> {
+  while (!breaker.open) {
+    if (breaker.trialCall) {
+      await breaker.trialCall;
+      continue;
+    }
+    if (!breaker.trial) return { kind: "call" };
+    let end!: () => void;
+    breaker.trialCall = new Promise<void>((resolve) => end = resolve);
+    const gate: Gate = {
+      kind: "trial",
+      end: () => {
+        breaker.trialCall = undefined;
+        end();
+      },
+    };
+    if (breaker.trial === "held") return gate;
+    const won = await run.ctx.admin((sql) => claimBreakerTrial(sql, site, run.owner, LEASE_MS))
+      .catch((err) => {
+        run.log.warn("Could not claim the circuit breaker's trial; the site is not called", {
+          site,
+          error: err,
+        });
+        return false;
+      });
+    if (won) {
+      breaker.trial = "held";
+      run.log.info("MP refresh circuit breaker half open: this run makes the trial call", { site });
+      return gate;
+    }
+    breaker.open = true;
+    breaker.trial = undefined;
+    gate.end();
+  }
+  return { kind: "open" };
+}
+
+/**
+ * The trial call's answer: a usable one (`ok`) closes the site's persisted breaker, an unknown
+ * outcome opens it again for the next, doubled, backoff (`mp_end_app_breaker_trial`).
+ */
+async function endTrial(run: Run, site: string, breaker: Breaker, ok: boolean): Promise<void> {
+  breaker.trial = undefined;
+  if (!ok) breaker.open = true;
+  await run.ctx.admin((sql) => endBreakerTrial(sql, site, run.owner, ok, breakerBackoffSchedule()))
+    .then((openUntil) => {
+      if (ok) {
+        run.log.info("MP refresh circuit breaker closed: the trial call was answered", { site });
+      } else {
+        run.log.error("MP refresh circuit breaker open again: the trial call failed", {
+          site,
+          open_until: openUntil?.toISOString(),
+        });
+      }
+    })
+    .catch((err) =>
+      run.log.warn("Could not record the circuit breaker's trial", { site, error: err })
+    );
+}
+
+/** Persists that the run's breaker for `site` opened (`mp_open_app_breaker`), and logs it. */
+async function persistOpen(run: Run, site: string, unknown: number): Promise<void> {
+  const openUntil = await run.ctx.admin((sql) => openBreaker(sql, site, breakerBackoffSchedule()))
+    .catch((err) => {
+      run.log.warn("Could not persist the open circuit breaker", { site, error: err });
+      return null;
+    });
+  run.log.error("MP refresh circuit breaker open: no more MercadoPago calls to this site", {
+    site,
+    unknown_in_a_row: unknown,
+    open_until: openUntil?.toISOString(),
+  });
+}
+
+/**
  * One call to MercadoPago for the account, in a slot of its site's application, and what its
  * answer means. An account whose site has no application in this configuration is not sent
  * anywhere: it fails (backed off) until one is configured.
@@ -109,39 +204,39 @@ async function callMercadoPago(run: Run, account: ClaimedAccount): Promise<CallA
     return { kind: "failed", error: "site_not_configured", unsent: false };
   }
   const breaker = breakerOf(run, app.site);
+  const gate = await passBreaker(run, app.site, breaker);
+  if (gate.kind === "open") return spared(run, app, "circuit_open");
 
   // The lease's end on this machine's clock, from the database's own now() at claim time.
   const leaseEnd = Date.now() + (account.lease_expires_at.getTime() - account.db_now.getTime());
-  const release = await sharedLimiter(run.ctx.config.refreshConcurrency, app.site).acquire();
   let outcome: SlotOutcome;
   try {
-    outcome = await callInSlot(run, account, { app, breaker, leaseEnd });
-  } finally {
-    release();
-  }
-  if (outcome.kind === "tokens" || outcome.kind === "mp_error") {
-    const verdict = outcome.kind === "tokens"
-      ? "tokens"
-      : classifyRefreshFailure(outcome.error.kind);
-    breaker.unknownInARow = unknownInARow(breaker.unknownInARow, verdict);
-    if (breakerOpen(breaker.unknownInARow) && !breaker.open) {
-      breaker.open = true;
-      run.log.error("MP refresh circuit breaker open: no more MercadoPago calls this run", {
-        site: app.site,
-        unknown_in_a_row: breaker.unknownInARow,
-      });
+    const release = await sharedLimiter(run.ctx.config.refreshConcurrency, app.site).acquire();
+    try {
+      outcome = await callInSlot(run, account, { app, breaker, leaseEnd });
+    } finally {
+      release();
     }
+    if (outcome.kind === "tokens" || outcome.kind === "mp_error") {
+      const verdict = outcome.kind === "tokens"
+        ? "tokens"
+        : classifyRefreshFailure(outcome.error.kind);
+      if (gate.kind === "trial") {
+        await endTrial(run, app.site, breaker, verdict !== "unknown");
+      } else {
+        breaker.unknownInARow = unknownInARow(breaker.unknownInARow, verdict);
+        if (breakerOpen(breaker.unknownInARow) && !breaker.open) {
+          breaker.open = true;
+          await persistOpen(run, app.site, breaker.unknownInARow);
+        }
+      }
+    }
+  } finally {
+    if (gate.kind === "trial") gate.end();
   }
   switch (outcome.kind) {
-    case "skip": {
-      const defer = deferralOf(
-        outcome.reason,
-        run.ctx.config.mpApps.size,
-        mpPausedUntil(app.site),
-        Date.now(),
-      );
-      return skipped(outcome.reason, defer);
-    }
+    case "skip":
+      return spared(run, app, outcome.reason);
     case "tokens":
       if (
         account.mp_user_id !== null && outcome.tokens.user_id !== undefined &&

@@ -32,6 +32,8 @@ import {
   flagUnconfirmedRefreshes,
 } from "../store/refresh_leases.ts";
 import { adoptDefaultSite } from "../store/sites.ts";
+import { readOpenBreakers } from "../store/app_breakers.ts";
+import { breakerStance } from "./app_breaker.ts";
 import { refreshAccount } from "./account.ts";
 import { finishRun } from "./run_end.ts";
 import { DEFAULT_LIMIT, LEASE_MS, RUN_BUDGET_MS } from "./run_limits.ts";
@@ -55,6 +57,7 @@ export async function runRefresh(
     if (n > 0) run.log.error("MP refreshes without an outcome flagged at risk", { accounts: n });
   }).catch((err) => run.log.warn("Could not flag unconfirmed refreshes", { error: err }));
   await adoptSites(run);
+  await readBreakers(run);
   const { claimed, escrows } = await claimWithEscrows(run, opts, limit);
   const outcomes = await refreshAll(run, claimed, escrows);
   const report = await finishRun(run, { claimed: claimed.length, outcomes, limit, opts, started });
@@ -81,6 +84,7 @@ export async function refreshLeasedAccount(
 ): Promise<RefreshResult> {
   const started = Date.now();
   const run = newRun(ctx, log, owner, opts);
+  await readBreakers(run);
   let escrows: Map<string, EscrowEntry> | undefined;
   try {
     escrows = await ctx.backend((sql) => readEscrows(sql, [account.id]));
@@ -104,6 +108,32 @@ async function adoptSites(run: Run): Promise<void> {
       run.log.info("Accounts without a site given the default site", { site, accounts: n });
     }
   }).catch((err) => run.log.warn("Could not give accounts the default site", { error: err }));
+}
+
+/**
+ * Starts the run's breakers from the ones the Admin DB holds open or half open
+ * (`mp_app_breakers`): an open one's site is not called this run, a half-open one's trial may be
+ * claimed. Unreadable, the breakers start closed (each run's own 3 unknown outcomes still open
+ * them).
+ */
+async function readBreakers(run: Run): Promise<void> {
+  const rows = await run.ctx.admin((sql) => readOpenBreakers(sql)).catch((err) => {
+    run.log.warn("Could not read the circuit breakers; they start closed", { error: err });
+    return [];
+  });
+  for (const row of rows) {
+    const stance = breakerStance(row.open_until, row.db_now);
+    if (stance === "call") continue;
+    run.breakers.set(row.site_id, {
+      unknownInARow: 0,
+      open: stance === "open",
+      ...(stance === "trial" ? { trial: "due" as const } : {}),
+    });
+  }
+  const open = rows.filter((r) => run.breakers.get(r.site_id)?.open).map((r) => r.site_id);
+  if (open.length > 0) {
+    run.log.warn("MP refresh: circuit breakers open, their sites are not called", { sites: open });
+  }
 }
 
 /** A run's shared state for `owner`. */

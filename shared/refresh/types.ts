@@ -51,10 +51,17 @@ export interface RefreshReport {
   results: RefreshResult[];
 }
 
-/** One application's circuit breaker in a run: unknown outcomes in a row, and whether it is open. */
+/**
+ * One application's circuit breaker in a run: unknown outcomes in a row, whether it is open (no
+ * more calls this run), and its persisted breaker's half-open trial (`app_breaker.ts`): `due`
+ * (the backoff is over: this run may claim it), `held` (claimed: the next account to call makes
+ * it); `trialCall` while the trial's call is in flight (the site's other accounts wait for it).
+ */
 export interface Breaker {
   unknownInARow: number;
   open: boolean;
+  trial?: "due" | "held";
+  trialCall?: Promise<void>;
 }
 
 /**
@@ -69,7 +76,10 @@ export interface Run {
   owner: string;
   requestId?: string;
   budgetEnd: number;
-  /** The circuit breaker of each application (by site) that was called this run. */
+  /**
+   * The circuit breaker of each application (by site) that was called this run, or that the
+   * Admin DB holds open or half open (`mp_app_breakers`, read as the run starts).
+   */
   breakers: Map<string, Breaker>;
 }
 
