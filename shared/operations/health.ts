@@ -89,7 +89,7 @@ export interface HealthTotals extends ConnectionTotals {
  * A site's connection figures and, while its application's refresh circuit breaker is open or
  * half open (`mp_app_breakers`), until when it is open (ISO time; null: closed).
  */
-export interface SiteTotals extends ConnectionTotals {
+interface SiteTotals extends ConnectionTotals {
   breaker_open_until: string | null;
 }
 

@@ -1,8 +1,9 @@
 /**
  * The refresh of one claimed account, its steps in the order they happen: the run holds the
  * account's lease (`run.ts` claimed it) → the escrow check (a pair waiting at the claimed
- * version is applied instead of a call) → may a call start (time, the application's breaker
- * and 429 pause, the send counted) → the MercadoPago call through the application of the
+ * version is applied instead of a call) → may a call start (time, the application's breaker —
+ * held open across runs, its half-open trial made by one account at a time — and 429 pause, the
+ * send counted) → the MercadoPago call through the application of the
  * account's site → the pair kept (`save.ts`: compare-and-swap save, else escrow) → the
  * ending recorded (`record.ts`). The caches of the saved pairs, the audit events and the
  * unused leases are written for all accounts together at the run's end (`run_end.ts`).

@@ -15,7 +15,8 @@
  * line, audit events, lease release, saved pair) → `run_end.ts` (the unused leases released, the
  * saved pairs' caches written together by `syncSavedToCache`, the batched sync of
  * `shared/sync/`, the events recorded, the report). The only state the accounts share is the
- * run's identity, budget and circuit breakers (`types.ts`). Each account is refreshed through
+ * run's identity, budget and circuit breakers (`types.ts`), which start from the ones the Admin
+ * DB holds open across runs (`app_breaker.ts`: backoff, half-open trial). Each account is refreshed through
  * its own site's application, and the breaker, the 429 pause and the concurrency toward
  * MercadoPago are that application's: one site's MercadoPago failing never stops another's
  * refreshes. Beside them: `may_start_call.ts` (the time decision), `rate_limit_pause.ts` (the

@@ -5,7 +5,7 @@
 import { pgArray, type Sql } from "../platform/db.ts";
 
 /** A breaker that is not closed: open until `open_until` (past: half open), `opens` in a row. */
-export interface AppBreakerRow {
+interface AppBreakerRow {
   site_id: string;
   open_until: Date;
   opens: number;

@@ -18,6 +18,8 @@ const PUBLIC_EDGES = "admin/supabase/migrations/20261130000200_mp_public_edges.s
 const OUTBOX = "admin/supabase/migrations/20261206000200_mp_event_outbox.sql";
 const REFRESH_SQL = "admin/supabase/migrations/20261124000300_mp_refresh.sql";
 const RETENTION_CRON = "admin/supabase/migrations/20261130000300_mp_retention_cron.sql";
+/** Each application's circuit breaker across runs: its open, half-open trial and its end. */
+const APP_BREAKERS = "admin/supabase/migrations/20261217000100_mp_app_breakers.sql";
 /** Where mp_save_connection and the event writers live since sites (they replace the older ones). */
 const SITES = "admin/supabase/migrations/20261215000100_mp_sites.sql";
 
@@ -813,6 +815,21 @@ export const MUTANTS: Mutant[] = [
     file: "shared/refresh/account.ts",
     from: "const breaker = breakerOf(run, app.site);",
     to: 'const breaker = breakerOf(run, "");',
+  },
+  {
+    name:
+      "persisted breaker: the half-open trial claimed without its compare-and-set (every run trials, even while open)",
+    invariants: [3],
+    file: APP_BREAKERS,
+    from: "     where site_id = p_site and open_until <= now()\n",
+    to: "     where site_id = p_site\n",
+  },
+  {
+    name: "persisted breaker: the backoff grows by 10 minutes an open instead of doubling",
+    invariants: [3],
+    file: "shared/refresh/app_breaker.ts",
+    from: "FIRST_BACKOFF_MS * 2 ** (Math.max(n, 1) - 1)",
+    to: "FIRST_BACKOFF_MS * Math.max(n, 1)",
   },
   {
     name: "routing: one application's 429 pauses every application's refreshes",
