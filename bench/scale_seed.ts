@@ -128,6 +128,9 @@ async function copy(
     }
     await end(stream);
   } catch (err) {
+    // The caller gets the error from the rejection; the stream's own `error` event is not a
+    // second, uncaught report of it.
+    stream.on("error", () => {});
     stream.destroy(err as Error);
     throw err;
   }
