@@ -214,8 +214,19 @@ class ConnectWrongSite extends Step {
     const a = w.acc(this.i);
     const other = w.apps.list.find((app) => app.site !== a.site);
     if (!other) return NOOP;
-    const r = await oauth(w, a, w.newSeller(), true, other.site);
+    const asked = w.newSeller();
+    const r = await oauth(w, a, asked, true, other.site);
     if (r.ok) {
+      // An `other_seller` fault on this application makes MercadoPago name a seller of its own
+      // site instead of the one who authorized: with `replace_seller` that seller is connected,
+      // as MercadoPago named it (the ledger says whom it issued the pair to). Only the seller of
+      // the other site being connected is the violation.
+      const issued = (await issuedForCode(w, asked)).map((p) => p.user_id);
+      if (issued.length === 1 && issued[0] !== asked) {
+        await sellerChange(w, a, asked, true);
+        w.observed("wrong_site_seller_named_another");
+        return;
+      }
       throw new Violation(
         "site",
         `${a.site}: a seller of ${other.site} was connected through ${a.site}'s application`,
