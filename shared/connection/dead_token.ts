@@ -33,7 +33,7 @@ const LEASE_MS = 5 * 60_000;
  * new pair), `unavailable` (the Backend DB could not be reached to clear the cache: nothing
  * changed).
  */
-export type DeadTokenOutcome = "refreshed" | "reauth_required" | "stale" | "busy" | "unavailable";
+type DeadTokenOutcome = "refreshed" | "reauth_required" | "stale" | "busy" | "unavailable";
 
 /** Handles the confirmed death of account `accountId`'s access token of version `version`. */
 export async function handleDeadToken(

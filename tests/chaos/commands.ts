@@ -177,7 +177,7 @@ async function sellerChange(w: World, a: Acc, asked: number, ok: boolean) {
 }
 
 /** A new account of `site` linked to a new client, connected through OAuth as a new seller. */
-export class ConnectNew extends Step {
+class ConnectNew extends Step {
   readonly name = "connect";
   constructor(readonly site: string, readonly multi: boolean) {
     super();
@@ -247,7 +247,7 @@ class ConnectWrongSite extends Step {
 }
 
 /** Connect again: the same seller (reconnect), another with replace_seller, or another without. */
-export class Connect extends Step {
+class Connect extends Step {
   readonly name: string;
   constructor(readonly i: number, readonly kind: "reconnect" | "replace" | "mismatch") {
     super();
@@ -285,7 +285,7 @@ export class Connect extends Step {
  * last-resort window (3 days: a refresh token sent once may go once more), provisioned (step
  * 7.1). The sandbox and the master agree on the expiry.
  */
-export class ProvisionNew extends Step {
+class ProvisionNew extends Step {
   readonly name = "provision";
   constructor(readonly days: 30 | 3, readonly site: string, readonly multi: boolean) {
     super();
@@ -324,7 +324,7 @@ export class ProvisionNew extends Step {
 }
 
 /** provision-step-7-1 again for a linked account: harmless. */
-export class Provision extends Step {
+class Provision extends Step {
   readonly name = "provision_again";
   constructor(readonly i: number) {
     super();
@@ -349,7 +349,7 @@ export class Provision extends Step {
 // Refresh
 
 /** Two mp-refresh runs at once for the account (invariant 4: it is refreshed at most once). */
-export class RefreshPair extends Step {
+class RefreshPair extends Step {
   readonly name = "refresh_pair";
   constructor(readonly i: number, readonly force: boolean) {
     super();
@@ -382,7 +382,7 @@ export class RefreshPair extends Step {
  * the last resort, its access token expiring within 7 days (`ProvisionNew(3 days)`), never
  * otherwise, and never a third time.
  */
-export class RefreshUnknownThenAgain extends Step {
+class RefreshUnknownThenAgain extends Step {
   readonly name = "refresh_unknown_then_again";
   constructor(
     readonly i: number,
@@ -415,7 +415,7 @@ export class RefreshUnknownThenAgain extends Step {
  * (latency); once the call is at the sandbox, every live mp-refresh isolate of this stack is
  * SIGKILLed (pids from the gateway's "Edge isolate started" log lines).
  */
-export class KillRefreshIsolate extends Step {
+class KillRefreshIsolate extends Step {
   readonly name = "kill_isolate";
   constructor(readonly i: number) {
     super();
@@ -485,7 +485,7 @@ async function killIsolates(fn: string): Promise<number> {
 // Request ids (every command that sends one: lengths 1 to 200, across the 128 limit)
 
 /** A request id a command sends: its length and what it is made of. */
-export interface Rid {
+interface Rid {
   len: number;
   /** `plain`: hex; `dotted`: one `.` (valid for the functions, not for MercadoPago's webhook); `bad`: one `!` (valid for neither). */
   kind: "plain" | "dotted" | "bad";
@@ -541,7 +541,7 @@ function checkEcho(id: string, res: { status: number; headers: Headers }, fn: st
 // ---------------------------------------------------------------------------------------------
 // Revoke, reads, reports, probe
 
-export class Revoke extends Step {
+class Revoke extends Step {
   readonly name = "revoke";
   constructor(readonly i: number, readonly rid: Rid) {
     super();
@@ -570,7 +570,7 @@ export class Revoke extends Step {
  * revoked account's answer is never a token, and 404 while both databases are up. Invariant 9:
  * never a token MercadoPago confirmed dead — to an earlier step, or to this very request.
  */
-export class GetConfig extends Step {
+class GetConfig extends Step {
   readonly name: string;
   constructor(readonly i: number, readonly report: boolean, readonly rid: Rid) {
     super();
@@ -623,7 +623,7 @@ export class GetConfig extends Step {
   }
 }
 
-export class Probe extends Step {
+class Probe extends Step {
   readonly name = "probe";
   constructor(readonly i: number) {
     super();
@@ -644,7 +644,7 @@ export class Probe extends Step {
 // Deauthorization webhooks
 
 /** The seller removes the app at the sandbox, which delivers the signed notification itself. */
-export class DeauthorizeGenuine extends Step {
+class DeauthorizeGenuine extends Step {
   readonly name = "webhook_genuine";
   constructor(readonly i: number) {
     super();
@@ -690,7 +690,7 @@ export class DeauthorizeGenuine extends Step {
  * characters, or not `A-Za-z0-9-` — is refused with 401); `killFirst` removes the app at the
  * sandbox first, otherwise the claim is false and must not revoke anything.
  */
-export class DeauthorizeSigned extends Step {
+class DeauthorizeSigned extends Step {
   readonly name: string;
   constructor(
     readonly i: number,
@@ -793,7 +793,7 @@ export class DeauthorizeSigned extends Step {
 // ---------------------------------------------------------------------------------------------
 // Reconcile and backfill
 
-export class Reconcile extends Step {
+class Reconcile extends Step {
   readonly name = "reconcile";
   override check() {
     return true;
@@ -832,7 +832,7 @@ async function assertInSync(w: World, by: string, only?: Acc) {
  * up it must not fail (an error or a failed account fails the step), and it leaves the cache at
  * the master's version.
  */
-export class Backfill extends Step {
+class Backfill extends Step {
   readonly name = "backfill";
   constructor(readonly i: number) {
     super();
@@ -867,7 +867,7 @@ export class Backfill extends Step {
 // ---------------------------------------------------------------------------------------------
 // Invariant 7: forged escrow rows, then a refresh
 
-export class ForgeEscrow extends Step {
+class ForgeEscrow extends Step {
   readonly name = "forge_escrow";
   constructor(readonly i: number, readonly kind: "garbage" | "other_aad" | "other_seller") {
     super();
@@ -952,7 +952,7 @@ async function rowCounts(): Promise<number> {
  * shape (the request id; for `unknown_state`, the state): at most one row more, and (the
  * checker) nothing over 128 characters stored.
  */
-export class Unauthenticated extends Step {
+class Unauthenticated extends Step {
   readonly name = "unauthenticated";
   constructor(readonly kind: "no_key" | "bad_signature" | "unknown_state", readonly rid: Rid) {
     super();
@@ -1011,7 +1011,7 @@ export class Unauthenticated extends Step {
 // ---------------------------------------------------------------------------------------------
 // Faults
 
-export const SANDBOX_MODES = [
+const SANDBOX_MODES = [
   "error_500",
   "timeout",
   "rate_limited",
@@ -1026,7 +1026,7 @@ export const SANDBOX_MODES = [
  * The next sandbox call fails as `mode` (the contract's local stack, MercadoPago sandbox). Counted
  * as a fault only when a call takes it (the sandbox's ledger says so).
  */
-export class SandboxFault extends Step {
+class SandboxFault extends Step {
   readonly name = "sandbox_fault";
   /** `site`: the one application the fault is limited to (null: every call, the single app). */
   constructor(readonly mode: typeof SANDBOX_MODES[number], readonly site: string | null) {
@@ -1046,7 +1046,7 @@ export class SandboxFault extends Step {
 }
 
 /** MercadoPago silently kills the seller's access tokens, or the whole grant. */
-export class Invalidate extends Step {
+class Invalidate extends Step {
   readonly name = "invalidate";
   constructor(readonly i: number, readonly scope: "access" | "grant") {
     super();
@@ -1068,7 +1068,7 @@ export class Invalidate extends Step {
  * kills the seller's access tokens (or grant), then mp-probe or a checkout report looks at the
  * account.
  */
-export class InvalidateThenCheck extends Step {
+class InvalidateThenCheck extends Step {
   readonly name = "invalidate_then_check";
   constructor(
     readonly i: number,
@@ -1092,7 +1092,7 @@ export class InvalidateThenCheck extends Step {
 }
 
 /** A database stopped (until `StartDb`). */
-export class StopDb extends Step {
+class StopDb extends Step {
   readonly name = "db_stop";
   constructor(readonly which: "backend" | "admin") {
     super();
@@ -1111,7 +1111,7 @@ export class StopDb extends Step {
   }
 }
 
-export class StartDb extends Step {
+class StartDb extends Step {
   readonly name = "db_start";
   constructor(readonly which: "backend" | "admin") {
     super();
@@ -1130,7 +1130,7 @@ export class StartDb extends Step {
 }
 
 /** A database hangs (SIGSTOP) while a read and a forced refresh are in flight, then resumes. */
-export class HangDb extends Step {
+class HangDb extends Step {
   readonly name = "db_hang";
   constructor(readonly which: "backend" | "admin", readonly i: number) {
     super();
@@ -1184,7 +1184,7 @@ async function makeDue(ids: string[]) {
  * tracked accounts are drained: each of their events is then delivered (invariant 10: at
  * least once), unless a live lease of a run that lost its database holds one back.
  */
-export class DeliverEvents extends Step {
+class DeliverEvents extends Step {
   readonly name: string;
   constructor(
     readonly mode: ReceiverMode,
@@ -1253,7 +1253,7 @@ export class DeliverEvents extends Step {
 }
 
 /** Up to `pages` pages of mp-events after the run's cursor, `limit` each; the cursor moves on. */
-export class PullEvents extends Step {
+class PullEvents extends Step {
   readonly name = "pull_events";
   constructor(readonly limit: number, readonly pages: number) {
     super();
@@ -1307,7 +1307,7 @@ export class PullEvents extends Step {
  * the sandbox, whose ledger judges invariant 3's last resort by the expiry it issued, was not
  * told (an account provisioned with 3 days, `ProvisionNew(3 days)`, is near expiry at both).
  */
-export class NearExpiry extends Step {
+class NearExpiry extends Step {
   readonly name = "near_expiry";
   constructor(readonly i: number) {
     super();

@@ -27,7 +27,7 @@ import { findIn, Violation, type World } from "./world.ts";
 export type ReceiverMode = "ok" | "error" | "never";
 
 /** One request the receiver got. */
-export interface Receipt {
+interface Receipt {
   /** Arrival order over the whole run. */
   n: number;
   at: number;
@@ -40,7 +40,7 @@ export interface Receipt {
 }
 
 /** A pulled event (mp-events). */
-export interface Pulled {
+interface Pulled {
   id: string;
   event: any;
 }
@@ -141,7 +141,7 @@ export class Platform {
 }
 
 /** The event type of a change (SQL `mp_event_type`), or null for no change. */
-export function eventType(
+function eventType(
   oldState: string,
   newState: string,
   oldUser: number | null,

@@ -16,7 +16,7 @@ import {
 } from "../../local/sandbox/ledger.ts";
 
 export { tokenId };
-export type { FaultRecord, KillRecord, LedgerView, PairRecord, Presentation, UsersMeRecord };
+export type { LedgerView, PairRecord, Presentation };
 
 /** A presentation new since the last read, with the pair it belongs to (if the sandbox issued it). */
 export interface NewPresentation {

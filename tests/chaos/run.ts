@@ -26,7 +26,7 @@ import { checkInvariants, newTotals, stackApps, type Totals, World } from "./wor
 import { Platform } from "./events.ts";
 import { LedgerMirror } from "./ledger.ts";
 
-export interface ChaosOptions {
+interface ChaosOptions {
   seed: number;
   /** Steps (commands run) to reach, over as many sequences as it takes. */
   steps: number;
@@ -46,7 +46,7 @@ export interface ChaosOptions {
  * What one chaos invocation (one seed) did; `chaos-summary` prints it as JSON (with `commit`),
  * read by bench/chaos_summary.ts.
  */
-export interface ChaosSummary {
+interface ChaosSummary {
   seed: number;
   /** The sites of the stack's applications the run used (`MP_APPS`'s order); one: the single app. */
   apps: string[];

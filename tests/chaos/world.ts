@@ -94,7 +94,7 @@ export interface Acc {
 }
 
 /** A database fault in force. */
-export type DbState = "up" | "stopped";
+type DbState = "up" | "stopped";
 
 export class Violation extends Error {
   constructor(readonly invariant: number | string, message: string) {
@@ -713,7 +713,7 @@ async function checkSentText(w: World, logText: string): Promise<void> {
 }
 
 /** Every secret the stack knows of now: issued tokens and codes, keys, webhook secrets. */
-export async function knownSecretsNow(apps: ChaosApps): Promise<string[]> {
+async function knownSecretsNow(apps: ChaosApps): Promise<string[]> {
   const res = await fetch(`${stack.sandboxUrl}/__sandbox/secrets`);
   const issued = (await res.json()).secrets as string[];
   const keys = [
