@@ -160,6 +160,12 @@ Deno.test("Brazil's MercadoPago down across runs: 3 calls in the first run, then
       backoff_minutes: 20,
       closed: false,
     });
+    // The spared ones wait for the end of the 20 minutes (not claimed and skipped meanwhile).
+    const waits = await m
+      .adminDb()`select mp_refresh_next_attempt_at > now() + interval '19 minutes'
+        as w from nv_accounts where id = any(${pgArray(brazil2)}::uuid[])
+         and mp_refresh_last_error = 'circuit_open'`;
+    assert.deepEqual(waits.map((r) => r.w), [true, true]);
 
     // Two runs at once, the backoff over again: one trial between them (compare-and-set), the
     // breaker open for 40 minutes.

@@ -10,6 +10,7 @@ import {
   breakerBackoffSchedule,
   breakerStance,
 } from "../shared/refresh/app_breaker.ts";
+import { deferralOf } from "../shared/refresh/outcome.ts";
 import { withBreakers } from "../shared/operations/health.ts";
 import { connectionTotals } from "../shared/store/account_status.ts";
 
@@ -57,4 +58,25 @@ Deno.test("withBreakers: every site's figures with breaker_open_until (null: clo
   assert.equal(sites.MLM.breaker_open_until, "2026-12-08T12:00:00.000Z");
   assert.equal(sites.MLM.accounts, 0);
   assert.equal(sites.MLA.connected, 2);
+});
+
+Deno.test("deferralOf: with several applications an account an open breaker spared waits until the breaker's backoff ends, at least 10 minutes", () => {
+  const now = 1_000_000;
+  assert.deepEqual(deferralOf("circuit_open", 2, 0, now, now + 40 * MINUTE), {
+    error: "circuit_open",
+    retryAfterMs: 40 * MINUTE,
+  });
+  assert.deepEqual(deferralOf("circuit_open", 2, 0, now, now + 20 * MINUTE - 500), {
+    error: "circuit_open",
+    retryAfterMs: 20 * MINUTE,
+  }, "whole seconds");
+  assert.deepEqual(deferralOf("circuit_open", 7, 0, now, now + MINUTE), {
+    error: "circuit_open",
+    retryAfterMs: 10 * MINUTE,
+  }, "never less than one refresh interval");
+  assert.deepEqual(deferralOf("circuit_open", 2, 0, now, now - MINUTE), {
+    error: "circuit_open",
+    retryAfterMs: 10 * MINUTE,
+  });
+  assert.equal(deferralOf("circuit_open", 1, 0, now, now + 40 * MINUTE), undefined, "one app");
 });

@@ -103,7 +103,13 @@ export function breakerOf(run: Run, site: string): Breaker {
  * deferred (`deferralOf`).
  */
 function spared(run: Run, app: MpApp, reason: string): Ending {
-  const defer = deferralOf(reason, run.ctx.config.mpApps.size, mpPausedUntil(app.site), Date.now());
+  const defer = deferralOf(
+    reason,
+    run.ctx.config.mpApps.size,
+    mpPausedUntil(app.site),
+    Date.now(),
+    run.breakers.get(app.site)?.openUntil,
+  );
   return skipped(reason, defer);
 }
 
@@ -161,6 +167,7 @@ async function endTrial(run: Run, site: string, breaker: Breaker, ok: boolean): 
   if (!ok) breaker.open = true;
   await run.ctx.admin((sql) => endBreakerTrial(sql, site, run.owner, ok, breakerBackoffSchedule()))
     .then((openUntil) => {
+      if (openUntil) breaker.openUntil = openUntil.getTime();
       if (ok) {
         run.log.info("MP refresh circuit breaker closed: the trial call was answered", { site });
       } else {
@@ -176,12 +183,18 @@ async function endTrial(run: Run, site: string, breaker: Breaker, ok: boolean): 
 }
 
 /** Persists that the run's breaker for `site` opened (`mp_open_app_breaker`), and logs it. */
-async function persistOpen(run: Run, site: string, unknown: number): Promise<void> {
+async function persistOpen(
+  run: Run,
+  site: string,
+  breaker: Breaker,
+  unknown: number,
+): Promise<void> {
   const openUntil = await run.ctx.admin((sql) => openBreaker(sql, site, breakerBackoffSchedule()))
     .catch((err) => {
       run.log.warn("Could not persist the open circuit breaker", { site, error: err });
       return null;
     });
+  if (openUntil) breaker.openUntil = openUntil.getTime();
   run.log.error("MP refresh circuit breaker open: no more MercadoPago calls to this site", {
     site,
     unknown_in_a_row: unknown,
@@ -228,7 +241,7 @@ async function callMercadoPago(run: Run, account: ClaimedAccount): Promise<CallA
         breaker.unknownInARow = unknownInARow(breaker.unknownInARow, verdict);
         if (breakerOpen(breaker.unknownInARow) && !breaker.open) {
           breaker.open = true;
-          await persistOpen(run, app.site, breaker.unknownInARow);
+          await persistOpen(run, app.site, breaker, breaker.unknownInARow);
         }
       }
     }

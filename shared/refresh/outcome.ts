@@ -78,17 +78,22 @@ const SITE_OUTAGE_RETRY_MS = 10 * 60_000;
  * (`reason` `circuit_open`: the application's breaker opened; `rate_limited`: its 429 pause
  * outlasts the run), given how many applications are configured: with one it is released for the
  * next run (undefined); with several it waits — released, it would be claimed first again and
- * hold other sites' due accounts back — one refresh interval after a breaker, the rest of the
- * pause (at least 1 s) after a 429. Pure.
+ * hold other sites' due accounts back — after a breaker one refresh interval, or until the end of
+ * the breaker's persisted backoff (`breakerOpenUntil`, whole seconds) when that is later; the rest
+ * of the pause (at least 1 s) after a 429. Pure.
  */
 export function deferralOf(
   reason: string,
   applications: number,
   pausedUntil: number,
   now: number,
+  breakerOpenUntil = 0,
 ): { error: string; retryAfterMs: number } | undefined {
   if (applications < 2) return undefined;
-  if (reason === "circuit_open") return { error: reason, retryAfterMs: SITE_OUTAGE_RETRY_MS };
+  if (reason === "circuit_open") {
+    const backoffLeft = Math.ceil((breakerOpenUntil - now) / 1000) * 1000;
+    return { error: reason, retryAfterMs: Math.max(SITE_OUTAGE_RETRY_MS, backoffLeft) };
+  }
   if (reason === "rate_limited") {
     return {
       error: reason,

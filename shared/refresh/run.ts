@@ -129,6 +129,8 @@ async function readBreakers(run: Run): Promise<void> {
       unknownInARow: 0,
       open: stance === "open",
       ...(stance === "trial" ? { trial: "due" as const } : {}),
+      // On this machine's clock, from the database's own now().
+      openUntil: Date.now() + (row.open_until.getTime() - row.db_now.getTime()),
     });
   }
   const open = rows.filter((r) => run.breakers.get(r.site_id)?.open).map((r) => r.site_id);

@@ -55,13 +55,16 @@ export interface RefreshReport {
  * One application's circuit breaker in a run: unknown outcomes in a row, whether it is open (no
  * more calls this run), and its persisted breaker's half-open trial (`app_breaker.ts`): `due`
  * (the backoff is over: this run may claim it), `held` (claimed: the next account to call makes
- * it); `trialCall` while the trial's call is in flight (the site's other accounts wait for it).
+ * it); `trialCall` while the trial's call is in flight (the site's other accounts wait for it);
+ * `openUntil`, the end of its persisted backoff.
  */
 export interface Breaker {
   unknownInARow: number;
   open: boolean;
   trial?: "due" | "held";
   trialCall?: Promise<void>;
+  /** The end of the persisted breaker's backoff (epoch ms), when known: spared accounts wait for it. */
+  openUntil?: number;
 }
 
 /**
