@@ -32,6 +32,14 @@
  * of every mp-refresh and mp-deliver-events invocation (the gateway's log lines) against the
  * limits of docs/scale.md. The pg_cron jobs are paused while it runs.
  *
+ * Since 060eada each application's circuit breaker is persisted (`mp_app_breakers`): once a run's
+ * breaker opens, later runs skip the site for 10 minutes (doubling up to 2 hours), then one
+ * half-open trial call. So an outage puts about 10 accounts at risk per backoff, by design, and
+ * this bench's outage phase (the schedule compressed, runs back to back) no longer puts N
+ * accounts at risk within its budget: its first rows then say NO, which is the system working as
+ * the contract says, not a delivery failure. A burst of N `at_risk` events now comes only from a
+ * site failing for 3 days (`refresh_failing`), which a bench reaches only by moving time in SQL.
+ *
  * On its own: `deno run -A bench/burst.ts [<state dir>]` against a running test-profile stack;
  * nothing else may listen on the gateway's port + 7.
  */
