@@ -85,7 +85,7 @@ export async function refreshLeasedAccount(
 ): Promise<RefreshResult> {
   const started = Date.now();
   const run = newRun(ctx, log, owner, opts);
-  await readBreakers(run);
+  await readBreakers(run, true);
   let escrows: Map<string, EscrowEntry> | undefined;
   try {
     escrows = await ctx.backend((sql) => readEscrows(sql, [account.id]));
@@ -111,14 +111,31 @@ async function adoptSites(run: Run): Promise<void> {
   }).catch((err) => run.log.warn("Could not give accounts the default site", { error: err }));
 }
 
+/** How long one-account runs in an isolate share one read of the breakers. */
+const SHARED_READ_MS = 5_000;
+
+/** The breakers' last read shared by one-account runs of a context, and when it started. */
+const sharedReads = new WeakMap<
+  Context,
+  { at: number; rows: ReturnType<typeof readOpenBreakers> }
+>();
+
 /**
  * Starts the run's breakers from the ones the Admin DB holds open or half open
  * (`mp_app_breakers`): an open one's site is not called this run, a half-open one's trial may be
  * claimed. Unreadable, the breakers start closed (each run's own 3 unknown outcomes still open
- * them).
+ * them). With `shared` (the one-account runs of dead tokens, many at once in a probe run) a read
+ * started in this isolate within the last 5 s is used instead of a new one.
  */
-async function readBreakers(run: Run): Promise<void> {
-  const rows = await run.ctx.admin((sql) => readOpenBreakers(sql)).catch((err) => {
+async function readBreakers(run: Run, shared = false): Promise<void> {
+  const now = Date.now();
+  const last = sharedReads.get(run.ctx);
+  const read = shared && last && now - last.at < SHARED_READ_MS
+    ? last.rows
+    : run.ctx.admin((sql) => readOpenBreakers(sql));
+  if (shared && last?.rows !== read) sharedReads.set(run.ctx, { at: now, rows: read });
+  const rows = await read.catch((err) => {
+    if (sharedReads.get(run.ctx)?.rows === read) sharedReads.delete(run.ctx);
     run.log.warn("Could not read the circuit breakers; they start closed", { error: err });
     return [];
   });
