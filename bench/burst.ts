@@ -230,7 +230,7 @@ async function call(env: Record<string, string>, name: string, body: unknown) {
 }
 
 /** The gateway's "Edge request" lines of function `name` written after byte `from`. */
-export async function edgeRuns(logFile: string, from: number, name: string): Promise<Invocation[]> {
+async function edgeRuns(logFile: string, from: number, name: string): Promise<Invocation[]> {
   const text = new TextDecoder().decode((await Deno.readFile(logFile)).subarray(from));
   const runs: Invocation[] = [];
   for (const line of text.split("\n")) {

@@ -29,7 +29,6 @@ const PUBLISHED: Record<string, string> = {
  * drops it here; an entry that is no longer dead fails the test until it is dropped.
  */
 const PENDING: string[] = [
-  "bench/burst.ts: edgeRuns",
   "bench/refresh.ts: DueAccounts",
   "bench/results.ts: BenchStore",
   "bench/results.ts: Section",
