@@ -36,7 +36,7 @@ export async function sandboxControl(
 }
 
 /** Accounts seeded by {@link seedDueAccounts}, for {@link dropAccounts}. */
-export interface DueAccounts {
+interface DueAccounts {
   ids: string[];
   clientIds: string[];
 }

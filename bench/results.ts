@@ -44,7 +44,7 @@ export interface BenchEntry {
 }
 
 /** bench/results/bench.json. */
-export interface BenchStore {
+interface BenchStore {
   benches: BenchEntry[];
 }
 
@@ -84,7 +84,7 @@ export interface ChaosLongRun {
 }
 
 /** A `## ` section of the document: its title (null before the first) and its text. */
-export interface Section {
+interface Section {
   title: string | null;
   text: string;
 }
@@ -121,14 +121,6 @@ export function parseTables(text: string): { header: string[]; rows: string[][] 
     tables.push(table);
   }
   return tables;
-}
-
-/** A stored "met" back from its table cell (the inverse of bench/table.ts). */
-export function metOf(cell: string): boolean | null {
-  if (cell === "yes") return true;
-  if (cell === "NO") return false;
-  if (cell === "") return null;
-  throw new Error(`not a verdict: ${cell}`);
 }
 
 const short = (commit: string) => commit.slice(0, 7);
@@ -198,7 +190,7 @@ function runsSection(store: BenchStore): string {
 }
 
 /** Whether a long chaos run's totals meet the bars: ≥ 20,000 steps and no violation. */
-export function chaosVerdicts(runs: ChaosRunRecord[]) {
+function chaosVerdicts(runs: ChaosRunRecord[]) {
   const steps = runs.reduce((a, r) => a + r.steps, 0);
   const violations = runs.reduce((a, r) => a + r.violations, 0);
   return {

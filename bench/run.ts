@@ -12,7 +12,7 @@ import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { launchStack } from "../local/launch.ts";
 import type { Bench, BenchRow } from "./types.ts";
-import { markdownTable, textTable } from "./table.ts";
+import { textTable } from "./table.ts";
 import {
   BENCH_STORE,
   type BenchEntry,
@@ -24,7 +24,6 @@ import {
   writeResults,
 } from "./results.ts";
 
-export { markdownTable, textTable };
 import { checkoutBench } from "./checkout.ts";
 import { refreshBench } from "./refresh.ts";
 import { backfillBench } from "./backfill.ts";

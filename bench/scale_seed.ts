@@ -26,7 +26,7 @@ export const SCALE_ACCOUNT_PREFIX = "5ca1ab1e-acc0-4000-8000-";
 /** The id prefix of every seeded client (`clients.id`). */
 export const SCALE_CLIENT_PREFIX = "5ca1ab1e-c11e-4000-8000-";
 /** The first seeded MercadoPago seller id (`mp_user_id`); seeded ones are consecutive. */
-export const SCALE_MP_USER_BASE = 7_000_000_000;
+const SCALE_MP_USER_BASE = 7_000_000_000;
 
 /** Rows generated (and encrypted) per chunk written to COPY. */
 const CHUNK = 5000;
@@ -281,7 +281,7 @@ export async function seedScale(
 }
 
 /** Deletes the outbox events of the seeded accounts (by their id prefix). */
-export async function clearScaleEvents(admin: Sql): Promise<void> {
+async function clearScaleEvents(admin: Sql): Promise<void> {
   const [a0, a1] = [
     scaleId(SCALE_ACCOUNT_PREFIX, 0),
     scaleId(SCALE_ACCOUNT_PREFIX, 0xffffffffffff),

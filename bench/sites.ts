@@ -48,7 +48,7 @@ export function spread(n: number, sites: readonly string[]): Record<string, numb
 }
 
 /** What the run left, for {@link sitesVerdict}. */
-export interface SitesOutcome {
+interface SitesOutcome {
   /** Per healthy site: its due accounts refreshed. */
   refreshed: Record<string, number>;
   /** Due accounts seeded per site. */

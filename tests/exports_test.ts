@@ -29,16 +29,6 @@ const PUBLISHED: Record<string, string> = {
  * drops it here; an entry that is no longer dead fails the test until it is dropped.
  */
 const PENDING: string[] = [
-  "bench/refresh.ts: DueAccounts",
-  "bench/results.ts: BenchStore",
-  "bench/results.ts: Section",
-  "bench/results.ts: chaosVerdicts",
-  "bench/results.ts: metOf",
-  "bench/run.ts: markdownTable",
-  "bench/run.ts: textTable",
-  "bench/scale_seed.ts: SCALE_MP_USER_BASE",
-  "bench/scale_seed.ts: clearScaleEvents",
-  "bench/sites.ts: SitesOutcome",
   "shared/store/refresh_leases.ts: ClaimRequest",
   "shared/store/refresh_leases.ts: FailureState",
   "shared/store/refresh_leases.ts: ReauthReason",
