@@ -55,6 +55,11 @@ Deno.test("invariant 9: a crashed refresh keeps its lease — a 401 found by mp-
   assert.equal(probed.status, 200);
   assert.equal(probed.body.checked, 1);
   assert.equal(probed.body.dead, 1);
+  assert.deepEqual(
+    probed.body.results,
+    [{ account_id: p.accountId, state: "reauth_required" }],
+    "the probe's answer says the state the account is in: nothing is served until it is replaced",
+  );
   await assertNotServed(p.clientId, dead, "after the probe");
   const row: any = await accountRow(p.accountId);
   assert.deepEqual(

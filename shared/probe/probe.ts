@@ -260,13 +260,15 @@ async function recordCheck(run: ProbeRun, claim: ProbeClaim, verdict: "alive" | 
     source: "probe",
   }).catch((err) => {
     run.log.error("Could not handle a dead token", { account_id: claim.id, error: err });
-    return "busy" as const;
+    return "unavailable" as const;
   });
+  // `busy`: cleared while a refresh holds the account (it, or the next run, replaces the token):
+  // until then nothing is served, as for `reauth_required`.
   run.results.push({
     account_id: claim.id,
     state: outcome === "refreshed"
       ? "connected"
-      : outcome === "reauth_required"
+      : outcome === "reauth_required" || outcome === "busy"
       ? "reauth_required"
       : "unverified",
   });
