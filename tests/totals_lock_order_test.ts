@@ -137,6 +137,8 @@ const SITES = ["MLA", "MLB", "MLM", "MLC", "MCO", "MLU", "MPE"];
 async function manySitesToAtRisk(): Promise<() => Promise<unknown>> {
   const ids = await connectedAccounts(63);
   const sql = adminDb();
+  // 63 concurrent one-account statements, each moving a counter between two sites' rows: before
+  // …_mp_totals_lock_order.sql these alone could deadlock (seen here: 40P01).
   await Promise.all(
     ids.map((id, i) => sql`update nv_accounts set mp_site_id = ${SITES[i % 7]} where id = ${id}`),
   );
