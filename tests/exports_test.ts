@@ -22,18 +22,6 @@ const PUBLISHED: Record<string, string> = {
     "the checkout client users copy and import from Node or Deno (README, Checkout)",
 };
 
-/**
- * TO EMPTY: dead exports in files other sessions were editing when this check was written
- * (shared/refresh/, shared/connection/dead_token.ts, shared/store/refresh_leases.ts, tests/chaos/,
- * bench/), as of the commit that added this check. The coordinator removes or uses each, then
- * drops it here; an entry that is no longer dead fails the test until it is dropped.
- */
-const PENDING: string[] = [
-  "shared/store/refresh_leases.ts: ClaimRequest",
-  "shared/store/refresh_leases.ts: FailureState",
-  "shared/store/refresh_leases.ts: ReauthReason",
-];
-
 /** What one module exports and what it takes from the others. */
 interface ModuleUse {
   /** The names it exports (`default` for a default export), each with whether it is served. */
@@ -309,11 +297,5 @@ Deno.test("no export without an importer: every exported symbol is imported by a
     modules > 200 && exports > 500,
     `the scan saw the tree (${modules} modules, ${exports} exports)`,
   );
-  const stale = PENDING.filter((entry) => !dead.includes(entry));
-  assert.deepEqual(
-    stale,
-    [],
-    "allow-listed exports that now have an importer or are gone: drop them from PENDING",
-  );
-  assert.deepEqual(dead.filter((entry) => !PENDING.includes(entry)), [], "exports nothing imports");
+  assert.deepEqual(dead, [], "exports nothing imports");
 });

@@ -57,7 +57,7 @@ function withSites(sql: Sql, claim: ReturnType<Sql>) {
 }
 
 /** What to claim: how many, the due window, the lease, one account only, forced. */
-export interface ClaimRequest {
+interface ClaimRequest {
   owner: string;
   limit: number;
   dueWithinDays: number;
@@ -112,7 +112,7 @@ export async function saveRefreshed(
 }
 
 /** The backoff state a recorded failure left. */
-export interface FailureState {
+interface FailureState {
   failures: number;
   next_attempt_at: Date;
 }
@@ -146,7 +146,7 @@ export async function recordFailure(
 }
 
 /** Why an account needs re-authorization (docs/contract.md, connection states). */
-export type ReauthReason = "invalid_grant" | "seller_mismatch" | "token_dead";
+type ReauthReason = "invalid_grant" | "seller_mismatch" | "token_dead";
 
 /** Marks the account as needing re-authorization and releases the lease; false if not owner. */
 export async function recordReauthRequired(
