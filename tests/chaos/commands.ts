@@ -224,6 +224,7 @@ class ConnectWrongSite extends Step {
       const issued = (await issuedForCode(w, asked)).map((p) => p.user_id);
       if (issued.length === 1 && issued[0] !== asked) {
         await sellerChange(w, a, asked, true);
+        a.revoked = false;
         w.observed("wrong_site_seller_named_another");
         return;
       }
