@@ -199,6 +199,6 @@ Deno.test("mp_site_state_totals: a 63-row statement over 7 sites locks its count
   assert.deepEqual(free, [], "every counter row before MPE/connected was locked first");
 });
 
-Deno.test("close pools", async () => {
+Deno.test.afterAll(async () => {
   await closeDbs();
 });

@@ -18,12 +18,8 @@ import { recordEvent } from "../store/audit.ts";
 import { readEscrows } from "../store/escrow.ts";
 import { clearClientCache, syncAccountRow } from "../sync/sync.ts";
 import { refreshLeasedAccount } from "../refresh/run.ts";
-
-/**
- * How long this path holds the account's refresh lease when it gets it: as long as a refresh
- * run's, since it may make one refresh (the call and its save).
- */
-const LEASE_MS = 5 * 60_000;
+// This path holds the lease as long as a refresh run does: it may make one refresh.
+import { LEASE_MS } from "../refresh/run_limits.ts";
 
 /**
  * What handling a dead token did: `refreshed` (a new token is served), `reauth_required`
